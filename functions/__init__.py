@@ -1,0 +1,1 @@
+"""One blueprint per trigger; each handler decodes its binding, calls shared/, and reports."""

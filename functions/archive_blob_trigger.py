@@ -1,0 +1,32 @@
+"""Blob trigger: a PT1H.json in the archive container was created or changed."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+from azurefunctions.extensions.bindings import blob
+
+from shared.blobindex import ArchiveBlob
+from shared.runtime import runtime
+from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+# Event Grid is the only blob trigger source on Flex Consumption, and it fires once, when the
+# blob is created, never for appends: the catch-up timer indexes what grows after that. The
+# SDK-type binding hands over a client, not the content, so the host reads no byte of it.
+@bp.function_name("archive_blob")
+@bp.blob_trigger(
+    arg_name="changed",
+    path=f"%{ARCHIVE_CONTAINER}%/{{name}}",
+    connection=STORAGE_CONNECTION,
+    source=func.BlobSource.EVENT_GRID,
+)
+def archive_blob(changed: blob.BlobClient) -> None:
+    app = runtime()
+    name = changed.blob_name
+    report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
+    log.info("archive blob indexed", extra={"blob": name, **report.as_dict()})

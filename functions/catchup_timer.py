@@ -1,0 +1,29 @@
+"""Catch-up timer: indexes the new bytes of every recent, unsealed PT1H.json."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared.blobindex import catch_up
+from shared.runtime import runtime
+from shared.settings import CATCHUP_SCHEDULE
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("archive_catchup")
+@bp.timer_trigger(arg_name="timer", schedule=f"%{CATCHUP_SCHEDULE}%", use_monitor=True)
+def archive_catchup(timer: func.TimerRequest) -> None:
+    app = runtime()
+    report = catch_up(
+        app.blob_indexer,
+        app.stores.archive,
+        app.cursors,
+        now=datetime.now(UTC),
+        hours=app.settings.catchup_hours,
+    )
+    log.info("archive catch-up done", extra={"past_due": timer.past_due, **report.as_dict()})

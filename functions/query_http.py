@@ -1,0 +1,51 @@
+"""HTTP query: GET /api/activity?subscription=...&since=7d&limit=100[&continuation=...]."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import azure.functions as func
+import orjson
+
+from shared.query import QueryError, parse_query, run_query
+from shared.runtime import Runtime, runtime
+
+bp = func.Blueprint()  # azure-functions leaves it unannotated
+
+# Query string names that are not query parameters: `code` carries the function key.
+CONTINUATION = "continuation"
+FUNCTION_KEY = "code"
+
+
+def _json(status: int, body: object) -> func.HttpResponse:
+    return func.HttpResponse(
+        orjson.dumps(body),
+        status_code=status,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.HttpResponse:
+    params = {
+        name: value
+        for name, value in req.params.items()
+        if name not in (CONTINUATION, FUNCTION_KEY)
+    }
+    try:
+        query = parse_query(params, now)
+        page = run_query(
+            query,
+            records=app.stores.records,
+            lookup=app.stores.lookup,
+            reader=app.reader,
+            continuation=req.params.get(CONTINUATION),
+        )
+    except QueryError as error:
+        return _json(400, {"error": str(error)})
+    return _json(200, {"records": page.records, "continuation": page.continuation})
+
+
+@bp.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def activity(req: func.HttpRequest) -> func.HttpResponse:
+    return handle_activity(req, runtime(), datetime.now(UTC))

@@ -1,0 +1,28 @@
+"""Retention timer: deletes what is past its configured age (see shared/retention.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared.retention import enforce_retention, policy_from
+from shared.runtime import runtime
+from shared.settings import RETENTION_SCHEDULE
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.function_name("retention")
+@bp.timer_trigger(arg_name="timer", schedule=f"%{RETENTION_SCHEDULE}%", use_monitor=True)
+def retention(timer: func.TimerRequest) -> None:
+    app = runtime()
+    settings = app.settings
+    report = enforce_retention(
+        app.stores,
+        policy_from(settings.retention_days, settings.retention_category_days),
+        dry_run=settings.retention_dry_run,
+        budget_seconds=settings.retention_time_budget_seconds,
+    )
+    log.info("retention run done", extra={"past_due": timer.past_due, **report.as_dict()})

@@ -1,0 +1,1 @@
+"""The app's library: decoding, normalizing, indexing, retention, settings, telemetry."""

@@ -1,0 +1,515 @@
+"""Indexing PT1H.json append blobs incrementally: each byte read once, none missed.
+
+A cursor per blob (offset, ETag, counts) lives in a table. A run reads the blob from the
+cursor by byte range, in chunks of one request each, indexes the complete lines, and moves
+the cursor past them with an ETag-conditional write only after they are durably indexed.
+An unterminated last line is left for the next run. Two runs on one blob cannot skip (the
+cursor only moves past indexed lines) nor double (index rows are keyed by EventKey, and the
+loser of a cursor race re-reads the winner's cursor and goes on from there).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, UpdateMode
+from azure.storage.blob import ContainerClient
+
+from shared.deadletter import REJECTED, DeadLetter, DeadLetterStore
+from shared.decode import decode_line
+from shared.index import IndexWriter, encode_key_value
+from shared.normalize import normalize, normalize_input
+from shared.records import NormalizedRecord, Rejection
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 2 * 1024 * 1024  # one ranged GET per chunk: bounded memory, no 412 mid-read
+_PT1H = re.compile(
+    r"resourceId=/SUBSCRIPTIONS/(?P<subscription>[^/]+)/y=(?P<y>\d{4})/m=(?P<m>\d{2})/"
+    r"d=(?P<d>\d{2})/h=(?P<h>\d{2})/m=00/PT1H\.json$",
+    re.IGNORECASE,
+)
+# The pre-2018 form: the whole blob is one `{"records": [...]}` envelope, written once.
+_ENVELOPE_START = re.compile(rb'^(?:\xef\xbb\xbf)?\s*\{\s*"records"\s*:')
+
+
+@dataclass(frozen=True, slots=True)
+class BlobPath:
+    subscription: str
+    hour: datetime | None
+
+    @classmethod
+    def parse(cls, name: str) -> BlobPath:
+        match = _PT1H.search(name)
+        if match is None:
+            return cls("", None)
+        hour = datetime(
+            int(match["y"]), int(match["m"]), int(match["d"]), int(match["h"]), tzinfo=UTC
+        )
+        return cls(match["subscription"].lower(), hour)
+
+
+class ByteSource(Protocol):
+    """An append-only object read by ranges: an archive blob, or a file in a local copy."""
+
+    name: str
+
+    def properties(self) -> tuple[int, str, datetime]:
+        """(size, etag, last modified)"""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+class ArchiveBlob:
+    def __init__(self, container: ContainerClient, name: str) -> None:
+        self.name = name
+        self._blob = container.get_blob_client(name)
+
+    def properties(self) -> tuple[int, str, datetime]:
+        props = self._blob.get_blob_properties()
+        return int(props.size), str(props.etag), props.last_modified
+
+    def read(self, offset: int, length: int) -> bytes:
+        # length ≤ CHUNK_BYTES < the SDK's single-GET size: one request, no ETag lock.
+        return self._blob.download_blob(offset=offset, length=length, max_concurrency=1).readall()
+
+
+class LocalFile:
+    def __init__(self, root: Path, path: Path) -> None:
+        self.name = path.relative_to(root).as_posix()
+        self._path = path
+
+    def properties(self) -> tuple[int, str, datetime]:
+        stat = self._path.stat()
+        return (
+            stat.st_size,
+            f"{stat.st_size}-{stat.st_mtime_ns}",
+            datetime.fromtimestamp(stat.st_mtime, UTC),
+        )
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+
+@dataclass(slots=True)
+class Cursor:
+    """How far a blob is indexed. `offset` is always the end of a complete line."""
+
+    blob: str
+    hour: str  # YYYYMMDDHH from the path, or "unknown"
+    offset: int = 0
+    lines: int = 0
+    events: int = 0
+    indexed: int = 0
+    duplicates: int = 0
+    deadlettered: int = 0
+    blob_etag: str = ""
+    last_growth: datetime | None = None
+    sealed: bool = False
+    etag: str | None = None  # the cursor entity's own ETag, for the conditional write
+
+    @property
+    def partition_key(self) -> str:
+        return self.hour
+
+    @property
+    def row_key(self) -> str:
+        return encode_key_value(self.blob)
+
+    def entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.partition_key,
+            "RowKey": self.row_key,
+            "Blob": self.blob,
+            "Offset": self.offset,
+            "Lines": self.lines,
+            "Events": self.events,
+            "Indexed": self.indexed,
+            "Duplicates": self.duplicates,
+            "DeadLettered": self.deadlettered,
+            "BlobEtag": self.blob_etag,
+            "LastGrowth": self.last_growth,
+            "Sealed": self.sealed,
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Cursor:
+        return cls(
+            blob=entity["Blob"],
+            hour=entity["PartitionKey"],
+            offset=int(entity["Offset"]),
+            lines=int(entity["Lines"]),
+            events=int(entity["Events"]),
+            indexed=int(entity["Indexed"]),
+            duplicates=int(entity["Duplicates"]),
+            deadlettered=int(entity["DeadLettered"]),
+            blob_etag=entity.get("BlobEtag", ""),
+            last_growth=entity.get("LastGrowth"),
+            sealed=bool(entity.get("Sealed", False)),
+            etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
+        )
+
+
+def hour_key(hour: datetime | None) -> str:
+    return hour.strftime("%Y%m%d%H") if hour else "unknown"
+
+
+class CursorStore:
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def load(self, blob: str, hour: datetime | None) -> Cursor:
+        fresh = Cursor(blob=blob, hour=hour_key(hour))
+        try:
+            entity = self._table.get_entity(fresh.partition_key, fresh.row_key)
+        except ResourceNotFoundError:
+            return fresh
+        return Cursor.from_entity(entity)
+
+    def save(self, cursor: Cursor) -> bool:
+        """Write the cursor if nobody moved it since we read it; False when someone did."""
+        try:
+            if cursor.etag is None:
+                metadata = self._table.create_entity(cursor.entity())
+            else:
+                metadata = self._table.update_entity(
+                    cursor.entity(),
+                    mode=UpdateMode.REPLACE,
+                    etag=cursor.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except HttpResponseError as error:
+            if error.status_code in (409, 412):
+                return False
+            raise
+        cursor.etag = metadata.get("etag")
+        return True
+
+    def in_hours(self, hours: list[datetime]) -> Iterator[Cursor]:
+        for hour in hours:
+            for entity in self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": hour_key(hour)}
+            ):
+                yield Cursor.from_entity(entity)
+
+
+@dataclass(slots=True)
+class BlobReport:
+    blobs: int = 0
+    events: int = 0
+    indexed: int = 0
+    duplicates: int = 0
+    deadlettered: int = 0
+    bytes_read: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def add(self, other: BlobReport) -> None:
+        self.blobs += other.blobs
+        self.events += other.events
+        self.indexed += other.indexed
+        self.duplicates += other.duplicates
+        self.deadlettered += other.deadlettered
+        self.bytes_read += other.bytes_read
+        self.failed.extend(other.failed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "blobs": self.blobs,
+            "events": self.events,
+            "indexed": self.indexed,
+            "duplicates": self.duplicates,
+            "deadlettered": self.deadlettered,
+            "bytes_read": self.bytes_read,
+            "failed": self.failed,
+        }
+
+
+class BlobIndexer:
+    def __init__(
+        self,
+        writer: IndexWriter,
+        cursors: CursorStore,
+        deadletters: DeadLetterStore,
+        *,
+        chunk_bytes: int = CHUNK_BYTES,
+        seal_after: timedelta = timedelta(hours=2),
+    ) -> None:
+        self._writer = writer
+        self._cursors = cursors
+        self._deadletters = deadletters
+        self._chunk_bytes = chunk_bytes
+        self._seal_after = seal_after
+
+    def index(self, source: ByteSource, now: datetime | None = None) -> BlobReport:
+        """Index what is new in one blob since its cursor."""
+        now = now or datetime.now(UTC)
+        path = BlobPath.parse(source.name)
+        if path.hour is None:
+            log.warning(
+                "blob outside the PT1H.json layout, indexed from its content",
+                extra={"blob": source.name},
+            )
+        report = BlobReport(blobs=1)
+        cursor = self._cursors.load(source.name, path.hour)
+        size, blob_etag, last_modified = source.properties()
+        if size < cursor.offset:
+            # Append blobs only grow: a shorter blob was replaced. Index it anew; keys dedupe.
+            log.warning(
+                "blob shrank below its cursor; indexing it again", extra={"blob": source.name}
+            )
+            cursor = Cursor(blob=cursor.blob, hour=cursor.hour, etag=cursor.etag)
+        if size > cursor.offset or cursor.blob_etag != blob_etag:
+            cursor.last_growth = last_modified
+        while cursor.offset < size:
+            advanced = self._index_chunk(source, path, cursor, size, report)
+            if not advanced:
+                break
+        cursor.blob_etag = blob_etag if cursor.offset >= size else cursor.blob_etag
+        cursor.sealed = self._is_sealed(path, cursor, size, last_modified, now)
+        if cursor.sealed or cursor.etag is None:
+            self._cursors.save(cursor)
+        return report
+
+    def _is_sealed(
+        self, path: BlobPath, cursor: Cursor, size: int, last_modified: datetime, now: datetime
+    ) -> bool:
+        if path.hour is None or cursor.offset < size:
+            return False
+        hour_end = path.hour + timedelta(hours=1)
+        return now >= hour_end + self._seal_after and now >= last_modified + self._seal_after
+
+    def _index_chunk(
+        self, source: ByteSource, path: BlobPath, cursor: Cursor, size: int, report: BlobReport
+    ) -> bool:
+        """Index the complete lines of one chunk and move the cursor; False when it cannot."""
+        start = cursor.offset
+        data = source.read(start, min(self._chunk_bytes, size - start))
+        report.bytes_read += len(data)
+        if start == 0 and _ENVELOPE_START.match(data):
+            return self._index_envelope(source, path, cursor, data, size, report)
+        end = data.rfind(b"\n") + 1
+        while end == 0 and start + len(data) < size:
+            # One line longer than a chunk (a 2 MB properties object): read on to its end.
+            more = source.read(start + len(data), min(self._chunk_bytes, size - start - len(data)))
+            report.bytes_read += len(more)
+            found = more.rfind(b"\n")
+            data += more
+            if found >= 0:
+                end = len(data) - len(more) + found + 1
+        if end == 0:
+            return False  # only an unterminated last line: it waits for the next append
+        records: list[NormalizedRecord] = []
+        rejections: list[Rejection] = []
+        line_number = cursor.lines
+        for line in data[:end].split(b"\n")[:-1]:
+            line_number += 1
+            for item in decode_line(line, f"{source.name}:{line_number}"):
+                if isinstance(item, Rejection):
+                    rejections.append(item)
+                    continue
+                result = normalize(
+                    item.event,
+                    source=item.source,
+                    raw=item.raw,
+                    fallback_subscription=path.subscription,
+                )
+                if isinstance(result, Rejection):
+                    rejections.append(result)
+                else:
+                    records.append(result)
+        return self._commit(cursor, records, rejections, start + end, line_number, report, source)
+
+    def _index_envelope(
+        self,
+        source: ByteSource,
+        path: BlobPath,
+        cursor: Cursor,
+        head: bytes,
+        size: int,
+        report: BlobReport,
+    ) -> bool:
+        # The old form is written once and is one JSON value: it can only be read whole.
+        rest = source.read(len(head), size - len(head)) if size > len(head) else b""
+        report.bytes_read += len(rest)
+        records, rejections = normalize_input(head + rest, source.name, path.subscription)
+        return self._commit(cursor, records, rejections, size, cursor.lines, report, source)
+
+    def _commit(
+        self,
+        cursor: Cursor,
+        records: list[NormalizedRecord],
+        rejections: list[Rejection],
+        new_offset: int,
+        new_lines: int,
+        report: BlobReport,
+        source: ByteSource,
+    ) -> bool:
+        for rejection in rejections:
+            self._deadletters.put(
+                DeadLetter(
+                    kind=REJECTED,
+                    reason=rejection.reason,
+                    source=rejection.source,
+                    raw=rejection.raw,
+                    coordinates={"blob": source.name, "line": _line_of(rejection.source)},
+                    path="blob",
+                )
+            )
+        written = self._writer.write(records)  # durable before the cursor moves past them
+        cursor.offset = new_offset
+        cursor.lines = new_lines
+        cursor.events += len(records) + len(rejections)
+        cursor.indexed += len(written.indexed)
+        cursor.duplicates += len(written.duplicates)
+        cursor.deadlettered += len(rejections)
+        report.events += len(records) + len(rejections)
+        report.indexed += len(written.indexed)
+        report.duplicates += len(written.duplicates)
+        report.deadlettered += len(rejections)
+        if self._cursors.save(cursor):
+            return True
+        # Another instance moved the cursor meanwhile: continue from where it got to. What we
+        # wrote that it also wrote was counted as duplicate by whichever came second.
+        theirs = self._cursors.load(cursor.blob, BlobPath.parse(cursor.blob).hour)
+        cursor.offset, cursor.lines, cursor.etag = theirs.offset, theirs.lines, theirs.etag
+        cursor.events, cursor.indexed = theirs.events, theirs.indexed
+        cursor.duplicates, cursor.deadlettered = theirs.duplicates, theirs.deadlettered
+        return True
+
+
+def _line_of(source: str) -> int | None:
+    tail = source.rsplit(":", 1)[-1].split("#", 1)[0]
+    return int(tail) if tail.isdigit() else None
+
+
+def hours_back(now: datetime, count: int) -> list[datetime]:
+    """The current hour and the `count` before it, newest first."""
+    top = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [top - timedelta(hours=back) for back in range(count + 1)]
+
+
+def hour_prefix(subscription_prefix: str, hour: datetime) -> str:
+    return f"{subscription_prefix}y={hour:%Y}/m={hour:%m}/d={hour:%d}/h={hour:%H}/"
+
+
+def index_each(
+    indexer: BlobIndexer,
+    sources: Iterator[ByteSource] | list[ByteSource],
+    *,
+    parallelism: int = 1,
+    on_done: Any = None,
+) -> BlobReport:
+    """Index every source; one that fails is reported and logged, never stalls the others."""
+    total = BlobReport()
+
+    def one(source: ByteSource) -> BlobReport:
+        try:
+            return indexer.index(source)
+        except Exception:
+            log.exception(
+                "indexing a blob failed; the next run retries it", extra={"blob": source.name}
+            )
+            return BlobReport(blobs=1, failed=[source.name])
+
+    if parallelism <= 1:
+        results: Iterator[BlobReport] = map(one, sources)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=parallelism)
+        results = pool.map(one, sources)
+    for result in results:
+        total.add(result)
+        if on_done is not None:
+            on_done(result)
+    if parallelism > 1:
+        pool.shutdown()
+    return total
+
+
+def catch_up(
+    indexer: BlobIndexer,
+    container: ContainerClient,
+    cursors: CursorStore,
+    *,
+    now: datetime,
+    hours: int,
+) -> BlobReport:
+    """Index the new bytes of every unsealed blob of the recent hours, announced or not."""
+    recent = hours_back(now, hours)
+    sealed = {cursor.blob for cursor in cursors.in_hours(recent) if cursor.sealed}
+    subscriptions = [
+        prefix.name
+        for prefix in container.walk_blobs(
+            name_starts_with="resourceId=/SUBSCRIPTIONS/", delimiter="/"
+        )
+        if prefix.name.endswith("/")
+    ]
+    names = [
+        blob.name
+        for subscription in subscriptions
+        for hour in recent
+        for blob in container.list_blobs(name_starts_with=hour_prefix(subscription, hour))
+        if blob.name.endswith("PT1H.json") and blob.name not in sealed
+    ]
+    return index_each(indexer, [ArchiveBlob(container, name) for name in names])
+
+
+def _in_scope(
+    name: str, since: datetime | None, until: datetime | None, subscription: str | None
+) -> bool:
+    path = BlobPath.parse(name)
+    if subscription and path.subscription != subscription.lower():
+        return False
+    if path.hour is None:
+        return since is None and until is None and not subscription
+    if since and path.hour + timedelta(hours=1) <= since:
+        return False
+    return not (until and path.hour >= until)
+
+
+def container_sources(
+    container: ContainerClient,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    subscription: str | None = None,
+) -> list[ByteSource]:
+    return [
+        ArchiveBlob(container, blob.name)
+        for blob in container.list_blobs()
+        if _in_scope(blob.name, since, until, subscription)
+    ]
+
+
+def folder_sources(
+    root: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    subscription: str | None = None,
+) -> list[ByteSource]:
+    return [
+        LocalFile(root, path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+        and _in_scope(path.relative_to(root).as_posix(), since, until, subscription)
+    ]

@@ -1,0 +1,330 @@
+"""`python -m shared <verb>`: the app's core from the command line.
+
+The verbs' arguments, output and exit codes are a contract that scripts rely on:
+exit 0 when all went well, 3 when some input was rejected (the rest still processed),
+2 for bad arguments or unreadable files (one line on standard error), 1 when storage or a
+sink failed (run again: everything is idempotent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import orjson
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, as the contract says; `--help` shows the full usage.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class UsageError(Exception):
+    """Bad input from the command line (a date, a folder): exit 2 with its message."""
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def _write_json_line(stream: IO[bytes], value: Any) -> None:
+    stream.write(orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from shared.normalize import normalize_input
+
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    status = EXIT_OK
+    for path in args.files or ["-"]:
+        try:
+            data = _read(path)
+        except OSError as error:
+            sys.stderr.write(f"normalize: cannot read {path}: {error.strerror or error}\n")
+            status = EXIT_USAGE
+            continue
+        records, rejections = normalize_input(data, "stdin" if path == "-" else path)
+        for record in records:
+            _write_json_line(out, record)
+        for rejection in rejections:
+            _write_json_line(err, rejection.as_dict())
+        if rejections and status == EXIT_OK:
+            status = EXIT_REJECTED
+    out.flush()
+    return status
+
+
+def _runtime() -> Any:
+    from shared.runtime import build_runtime
+    from shared.settings import load_settings
+
+    return build_runtime(load_settings(os.environ))
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+        return
+    width = max(len(name) for name in summary)
+    for name, value in summary.items():
+        sys.stdout.write(f"{name:<{width}}  {value}\n")
+
+
+def event_hub_bodies(path: str, data: bytes) -> list[Any]:
+    """A file of Event Hub bodies: one JSON value is one body, else each non-blank line is."""
+    from shared.delivery import EventBody
+
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return [
+            EventBody(body=line, origin=f"{path}:{number}")
+            for number, line in enumerate(data.split(b"\n"), start=1)
+            if line.strip()
+        ]
+    return [EventBody(body=data, origin=path)]
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from shared.delivery import DeliveryReport, RetryableDeliveryError, deliver
+
+    bodies = []
+    for path in args.files:
+        try:
+            bodies.extend(event_hub_bodies(path, _read(path)))
+        except OSError as error:
+            sys.stderr.write(f"ingest: cannot read {path}: {error.strerror or error}\n")
+            return EXIT_USAGE
+    app = _runtime()
+    total = DeliveryReport()
+    batch_size = 100  # as host.json's maxEventBatchSize: the same batches the trigger sees
+    try:
+        for start in range(0, len(bodies), batch_size):
+            total.add(
+                deliver(
+                    bodies[start : start + batch_size],
+                    writer=app.writer,
+                    deadletters=app.deadletters,
+                    forwarder=app.forwarder,
+                    final_attempt=False,
+                    path="cli",
+                )
+            )
+    except RetryableDeliveryError as error:
+        sys.stderr.write(f"ingest: {error}; run again, nothing is indexed twice\n")
+        return EXIT_FAILED
+    _print_summary(total.as_dict(), args.json)
+    return EXIT_REJECTED if total.deadlettered else EXIT_OK
+
+
+def cmd_deadletter_list(args: argparse.Namespace) -> int:
+    app = _runtime()
+    for letter in app.deadletters.list(args.kind):
+        _write_json_line(sys.stdout.buffer, {"name": letter.name, **letter.as_dict()})
+    return EXIT_OK
+
+
+def cmd_deadletter_replay(args: argparse.Namespace) -> int:
+    from shared.replay import replay
+
+    app = _runtime()
+    summary = replay(app, kind=args.kind)
+    _print_summary(summary, args.json)
+    return EXIT_OK if summary["still_failing"] == 0 else EXIT_REJECTED
+
+
+def parse_time_argument(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"not a date or time: {text!r} (use ISO 8601, e.g. 2024-05-01)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from shared.blobindex import container_sources, folder_sources, index_each
+
+    since = parse_time_argument(args.since) if args.since else None
+    until = parse_time_argument(args.until) if args.until else None
+    scope = {"since": since, "until": until, "subscription": args.subscription}
+    app = _runtime()
+    if args.path:
+        root = Path(args.path)
+        if not root.is_dir():
+            raise UsageError(f"not a folder: {args.path}")
+        sources = folder_sources(root, **scope)
+    else:
+        container = app.stores.blob_service.get_container_client(
+            args.container or app.settings.archive_container
+        )
+        sources = container_sources(container, **scope)
+    indexer = app.blob_indexer
+    progress = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(sources), unit="blob", file=sys.stderr)
+    report = index_each(
+        indexer,
+        sources,
+        parallelism=args.parallel,
+        on_done=(lambda _: progress.update(1)) if progress is not None else None,
+    )
+    if progress is not None:
+        progress.close()
+    _print_summary(report.as_dict(), args.json)
+    if report.failed:
+        return EXIT_FAILED
+    return EXIT_REJECTED if report.deadlettered else EXIT_OK
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from shared.retention import enforce_retention, policy_from
+
+    as_of = parse_time_argument(args.as_of) if args.as_of else None
+    app = _runtime()
+    settings = app.settings
+    report = enforce_retention(
+        app.stores,
+        policy_from(settings.retention_days, settings.retention_category_days),
+        as_of=as_of,
+        dry_run=args.dry_run or settings.retention_dry_run,
+        budget_seconds=settings.retention_time_budget_seconds,
+    )
+    _print_summary(report.as_dict(), args.json)
+    return EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from shared.query import query_main
+
+    return query_main(args, _runtime(), sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m shared",
+        description="Keep, search and forward Azure Activity Logs: the app's core as commands.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    normalize = verbs.add_parser(
+        "normalize",
+        help="normalize Activity Log files to JSON lines",
+        description="Read Activity Log events in any exported form (Event Hub bodies, PT1H.json "
+        "lines or envelopes, REST/portal JSON) and write one normalized record per line to "
+        "standard output; each rejection goes to standard error as one JSON line "
+        '{"reason", "source", "raw"}. Exit 0: nothing rejected; 3: something rejected; '
+        "2: a file cannot be read.",
+    )
+    normalize.add_argument(
+        "files", nargs="*", metavar="FILE", help="files to read; - or none: stdin"
+    )
+    normalize.set_defaults(run=cmd_normalize)
+
+    ingest = verbs.add_parser(
+        "ingest",
+        help="deliver files of Event Hub bodies through the Event Hub function's code path",
+        description="Feed files holding Event Hub bodies through exactly the Event Hub "
+        "function's code path (normalize, index, forward, dead-letter) against the storage in "
+        "AzureWebJobsStorage (default: Azurite's development storage). A file that parses as "
+        "one JSON value is one body; otherwise each non-blank line is one body.",
+    )
+    ingest.add_argument("files", nargs="+", metavar="FILE")
+    ingest.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ingest.set_defaults(run=cmd_ingest)
+
+    deadletter = verbs.add_parser(
+        "deadletter",
+        help="list or replay dead letters",
+        description="Dead letters hold what could not be indexed or forwarded, with the reason "
+        "and the raw text.",
+    )
+    deadletter_verbs = deadletter.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    kinds = ("rejected", "undelivered", "not-forwarded")
+    listing = deadletter_verbs.add_parser(
+        "list", help="print dead letters as JSON lines", description="Print dead letters."
+    )
+    listing.add_argument("--kind", choices=kinds)
+    listing.set_defaults(run=cmd_deadletter_list)
+    replaying = deadletter_verbs.add_parser(
+        "replay",
+        help="re-drive dead letters once the cause is fixed",
+        description="Re-drive dead letters through the same code path; what now succeeds is "
+        "removed, nothing already delivered is duplicated.",
+    )
+    replaying.add_argument("--kind", choices=kinds)
+    replaying.add_argument("--json", action="store_true")
+    replaying.set_defaults(run=cmd_deadletter_replay)
+
+    query = verbs.add_parser(
+        "query",
+        help="search the index",
+        description="Search the index; write normalized records as JSON lines, newest first.",
+    )
+    query.add_argument("--subscription")
+    query.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default 30d")
+    query.add_argument("--until", help="ISO 8601 time or relative; default now")
+    query.add_argument("--resource", help="resource id (exact, any case)")
+    query.add_argument("--caller")
+    query.add_argument("--correlation-id", dest="correlation_id")
+    query.add_argument(
+        "--operation", help="operation name, e.g. microsoft.compute/virtualmachines/write"
+    )
+    query.add_argument("--category")
+    query.add_argument("--limit", default="100", help="at most this many records (1-1000)")
+    query.add_argument("--format", choices=("json", "table"), default="json")
+    query.set_defaults(run=cmd_query)
+
+    backfill = verbs.add_parser(
+        "backfill",
+        help="index an existing archive container or a local copy of one",
+        description="Index every PT1H.json of the archive container (or of a local folder laid "
+        "out like it). Resumable and idempotent: it uses the same cursors as the functions.",
+    )
+    backfill.add_argument("path", nargs="?", help="a local folder laid out like the container")
+    backfill.add_argument("--container", help="default: the archive container setting")
+    backfill.add_argument("--since")
+    backfill.add_argument("--until")
+    backfill.add_argument("--subscription")
+    backfill.add_argument("--parallel", type=int, default=4, help="blobs indexed at once")
+    backfill.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object"
+    )
+    backfill.set_defaults(run=cmd_backfill)
+
+    retention = verbs.add_parser(
+        "retention",
+        help="delete what is past its retention (or, with --dry-run, say what would go)",
+        description="Run the retention job against AzureWebJobsStorage with the retention "
+        "settings (ACTIVITYLOG_RETENTION_DAYS, ACTIVITYLOG_RETENTION_CATEGORY_DAYS): index "
+        "rows, archived PT1H.json blobs, cursors and dead letters older than their limit go.",
+    )
+    retention.add_argument("--dry-run", action="store_true", help="delete nothing; report")
+    retention.add_argument("--as-of", help="judge ages as of this time instead of now")
+    retention.add_argument("--json", action="store_true", help="print the run's record as JSON")
+    retention.set_defaults(run=cmd_retention)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except UsageError as error:
+        sys.stderr.write(f"{parser.prog} {args.verb}: {error}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return status

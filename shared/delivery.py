@@ -1,0 +1,214 @@
+"""Delivering Event Hub bodies: normalize, index once, forward once, dead-letter the rest.
+
+The host checkpoints a batch when the invocation returns, raised or not. So an invocation
+either (a) delivers every record of the batch, (b) raises while retries remain, so the retry
+policy holds the checkpoint and re-drives the same batch, or (c) on the last attempt, puts
+what it could not deliver into dead letters before returning. Redelivery is harmless: index
+rows are keyed by EventKey and Log Analytics deliveries are marked on the record row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from azure.core.exceptions import AzureError
+
+from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, DeadLetterStore
+from shared.forward import LogAnalyticsForwarder, TransientForwardError
+from shared.index import IndexWriter
+from shared.normalize import normalize_input
+from shared.records import NormalizedRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventBody:
+    """One Event Hub message body and where it sits in the hub."""
+
+    body: bytes
+    partition: str = ""
+    sequence_number: int | None = None
+    offset: str | None = None
+    enqueued_time: str | None = None
+    origin: str = ""  # set instead of hub coordinates when the body came from a file
+
+    @property
+    def source(self) -> str:
+        if self.origin:
+            return self.origin
+        return f"eventhub:partition={self.partition}:sequence={self.sequence_number}"
+
+    @property
+    def coordinates(self) -> dict[str, Any]:
+        if self.origin:
+            return {"origin": self.origin}
+        return {
+            "partition": self.partition,
+            "sequence_number": self.sequence_number,
+            "offset": self.offset,
+            "enqueued_time": self.enqueued_time,
+        }
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """Counts for one delivery. events = indexed + duplicates + deadlettered, always."""
+
+    bodies: int = 0
+    events: int = 0
+    indexed: int = 0
+    duplicates: int = 0
+    deadlettered: int = 0
+    forwarded: int = 0
+    not_forwarded: int = 0
+    rejection_reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: DeliveryReport) -> None:
+        for name in ("bodies", "events", "indexed", "duplicates", "deadlettered", "forwarded"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.not_forwarded += other.not_forwarded
+        for reason, count in other.rejection_reasons.items():
+            self.rejection_reasons[reason] = self.rejection_reasons.get(reason, 0) + count
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RetryableDeliveryError(Exception):
+    """A sink failed transiently; raise it out of the function so the retry policy re-drives."""
+
+
+def _reason_class(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+def deliver(
+    bodies: Sequence[EventBody],
+    *,
+    writer: IndexWriter,
+    deadletters: DeadLetterStore,
+    forwarder: LogAnalyticsForwarder | None = None,
+    final_attempt: bool = True,
+    path: str = "eventhub",
+) -> DeliveryReport:
+    report = DeliveryReport(bodies=len(bodies))
+    records: list[NormalizedRecord] = []
+    records_per_body: list[int] = []
+    for body in bodies:
+        good, rejected = normalize_input(body.body, body.source)
+        records.extend(good)
+        records_per_body.append(len(good))
+        for rejection in rejected:
+            # Rejections can never succeed: dead-letter now, retrying would not help.
+            deadletters.put(
+                DeadLetter(
+                    kind=REJECTED,
+                    reason=rejection.reason,
+                    source=rejection.source,
+                    raw=rejection.raw,
+                    coordinates=body.coordinates,
+                    path=path,
+                )
+            )
+            reason = _reason_class(rejection.reason)
+            report.rejection_reasons[reason] = report.rejection_reasons.get(reason, 0) + 1
+        report.events += len(good) + len(rejected)
+        report.deadlettered += len(rejected)
+
+    try:
+        written = writer.write(records)
+    except AzureError as error:
+        if not final_attempt:
+            raise RetryableDeliveryError(f"index unavailable: {type(error).__name__}") from error
+        # Out of retries: keep each body whole, so a replay re-drives exactly it.
+        for body, count in zip(bodies, records_per_body, strict=True):
+            if count:
+                deadletters.put(
+                    DeadLetter(
+                        kind=UNDELIVERED,
+                        reason=f"index unavailable after retries: {type(error).__name__}: {error}"[
+                            :2000
+                        ],
+                        source=body.source,
+                        raw=body.body.decode("utf-8", "replace"),
+                        coordinates=body.coordinates,
+                        path=path,
+                    )
+                )
+        report.deadlettered += len(records)
+        log.error(
+            "index unavailable on the last attempt; %d records dead-lettered",
+            len(records),
+            extra={"records": len(records), "path": path},
+        )
+        return report
+
+    report.indexed = len(written.indexed)
+    report.duplicates = len(written.duplicates)
+    if forwarder is not None:
+        to_forward = written.indexed + [
+            record
+            for record in written.duplicates
+            if record["EventKey"] in written.unforwarded_duplicates
+        ]
+        _forward(to_forward, writer, deadletters, forwarder, final_attempt, path, report)
+    return report
+
+
+def _forward(
+    records: list[NormalizedRecord],
+    writer: IndexWriter,
+    deadletters: DeadLetterStore,
+    forwarder: LogAnalyticsForwarder,
+    final_attempt: bool,
+    path: str,
+    report: DeliveryReport,
+) -> None:
+    if not records:
+        return
+    by_key = {record["EventKey"]: record for record in records}
+    try:
+        result = forwarder.forward(records)
+    except TransientForwardError as error:
+        writer.mark_forwarded(by_key[key] for key in error.forwarded_so_far)
+        report.forwarded += len(error.forwarded_so_far)
+        # Records refused for themselves will be refused again: dead-letter them now.
+        _dead_letter_unforwarded(error.rejected_so_far, deadletters, path, report)
+        if not final_attempt:
+            raise RetryableDeliveryError(f"Log Analytics unavailable: {error}") from error
+        done = set(error.forwarded_so_far) | {r["EventKey"] for r, _ in error.rejected_so_far}
+        unsent = [record for key, record in by_key.items() if key not in done]
+        _dead_letter_unforwarded(((r, str(error)) for r in unsent), deadletters, path, report)
+        return
+    writer.mark_forwarded(by_key[key] for key in result.forwarded)
+    report.forwarded += len(result.forwarded)
+    _dead_letter_unforwarded(result.rejected, deadletters, path, report)
+
+
+def _dead_letter_unforwarded(
+    rejected: Iterable[tuple[NormalizedRecord, str]],
+    deadletters: DeadLetterStore,
+    path: str,
+    report: DeliveryReport,
+) -> None:
+    # The record is indexed; only its copy to Log Analytics is missing. Keep it for replay.
+    for record, reason in rejected:
+        deadletters.put(
+            DeadLetter(
+                kind=NOT_FORWARDED,
+                reason=reason[:2000],
+                source=f"index:{record['EventKey']}",
+                raw=orjson.dumps(record).decode(),
+                coordinates={
+                    "EventKey": record["EventKey"],
+                    "TimeGenerated": record["TimeGenerated"],
+                },
+                path=path,
+            )
+        )
+        report.not_forwarded += 1

@@ -1,0 +1,69 @@
+"""Re-driving dead letters once their cause is fixed, without duplicating anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter
+from shared.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.forward import TransientForwardError
+from shared.normalize import normalize_input
+from shared.runtime import Runtime
+
+
+def _replay_one(app: Runtime, letter: DeadLetter) -> bool:
+    """True when the letter's content is now where it belongs (and the letter can go)."""
+    if letter.kind == UNDELIVERED:
+        coordinates = letter.coordinates
+        body = EventBody(
+            body=letter.raw.encode("utf-8"),
+            partition=str(coordinates.get("partition", "")),
+            sequence_number=coordinates.get("sequence_number"),
+            offset=coordinates.get("offset"),
+            enqueued_time=coordinates.get("enqueued_time"),
+            origin=str(coordinates.get("origin", "")),
+        )
+        try:
+            deliver(
+                [body],
+                writer=app.writer,
+                deadletters=app.deadletters,
+                forwarder=app.forwarder,
+                final_attempt=False,
+                path=letter.path,
+            )
+        except RetryableDeliveryError:
+            return False
+        return True
+    if letter.kind == REJECTED:
+        # Rejected input only succeeds after a fix to the normalizer; otherwise it stays.
+        records, rejections = normalize_input(letter.raw, letter.source)
+        if rejections or not records:
+            return False
+        app.writer.write(records)
+        return True
+    if letter.kind == NOT_FORWARDED:
+        if app.forwarder is None:
+            return False
+        record = orjson.loads(letter.raw)
+        try:
+            result = app.forwarder.forward([record])
+        except TransientForwardError:
+            return False
+        if result.forwarded:
+            app.writer.mark_forwarded([record])
+        return bool(result.forwarded)
+    return False
+
+
+def replay(app: Runtime, *, kind: str | None = None) -> dict[str, Any]:
+    replayed = still_failing = 0
+    for letter in list(app.deadletters.list(kind)):
+        if _replay_one(app, letter):
+            app.deadletters.remove(letter.name)
+            replayed += 1
+        else:
+            still_failing += 1
+    return {"replayed": replayed, "still_failing": still_failing}

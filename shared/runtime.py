@@ -1,0 +1,71 @@
+"""The app's clients, built once per worker process from app settings and passed to the core."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from shared.blobindex import BlobIndexer, CursorStore
+from shared.deadletter import DeadLetterStore
+from shared.forward import LogAnalyticsForwarder
+from shared.index import IndexReader, IndexWriter
+from shared.settings import Settings, load_settings
+from shared.storage import Stores, connect
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    stores: Stores
+    writer: IndexWriter
+    reader: IndexReader
+    deadletters: DeadLetterStore
+    forwarder: LogAnalyticsForwarder | None
+    cursors: CursorStore
+    blob_indexer: BlobIndexer
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    stores = connect(settings)
+    stores.ensure()
+    forwarder = None
+    if settings.forwards_to_log_analytics:
+        from shared.forward import build_client  # only when forwarding is configured
+        from shared.storage import credential_for
+
+        client = build_client(settings.logs_ingestion_endpoint, credential_for(settings))
+        forwarder = LogAnalyticsForwarder(
+            client,
+            settings.logs_ingestion_rule_id,
+            settings.logs_ingestion_stream,
+            # Settings allow plain http only to a loopback test endpoint.
+            enforce_https=settings.logs_ingestion_endpoint.startswith("https://"),
+        )
+    writer = IndexWriter(
+        stores.records, stores.lookup, stores.oversize, forwarding=forwarder is not None
+    )
+    deadletters = DeadLetterStore(stores.deadletter)
+    cursors = CursorStore(stores.cursors)
+    return Runtime(
+        settings=settings,
+        stores=stores,
+        writer=writer,
+        reader=IndexReader(stores.records, stores.oversize),
+        deadletters=deadletters,
+        forwarder=forwarder,
+        cursors=cursors,
+        blob_indexer=BlobIndexer(
+            writer,
+            cursors,
+            deadletters,
+            seal_after=timedelta(minutes=settings.seal_after_minutes),
+        ),
+    )
+
+
+@functools.cache
+def runtime() -> Runtime:
+    """The worker's runtime, from the process's app settings (read once)."""
+    return build_runtime(load_settings(os.environ))

@@ -1,0 +1,70 @@
+"""Builds the storage clients from settings: a connection string locally, an identity in Azure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from azure.core.credentials import TokenCredential
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from shared.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every table and container the app reads or writes, built once and passed in."""
+
+    blob_service: BlobServiceClient
+    table_service: TableServiceClient
+    records: TableClient
+    lookup: TableClient
+    cursors: TableClient
+    runs: TableClient
+    archive: ContainerClient
+    deadletter: ContainerClient
+    oversize: ContainerClient
+
+    def ensure(self) -> None:
+        """Create what does not exist yet (idempotent; cheap enough for cold start and CLI)."""
+        for table in (self.records, self.lookup, self.cursors, self.runs):
+            self.table_service.create_table_if_not_exists(table.table_name)
+        for container in (self.deadletter, self.oversize):
+            if not container.exists():
+                try:
+                    container.create_container()
+                except Exception as error:  # another instance created it between the calls
+                    if getattr(error, "error_code", "") != "ContainerAlreadyExists":
+                        raise
+
+
+def credential_for(settings: Settings) -> TokenCredential:
+    # Imported here: azure.identity is only needed in Azure, not on the local path.
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.managed_identity_client_id:
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+    return DefaultAzureCredential()
+
+
+def connect(settings: Settings) -> Stores:
+    if settings.storage_connection:
+        blob_service = BlobServiceClient.from_connection_string(settings.storage_connection)
+        table_service = TableServiceClient.from_connection_string(settings.storage_connection)
+    else:
+        credential = credential_for(settings)
+        blob_service = BlobServiceClient(settings.storage_blob_uri, credential=credential)
+        table_service = TableServiceClient(
+            endpoint=settings.storage_table_uri, credential=credential
+        )
+    return Stores(
+        blob_service=blob_service,
+        table_service=table_service,
+        records=table_service.get_table_client(settings.records_table),
+        lookup=table_service.get_table_client(settings.lookup_table),
+        cursors=table_service.get_table_client(settings.cursor_table),
+        runs=table_service.get_table_client(settings.runs_table),
+        archive=blob_service.get_container_client(settings.archive_container),
+        deadletter=blob_service.get_container_client(settings.deadletter_container),
+        oversize=blob_service.get_container_client(settings.oversize_container),
+    )

@@ -1,0 +1,108 @@
+"""The function app indexes its triggers with the bindings the platform needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import settings as names
+from tests.host import indexed_functions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bindings() -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: [binding.get_dict_repr() for binding in function.get_bindings()]
+        for name, function in indexed_functions().items()
+    }
+
+
+def _trigger(bindings: list[dict[str, Any]]) -> dict[str, Any]:
+    (trigger,) = [b for b in bindings if b["type"].endswith("Trigger")]
+    return trigger
+
+
+def test_every_trigger_is_registered(bindings: dict[str, list[dict[str, Any]]]) -> None:
+    assert set(bindings) == {
+        "activity_events",
+        "archive_blob",
+        "archive_catchup",
+        "retention",
+        "activity_query",
+    }
+
+
+def test_event_hub_trigger_reads_hub_group_and_connection_from_settings(
+    bindings: dict[str, list[dict[str, Any]]],
+) -> None:
+    trigger = _trigger(bindings["activity_events"])
+    assert trigger["type"] == "eventHubTrigger"
+    assert trigger["cardinality"] == "many"
+    assert trigger["eventHubName"] == f"%{names.EVENTHUB_NAME}%"
+    assert trigger["consumerGroup"] == f"%{names.EVENTHUB_CONSUMER_GROUP}%"
+    assert trigger["connection"] == names.EVENTHUB_CONNECTION
+
+
+def test_event_hub_function_has_a_retry_policy_that_holds_the_checkpoint() -> None:
+    function = indexed_functions()["activity_events"]
+    retry = function.get_setting("retry_policy").get_dict_repr()
+    assert retry["strategy"] == "exponential_backoff"
+    assert int(retry["maxRetryCount"]) >= 3
+
+
+def test_blob_trigger_watches_the_archive_container(
+    bindings: dict[str, list[dict[str, Any]]],
+) -> None:
+    trigger = _trigger(bindings["archive_blob"])
+    assert trigger["type"] == "blobTrigger"
+    assert trigger["path"] == f"%{names.ARCHIVE_CONTAINER}%/{{name}}"
+    assert trigger["connection"] == names.STORAGE_CONNECTION
+    assert trigger["source"] == "EventGrid"
+
+
+@pytest.mark.parametrize(
+    ("function", "setting"),
+    [("archive_catchup", names.CATCHUP_SCHEDULE), ("retention", names.RETENTION_SCHEDULE)],
+)
+def test_timers_take_their_schedule_from_a_setting(
+    bindings: dict[str, list[dict[str, Any]]], function: str, setting: str
+) -> None:
+    trigger = _trigger(bindings[function])
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == f"%{setting}%"
+
+
+def test_query_is_an_authenticated_get(bindings: dict[str, list[dict[str, Any]]]) -> None:
+    trigger = _trigger(bindings["activity_query"])
+    assert trigger["type"] == "httpTrigger"
+    assert trigger["methods"] == ["GET"]
+    assert trigger["authLevel"] == "FUNCTION"
+    assert trigger["route"] == "activity"
+
+
+def test_host_json_pins_the_extension_bundle_and_batches() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensionBundle"]["version"] == "[4.0.0, 5.0.0)"
+    assert host["extensions"]["eventHubs"]["maxEventBatchSize"] == 100
+
+
+def test_local_settings_example_sets_every_setting_the_app_reads() -> None:
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    read_by_code = {
+        value
+        for name, value in vars(names).items()
+        if name.isupper()
+        and isinstance(value, str)
+        and (
+            value.startswith("ACTIVITYLOG_")
+            or value in ("AzureWebJobsStorage", "APPLICATIONINSIGHTS_CONNECTION_STRING")
+        )
+    }
+    assert read_by_code <= set(example)
+    extra = set(example) - read_by_code - {"FUNCTIONS_WORKER_RUNTIME"}
+    assert not extra, f"settings nobody reads: {extra}"

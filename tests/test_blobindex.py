@@ -1,0 +1,276 @@
+"""The blob path: PT1H.json append blobs indexed incrementally on Azurite, none missed."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from azure.storage.blob import BlobClient, ContainerClient
+
+from shared import settings as names
+from shared.blobindex import ArchiveBlob, BlobIndexer, BlobPath, catch_up
+from shared.deadletter import REJECTED
+from shared.delivery import EventBody, deliver
+from shared.index import RecordKey
+from shared.normalize import normalize_input
+from shared.runtime import Runtime, runtime
+from shared.settings import Settings
+from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
+from tests.host import app_settings, registered
+
+HOUR = datetime(2024, 5, 1, 10, tzinfo=UTC)
+
+
+def pt1h_name(hour: datetime = HOUR, subscription: str = SUBSCRIPTION) -> str:
+    return (
+        f"resourceId=/SUBSCRIPTIONS/{subscription.upper()}/y={hour:%Y}/m={hour:%m}/d={hour:%d}"
+        f"/h={hour:%H}/m=00/PT1H.json"
+    )
+
+
+def archive(app: Runtime) -> ContainerClient:
+    container = app.stores.archive
+    if not container.exists():
+        container.create_container()
+    return container
+
+
+def append_blob(app: Runtime, name: str) -> BlobClient:
+    blob = archive(app).get_blob_client(name)
+    blob.create_append_blob()
+    return blob
+
+
+def indexed_keys(app: Runtime) -> list[str]:
+    rows = app.stores.records.list_entities(select=["RowKey"])
+    return sorted(row["RowKey"].split("_", 1)[1] for row in rows)
+
+
+def keys_of(data: bytes) -> list[str]:
+    return sorted(record["EventKey"] for record in normalize_input(data, "x")[0])
+
+
+@pytest.fixture
+def archive_app(settings: Settings, app: Runtime) -> Runtime:
+    # Each test gets its own archive container, named after its store.
+    container = f"{settings.store_prefix}-archive"
+    object.__setattr__(
+        app.stores, "archive", app.stores.blob_service.get_container_client(container)
+    )
+    return app
+
+
+def test_a_growing_blob_is_read_once_with_appends_ending_mid_line(archive_app: Runtime) -> None:
+    app = archive_app
+    name = pt1h_name()
+    blob = append_blob(app, name)
+    data = jsonl([activity_event(n) for n in range(60)])
+    cuts = sorted({0, len(data), *range(97, len(data), 331)})
+    bytes_read = 0
+    reports = []
+    for start, end in itertools.pairwise(cuts):
+        blob.append_block(data[start:end])
+        report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
+        reports.append(report)
+        bytes_read += report.bytes_read
+    assert indexed_keys(app) == keys_of(data)
+    assert sum(r.indexed for r in reports) == 60
+    assert sum(r.duplicates for r in reports) == 0
+    longest_line = max(len(line) + 1 for line in data.split(b"\n"))
+    # Each byte once, plus at most one partial line re-read per read.
+    assert len(data) <= bytes_read <= len(data) + len(reports) * longest_line
+    again = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
+    assert (again.bytes_read, again.events) == (0, 0)
+
+
+def test_an_unterminated_last_line_waits_for_its_end(archive_app: Runtime) -> None:
+    app = archive_app
+    name = pt1h_name()
+    blob = append_blob(app, name)
+    line = orjson.dumps(activity_event(1))
+    blob.append_block(line[:50])
+    assert app.blob_indexer.index(ArchiveBlob(app.stores.archive, name)).events == 0
+    blob.append_block(line[50:])  # complete, but no newline yet: the blob's last line
+    assert app.blob_indexer.index(ArchiveBlob(app.stores.archive, name)).events == 0
+    blob.append_block(b"\n")
+    assert app.blob_indexer.index(ArchiveBlob(app.stores.archive, name)).indexed == 1
+
+
+def test_two_indexers_at_once_on_one_blob_neither_skip_nor_double(archive_app: Runtime) -> None:
+    app = archive_app
+    name = pt1h_name()
+    blob = append_blob(app, name)
+    data = jsonl([activity_event(n) for n in range(400)])
+    for start in range(0, len(data), 20_000):
+        blob.append_block(data[start : start + 20_000])
+    first = BlobIndexer(app.writer, app.cursors, app.deadletters, chunk_bytes=16_384)
+    second = BlobIndexer(app.writer, app.cursors, app.deadletters, chunk_bytes=24_576)
+    reports: list[Any] = []
+    workers = [
+        threading.Thread(
+            target=lambda i=i: reports.append(i.index(ArchiveBlob(app.stores.archive, name)))
+        )
+        for i in (first, second)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert indexed_keys(app) == keys_of(data)
+    assert sum(r.indexed for r in reports) == 400  # each record indexed by exactly one
+    cursor = app.cursors.load(name, HOUR)
+    assert cursor.offset == len(data)
+
+
+def test_catch_up_alone_finds_every_blob_no_trigger_announced(archive_app: Runtime) -> None:
+    app = archive_app
+    now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    expected: list[str] = []
+    for number, hour in enumerate([now - timedelta(hours=h) for h in range(4)]):
+        for second, subscription in enumerate(
+            (SUBSCRIPTION, "0a1b2c3d-0000-4000-8000-000000000001")
+        ):
+            data = jsonl(
+                [
+                    activity_event(
+                        number * 100 + n,
+                        time=(hour + timedelta(minutes=n, seconds=second)).isoformat(),
+                    )
+                    for n in range(5)
+                ]
+            )
+            append_blob(app, pt1h_name(hour.replace(minute=0), subscription)).append_block(data)
+            expected += keys_of(data)
+    report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=now, hours=5)
+    assert report.failed == []
+    assert indexed_keys(app) == sorted(expected)
+    assert (
+        catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=now, hours=5).indexed == 0
+    )
+
+
+def test_sealed_blobs_are_skipped_by_catch_up(archive_app: Runtime) -> None:
+    app = archive_app
+    name = pt1h_name(HOUR)
+    append_blob(app, name).append_block(jsonl([activity_event(1)]))
+    later = datetime.now(UTC) + timedelta(hours=3)
+    app.blob_indexer.index(ArchiveBlob(app.stores.archive, name), now=later)
+    assert app.cursors.load(name, HOUR).sealed
+
+
+def test_the_blob_trigger_function_indexes_the_blob_it_is_handed(
+    settings: Settings, archive_app: Runtime
+) -> None:
+    app = archive_app
+    name = pt1h_name()
+    data = jsonl([activity_event(n) for n in range(7)])
+    blob = append_blob(app, name)
+    blob.append_block(data)
+    with app_settings(
+        {
+            names.STORAGE_CONNECTION: settings.storage_connection,
+            names.STORE_PREFIX: settings.store_prefix,
+            names.ARCHIVE_CONTAINER: app.stores.archive.container_name,
+        }
+    ):
+        registered("archive_blob")(blob)  # the SDK-type binding hands over a BlobClient
+        function_app = runtime()
+    assert indexed_keys(function_app) == keys_of(data)
+
+
+def test_the_pre_2018_envelope_form(archive_app: Runtime) -> None:
+    app = archive_app
+    name = pt1h_name()
+    data = envelope([activity_event(n) for n in range(12)])
+    append_blob(app, name).append_block(data)
+    report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
+    assert (report.events, report.indexed) == (12, 12)
+    assert indexed_keys(app) == keys_of(data)
+
+
+def test_subscription_comes_from_the_path_when_the_record_lacks_it(archive_app: Runtime) -> None:
+    app = archive_app
+    event = activity_event(1, resourceId="")
+    append_blob(app, pt1h_name()).append_block(jsonl([event]))
+    app.blob_indexer.index(ArchiveBlob(app.stores.archive, pt1h_name()))
+    (row,) = list(app.stores.records.list_entities())
+    assert app.reader.body_of(row)["SubscriptionId"] == SUBSCRIPTION
+
+
+def test_a_blob_outside_the_layout_is_indexed_from_its_content(archive_app: Runtime) -> None:
+    app = archive_app
+    append_blob(app, "exports/manual.json").append_block(jsonl([activity_event(3)]))
+    assert BlobPath.parse("exports/manual.json").hour is None
+    assert (
+        app.blob_indexer.index(ArchiveBlob(app.stores.archive, "exports/manual.json")).indexed == 1
+    )
+
+
+def test_poison_lines_and_blobs_are_dead_lettered_with_blob_and_line(archive_app: Runtime) -> None:
+    app = archive_app
+    good = [activity_event(n) for n in range(3)]
+    data = (
+        jsonl(good[:1])
+        + b"not an event\n"
+        + jsonl(good[1:2])
+        + b'{"time": "yesterday"}\n'
+        + jsonl(good[2:])
+    )
+    name = pt1h_name()
+    append_blob(app, name).append_block(data)
+    garbage = pt1h_name(HOUR - timedelta(hours=1))
+    append_blob(app, garbage).append_block(b"\x00\x01 binary junk, not JSON at all\n")
+    report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
+    assert (report.events, report.indexed, report.deadlettered) == (5, 3, 2)
+    junk = app.blob_indexer.index(ArchiveBlob(app.stores.archive, garbage))
+    assert (junk.events, junk.deadlettered) == (1, 1)
+    letters = {
+        letter.coordinates["line"]: letter
+        for letter in app.deadletters.list(REJECTED)
+        if letter.coordinates["blob"] == name
+    }
+    assert sorted(letters) == [2, 4]
+    assert letters[2].raw == "not an event"
+    assert letters[2].source == f"{name}:2"
+
+
+def test_a_two_megabyte_properties_object_and_hostile_ids(archive_app: Runtime) -> None:
+    app = archive_app
+    long_id = (
+        f"/subscriptions/{SUBSCRIPTION}/resourcegroups/rg/providers/microsoft.web/sites/"
+        + "s" * 540
+    )
+    events = [
+        activity_event(1, properties={"statusCode": "OK", "huge": "q" * 2_000_000}),
+        activity_event(2, resourceId=long_id),
+        activity_event(
+            3, resourceId=f"/subscriptions/{SUBSCRIPTION}/resourceGroups/r#g/providers/a.b/c/n?x\\y"
+        ),
+    ]
+    data = jsonl(events)
+    name = pt1h_name()
+    append_blob(app, name).append_block(data[:1_000_000])
+    append_blob_client = app.stores.archive.get_blob_client(name)
+    for start in range(1_000_000, len(data), 1_000_000):
+        append_blob_client.append_block(data[start : start + 1_000_000])
+    indexer = BlobIndexer(app.writer, app.cursors, app.deadletters, chunk_bytes=256 * 1024)
+    report = indexer.index(ArchiveBlob(app.stores.archive, name))
+    assert (report.indexed, report.deadlettered) == (3, 0)
+    for record in normalize_input(data, "x")[0]:
+        assert app.reader.get(RecordKey.of(record)) == record  # stored whole, never truncated
+
+
+def test_one_event_by_event_hub_and_by_blob_is_one_row(archive_app: Runtime) -> None:
+    app = archive_app
+    event = activity_event(9)
+    by_hub = deliver([EventBody(envelope([event]))], writer=app.writer, deadletters=app.deadletters)
+    append_blob(app, pt1h_name()).append_block(
+        b" " + orjson.dumps(event, option=orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    by_blob = app.blob_indexer.index(ArchiveBlob(app.stores.archive, pt1h_name()))
+    assert (by_hub.indexed, by_blob.indexed, by_blob.duplicates) == (1, 0, 1)
+    assert len(indexed_keys(app)) == 1

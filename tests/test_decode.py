@@ -1,0 +1,257 @@
+"""The decoder: every input form, and bad input turned into rejections, never exceptions."""
+
+from __future__ import annotations
+
+import orjson
+
+from shared.decode import RawEvent, decode, decode_line
+from shared.records import Rejection
+
+A = {"time": "2024-05-01T10:00:00.0000000Z", "operationName": "a/b/write"}
+B = {"time": "2024-05-01T10:00:01.0000000Z", "operationName": "c/d/delete"}
+C = {"time": "2024-05-01T10:00:02.0000000Z", "operationName": "e/f/action"}
+
+
+def items(data: bytes | str, source: str = "in.json") -> list[RawEvent | Rejection]:
+    return list(decode(data, source))
+
+
+def events(data: bytes | str, source: str = "in.json") -> list[RawEvent]:
+    decoded = items(data, source)
+    assert all(isinstance(item, RawEvent) for item in decoded), decoded
+    return [item for item in decoded if isinstance(item, RawEvent)]
+
+
+def line(event: dict[str, object]) -> str:
+    return orjson.dumps(event).decode()
+
+
+# -- the six forms --------------------------------------------------------------------------
+
+
+def test_event_hub_envelope_gives_each_record_with_its_index() -> None:
+    body = orjson.dumps({"records": [A, B, C]})
+    decoded = events(body, "hub/0/17")
+    assert [item.event for item in decoded] == [A, B, C]
+    assert [item.source for item in decoded] == [
+        "hub/0/17#records[0]",
+        "hub/0/17#records[1]",
+        "hub/0/17#records[2]",
+    ]
+    assert [orjson.loads(item.raw) for item in decoded] == [A, B, C]
+
+
+def test_json_lines_give_each_line_with_its_number_and_text() -> None:
+    text = f"{line(A)}\n{line(B)}\n{line(C)}\n"
+    decoded = events(text.encode(), "PT1H.json")
+    assert [item.event for item in decoded] == [A, B, C]
+    assert [item.source for item in decoded] == ["PT1H.json:1", "PT1H.json:2", "PT1H.json:3"]
+    assert [item.raw for item in decoded] == [line(A), line(B), line(C)]
+
+
+def test_json_lines_without_final_newline() -> None:
+    decoded = events(f"{line(A)}\n{line(B)}".encode())
+    assert [item.event for item in decoded] == [A, B]
+
+
+def test_json_lines_with_leading_space_blank_lines_crlf_and_bom() -> None:
+    text = "\ufeff" + '{ "time": "2024-05-01T10:00:00Z"}\r\n\r\n\n   \n' + f"  {line(B)}  \r\n"
+    decoded = events(text.encode("utf-8"))
+    assert [item.event for item in decoded] == [{"time": "2024-05-01T10:00:00Z"}, B]
+    assert [item.source for item in decoded] == ["in.json:1", "in.json:5"]
+    assert decoded[0].raw == '{ "time": "2024-05-01T10:00:00Z"}'
+
+
+def test_bom_before_a_single_object() -> None:
+    decoded = events(b"\xef\xbb\xbf" + orjson.dumps(A))
+    assert [item.event for item in decoded] == [A]
+
+
+def test_old_blob_envelope_pretty_printed() -> None:
+    text = orjson.dumps({"records": [A, B]}, option=orjson.OPT_INDENT_2).decode()
+    decoded = events(text, "old/PT1H.json")
+    assert [item.event for item in decoded] == [A, B]
+    assert decoded[1].source == "old/PT1H.json#records[1]"
+
+
+def test_one_pretty_printed_object_is_one_event_with_the_whole_text() -> None:
+    text = orjson.dumps(A, option=orjson.OPT_INDENT_2).decode() + "\n"
+    decoded = events(text, "one.json")
+    assert len(decoded) == 1
+    assert decoded[0].event == A
+    assert decoded[0].source == "one.json"
+    assert decoded[0].raw == text.strip()
+
+
+def test_array_of_events() -> None:
+    decoded = events(orjson.dumps([A, B], option=orjson.OPT_INDENT_2), "list.json")
+    assert [item.event for item in decoded] == [A, B]
+    assert [item.source for item in decoded] == ["list.json#[0]", "list.json#[1]"]
+
+
+def test_array_of_envelopes_expands_each() -> None:
+    decoded = events(orjson.dumps([{"records": [A]}, {"records": [B, C]}]), "bodies.json")
+    assert [item.event for item in decoded] == [A, B, C]
+    assert [item.source for item in decoded] == [
+        "bodies.json#[0]#records[0]",
+        "bodies.json#[1]#records[0]",
+        "bodies.json#[1]#records[1]",
+    ]
+
+
+def test_rest_form_object_and_rest_page() -> None:
+    rest = {"eventTimestamp": "2024-05-01T10:00:00Z", "category": {"value": "Administrative"}}
+    assert [item.event for item in events(orjson.dumps(rest))] == [rest]
+    page = {"value": [rest, rest], "nextLink": None}
+    decoded = events(orjson.dumps(page), "page.json")
+    assert [item.source for item in decoded] == ["page.json#value[0]", "page.json#value[1]"]
+
+
+def test_envelope_on_a_line_expands_with_line_and_index() -> None:
+    text = f"{line(A)}\n{line({'records': [B, C]})}\n"
+    decoded = events(text, "mixed.json")
+    assert [item.event for item in decoded] == [A, B, C]
+    assert [item.source for item in decoded] == [
+        "mixed.json:1",
+        "mixed.json:2#records[0]",
+        "mixed.json:2#records[1]",
+    ]
+
+
+def test_an_event_with_a_records_field_is_not_an_envelope() -> None:
+    event = {"time": "2024-05-01T10:00:00Z", "records": [1, 2]}
+    assert [item.event for item in events(orjson.dumps(event))] == [event]
+
+
+def test_empty_input_holds_no_events() -> None:
+    assert items(b"") == []
+    assert items(b"\xef\xbb\xbf \n\n") == []
+    assert items(b'{"records": []}') == []
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_one_bad_line_spoils_only_that_line() -> None:
+    text = f"{line(A)}\n{{not json\n{line(B)}\n"
+    decoded = items(text.encode(), "PT1H.json")
+    assert isinstance(decoded[0], RawEvent)
+    assert decoded[0].event == A
+    rejection = decoded[1]
+    assert isinstance(rejection, Rejection)
+    assert rejection.source == "PT1H.json:2"
+    assert rejection.raw == "{not json"
+    assert rejection.reason.startswith("not JSON: ")
+    assert isinstance(decoded[2], RawEvent)
+    assert decoded[2].event == B
+    assert len(decoded) == 3
+
+
+def test_bad_lines_before_the_first_good_one_keep_their_order() -> None:
+    text = f"garbage\n42\n{line(A)}\n[1]\n"
+    decoded = items(text)
+    assert [type(item).__name__ for item in decoded] == [
+        "Rejection",
+        "Rejection",
+        "RawEvent",
+        "Rejection",
+    ]
+    reasons = [item.reason for item in decoded if isinstance(item, Rejection)]
+    assert reasons[0].startswith("not JSON: ")
+    assert reasons[1] == "not an object: got number"
+    assert reasons[2] == "not an object: got array"
+
+
+def test_plain_text_is_one_rejection_with_the_whole_text() -> None:
+    text = "this is not\nJSON at all\n"
+    decoded = items(text.encode(), "notes.txt")
+    assert len(decoded) == 1
+    rejection = decoded[0]
+    assert isinstance(rejection, Rejection)
+    assert rejection.source == "notes.txt"
+    assert rejection.raw == text.strip()
+    assert rejection.reason.startswith("not JSON: ")
+
+
+def test_truncated_pretty_printed_object_is_one_rejection() -> None:
+    whole = orjson.dumps({"records": [A, B]}, option=orjson.OPT_INDENT_2).decode()
+    truncated = whole[: len(whole) // 2]
+    decoded = items(truncated, "cut.json")
+    assert len(decoded) == 1
+    rejection = decoded[0]
+    assert isinstance(rejection, Rejection)
+    assert rejection.source == "cut.json"
+    assert rejection.raw == truncated.strip()
+    assert rejection.reason.startswith("not JSON: ")
+
+
+def test_truncated_single_line_object_is_one_rejection() -> None:
+    decoded = items(line(A)[:-5], "cut.json")
+    assert len(decoded) == 1
+    assert isinstance(decoded[0], Rejection)
+    assert decoded[0].source == "cut.json"
+
+
+def test_non_objects_where_an_event_is_expected() -> None:
+    for value, kind in (
+        ("42", "number"),
+        ('"text"', "string"),
+        ("null", "null"),
+        ("true", "boolean"),
+    ):
+        decoded = items(value)
+        assert decoded == [Rejection(f"not an object: got {kind}", "in.json", value)]
+    decoded = items(orjson.dumps({"records": [A, 7, [B]]}))
+    assert isinstance(decoded[0], RawEvent)
+    assert decoded[1] == Rejection("not an object: got number", "in.json#records[1]", "7")
+    assert isinstance(decoded[2], Rejection)
+    assert decoded[2].reason == "not an object: got array"
+    assert decoded[2].source == "in.json#records[2]"
+
+
+def test_invalid_utf8_line_is_rejected_with_its_bytes_escaped() -> None:
+    data = line(A).encode() + b'\n{"time": "x\xff\xfe"}\n' + line(B).encode()
+    decoded = items(data, "PT1H.json")
+    assert [type(item).__name__ for item in decoded] == ["RawEvent", "Rejection", "RawEvent"]
+    rejection = decoded[1]
+    assert isinstance(rejection, Rejection)
+    assert rejection.source == "PT1H.json:2"
+    assert rejection.reason.startswith("not UTF-8")
+    assert rejection.raw == '{"time": "x\\xff\\xfe"}'
+    rejection.raw.encode("utf-8")  # a dead letter can always be written
+
+
+def test_invalid_utf8_single_object_is_one_rejection() -> None:
+    decoded = items(b'{"time": "\xc3"}', "bad.json")
+    assert len(decoded) == 1
+    assert isinstance(decoded[0], Rejection)
+    assert decoded[0].reason.startswith("not UTF-8")
+
+
+# -- decode_line (the blob indexer's entry) ---------------------------------------------------
+
+
+def test_decode_line_uses_the_source_as_given() -> None:
+    decoded = list(decode_line(line(A).encode() + b"\r", "blob:9"))
+    assert decoded == [RawEvent(A, "blob:9", line(A))]
+
+
+def test_decode_line_blank_yields_nothing() -> None:
+    assert list(decode_line(b"", "blob:1")) == []
+    assert list(decode_line(b"  \r", "blob:1")) == []
+
+
+def test_decode_line_bad_and_envelope_and_array() -> None:
+    [bad] = decode_line(b"{oops", "blob:3")
+    assert isinstance(bad, Rejection)
+    assert (bad.source, bad.raw) == ("blob:3", "{oops")
+    expanded = list(decode_line(orjson.dumps({"records": [A, B]}), "blob:4"))
+    assert [item.source for item in expanded] == ["blob:4#records[0]", "blob:4#records[1]"]
+    [array] = decode_line(b"[1, 2]", "blob:5")
+    assert array == Rejection("not an object: got array", "blob:5", "[1, 2]")
+
+
+def test_decode_line_with_bom() -> None:
+    [item] = decode_line(b"\xef\xbb\xbf" + line(A).encode(), "blob:1")
+    assert isinstance(item, RawEvent)
+    assert item.event == A

@@ -1,0 +1,671 @@
+"""The query side on Azurite: filters, time bounds, paging, awkward values, hostile input."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import orjson
+import pytest
+
+from functions.query_http import handle_activity
+from shared import query as query_module
+from shared.azurite import Azurite
+from shared.index import RecordKey, lookup_partition, row_key_for
+from shared.normalize import normalize
+from shared.query import (
+    ActivityQuery,
+    QueryError,
+    QueryPage,
+    encode_continuation,
+    format_table,
+    parse_query,
+    query_main,
+    run_query,
+)
+from shared.records import COLUMNS, NormalizedRecord, Rejection
+from shared.runtime import Runtime, build_runtime
+from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
+
+NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
+SPAN = {"since": "2024-01-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"}
+
+SUBSCRIPTIONS = (
+    "11111111-1111-1111-1111-111111111111",
+    "22222222-2222-2222-2222-222222222222",
+    "33333333-3333-3333-3333-333333333333",
+)
+CATEGORIES = ("Administrative", "Policy", "Security", "ServiceHealth")
+CALLERS = ("alice@contoso.com", "Bob@Contoso.com", "0f1e2d3c-app", "carol@fabrikam.com", "")
+OPERATIONS = (
+    "Microsoft.Compute/virtualMachines/write",
+    "Microsoft.Storage/storageAccounts/delete",
+    "Microsoft.Authorization/policies/audit/action",
+)
+
+
+def make_record(
+    time: str,
+    *,
+    subscription: str = SUBSCRIPTIONS[0],
+    category: str = "Administrative",
+    caller: str = "alice@contoso.com",
+    operation: str = OPERATIONS[0],
+    resource: str | None = None,
+    correlation: str = "corr-x",
+    extra: Mapping[str, Any] | None = None,
+) -> NormalizedRecord:
+    """A record through the real normalizer, from an Event Hub-shaped event."""
+    event: dict[str, Any] = {
+        "time": time,
+        "resourceId": resource
+        or f"/SUBSCRIPTIONS/{subscription.upper()}/resourceGroups/RG1/providers/"
+        "Microsoft.Compute/virtualMachines/vm1",
+        "operationName": operation,
+        "category": category,
+        "resultType": "Success",
+        "correlationId": correlation,
+        "level": "Informational",
+        **(extra or {}),
+    }
+    if caller:
+        event["caller"] = caller
+    record = normalize(event, source="test", raw="")
+    assert not isinstance(record, Rejection), record
+    assert set(record) == set(COLUMNS)
+    return record
+
+
+def build_dataset() -> list[NormalizedRecord]:
+    """48 records from 2024-01-10 to 2024-03-24 over 3 subscriptions, 4 categories, 5 callers,
+    3 operations, 6 resources; plus records on a month boundary and two in the same second."""
+    start = datetime(2024, 1, 10, 8, 0, tzinfo=UTC)
+    records = []
+    for i in range(48):
+        moment = start + timedelta(hours=37 * i, seconds=i, microseconds=1000 * i)
+        subscription = SUBSCRIPTIONS[i % 3]
+        records.append(
+            make_record(
+                f"{moment:%Y-%m-%dT%H:%M:%S.%f}9Z",
+                subscription=subscription,
+                category=CATEGORIES[i % 4],
+                caller=CALLERS[i % 5],
+                operation=OPERATIONS[(i // 2) % 3],
+                resource=f"/subscriptions/{subscription}/resourceGroups/rg{i % 2}/providers/"
+                f"Microsoft.Compute/virtualMachines/VM{i % 6}",
+                correlation=f"Corr-{i // 3}",
+            )
+        )
+    for time, caller in (
+        ("2024-02-01T00:00:00.0000000Z", "edge@contoso.com"),
+        ("2024-01-31T23:59:59.9999990Z", "edge@contoso.com"),
+        ("2024-02-10T10:00:00.0000000Z", "twin@contoso.com"),
+        ("2024-02-10T10:00:00.0000000Z", "twin2@contoso.com"),
+    ):
+        records.append(make_record(time, caller=caller, correlation="corr-edge"))
+    return records
+
+
+DATASET = build_dataset()
+
+
+def newest_first(records: list[NormalizedRecord]) -> list[NormalizedRecord]:
+    # The index's own order: inverted time, then EventKey.
+    return sorted(records, key=lambda record: RecordKey.of(record).row_key)
+
+
+def canonical(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%f}0Z"
+
+
+def expected(params: Mapping[str, str], records: list[NormalizedRecord]) -> list[NormalizedRecord]:
+    """What a query must return, worked out independently of the index."""
+    query = parse_query(params, NOW)
+    columns = {
+        "subscription": "SubscriptionId",
+        "resource": "ResourceId",
+        "caller": "Caller",
+        "correlation_id": "CorrelationId",
+        "operation": "OperationNameValue",
+    }
+    chosen = []
+    for record in records:
+        if not canonical(query.since) <= record["TimeGenerated"] < canonical(query.until):
+            continue
+        if query.category and record["CategoryValue"] != query.category:
+            continue
+        if all(
+            record[column].lower() == str(getattr(query, field)).lower()
+            for field, column in columns.items()
+            if getattr(query, field) is not None
+        ):
+            chosen.append(record)
+    return newest_first(chosen)
+
+
+def search(app: Runtime, params: Mapping[str, str], continuation: str | None = None) -> QueryPage:
+    return run_query(
+        parse_query(params, NOW),
+        records=app.stores.records,
+        lookup=app.stores.lookup,
+        reader=app.reader,
+        continuation=continuation,
+    )
+
+
+def search_all(app: Runtime, params: Mapping[str, str]) -> list[NormalizedRecord]:
+    """Every page in turn; checks each page against the limit."""
+    limit = parse_query(params, NOW).limit
+    found: list[NormalizedRecord] = []
+    continuation: str | None = None
+    for _ in range(1000):
+        page = search(app, params, continuation)
+        assert len(page.records) <= limit
+        found.extend(page.records)
+        continuation = page.continuation
+        if continuation is None:
+            return found
+    raise AssertionError("paging did not end")
+
+
+def keys(records: list[NormalizedRecord]) -> list[str]:
+    return [record["EventKey"] for record in records]
+
+
+@pytest.fixture(scope="module")
+def archive(azurite: Azurite) -> Runtime:
+    """The data set, written once for the read-only tests of this module (a store of its own)."""
+    settings = load_settings(
+        {STORAGE_CONNECTION: azurite.connection_string, STORE_PREFIX: f"q{os.getpid()}data"}
+    )
+    app = build_runtime(settings)
+    result = app.writer.write(DATASET)
+    assert len(result.indexed) == len(DATASET)
+    return app
+
+
+# --- filters ---------------------------------------------------------------------------
+
+S1, S2, S3 = SUBSCRIPTIONS
+FILTER_CASES: list[dict[str, str]] = [
+    {},
+    {"subscription": S2},
+    {"subscription": S2.upper()},
+    {
+        "resource": f"/subscriptions/{S1}/resourceGroups/rg0/providers/Microsoft.Compute/"
+        "virtualMachines/VM0"
+    },
+    {"caller": "bob@contoso.com"},
+    {"caller": "BOB@CONTOSO.COM"},
+    {"correlation_id": "corr-5"},
+    {"correlation_id": "corr-edge"},
+    {"operation": "microsoft.storage/storageaccounts/delete"},
+    {"category": "policy"},
+    {"category": "ServiceHealth"},
+    {"subscription": S1, "category": "Security"},
+    {"caller": "alice@contoso.com", "operation": OPERATIONS[0]},
+    {
+        "resource": f"/subscriptions/{S3}/resourcegroups/rg1/providers/microsoft.compute/"
+        "virtualmachines/vm5",
+        "caller": "carol@fabrikam.com",
+    },
+    {"correlation_id": "Corr-4", "subscription": S1},
+    {"correlation_id": "Corr-4", "subscription": S2, "category": "Policy"},
+    {
+        "subscription": S1,
+        "caller": "bob@contoso.com",
+        "operation": OPERATIONS[1],
+        "category": "Policy",
+    },
+]
+# Each matches nothing (all but one filter would match something).
+EMPTY_CASES: list[dict[str, str]] = [
+    {"caller": "nobody@contoso.com"},
+    {"subscription": S1, "caller": "bob@contoso.com", "correlation_id": "corr-0"},
+    {"correlation_id": "Corr-4", "subscription": S3, "category": "Administrative"},
+]
+
+
+@pytest.mark.parametrize(
+    "filters", FILTER_CASES + EMPTY_CASES, ids=lambda case: ",".join(case) or "none"
+)
+def test_each_filter_alone_and_combined_gives_exactly_the_matches_newest_first(
+    archive: Runtime, filters: dict[str, str]
+) -> None:
+    params = {**SPAN, **filters, "limit": "1000"}
+    want = expected(params, DATASET)
+    got = search(archive, params)
+    assert keys(got.records) == keys(want)
+    assert got.continuation is None
+    assert bool(want) == (filters not in EMPTY_CASES)  # the data set exercises the case
+
+
+def test_time_windows_across_months(archive: Runtime) -> None:
+    for since, until in (
+        ("2024-01-20T00:00:00Z", "2024-02-20T12:00:00Z"),
+        ("2024-02-29", "2024-03-02"),
+        ("2024-02-10T12:00:00+02:00", "2024-02-12T12:00:00+02:00"),
+    ):
+        for filters in ({}, {"subscription": S2}, {"category": "Administrative"}):
+            params = {"since": since, "until": until, "limit": "1000", **filters}
+            assert keys(search(archive, params).records) == keys(expected(params, DATASET))
+
+
+def test_since_is_inclusive_and_until_exclusive(archive: Runtime) -> None:
+    boundary = "2024-02-01T00:00:00Z"
+    for filters in ({}, {"caller": "edge@contoso.com"}):
+        after = search(archive, {"since": boundary, "until": "2024-02-02", **filters}).records
+        assert "2024-02-01T00:00:00.0000000Z" in [r["TimeGenerated"] for r in after]
+        assert "2024-01-31T23:59:59.9999990Z" not in [r["TimeGenerated"] for r in after]
+        before = search(archive, {"since": "2024-01-31", "until": boundary, **filters}).records
+        assert "2024-02-01T00:00:00.0000000Z" not in [r["TimeGenerated"] for r in before]
+        assert before[0]["TimeGenerated"] == "2024-01-31T23:59:59.9999990Z"
+
+
+def test_records_in_the_same_instant_come_in_index_order(archive: Runtime) -> None:
+    page = search(archive, {"since": "2024-02-10T10:00:00Z", "until": "2024-02-10T10:00:01Z"})
+    assert sorted(r["Caller"] for r in page.records) == ["twin2@contoso.com", "twin@contoso.com"]
+    assert keys(page.records) == keys(newest_first(page.records))
+
+
+# --- paging ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 52])
+@pytest.mark.parametrize(
+    "filters", [{}, {"subscription": S1}, {"correlation_id": "corr-edge"}, {"category": "Policy"}]
+)
+def test_paging_returns_every_record_exactly_once(
+    archive: Runtime, limit: int, filters: dict[str, str]
+) -> None:
+    params = {**SPAN, **filters, "limit": str(limit)}
+    got = search_all(archive, params)
+    assert keys(got) == keys(expected(params, DATASET))
+
+
+def test_a_page_reads_no_more_than_it_needs(
+    archive: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each partition is asked for what the page still lacks; bodies come in groups that size."""
+    asked: list[tuple[str, int]] = []
+    fetched: list[int] = []
+    tables = (archive.stores.records, archive.stores.lookup)
+    for table in tables:
+
+        def spy(*args: Any, _real: Any = table.query_entities, **kwargs: Any) -> Any:
+            asked.append((kwargs["parameters"]["pk"], kwargs["results_per_page"]))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(table, "query_entities", spy)
+    real_get_many = archive.reader.get_many
+
+    def get_many_spy(keys: Any, parallelism: int = 8) -> Any:
+        fetched.append(len(keys))
+        return real_get_many(keys, parallelism)
+
+    monkeypatch.setattr(archive.reader, "get_many", get_many_spy)
+
+    page = search(archive, {**SPAN, "limit": "2"})
+    assert keys(page.records) == keys(newest_first(DATASET)[:2])
+    assert page.continuation is not None
+    # Empty days, then the newest record's day; the day after that is asked for one more.
+    assert asked[-2:] == [("20240322", 2), ("20240321", 1)]
+    assert asked[:-2] == [(f"202403{day}", 2) for day in range(31, 22, -1)]
+
+    asked.clear()
+    params = {**SPAN, "subscription": S1, "limit": "3"}
+    page = search(archive, params)
+    assert keys(page.records) == keys(expected(params, DATASET)[:3])
+    assert [size for _, size in asked] == [3]
+    assert fetched == [3]
+
+
+def test_long_sparse_ranges_page_by_partitions(
+    archive: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 4)
+    for params in (
+        # 17 empty days before the data, then months of empty days after it
+        {"since": "2023-10-01", "until": "2024-04-10", "limit": "1000"},
+        # 11 months: April 2024 (empty) first, then 2023-06 to 2023-12 (empty) after the data
+        {"since": "2023-06-01", "until": "2024-04-10", "limit": "1000", "subscription": S3},
+    ):
+        pages = []
+        continuation = None
+        while True:
+            page = search(archive, params, continuation)
+            pages.append(page)
+            continuation = page.continuation
+            if continuation is None:
+                break
+        assert len(pages) > 2
+        assert any(page.records == [] and page.continuation for page in pages)
+        found = [record for page in pages for record in page.records]
+        assert keys(found) == keys(expected(params, DATASET))
+
+
+def test_a_token_older_than_a_moved_since_means_nothing_is_left(archive: Runtime) -> None:
+    page = search(archive, {**SPAN, "limit": "1"})
+    assert page.continuation is not None
+    later = {"since": "2024-03-31T12:00:00Z", "until": "2024-04-01"}
+    token = encode_continuation("20240101", "")
+    assert search(archive, later, token) == QueryPage([], None)
+    with pytest.raises(QueryError, match="continuation"):
+        search(archive, {"since": "2023-12-01", "until": "2023-12-20"}, page.continuation)
+
+
+# --- awkward values --------------------------------------------------------------------
+
+
+def test_long_and_awkward_values_are_found_exactly(app: Runtime) -> None:
+    awkward = "a#b?c/d\\e'f%g"
+    stem = f"/subscriptions/{S1}/resourceGroups/rg-{awkward}/providers/Microsoft.Web/sites/"
+    long_id = (stem + "x" * 600)[:600]
+    twin_id = long_id[:-1] + "y"  # same 599 first characters: same key prefix, other hash
+    callers = ("o'brien@contoso.com", "100%#?/\\'", "' or 1 eq 1", "x' or PartitionKey ne 'a")
+    records = [
+        make_record("2024-03-01T10:00:00Z", resource=long_id, caller=callers[0]),
+        make_record("2024-03-01T11:00:00Z", resource=twin_id, caller=callers[1]),
+        make_record("2024-03-01T12:00:00Z", resource=stem + "short", caller=callers[2]),
+        make_record("2024-03-01T13:00:00Z", resource=stem + "other", caller=callers[3]),
+        make_record("2024-03-01T14:00:00Z", correlation=awkward + "|s|202403|"),
+    ]
+    app.writer.write(records)
+    assert len(long_id) == 600
+
+    def found(**filters: str) -> list[str]:
+        return keys(search(app, {**SPAN, **filters}).records)
+
+    assert found(resource=long_id) == [records[0]["EventKey"]]
+    assert found(resource=long_id.upper()) == [records[0]["EventKey"]]
+    assert found(resource=twin_id) == [records[1]["EventKey"]]
+    for record, caller in zip(records, callers, strict=False):
+        assert found(caller=caller) == [record["EventKey"]]
+        assert found(caller=caller, resource=record["ResourceId"]) == [record["EventKey"]]
+    assert found(correlation_id=awkward + "|s|202403|") == [records[4]["EventKey"]]
+    assert found(correlation_id=awkward) == []
+    assert found(resource=stem) == []
+
+
+def test_a_lookup_row_without_its_record_is_skipped(app: Runtime) -> None:
+    record = make_record("2024-03-05T10:00:00Z", caller="ghost@contoso.com")
+    orphan = row_key_for("2024-03-05T11:00:00.0000000Z", "f" * 32)
+    app.stores.lookup.create_entity(
+        {
+            "PartitionKey": lookup_partition("c", "202403", "ghost@contoso.com"),
+            "RowKey": orphan,
+            "CategoryValue": "Administrative",
+        }
+    )
+    app.writer.write([record])
+    assert keys(search(app, {**SPAN, "caller": "ghost@contoso.com"}).records) == [
+        record["EventKey"]
+    ]
+
+
+def test_a_body_kept_in_a_blob_comes_back_whole(app: Runtime) -> None:
+    noise = base64.b64encode(os.urandom(120_000)).decode()  # does not compress under 60 KB
+    record = make_record("2024-03-05T10:00:00Z", extra={"properties": {"blob": noise}})
+    app.writer.write([record])
+    for filters in ({}, {"caller": "alice@contoso.com"}):
+        assert search(app, {**SPAN, **filters}).records == [record]
+
+
+# --- hostile input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "yesterday"},
+        {"since": "2024-13-01"},
+        {"since": "2024-01-01' or 1 eq 1"},
+        {"until": "2024-02-30T00:00:00Z"},
+        {"since": "-7d"},
+        {"since": "7w"},
+        {"since": "9999999d"},
+        {"since": "1969-12-31"},
+        {"since": "9999-12-31T23:00:00-05:00"},
+        {"since": "2024-03-01", "until": "2024-02-01"},
+        {"since": "2024-03-01", "until": "2024-03-01"},
+        {"limit": "0"},
+        {"limit": "-5"},
+        {"limit": "1001"},
+        {"limit": "1e3"},
+        {"limit": "1_0"},
+        {"limit": "10 or 1 eq 1"},
+        {"limit": ""},
+        {"category": "Write"},
+        {"category": "Administrative' or 'a' eq 'a"},
+        {"category": "Administrativ"},
+        {"resource": "x" * 1025},
+        {"caller": "x" * 10_240},
+        {"caller": "alice\x00@contoso.com"},
+        {"caller": "alice\n@contoso.com"},
+        {"operation": "op\x85"},
+        {"correlation_id": "\ud800"},
+        {"subscription": "   "},
+        {"subscriptions": S1},
+        {"$filter": "PartitionKey ne ''"},
+    ],
+)
+def test_bad_parameters_are_refused_with_the_parameter_named(params: dict[str, str]) -> None:
+    with pytest.raises(QueryError) as raised:
+        parse_query(params, NOW)
+    name = next(iter(params))
+    assert name.lstrip("$")[:5] in str(raised.value) or "since" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"caller": "' or 1 eq 1"},
+        {"caller": "alice@contoso.com' or Caller ne '"},
+        {"subscription": f"{S1}' or PartitionKey ne '"},
+        {"resource": "' or RowKey gt ''"},
+        {"correlation_id": "corr-1') or (true"},
+        {"operation": "*"},
+        {"subscription": S1, "caller": "%"},
+        {"subscription": "@pk"},
+        {"caller": "alice@contoso.com and RowKey lt @high"},
+    ],
+)
+def test_hostile_filter_values_match_nothing(archive: Runtime, filters: dict[str, str]) -> None:
+    page = search(archive, {**SPAN, **filters, "limit": "1000"})
+    assert page == QueryPage([], None)
+
+
+def _token(value: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "not a token",
+        "%%%%",
+        "A" * 5000,
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        _token({"p": "20240301", "r": ""}),
+        _token(["20240301"]),
+        _token(["20240301", "", "x"]),
+        _token([20240301, ""]),
+        _token(["20240301", "' or 1 eq 1"]),
+        _token(["20240301", "9" * 19]),
+        _token(["2024030", ""]),
+        _token(["20240231", ""]),
+        _token(["20990101", ""]),
+        _token(["' or 1 eq 1", ""]),
+        _token([f"s|202403|{S1}", ""]),
+    ],
+)
+def test_bad_continuations_are_refused(archive: Runtime, token: str) -> None:
+    with pytest.raises(QueryError, match="continuation"):
+        search(archive, SPAN, token)
+
+
+def test_a_continuation_for_other_values_is_refused(archive: Runtime) -> None:
+    page = search(archive, {**SPAN, "subscription": S1, "limit": "1"})
+    assert page.continuation is not None
+    with pytest.raises(QueryError, match="continuation"):
+        search(archive, {**SPAN, "subscription": S2}, page.continuation)
+    with pytest.raises(QueryError, match="continuation"):
+        search(archive, {**SPAN, "caller": "alice@contoso.com"}, page.continuation)
+
+
+def test_a_forged_position_cannot_widen_the_range(archive: Runtime) -> None:
+    # "After" a RowKey far newer than until, in the partition that also holds a record newer
+    # than until (2024-02-14T19:00): the range's own bound still holds.
+    forged = encode_continuation("20240214", row_key_for("2099-01-01T00:00:00.0000000Z", "0"))
+    params = {"since": "2024-02-13", "until": "2024-02-14T18:00:00Z", "limit": "1000"}
+    got = search(archive, params, forged).records
+    assert [record["TimeGenerated"][:13] for record in got] == ["2024-02-13T06"]
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def test_defaults_and_relative_times() -> None:
+    assert parse_query({}, NOW) == ActivityQuery(
+        None, None, None, None, None, None, NOW - timedelta(days=30), NOW, 100
+    )
+    assert parse_query({"since": "15m"}, NOW).since == NOW - timedelta(minutes=15)
+    assert parse_query({"since": "12h"}, NOW).since == NOW - timedelta(hours=12)
+    query = parse_query({"since": "7d", "until": "1d"}, NOW)
+    assert (query.since, query.until) == (NOW - timedelta(days=7), NOW - timedelta(days=1))
+    assert parse_query({"until": "2024-02-01"}, NOW).since == datetime(2024, 1, 2, tzinfo=UTC)
+    zoned = parse_query({"since": "2024-02-01T02:00:00+02:00"}, NOW).since
+    assert zoned == datetime(2024, 2, 1, tzinfo=UTC)
+    assert parse_query({"since": "2024-02-01T00:00:00"}, NOW).since == zoned
+    # A far future until is clamped: records cannot be from then.
+    assert parse_query({"until": "2099-01-01"}, NOW).until == NOW + timedelta(days=1)
+    assert parse_query({"category": "sErViCeHeAlTh"}, NOW).category == "ServiceHealth"
+    assert parse_query({"caller": "  alice  ", "limit": "1000"}, NOW).caller == "alice"
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+
+def request(params: dict[str, str]) -> func.HttpRequest:
+    return func.HttpRequest(
+        method="GET", url="http://localhost/api/activity", params=params, body=b""
+    )
+
+
+def test_http_pages_through_with_continuations(archive: Runtime) -> None:
+    params = {**SPAN, "subscription": S3.upper(), "limit": "4", "code": "function-key"}
+    got: list[NormalizedRecord] = []
+    continuation = None
+    for _ in range(100):
+        response = handle_activity(
+            request({**params, **({"continuation": continuation} if continuation else {})}),
+            archive,
+            NOW,
+        )
+        assert response.status_code == 200
+        assert response.mimetype == "application/json"
+        body = orjson.loads(response.get_body())
+        assert set(body) == {"records", "continuation"}
+        assert len(body["records"]) <= 4
+        got.extend(body["records"])
+        continuation = body["continuation"]
+        if continuation is None:
+            break
+    want = expected({**SPAN, "subscription": S3}, DATASET)
+    assert len(want) > 4
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "last tuesday"},
+        {"limit": "-1"},
+        {"category": "Nope"},
+        {"caller": "x" * 10_240},
+        {"continuation": "garbage"},
+        {"continuation": ""},
+        {"filter": "1 eq 1"},
+    ],
+)
+def test_http_bad_parameters_are_400_with_a_message(
+    archive: Runtime, params: dict[str, str]
+) -> None:
+    response = handle_activity(request(params), archive, NOW)
+    assert response.status_code == 400
+    body = orjson.loads(response.get_body())
+    assert set(body) == {"error"} and body["error"]
+
+
+# --- CLI and table ---------------------------------------------------------------------
+
+
+def cli_args(**given: str) -> argparse.Namespace:
+    names = ("subscription", "since", "until", "resource", "caller", "correlation_id")
+    values: dict[str, Any] = dict.fromkeys(names)
+    values.update(operation=None, category=None, limit="100", format="json")
+    values.update(given)
+    return argparse.Namespace(**values)
+
+
+def test_cli_writes_json_lines_newest_first_across_pages(
+    archive: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 3)  # forces many pages
+    out = io.StringIO()
+    assert query_main(cli_args(**SPAN, limit="1000"), archive, out) == 0
+    lines = out.getvalue().splitlines()
+    assert [orjson.loads(line) for line in lines] == newest_first(DATASET)
+
+    out = io.StringIO()
+    assert query_main(cli_args(**SPAN, category="policy", limit="5"), archive, out) == 0
+    assert keys([orjson.loads(line) for line in out.getvalue().splitlines()]) == keys(
+        expected({**SPAN, "category": "Policy"}, DATASET)[:5]
+    )
+
+
+def test_cli_table_and_errors(archive: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    assert query_main(cli_args(**SPAN, limit="3", format="table"), archive, out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["TIME", "CATEGORY", "STATUS"]
+    assert len(lines) == 4
+    assert lines[1].startswith(newest_first(DATASET)[0]["TimeGenerated"][:19].replace("T", " "))
+
+    out = io.StringIO()
+    assert query_main(cli_args(since="soon"), archive, out) == 2
+    assert out.getvalue() == ""
+    assert "since" in capsys.readouterr().err
+
+
+def test_format_table_truncates_and_neutralises_control_characters() -> None:
+    record = make_record("2024-03-01T10:00:00Z", caller="mallory\x1b[31m@" + "x" * 100)
+    text = format_table([record])
+    header, row = text.splitlines()
+    assert "\x1b" not in row and "mallory?[31m@" in row
+    assert "…" in row
+    assert row.startswith("2024-03-01 10:00:00  Administrative  Succeeded")
+    assert format_table([]) == header + "\n"
+
+
+# --- index.py defects (see the query helper's report): pass once shared/index.py is fixed ---
+
+
+def test_a_record_in_the_last_instant_of_a_day_is_found(app: Runtime) -> None:
+    record = make_record("2024-03-31T23:59:59.9999999Z", caller="late@contoso.com")
+    app.writer.write([record])
+    assert search(app, {**SPAN, "caller": "late@contoso.com"}).records == [record]
+
+
+def test_microsecond_bounds_are_exact(app: Runtime) -> None:
+    record = make_record("2024-02-17T12:34:56.9980060Z")
+    app.writer.write([record])
+    assert search(app, {"since": "2024-02-17T12:34:56.998006Z", "until": "2024-03-01"}).records
+    assert not search(app, {"since": "2024-02-17", "until": "2024-02-17T12:34:56.998006Z"}).records
