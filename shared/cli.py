@@ -18,6 +18,8 @@ from typing import IO, Any, NoReturn
 
 import orjson
 
+from shared.settings import SettingsError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 
 
@@ -205,6 +207,24 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from shared.pipeline import run
+
+    source = Path(args.source) if args.source else None
+    if source is not None and not source.is_dir():
+        raise UsageError(f"not a folder: {args.source}")
+    summary = run(source=source, count=args.events, seed=args.seed, as_json=args.json)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        sys.stdout.write("\n")
+        _print_summary(
+            {name: summary[name] for name in ("events", "indexed", "duplicates", "deadlettered")},
+            False,
+        )
+    return EXIT_OK
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from shared.query import query_main
 
@@ -303,6 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.set_defaults(run=cmd_backfill)
 
+    run = verbs.add_parser(
+        "run",
+        help="run the whole pipeline locally on a generated day of traffic (or --source DIR)",
+        description="Generate a realistic day of Activity Log traffic for several subscriptions, "
+        "write it as growing PT1H.json append blobs and as Event Hub batches, drive the app's "
+        "own functions (blob trigger, catch-up timer, Event Hub, retention) with the real "
+        "azure.functions binding types, and print what was indexed and example queries. "
+        "Without AzureWebJobsStorage it starts Azurite itself (data in .azurite/).",
+    )
+    run.add_argument(
+        "--source", help="a folder: a downloaded archive container, or Event Hub bodies"
+    )
+    run.add_argument("--events", type=int, default=3000, help="events to generate (default 3000)")
+    run.add_argument("--seed", type=int, help="fix the generated data (default: from the clock)")
+    run.add_argument("--json", action="store_true", help="end with one JSON object of counts")
+    run.set_defaults(run=cmd_run)
+
     retention = verbs.add_parser(
         "retention",
         help="delete what is past its retention (or, with --dry-run, say what would go)",
@@ -322,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status: int = args.run(args)
-    except UsageError as error:
+    except (UsageError, SettingsError) as error:
         sys.stderr.write(f"{parser.prog} {args.verb}: {error}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ Sources name where an event came from: `file.json` (the whole input was one obje
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,10 @@ import orjson
 
 from shared.records import Rejection
 
-# JSON's own white space (str.strip() would also eat U+2028 and friends, which JSON does not),
-# plus the byte order mark, which the spec says to ignore.
-_JSON_SPACE = " \t\r\n\ufeff"
-_LINE_SPACE = " \t\r\ufeff"
+_BOM = b"\xef\xbb\xbf"
+_LINE_SPACE = b" \t\r"  # JSON's own white space, less the newline that ends a line
+_JSON_SPACE = b" \t\r\n"
+_NON_SPACE = re.compile(rb"[^ \t\r\n]")
 # Keys of a wrapper whose list holds the events: Event Hub bodies and old PT1H blobs use
 # `records`; a REST / `az rest` page of the Activity Log uses `value` (spec-silent, accepted).
 _ENVELOPE_KEYS = ("records", "value")
@@ -56,33 +57,39 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
     each bad line is one rejection and the others still decode. Otherwise the whole input is one
     rejection with the parser's reason.
     """
-    text = _text_of(data)
-    body = text.strip(_JSON_SPACE)
-    if not body:
-        return  # an empty blob or body holds no events
+    buffer = _bytes_of(data)
+    start = len(_BOM) if buffer.startswith(_BOM) else 0
     try:
-        value = orjson.loads(body)
+        value = orjson.loads(memoryview(buffer)[start:] if start else buffer)
     except orjson.JSONDecodeError as error:
         whole_error = error
     else:
-        yield from _expand(value, source, body, arrays=True)
+        yield from _expand(value, source, memoryview(buffer)[start:])
         return
-    if "\n" not in body:
-        yield _rejection(_reason(whole_error, body), source, body)
-        return
-    # Lines before the first object line wait: if no line is an object, the input is not
-    # JSON Lines at all (plain text, a truncated pretty-printed object) and is one rejection.
+    if _NON_SPACE.search(buffer, start) is None:
+        return  # an empty blob or body holds no events
+
+    # JSON Lines. Lines before the first object line wait: if no line is an object, the input
+    # is not JSON Lines at all (plain text, a truncated pretty-printed object): one rejection.
     waiting: list[Decoded] = []
     seen_object = False
-    for line_number, text_line in enumerate(text.split("\n"), 1):
-        line = text_line.strip(_LINE_SPACE)
+    size = len(buffer)
+    position = start
+    line_number = 0
+    while position < size:
+        newline = buffer.find(b"\n", position)
+        if newline < 0:
+            newline = size
+        line = buffer[position:newline].strip(_LINE_SPACE)
+        position = newline + 1
+        line_number += 1
         if not line:
             continue
         line_source = f"{source}:{line_number}"
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as error:
-            rejected = _rejection(_reason(error, line), line_source, line)
+            rejected = _rejection(error, line_source, line)
             if seen_object:
                 yield rejected
             else:
@@ -94,9 +101,12 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
                 continue
             seen_object = True
             yield from waiting
-        yield from _expand(value, line_source, line, arrays=False)
+        if type(value) is dict and ("time" in value or "eventTimestamp" in value):
+            yield RawEvent(value, line_source, _text(line))  # the usual line: one event
+        else:
+            yield from _expand(value, line_source, line, arrays=False)
     if not seen_object:
-        yield _rejection(_reason(whole_error, body), source, body)
+        yield _rejection(whole_error, source, buffer[start:].strip(_JSON_SPACE))
 
 
 def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
@@ -105,31 +115,40 @@ def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
     `source` is used as given (the caller names the blob and line number). A blank line yields
     nothing; a bad line yields one rejection; an array on a line is not an event.
     """
-    text = _text_of(line).strip(_JSON_SPACE)
-    if not text:
+    line = _bytes_of(line)
+    if line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    line = line.strip(_JSON_SPACE)
+    if not line:
         return
     try:
-        value = orjson.loads(text)
+        value = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        yield _rejection(_reason(error, text), source, text)
+        yield _rejection(error, source, line)
         return
-    yield from _expand(value, source, text, arrays=False)
+    yield from _expand(value, source, line, arrays=False)
 
 
-def _text_of(data: bytes | str) -> str:
+def _bytes_of(data: bytes | str) -> bytes:
     if isinstance(data, str):
-        return data
-    # Invalid UTF-8 bytes survive as lone surrogates: orjson then refuses the line they are on,
-    # which becomes a "not UTF-8" rejection whose raw text shows the bytes as \x escapes.
-    # Replacing them (errors="replace") would alter the event silently instead.
-    return bytes(data).decode("utf-8", "surrogateescape")
+        # Lone surrogates (text that came from broken bytes) stay invalid, to be rejected.
+        return data.encode("utf-8", "surrogatepass")
+    return data if isinstance(data, bytes) else bytes(data)
 
 
-def _expand(value: Any, source: str, raw: str, *, arrays: bool) -> Iterator[Decoded]:
+def _text(data: bytes | memoryview) -> str:
+    """Raw text for an event or a rejection; bytes that are not UTF-8 shown as \\x escapes."""
+    return bytes(data).strip(_JSON_SPACE).decode("utf-8", "backslashreplace")
+
+
+def _expand(
+    value: Any, source: str, raw: bytes | memoryview, *, arrays: bool = True
+) -> Iterator[Decoded]:
+    """The events in one parsed value: itself, its envelope's records, or an array's items."""
     if isinstance(value, dict):
         key = _envelope_key(value)
         if key is None:
-            yield RawEvent(value, source, raw)
+            yield RawEvent(value, source, _text(raw))
         else:
             yield from _elements(value[key], f"{source}#{key}")
     elif arrays and isinstance(value, list):
@@ -141,7 +160,7 @@ def _expand(value: Any, source: str, raw: str, *, arrays: bool) -> Iterator[Deco
             else:  # a list of Event Hub bodies: each envelope expands in place
                 yield from _elements(element[key], f"{element_source}#{key}")
     else:
-        yield _rejection(f"not an object: got {_json_type(value)}", source, raw)
+        yield Rejection(f"not an object: got {_json_type(value)}", source, _text(raw))
 
 
 def _elements(elements: list[Any], prefix: str) -> Iterator[Decoded]:
@@ -170,21 +189,10 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _reason(error: orjson.JSONDecodeError, text: str) -> str:
-    if not _is_utf8(text):
-        return "not UTF-8: the input holds bytes that are not UTF-8 (shown as \\x escapes)"
-    return f"not JSON: {error}"
-
-
-def _rejection(reason: str, source: str, raw: str) -> Rejection:
-    if not _is_utf8(raw):
-        raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return Rejection(reason, source, raw)
-
-
-def _is_utf8(text: str) -> bool:
+def _rejection(error: orjson.JSONDecodeError, source: str, raw: bytes) -> Rejection:
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        reason = f"not UTF-8: {bad.reason} at byte {bad.start} (shown as \\x escapes)"
+        return Rejection(reason, source, _text(raw))
+    return Rejection(f"not JSON: {error}", source, text)

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
-from shared.decode import RawEvent, decode
+from shared.decode import decode
 from shared.records import COLUMNS, NormalizedRecord, Rejection
 from shared.settings import CATEGORIES
 
@@ -52,6 +54,7 @@ _US_TIME = re.compile(
     r"\s*(?:[Zz]|([+-])([0-9]{2})(?::?([0-9]{2}))?)?\s*"
 )
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_LAST_DAY = {f"{month:02d}": str(_DAYS_IN_MONTH[month]) for month in range(1, 13)} | {"02": "29"}
 
 
 def parse_time(value: object) -> str | None:
@@ -64,26 +67,45 @@ def parse_time(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     match = _ISO_TIME.fullmatch(value)
-    if match is not None:
-        year_text, month_text, day_text, hour_text, minute_text, second_text = match.group(
-            1, 2, 3, 4, 5, 6
-        )
-        year, month, day = int(year_text), int(month_text), int(day_text)
-        hour, minute = int(hour_text), int(minute_text)
-        second = int(second_text) if second_text else 0
-        fraction, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10)
-    else:
-        match = _US_TIME.fullmatch(value)
-        if match is None:
+    if match is None:
+        return _parse_us_time(value)
+    year, month, day, hour, minute, second, fraction, sign, offset_hours, offset_minutes = (
+        match.groups()
+    )
+    second = second or "00"
+    # Validated on the digits as text: zero-padded two-digit fields compare like numbers.
+    if (
+        year == "0000"
+        or not "01" <= month <= "12"
+        or not "01" <= day <= _LAST_DAY[month]
+        or (month == "02" and day == "29" and not _is_leap(int(year)))
+        or hour > "23"
+        or minute > "59"
+        or second > "59"
+    ):
+        return None
+    digits = (fraction + "000000")[:7] if fraction else "0000000"
+    if sign is None or (offset_hours == "00" and offset_minutes in (None, "00")):
+        return f"{year}-{month}-{day}T{hour}:{minute}:{second}.{digits}Z"
+    return _shifted(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), digits,
+        sign, offset_hours, offset_minutes,
+    )  # fmt: skip
+
+
+def _parse_us_time(value: str) -> str | None:
+    match = _US_TIME.fullmatch(value)
+    if match is None:
+        return None
+    month, day, year, hour, minute = (int(part) for part in match.group(1, 2, 3, 4, 5))
+    second_text, fraction, meridiem, sign, offset_hours, offset_minutes = match.group(
+        6, 7, 8, 9, 10, 11
+    )
+    second = int(second_text) if second_text else 0
+    if meridiem is not None:
+        if not 1 <= hour <= 12:
             return None
-        month, day, year, hour, minute = (int(part) for part in match.group(1, 2, 3, 4, 5))
-        second_text = match.group(6)
-        second = int(second_text) if second_text else 0
-        fraction, meridiem, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10, 11)
-        if meridiem is not None:
-            if not 1 <= hour <= 12:
-                return None
-            hour = hour % 12 + (12 if meridiem in "Pp" else 0)
+        hour = hour % 12 + (12 if meridiem in "Pp" else 0)
     if not (
         year >= 1
         and 1 <= month <= 12
@@ -93,8 +115,26 @@ def parse_time(value: object) -> str | None:
         and second <= 59
     ):
         return None
-    digits = (fraction or "")[:7].ljust(7, "0")
-    if sign is not None:
+    digits = (fraction + "000000")[:7] if fraction else "0000000"
+    return _shifted(
+        year, month, day, hour, minute, second, digits, sign, offset_hours, offset_minutes
+    )
+
+
+def _shifted(
+    year: int,
+    month: int,
+    day: int,
+    hour: int,
+    minute: int,
+    second: int,
+    digits: str,
+    sign: str | None,
+    offset_hours: str | None,
+    offset_minutes: str | None,
+) -> str | None:
+    """The canonical text of a valid local time, moved to UTC by its offset (if any)."""
+    if sign is not None and offset_hours is not None:
         hours = int(offset_hours)
         minutes = int(offset_minutes) if offset_minutes else 0
         if hours > 23 or minutes > 59:
@@ -112,9 +152,13 @@ def parse_time(value: object) -> str | None:
 
 
 def _days_in_month(year: int, month: int) -> int:
-    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+    if month == 2 and _is_leap(year):
         return 29
     return _DAYS_IN_MONTH[month]
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +246,10 @@ _RULE_FIELDS = frozenset(
 )
 _UNKEYED_COLUMNS = ("NormalizationWarnings", "EventKey")
 _KEYED_COLUMNS = tuple(column for column in COLUMNS if column not in _UNKEYED_COLUMNS)
-_NO_PROPERTIES: dict[str, Any] = {}
+# Keys read inside `properties`, matched without regard to case (PIM events send `TenantID`).
+_PROPERTY_FIELDS = ("eventcategory", "subscriptionid", "tenantid", "eventdataid", "hierarchy")
+_PROPERTY_SLOTS = {name: slot for slot, name in enumerate(_PROPERTY_FIELDS)}
+_NO_PROPERTY_VALUES = (None,) * len(_PROPERTY_FIELDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,21 +262,28 @@ def normalize_input(
     """Decode one input (file, blob, Event Hub body) and normalize each of its events."""
     records: list[NormalizedRecord] = []
     rejections: list[Rejection] = []
+    for result in iter_normalized(data, source, fallback_subscription):
+        if isinstance(result, Rejection):
+            rejections.append(result)
+        else:
+            records.append(result)
+    return records, rejections
+
+
+def iter_normalized(
+    data: bytes | str, source: str, fallback_subscription: str = ""
+) -> Iterator[NormalizedRecord | Rejection]:
+    """`normalize_input` one result at a time, in input order: for inputs too big to hold."""
     for item in decode(data, source):
-        if isinstance(item, RawEvent):
-            result = normalize(
+        if isinstance(item, Rejection):
+            yield item
+        else:
+            yield normalize(
                 item.event,
                 source=item.source,
                 raw=item.raw,
                 fallback_subscription=fallback_subscription,
             )
-            if isinstance(result, Rejection):
-                rejections.append(result)
-            else:
-                records.append(result)
-        else:
-            rejections.append(item)
-    return records, rejections
 
 
 def normalize(
@@ -270,7 +324,13 @@ def _normalize(
         return Rejection(_time_reason(event), source, raw)
 
     properties = _properties(event.get("properties"), warnings, extra)
-    props = properties if properties is not None else _NO_PROPERTIES
+    (
+        event_category,
+        property_subscription,
+        property_tenant,
+        property_event_data,
+        property_hierarchy,
+    ) = _property_values(properties) if properties else _NO_PROPERTY_VALUES
     authorization, claims = _identity(event, warnings, extra)
 
     # Operation
@@ -283,18 +343,9 @@ def _normalize(
     operation_name_value = operation_value.strip().lower()
 
     # Resource
-    resource_id = _string(event, "resourceId", warnings, extra).strip().lower()
-    subscription_id = resource_group = id_provider = ""
-    if resource_id:
-        match = _SUBSCRIPTION_IN_ID.search(resource_id)
-        if match is not None:
-            subscription_id = match.group(1).strip()
-        match = _RESOURCE_GROUP_IN_ID.search(resource_id)
-        if match is not None:
-            resource_group = match.group(1)
-        at = resource_id.rfind(_PROVIDERS)
-        if at >= 0:
-            id_provider = resource_id[at + len(_PROVIDERS) :].split("/", 1)[0].strip()
+    resource_id, subscription_id, resource_group, id_provider = _resource_parts(
+        _string(event, "resourceId", warnings, extra)
+    )
 
     slash = operation_name_value.find("/")
     provider = operation_name_value[:slash].strip() if slash > 0 else id_provider
@@ -307,7 +358,7 @@ def _normalize(
             extra["resourceProviderName"] = event["resourceProviderName"]
 
     if not subscription_id:
-        subscription_id = _text(_property(props, "subscriptionId")).strip().lower()
+        subscription_id = _text(property_subscription).strip().lower()
     if "subscriptionId" in event:
         rest_subscription = _string(event, "subscriptionId", warnings, extra).strip().lower()
         if not subscription_id:
@@ -346,16 +397,16 @@ def _normalize(
         caller = _first_claim(claims, _CALLER_CLAIMS)
     tenant = _string(event, "tenantId", warnings, extra).strip().lower()
     if not tenant:
-        tenant = _text(_property(props, "tenantId")).strip().lower()
+        tenant = _text(property_tenant).strip().lower()
         if not tenant and claims:
             tenant = _first_claim(claims, _TENANT_CLAIMS).lower()
 
     event_data_id = _string(event, "eventDataId", warnings, extra).strip()
     if not event_data_id:
-        event_data_id = _text(_property(props, "eventDataId")).strip()
+        event_data_id = _text(property_event_data).strip()
     hierarchy = _string(event, "hierarchy", warnings, extra)
     if not hierarchy:
-        hierarchy = _text(_property(props, "hierarchy"))
+        hierarchy = _text(property_hierarchy)
 
     description = _string(event, "resultDescription", warnings, extra)
     if "description" in event:
@@ -369,7 +420,7 @@ def _normalize(
 
     record: NormalizedRecord = {
         "TimeGenerated": time_generated,
-        "CategoryValue": _category(event, props, warnings, extra),
+        "CategoryValue": _category(event, event_category, warnings, extra),
         "OperationNameValue": operation_name_value,
         "OperationName": operation_name,
         "ResourceProviderValue": provider,
@@ -404,6 +455,23 @@ def _normalize(
     return record
 
 
+@lru_cache(maxsize=4096)  # the same resources recur all through a log
+def _resource_parts(resource_id: str) -> tuple[str, str, str, str]:
+    """(ResourceId, its subscription, resource group and last provider namespace)."""
+    lowered = resource_id.strip().lower()
+    subscription = group = provider = ""
+    match = _SUBSCRIPTION_IN_ID.search(lowered)
+    if match is not None:
+        subscription = match.group(1).strip()
+    match = _RESOURCE_GROUP_IN_ID.search(lowered)
+    if match is not None:
+        group = match.group(1)
+    at = lowered.rfind(_PROVIDERS)
+    if at >= 0:
+        provider = lowered[at + len(_PROVIDERS) :].split("/", 1)[0].strip()
+    return lowered, subscription, group, provider
+
+
 def _time_generated(
     event: dict[str, Any], warnings: list[str], extra: dict[str, Any]
 ) -> str | None:
@@ -430,9 +498,8 @@ def _time_reason(event: dict[str, Any]) -> str:
 
 
 def _category(
-    event: dict[str, Any], props: dict[str, Any], warnings: list[str], extra: dict[str, Any]
+    event: dict[str, Any], event_category: object, warnings: list[str], extra: dict[str, Any]
 ) -> str:
-    event_category = _property(props, "eventCategory")
     named = (
         _CATEGORY_BY_NAME.get(event_category.strip().lower())
         if isinstance(event_category, str)
@@ -655,16 +722,15 @@ def _object_of(value: object) -> dict[str, Any] | None:
     return None
 
 
-def _property(props: dict[str, Any], name: str) -> Any:
-    """`props[name]`, else the first non-null value under a key equal to name but for case."""
-    value = props.get(name)
-    if value is not None:
-        return value
-    folded = name.lower()
-    for key, item in props.items():
-        if item is not None and key.lower() == folded:
-            return item
-    return None
+def _property_values(properties: dict[str, Any]) -> list[Any]:
+    """The values of _PROPERTY_FIELDS in `properties`: the first non-null under any case."""
+    values: list[Any] = [None] * len(_PROPERTY_FIELDS)
+    for key, value in properties.items():
+        if value is not None:
+            slot = _PROPERTY_SLOTS.get(key.lower())
+            if slot is not None and values[slot] is None:
+                values[slot] = value
+    return values
 
 
 def _string(event: dict[str, Any], key: str, warnings: list[str], extra: dict[str, Any]) -> str:
@@ -672,6 +738,8 @@ def _string(event: dict[str, Any], key: str, warnings: list[str], extra: dict[st
     value = event.get(key)
     if type(value) is str:
         return value
+    if value is None:
+        return ""
     text = _scalar_text(value)
     if text is None:
         extra[key] = value

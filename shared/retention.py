@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,11 +97,12 @@ class RetentionReport:
 
 
 class _Budget:
-    def __init__(self, seconds: float) -> None:
-        self._deadline = time.monotonic() + seconds
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._deadline = clock() + seconds
 
     def spent(self) -> bool:
-        return time.monotonic() >= self._deadline
+        return self._clock() >= self._deadline
 
 
 def _batches(entities: Iterable[Mapping[str, Any]]) -> Iterator[list[Mapping[str, Any]]]:
@@ -146,12 +147,13 @@ class RetentionJob:
         as_of: datetime,
         dry_run: bool,
         budget_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stores = stores
         self._policy = policy
         self._as_of = as_of
         self._dry_run = dry_run
-        self._budget = _Budget(budget_seconds)
+        self._budget = _Budget(budget_seconds, clock)
         self.report = RetentionReport(as_of=as_of.isoformat(), dry_run=dry_run)
 
     def run(self) -> RetentionReport:
@@ -348,6 +350,7 @@ def enforce_retention(
     as_of: datetime | None = None,
     dry_run: bool = False,
     budget_seconds: float = 540,
+    clock: Callable[[], float] = time.monotonic,
 ) -> RetentionReport:
     job = RetentionJob(
         stores,
@@ -355,5 +358,6 @@ def enforce_retention(
         as_of=(as_of or datetime.now(UTC)).astimezone(UTC),
         dry_run=dry_run,
         budget_seconds=budget_seconds,
+        clock=clock,
     )
     return job.run()

@@ -16,11 +16,11 @@ from shared.blobindex import ArchiveBlob, BlobIndexer, BlobPath, catch_up
 from shared.deadletter import REJECTED
 from shared.delivery import EventBody, deliver
 from shared.index import RecordKey
+from shared.local_host import app_settings, registered
 from shared.normalize import normalize_input
 from shared.runtime import Runtime, runtime
 from shared.settings import Settings
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
-from tests.host import app_settings, registered
 
 HOUR = datetime(2024, 5, 1, 10, tzinfo=UTC)
 

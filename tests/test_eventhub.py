@@ -18,12 +18,12 @@ from shared import settings as names
 from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED
 from shared.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.index import IndexWriter, RecordKey
+from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from shared.normalize import normalize_input
 from shared.replay import replay
 from shared.runtime import Runtime, build_runtime, runtime
 from shared.settings import Settings, load_settings
 from tests.events import activity_event, envelope
-from tests.host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.logs_ingestion_server import LogsIngestionServer
 
 RULE_ID = "dcr-00000000000000000000000000000000"

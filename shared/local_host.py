@@ -1,8 +1,8 @@
-"""What the Functions host hands a function, built from the real azure.functions types.
+"""A stand-in for the Functions host on one machine: real binding objects, registered functions.
 
-No Event Hubs emulator runs here, so tests build the binding objects the Python worker would
-(EventHubEvent with its trigger metadata, TimerRequest, HttpRequest) and call the function
-that function_app.app registered.
+No Event Hubs emulator runs here (nor, locally, Event Grid), so the local pipeline run and the
+tests build the binding objects the Python worker would (EventHubEvent with its trigger
+metadata, the retry context, TimerRequest) and call the functions function_app registered.
 """
 
 from __future__ import annotations

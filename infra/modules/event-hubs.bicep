@@ -1,0 +1,103 @@
+// The Event Hubs namespace the subscription's Activity Log streams into, the hub it streams
+// to, and the app's own consumer group. The app reads with its managed identity (Azure Event
+// Hubs Data Receiver on the hub, see rbac.bicep); the only key-based principal is the
+// namespace authorization rule that the Activity Log diagnostic setting must name, because
+// that is how Azure Monitor's streaming authenticates.
+
+@description('Name of the Event Hubs namespace (globally unique).')
+@minLength(6)
+@maxLength(50)
+param name string
+
+@description('Azure region of the namespace.')
+param location string
+
+@description('Tags applied to the namespace.')
+param tags object = {}
+
+@description('Name of the hub the Activity Log is streamed to.')
+param eventHubName string
+
+@description('Name of the consumer group the function app reads with (its own, so other readers never move its position).')
+param consumerGroupName string
+
+@description('Partitions of the hub: the upper bound on how many instances read in parallel. Cannot be lowered later on the Standard tier.')
+@minValue(1)
+@maxValue(32)
+param partitionCount int = 4
+
+@description('Days the hub keeps events: how long the app can be down without losing the stream (the blob archive keeps everything regardless). 7 is the Standard tier maximum.')
+@minValue(1)
+@maxValue(7)
+param messageRetentionInDays int = 7
+
+@description('Disable SAS (key) authentication on the namespace. The app never uses keys; see infra/README.md before relying on this for the diagnostic setting, which authenticates with the authorization rule below.')
+param disableLocalAuth bool = true
+
+@description('Name of the namespace authorization rule the Activity Log diagnostic setting streams with.')
+param diagnosticsRuleName string = 'activitylog-diagnostic-setting'
+
+resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
+  name: name
+  location: location
+  tags: tags
+  // Standard: Basic allows only the $Default consumer group and one day of retention.
+  sku: {
+    name: 'Standard'
+    tier: 'Standard'
+    capacity: 1
+  }
+  properties: {
+    disableLocalAuth: disableLocalAuth
+    minimumTlsVersion: '1.2'
+    publicNetworkAccess: 'Enabled'
+    isAutoInflateEnabled: false
+  }
+}
+
+resource hub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
+  parent: namespace
+  name: eventHubName
+  properties: {
+    partitionCount: partitionCount
+    messageRetentionInDays: messageRetentionInDays
+  }
+}
+
+resource consumerGroup 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = {
+  parent: hub
+  name: consumerGroupName
+  properties: {
+    userMetadata: 'Read by the Activity Log function app (ACTIVITYLOG_EVENTHUB_CONSUMER_GROUP).'
+  }
+}
+
+// The diagnostic setting names a namespace-level rule; Azure Monitor documents Manage, Send
+// and Listen as required for streaming. A dedicated rule (not RootManageSharedAccessKey) can
+// be rotated or removed without touching anything else, and nothing in the app uses it.
+resource diagnosticsRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = {
+  parent: namespace
+  name: diagnosticsRuleName
+  properties: {
+    rights: [
+      'Listen'
+      'Send'
+      'Manage'
+    ]
+  }
+}
+
+@description('Name of the namespace.')
+output namespaceName string = namespace.name
+
+@description('Fully qualified namespace host name, for ACTIVITYLOG_EVENTHUB__fullyQualifiedNamespace. Taken from the service endpoint so sovereign clouds get their own DNS suffix.')
+output fullyQualifiedNamespace string = replace(replace(namespace.properties.serviceBusEndpoint, 'https://', ''), ':443/', '')
+
+@description('Name of the hub.')
+output eventHubName string = hub.name
+
+@description('Name of the app\'s consumer group.')
+output consumerGroupName string = consumerGroup.name
+
+@description('Resource id of the authorization rule the diagnostic setting streams with.')
+output diagnosticsRuleId string = diagnosticsRule.id
