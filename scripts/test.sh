@@ -9,3 +9,4 @@ source scripts/setup.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+bash infra/check.sh  # checkov over the Bicep, in its own virtual environment

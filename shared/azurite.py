@@ -50,7 +50,9 @@ class Azurite:
     Restartable on the same ports and folder, so tests can take storage away and bring it back.
     """
 
-    def __init__(self, location: Path | None = None) -> None:
+    def __init__(self, location: Path | None = None, *, in_memory: bool = False) -> None:
+        # In memory is faster; on disk survives a restart (what fault tests need).
+        self.in_memory = in_memory
         self._own_location = location is None
         self.location = location or Path(tempfile.mkdtemp(prefix="azurite-"))
         self.blob_port, self.queue_port, self.table_port = (_free_port() for _ in range(3))
@@ -68,8 +70,11 @@ class Azurite:
                 "--silent",
                 "--skipApiVersionCheck",
                 "--disableProductStyleUrl",
-                "--location",
-                str(self.location),
+                *(
+                    ["--inMemoryPersistence"]
+                    if self.in_memory
+                    else ["--location", str(self.location)]
+                ),
                 "--blobHost",
                 "127.0.0.1",
                 "--blobPort",
@@ -83,6 +88,7 @@ class Azurite:
                 "--tablePort",
                 str(self.table_port),
             ],
+            cwd=self.location,  # whatever Azurite writes stays in its own folder
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

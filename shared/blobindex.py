@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from shared.records import NormalizedRecord, Rejection
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 2 * 1024 * 1024  # one ranged GET per chunk: bounded memory, no 412 mid-read
+CHUNK_BYTES = 1024 * 1024  # one ranged GET per chunk: bounded memory (two in flight), no 412
 _PT1H = re.compile(
     r"resourceId=/SUBSCRIPTIONS/(?P<subscription>[^/]+)/y=(?P<y>\d{4})/m=(?P<m>\d{2})/"
     r"d=(?P<d>\d{2})/h=(?P<h>\d{2})/m=00/PT1H\.json$",
@@ -105,6 +106,18 @@ class LocalFile:
         with self._path.open("rb") as handle:
             handle.seek(offset)
             return handle.read(length)
+
+
+@dataclass(slots=True)
+class _Piece:
+    """Complete lines [start, end) of a blob, normalized, not yet written."""
+
+    start: int
+    end: int
+    lines: int  # line count at `end`
+    records: list[NormalizedRecord] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    bytes_read: int = 0
 
 
 @dataclass(slots=True)
@@ -278,10 +291,8 @@ class BlobIndexer:
             cursor = Cursor(blob=cursor.blob, hour=cursor.hour, etag=cursor.etag)
         if size > cursor.offset or cursor.blob_etag != blob_etag:
             cursor.last_growth = last_modified
-        while cursor.offset < size:
-            advanced = self._index_chunk(source, path, cursor, size, report)
-            if not advanced:
-                break
+        if cursor.offset < size:
+            self._index_from_cursor(source, path, cursor, size, report)
         cursor.blob_etag = blob_etag if cursor.offset >= size else cursor.blob_etag
         cursor.sealed = self._is_sealed(path, cursor, size, last_modified, now)
         if cursor.sealed or cursor.etag is None:
@@ -296,34 +307,72 @@ class BlobIndexer:
         hour_end = path.hour + timedelta(hours=1)
         return now >= hour_end + self._seal_after and now >= last_modified + self._seal_after
 
-    def _index_chunk(
+    def _index_from_cursor(
         self, source: ByteSource, path: BlobPath, cursor: Cursor, size: int, report: BlobReport
-    ) -> bool:
-        """Index the complete lines of one chunk and move the cursor; False when it cannot."""
-        start = cursor.offset
+    ) -> None:
+        """Index piece by piece; the next piece is read and normalized while this one is written."""
+        piece = self._prepare(source, path, cursor.offset, cursor.lines, size)
+        report.bytes_read += piece.bytes_read
+        ahead = (
+            ThreadPoolExecutor(max_workers=1) if size - cursor.offset > self._chunk_bytes else None
+        )
+        try:
+            while piece.end > piece.start:
+                upcoming = None
+                if ahead is not None and piece.end < size:
+                    upcoming = ahead.submit(
+                        self._prepare, source, path, piece.end, piece.lines, size
+                    )
+                moved = self._commit(cursor, piece, report, source)
+                if upcoming is not None:
+                    following = upcoming.result()
+                    report.bytes_read += following.bytes_read
+                    if moved:
+                        piece = following
+                        continue
+                elif moved or cursor.offset >= size:
+                    return
+                # Lost a race for the cursor: go on from where the other instance got to.
+                piece = self._prepare(source, path, cursor.offset, cursor.lines, size)
+                report.bytes_read += piece.bytes_read
+        finally:
+            if ahead is not None:
+                ahead.shutdown()
+
+    def _prepare(
+        self, source: ByteSource, path: BlobPath, start: int, lines: int, size: int
+    ) -> _Piece:
+        """Read the complete lines after `start` (one chunk) and normalize them. No writes."""
+        if start >= size:
+            return _Piece(start, start, lines)
         data = source.read(start, min(self._chunk_bytes, size - start))
-        report.bytes_read += len(data)
+        piece = _Piece(start, start, lines, bytes_read=len(data))
         if start == 0 and _ENVELOPE_START.match(data):
-            return self._index_envelope(source, path, cursor, data, size, report)
+            # The old form is written once and is one JSON value: it can only be read whole.
+            rest = source.read(len(data), size - len(data)) if size > len(data) else b""
+            piece.bytes_read += len(rest)
+            piece.records, piece.rejections = normalize_input(
+                data + rest, source.name, path.subscription
+            )
+            piece.end = size
+            return piece
         end = data.rfind(b"\n") + 1
         while end == 0 and start + len(data) < size:
             # One line longer than a chunk (a 2 MB properties object): read on to its end.
             more = source.read(start + len(data), min(self._chunk_bytes, size - start - len(data)))
-            report.bytes_read += len(more)
+            piece.bytes_read += len(more)
             found = more.rfind(b"\n")
             data += more
             if found >= 0:
                 end = len(data) - len(more) + found + 1
         if end == 0:
-            return False  # only an unterminated last line: it waits for the next append
-        records: list[NormalizedRecord] = []
-        rejections: list[Rejection] = []
-        line_number = cursor.lines
+            return piece  # only an unterminated last line: it waits for the next append
+        line_number = lines
         for line in data[:end].split(b"\n")[:-1]:
             line_number += 1
             for item in decode_line(line, f"{source.name}:{line_number}"):
                 if isinstance(item, Rejection):
-                    rejections.append(item)
+                    piece.rejections.append(item)
                     continue
                 result = normalize(
                     item.event,
@@ -332,37 +381,17 @@ class BlobIndexer:
                     fallback_subscription=path.subscription,
                 )
                 if isinstance(result, Rejection):
-                    rejections.append(result)
+                    piece.rejections.append(result)
                 else:
-                    records.append(result)
-        return self._commit(cursor, records, rejections, start + end, line_number, report, source)
-
-    def _index_envelope(
-        self,
-        source: ByteSource,
-        path: BlobPath,
-        cursor: Cursor,
-        head: bytes,
-        size: int,
-        report: BlobReport,
-    ) -> bool:
-        # The old form is written once and is one JSON value: it can only be read whole.
-        rest = source.read(len(head), size - len(head)) if size > len(head) else b""
-        report.bytes_read += len(rest)
-        records, rejections = normalize_input(head + rest, source.name, path.subscription)
-        return self._commit(cursor, records, rejections, size, cursor.lines, report, source)
+                    piece.records.append(result)
+        piece.end, piece.lines = start + end, line_number
+        return piece
 
     def _commit(
-        self,
-        cursor: Cursor,
-        records: list[NormalizedRecord],
-        rejections: list[Rejection],
-        new_offset: int,
-        new_lines: int,
-        report: BlobReport,
-        source: ByteSource,
+        self, cursor: Cursor, piece: _Piece, report: BlobReport, source: ByteSource
     ) -> bool:
-        for rejection in rejections:
+        """Index a piece, then move the cursor past it; False when another instance moved it."""
+        for rejection in piece.rejections:
             self._deadletters.put(
                 DeadLetter(
                     kind=REJECTED,
@@ -373,26 +402,25 @@ class BlobIndexer:
                     path="blob",
                 )
             )
-        written = self._writer.write(records)  # durable before the cursor moves past them
-        cursor.offset = new_offset
-        cursor.lines = new_lines
-        cursor.events += len(records) + len(rejections)
+        written = self._writer.write(piece.records)  # durable before the cursor moves past them
+        events = len(piece.records) + len(piece.rejections)
+        cursor.offset, cursor.lines = piece.end, piece.lines
+        cursor.events += events
         cursor.indexed += len(written.indexed)
         cursor.duplicates += len(written.duplicates)
-        cursor.deadlettered += len(rejections)
-        report.events += len(records) + len(rejections)
+        cursor.deadlettered += len(piece.rejections)
+        report.events += events
         report.indexed += len(written.indexed)
         report.duplicates += len(written.duplicates)
-        report.deadlettered += len(rejections)
+        report.deadlettered += len(piece.rejections)
         if self._cursors.save(cursor):
             return True
-        # Another instance moved the cursor meanwhile: continue from where it got to. What we
-        # wrote that it also wrote was counted as duplicate by whichever came second.
+        # What we wrote that it also wrote was counted as duplicate by whichever came second.
         theirs = self._cursors.load(cursor.blob, BlobPath.parse(cursor.blob).hour)
         cursor.offset, cursor.lines, cursor.etag = theirs.offset, theirs.lines, theirs.etag
         cursor.events, cursor.indexed = theirs.events, theirs.indexed
         cursor.duplicates, cursor.deadlettered = theirs.duplicates, theirs.deadlettered
-        return True
+        return False
 
 
 def _line_of(source: str) -> int | None:

@@ -18,6 +18,7 @@ from typing import IO, Any, NoReturn
 
 import orjson
 
+from shared.records import Rejection
 from shared.settings import SettingsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
@@ -44,7 +45,7 @@ def _write_json_line(stream: IO[bytes], value: Any) -> None:
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
-    from shared.normalize import normalize_input
+    from shared.normalize import iter_normalized
 
     out, err = sys.stdout.buffer, sys.stderr.buffer
     status = EXIT_OK
@@ -55,13 +56,14 @@ def cmd_normalize(args: argparse.Namespace) -> int:
             sys.stderr.write(f"normalize: cannot read {path}: {error.strerror or error}\n")
             status = EXIT_USAGE
             continue
-        records, rejections = normalize_input(data, "stdin" if path == "-" else path)
-        for record in records:
-            _write_json_line(out, record)
-        for rejection in rejections:
-            _write_json_line(err, rejection.as_dict())
-        if rejections and status == EXIT_OK:
-            status = EXIT_REJECTED
+        # One result at a time: a large file never holds all its records at once.
+        for result in iter_normalized(data, "stdin" if path == "-" else path):
+            if isinstance(result, Rejection):
+                _write_json_line(err, result.as_dict())
+                if status == EXIT_OK:
+                    status = EXIT_REJECTED
+            else:
+                _write_json_line(out, result)
     out.flush()
     return status
 

@@ -282,7 +282,9 @@ class _Maker:
         legacy = self.rng.random() < 0.05
         category = ("Write" if "write" in verb else "Action") if legacy else "Administrative"
         failed = self.rng.random() < 0.1
-        took = self.rng.randrange(5, 90_000)
+        # Milliseconds the operation took; it ends inside the window too.
+        left = (self.start_ticks + self.span_ticks - 1 - ticks) // 10_000
+        took = min(self.rng.randrange(5, 90_000), left)
         events: list[tuple[int, Event]] = []
         phases = [("Start", "Started.", "Accepted", 0)]
         phases.append(

@@ -155,6 +155,15 @@ class WriteResult:
     unforwarded_duplicates: set[str] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class WritePlan:
+    records: dict[RecordKey, NormalizedRecord] = field(default_factory=dict)
+    repeated: list[NormalizedRecord] = field(default_factory=list)
+    oversize: list[tuple[str, bytes]] = field(default_factory=list)  # (blob name, record JSON)
+    lookup_batches: list[list[dict[str, Any]]] = field(default_factory=list)
+    record_batches: list[list[dict[str, Any]]] = field(default_factory=list)
+
+
 def encode_body(record: NormalizedRecord) -> bytes:
     return zlib.compress(orjson.dumps(record), 6)
 
@@ -207,21 +216,18 @@ class IndexWriter:
         self._forwarding = forwarding
         self._parallelism = parallelism
 
-    def write(self, records: Sequence[NormalizedRecord]) -> WriteResult:
-        result = WriteResult()
-        if not records:
-            return result
-        by_key: dict[RecordKey, NormalizedRecord] = {}
-        for record in records:
-            # The same event twice in one batch is one record and one duplicate.
-            key = RecordKey.of(record)
-            if key in by_key:
-                result.duplicates.append(record)
-            else:
-                by_key[key] = record
+    def plan(self, records: Sequence[NormalizedRecord]) -> WritePlan:
+        """Every entity and blob a write needs, grouped into transactions; no I/O."""
+        plan = WritePlan()
         lookups: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for key, record in by_key.items():
+        for record in records:
+            key = RecordKey.of(record)
+            if key in plan.records:
+                # The same event twice in one batch is one record and one duplicate.
+                plan.repeated.append(record)
+                continue
+            plan.records[key] = record
             month = key.partition_key[:6]
             category = record["CategoryValue"]
             for kind, column in LOOKUP_COLUMNS.items():
@@ -234,20 +240,24 @@ class IndexWriter:
                         "RowKey": row_key,
                         "CategoryValue": category,
                     }
-            rows[key.partition_key].append(self._record_entity(key, record))
-
-        lookup_batches = [
-            list(group)
-            for partition in lookups.values()
-            for group in _chunks(list(partition.values()))
+            rows[key.partition_key].append(self._record_entity(key, record, plan.oversize))
+        plan.lookup_batches = [
+            group for partition in lookups.values() for group in _chunks(list(partition.values()))
         ]
-        self._run_parallel(self._upsert_batch, lookup_batches)
-        record_batches = [chunk for entities in rows.values() for chunk in _chunks(entities)]
-        for created, existing in self._run_parallel(self._create_batch, record_batches):
+        plan.record_batches = [chunk for entities in rows.values() for chunk in _chunks(entities)]
+        return plan
+
+    def write(self, records: Sequence[NormalizedRecord]) -> WriteResult:
+        plan = self.plan(records)
+        result = WriteResult(duplicates=list(plan.repeated))
+        for name, data in plan.oversize:
+            self._oversize.upload_blob(name, data, overwrite=True)
+        self._run_parallel(self._upsert_batch, plan.lookup_batches)
+        for created, existing in self._run_parallel(self._create_batch, plan.record_batches):
             for row_key in created:
-                result.indexed.append(by_key[RecordKey.of_row_key(row_key)])
+                result.indexed.append(plan.records[RecordKey.of_row_key(row_key)])
             for row_key, forwarded in existing.items():
-                record = by_key[RecordKey.of_row_key(row_key)]
+                record = plan.records[RecordKey.of_row_key(row_key)]
                 result.duplicates.append(record)
                 if self._forwarding and not forwarded:
                     result.unforwarded_duplicates.add(record["EventKey"])
@@ -264,7 +274,9 @@ class IndexWriter:
         batches = [chunk for entities in by_partition.values() for chunk in _chunks(entities)]
         self._run_parallel(self._merge_batch, batches)
 
-    def _record_entity(self, key: RecordKey, record: NormalizedRecord) -> dict[str, Any]:
+    def _record_entity(
+        self, key: RecordKey, record: NormalizedRecord, oversize: list[tuple[str, bytes]]
+    ) -> dict[str, Any]:
         entity: dict[str, Any] = {
             "PartitionKey": key.partition_key,
             "RowKey": key.row_key,
@@ -276,7 +288,7 @@ class IndexWriter:
         else:
             # Too big for an entity: the whole record goes to a blob first, never truncated.
             name = _oversize_blob_name(key)
-            self._oversize.upload_blob(name, orjson.dumps(record), overwrite=True)
+            oversize.append((name, orjson.dumps(record)))
             entity["BodyBlob"] = name
         if self._forwarding:
             entity["Forwarded"] = False

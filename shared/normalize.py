@@ -1,7 +1,8 @@
 """Turn one decoded Activity Log event into the normalized record of the spec, or a rejection.
 
-Pure: no I/O. `normalize` never raises; `normalize_input` is decode + normalize, what the CLI,
-the Event Hub path and the blob path call.
+Pure: no I/O; nothing here raises. `normalize_input` (decode + normalize, as lists) is what the
+CLI and the Event Hub path call, `iter_normalized` the same one result at a time for inputs too
+big to hold, `normalize` one decoded event (the blob indexer, line by line).
 
 Where the spec is silent:
 - A field that a rule reads is consumed when its column carries its value. A lower-precedence
@@ -35,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from shared.decode import decode
+from shared.decode import decode, json_type
 from shared.records import COLUMNS, NormalizedRecord, Rejection
 from shared.settings import CATEGORIES
 
@@ -291,7 +292,7 @@ def normalize(
 ) -> NormalizedRecord | Rejection:
     """The normalized record of one event, or its rejection (no parseable time)."""
     if not isinstance(event, dict):
-        return Rejection(f"not an object: got {type(event).__name__}", source, raw)
+        return Rejection(f"not an object: got {json_type(event)}", source, raw)
     try:
         return _normalize(event, source, raw, fallback_subscription)
     except Exception as error:
@@ -358,7 +359,7 @@ def _normalize(
             extra["resourceProviderName"] = event["resourceProviderName"]
 
     if not subscription_id:
-        subscription_id = _text(property_subscription).strip().lower()
+        subscription_id = _as_text(property_subscription).strip().lower()
     if "subscriptionId" in event:
         rest_subscription = _string(event, "subscriptionId", warnings, extra).strip().lower()
         if not subscription_id:
@@ -397,16 +398,16 @@ def _normalize(
         caller = _first_claim(claims, _CALLER_CLAIMS)
     tenant = _string(event, "tenantId", warnings, extra).strip().lower()
     if not tenant:
-        tenant = _text(property_tenant).strip().lower()
+        tenant = _as_text(property_tenant).strip().lower()
         if not tenant and claims:
             tenant = _first_claim(claims, _TENANT_CLAIMS).lower()
 
     event_data_id = _string(event, "eventDataId", warnings, extra).strip()
     if not event_data_id:
-        event_data_id = _text(property_event_data).strip()
+        event_data_id = _as_text(property_event_data).strip()
     hierarchy = _string(event, "hierarchy", warnings, extra)
     if not hierarchy:
-        hierarchy = _text(property_hierarchy)
+        hierarchy = _as_text(property_hierarchy)
 
     description = _string(event, "resultDescription", warnings, extra)
     if "description" in event:
@@ -514,7 +515,7 @@ def _category(
     mapped = _CATEGORY_BY_NAME.get(received.strip().lower())
     category = named or mapped
     if category is None:
-        category = received or _text(event_category)
+        category = received or _as_text(event_category)
         warnings.append(f"unknown category {category!r}" if category else "no category")
     elif received and mapped != category:
         extra["category"] = event["category"]  # it named another category than eventCategory
@@ -607,16 +608,25 @@ def _identity(
     event: dict[str, Any], warnings: list[str], extra: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Authorization_d and Claims_d, from `identity` in any of its shapes, then REST fields."""
-    authorization: dict[str, Any] | None = None
-    claims: dict[str, Any] | None = None
     identity = event.get("identity")
+    if type(identity) is dict and "authorization" not in event and "claims" not in event:
+        # The usual shape, {"authorization": {...}, "claims": {...}}, taken as it is.
+        authorization = identity.get("authorization")
+        claims = identity.get("claims")
+        if (
+            type(claims) is dict
+            and (authorization is None or type(authorization) is dict)
+            and len(identity) == (1 if authorization is None else 2)
+        ):
+            return authorization, claims
+    authorization = claims = None
     if identity is not None:
         wrapper = _object_of(identity)
         if wrapper is None:
             # A plain string ("John Doe") or another non-object: kept, not guessed at.
             extra["identity"] = identity
             if not isinstance(identity, str):
-                warnings.append(f"identity is {_json_type(identity)}, not an object")
+                warnings.append(f"identity is a JSON {json_type(identity)}, not an object")
         else:
             leftover: dict[str, Any] = {}
             claims_key = "claims" if "claims" in wrapper else "claim" if "claim" in wrapper else ""
@@ -652,7 +662,7 @@ def _identity(
         elif parsed != current:
             extra[key] = value
             if parsed is None:
-                warnings.append(f"{key} is {_json_type(value)}, not an object")
+                warnings.append(f"{key} is a JSON {json_type(value)}, not an object")
     return authorization, claims
 
 
@@ -673,7 +683,7 @@ def _properties(value: object, warnings: list[str], extra: dict[str, Any]) -> di
     properties = _object_of(value)
     if properties is None:
         extra["properties"] = value
-        warnings.append(f"properties is {_json_type(value)}, not an object")
+        warnings.append(f"properties is a JSON {json_type(value)}, not an object")
         return None
     parsed: dict[str, Any] | None = None  # copied only when something changes
     for key, item in properties.items():
@@ -704,7 +714,7 @@ def _object_field(
     parsed = _object_of(value)
     if parsed is None:
         extra[key] = value
-        warnings.append(f"{key} is {_json_type(value)}, not an object")
+        warnings.append(f"{key} is a JSON {json_type(value)}, not an object")
     return parsed
 
 
@@ -743,7 +753,8 @@ def _string(event: dict[str, Any], key: str, warnings: list[str], extra: dict[st
     text = _scalar_text(value)
     if text is None:
         extra[key] = value
-        warnings.append(f"{key} is {_json_type(value)}, not a string; kept in AdditionalFields")
+        kind = json_type(value)
+        warnings.append(f"{key} is a JSON {kind}, not a string; kept in AdditionalFields")
         return ""
     return text
 
@@ -766,7 +777,7 @@ def _localized_differs(localized: str, value: str) -> bool:
     return bool(localized) and localized != value
 
 
-def _text(value: object) -> str:
+def _as_text(value: object) -> str:
     text = _scalar_text(value)
     return text if text is not None else ""
 
@@ -782,20 +793,6 @@ def _scalar_text(value: object) -> str | None:
     if isinstance(value, int | float):
         return str(value)
     return None
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "null" if value is None else type(value).__name__
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from shared.decode import RawEvent, decode, decode_line
@@ -22,7 +24,7 @@ def events(data: bytes | str, source: str = "in.json") -> list[RawEvent]:
     return [item for item in decoded if isinstance(item, RawEvent)]
 
 
-def line(event: dict[str, object]) -> str:
+def line(event: dict[str, Any]) -> str:
     return orjson.dumps(event).decode()
 
 

@@ -78,7 +78,8 @@ def test_event_hub_form_whole_record() -> None:
         "ActivityStatusValue": "Succeeded",
         "ActivitySubstatusValue": "Succeeded.Created",
         "Level": "Informational",
-        "ResourceId": "/subscriptions/ab12-cd/resourcegroups/rg-one/providers/microsoft.web/sites/app",
+        "ResourceId": "/subscriptions/ab12-cd/resourcegroups/rg-one/providers/microsoft.web"
+        "/sites/app",
         "SubscriptionId": "ab12-cd",
         "ResourceGroup": "rg-one",
         "Caller": "ana@contoso.example",
@@ -142,7 +143,7 @@ REST_EVENT: dict[str, Any] = {
 
 def test_rest_form_whole_record() -> None:
     record = record_of(REST_EVENT)
-    expected = {
+    expected: dict[str, Any] = {
         "TimeGenerated": "2018-01-29T20:42:31.3810679Z",
         "CategoryValue": "Administrative",
         "OperationNameValue": "microsoft.network/networksecuritygroups/write",
@@ -293,7 +294,7 @@ def test_parse_time_accepts(text: str, expected: str) -> None:
         "yesterday",
         "",
         "2024-05-01T10:00:00Zjunk",
-        "２０２４-05-01T10:00:00Z",  # full-width digits
+        "\uff12\uff10\uff12\uff14-05-01T10:00:00Z",  # full-width digits
         None,
         1714557600,
         {"value": "2024-05-01T10:00:00Z"},
@@ -346,7 +347,7 @@ def test_rejects_an_unparseable_time() -> None:
 
 
 def test_rejects_a_non_object() -> None:
-    assert rejection_of([1, 2]).reason == "not an object: got list"
+    assert rejection_of([1, 2]).reason == "not an object: got array"
 
 
 def test_normalize_input_rejections_not_json_and_not_object() -> None:
@@ -750,7 +751,7 @@ def test_identity_string_not_json_goes_to_additional_fields() -> None:
 def test_identity_of_another_type_is_kept_with_a_warning() -> None:
     record = rec(category="Alert", identity=[1])
     assert record["AdditionalFields"] == {"identity": [1]}
-    assert record["NormalizationWarnings"] == ["identity is an array, not an object"]
+    assert record["NormalizationWarnings"] == ["identity is a JSON array, not an object"]
 
 
 def test_identity_fields_beside_the_claims_are_kept() -> None:
@@ -819,7 +820,7 @@ def test_properties_given_as_a_json_string_or_a_non_object() -> None:
     record = rec(category="Alert", properties="plain")
     assert record["Properties_d"] is None
     assert record["AdditionalFields"] == {"properties": "plain"}
-    assert record["NormalizationWarnings"] == ["properties is a string, not an object"]
+    assert record["NormalizationWarnings"] == ["properties is a JSON string, not an object"]
 
 
 def test_http_request() -> None:
@@ -843,8 +844,8 @@ def test_values_of_the_wrong_type_are_kept_not_dropped() -> None:
     assert record["OperationId"] == "7"  # a number is text enough
     assert record["AdditionalFields"] == {"correlationId": {"id": 1}, "location": ["x"]}
     assert record["NormalizationWarnings"] == [
-        "correlationId is an object, not a string; kept in AdditionalFields",
-        "location is an array, not a string; kept in AdditionalFields",
+        "correlationId is a JSON object, not a string; kept in AdditionalFields",
+        "location is a JSON array, not a string; kept in AdditionalFields",
     ]
 
 
@@ -895,7 +896,7 @@ def test_same_event_same_key_across_forms() -> None:
     line = orjson.dumps(EH_EVENT)
     pretty = orjson.dumps({"records": [EH_EVENT]}, option=orjson.OPT_INDENT_2)
     reordered = orjson.dumps(dict(reversed(list(EH_EVENT.items()))))
-    keys = set()
+    keys: set[str] = set()
     for data in (line, pretty, reordered, b"\n" + line + b"\n\n" + line):
         records, rejections = normalize_input(data, "x")
         assert rejections == []

@@ -126,7 +126,7 @@ def test_old_envelope_and_new_lines_give_the_same_records() -> None:
 
 
 def test_categories_of_the_samples() -> None:
-    seen = set()
+    seen: set[str] = set()
     for path in SAMPLE_FILES:
         records, _ = normalized(path)
         seen.update(record["CategoryValue"] for record in records)

@@ -1,6 +1,6 @@
 // The Flex Consumption plan and the Python function app, with every app setting the code
 // reads (shared/settings.py is the single source of the names; tests/test_infra.py holds the
-// set below equal to it). Every connection is identity-based: the app authenticates as the
+// set in siteConfig.appSettings below equal to it). Every connection is identity-based: the app authenticates as the
 // user-assigned identity everywhere, and no setting holds a key or a connection string except
 // APPLICATIONINSIGHTS_CONNECTION_STRING, which carries no secret (an ingestion endpoint and an
 // instrumentation key that Entra ID authentication makes useless on its own).
@@ -58,6 +58,9 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
+@description('Spread the plan\'s instances over availability zones. Only in regions where Flex Consumption offers zone redundancy.')
+param zoneRedundant bool = false
+
 @description('ACTIVITYLOG_EVENTHUB__fullyQualifiedNamespace: the namespace host name.')
 param eventHubFullyQualifiedNamespace string
 
@@ -111,6 +114,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: Zone redundancy is the zoneRedundant parameter (off by default) because only some regions offer it for Flex Consumption. A zonal outage delays processing but loses nothing: the hub keeps 7 days and the archive is in (geo-redundant) storage.
   name: planName
   location: location
   tags: tags
@@ -122,14 +126,19 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   properties: {
     // Linux: Flex Consumption runs on Linux only.
     reserved: true
+    zoneRedundant: zoneRedundant
   }
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP/FTPS endpoint; code is deployed only through the deployment storage container, with the managed identity.
+  // checkov:skip=CKV_AZURE_222: The app must be reachable: Event Grid delivers blob events to its webhook and clients call GET /api/activity (function key required). Private endpoints: see infra/README.md, Hardening.
+  // checkov:skip=CKV_AZURE_17: Client certificates would break Event Grid webhook delivery, which presents none; the HTTP API is protected by function keys (auth_level FUNCTION).
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; no minimum instance count exists for failover. Event Hub and Event Grid redeliver, so an instance loss delays work, it does not lose it.
+  // checkov:skip=CKV_AZURE_213: Health check is not supported on Flex Consumption; the platform replaces unhealthy instances itself.
   name: name
   location: location
-  // azd-service-name lets `azd deploy` find the app; harmless without azd.
-  tags: union(tags, { 'azd-service-name': 'api' })
+  tags: tags
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -143,6 +152,118 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       http20Enabled: true
+      // Every setting the app and its bindings read, and nothing else: the names are the
+      // constants of shared/settings.py, connection prefixes expanded to their identity-based
+      // forms. Set with the app (not as a separate config resource) so that the host's first
+      // start already has its storage connection.
+      appSettings: [
+        // Host storage and the blob trigger's connection (STORAGE_CONNECTION). The service URIs,
+        // not __accountName, because the blob trigger needs the queue service too (poison queue)
+        // and the app's own clients read the blob and table URIs.
+        {
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: blobEndpoint
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: queueEndpoint
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: tableEndpoint
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identityClientId
+        }
+        // Event Hub trigger connection (EVENTHUB_CONNECTION).
+        {
+          name: 'ACTIVITYLOG_EVENTHUB__fullyQualifiedNamespace'
+          value: eventHubFullyQualifiedNamespace
+        }
+        {
+          name: 'ACTIVITYLOG_EVENTHUB__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'ACTIVITYLOG_EVENTHUB__clientId'
+          value: identityClientId
+        }
+        {
+          name: 'ACTIVITYLOG_EVENTHUB_NAME'
+          value: eventHubName
+        }
+        {
+          name: 'ACTIVITYLOG_EVENTHUB_CONSUMER_GROUP'
+          value: eventHubConsumerGroup
+        }
+        {
+          name: 'ACTIVITYLOG_ARCHIVE_CONTAINER'
+          value: archiveContainerName
+        }
+        {
+          name: 'ACTIVITYLOG_STORE_PREFIX'
+          value: storePrefix
+        }
+        {
+          name: 'ACTIVITYLOG_CATCHUP_SCHEDULE'
+          value: catchupSchedule
+        }
+        {
+          name: 'ACTIVITYLOG_CATCHUP_LOOKBACK_HOURS'
+          value: string(catchupLookbackHours)
+        }
+        {
+          name: 'ACTIVITYLOG_SEAL_AFTER_MINUTES'
+          value: string(sealAfterMinutes)
+        }
+        {
+          name: 'ACTIVITYLOG_RETENTION_SCHEDULE'
+          value: retentionSchedule
+        }
+        {
+          name: 'ACTIVITYLOG_RETENTION_DAYS'
+          value: string(retentionDays)
+        }
+        {
+          name: 'ACTIVITYLOG_RETENTION_CATEGORY_DAYS'
+          value: retentionCategoryDays
+        }
+        {
+          name: 'ACTIVITYLOG_RETENTION_DRY_RUN'
+          value: retentionDryRun ? 'true' : 'false'
+        }
+        {
+          name: 'ACTIVITYLOG_RETENTION_TIME_BUDGET_SECONDS'
+          value: string(retentionTimeBudgetSeconds)
+        }
+        {
+          name: 'ACTIVITYLOG_LOGS_INGESTION_ENDPOINT'
+          value: logsIngestionEndpoint
+        }
+        {
+          name: 'ACTIVITYLOG_LOGS_INGESTION_RULE_ID'
+          value: logsIngestionRuleId
+        }
+        {
+          name: 'ACTIVITYLOG_LOGS_INGESTION_STREAM'
+          value: logsIngestionStream
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: applicationInsights.properties.ConnectionString
+        }
+        // Read by the Functions host (not the Python code): send telemetry with an Entra ID token
+        // of the user-assigned identity, which Application Insights requires when local auth is off.
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identityClientId};Authorization=AAD'
+        }
+      ]
     }
     functionAppConfig: {
       // `func azure functionapp publish` uploads the package here, and instances load it from
@@ -168,46 +289,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         version: pythonVersion
       }
     }
-  }
-}
-
-// Every setting the app and its bindings read, and nothing else. Names on the left are the
-// constants of shared/settings.py (connection prefixes expanded to their identity-based forms).
-resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
-  parent: functionApp
-  name: 'appsettings'
-  properties: {
-    // Host storage and the blob trigger's connection (STORAGE_CONNECTION). The service URIs,
-    // not __accountName, because the blob trigger needs the queue service too (poison queue)
-    // and the app's own clients read the blob and table URIs.
-    AzureWebJobsStorage__blobServiceUri: blobEndpoint
-    AzureWebJobsStorage__queueServiceUri: queueEndpoint
-    AzureWebJobsStorage__tableServiceUri: tableEndpoint
-    AzureWebJobsStorage__credential: 'managedidentity'
-    AzureWebJobsStorage__clientId: identityClientId
-    // Event Hub trigger connection (EVENTHUB_CONNECTION).
-    ACTIVITYLOG_EVENTHUB__fullyQualifiedNamespace: eventHubFullyQualifiedNamespace
-    ACTIVITYLOG_EVENTHUB__credential: 'managedidentity'
-    ACTIVITYLOG_EVENTHUB__clientId: identityClientId
-    ACTIVITYLOG_EVENTHUB_NAME: eventHubName
-    ACTIVITYLOG_EVENTHUB_CONSUMER_GROUP: eventHubConsumerGroup
-    ACTIVITYLOG_ARCHIVE_CONTAINER: archiveContainerName
-    ACTIVITYLOG_STORE_PREFIX: storePrefix
-    ACTIVITYLOG_CATCHUP_SCHEDULE: catchupSchedule
-    ACTIVITYLOG_CATCHUP_LOOKBACK_HOURS: string(catchupLookbackHours)
-    ACTIVITYLOG_SEAL_AFTER_MINUTES: string(sealAfterMinutes)
-    ACTIVITYLOG_RETENTION_SCHEDULE: retentionSchedule
-    ACTIVITYLOG_RETENTION_DAYS: string(retentionDays)
-    ACTIVITYLOG_RETENTION_CATEGORY_DAYS: retentionCategoryDays
-    ACTIVITYLOG_RETENTION_DRY_RUN: retentionDryRun ? 'true' : 'false'
-    ACTIVITYLOG_RETENTION_TIME_BUDGET_SECONDS: string(retentionTimeBudgetSeconds)
-    ACTIVITYLOG_LOGS_INGESTION_ENDPOINT: logsIngestionEndpoint
-    ACTIVITYLOG_LOGS_INGESTION_RULE_ID: logsIngestionRuleId
-    ACTIVITYLOG_LOGS_INGESTION_STREAM: logsIngestionStream
-    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
-    // Read by the Functions host (not the Python code): send telemetry with an Entra ID token
-    // of the user-assigned identity, which Application Insights requires when local auth is off.
-    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   }
 }
 
