@@ -274,3 +274,30 @@ def test_one_event_by_event_hub_and_by_blob_is_one_row(archive_app: Runtime) -> 
     by_blob = app.blob_indexer.index(ArchiveBlob(app.stores.archive, pt1h_name()))
     assert (by_hub.indexed, by_blob.indexed, by_blob.duplicates) == (1, 0, 1)
     assert len(indexed_keys(app)) == 1
+
+
+def test_a_blob_that_keeps_failing_never_stalls_the_others(archive_app: Runtime) -> None:
+    app = archive_app
+    now = datetime(2024, 5, 1, 11, 30, tzinfo=UTC)
+    names_and_data = {}
+    for number, subscription in enumerate(
+        (
+            SUBSCRIPTION,
+            "0a1b2c3d-0000-4000-8000-000000000001",
+            "0a1b2c3d-0000-4000-8000-000000000002",
+        )
+    ):
+        name = pt1h_name(HOUR, subscription)
+        data = jsonl([activity_event(number * 10 + n) for n in range(4)])
+        append_blob(app, name).append_block(data)
+        names_and_data[name] = data
+    broken = pt1h_name(HOUR, SUBSCRIPTION)
+    # A damaged cursor (its offset is not a number) makes this blob fail on every run.
+    app.stores.cursors.upsert_entity(
+        {**app.cursors.load(broken, HOUR).entity(), "Offset": "not a number"}
+    )
+    for _ in range(2):
+        report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=now, hours=2)
+        assert report.failed == [broken]
+    healthy = b"".join(data for name, data in names_and_data.items() if name != broken)
+    assert indexed_keys(app) == keys_of(healthy)

@@ -141,7 +141,7 @@ def test_a_five_megabyte_batch(app: Runtime) -> None:
 
 
 def test_long_resource_ids_and_key_forbidden_characters_in_every_field(app: Runtime) -> None:
-    hostile = "a#b?c/d\\e'f%g|h\u0001i"
+    hostile = "a#b?c/d\\e'f%g|h\u0001i~j"
     long_id = (
         "/subscriptions/"
         + "s" * 36
@@ -149,26 +149,42 @@ def test_long_resource_ids_and_key_forbidden_characters_in_every_field(app: Runt
         + "n" * 520
     )
     assert len(long_id) >= 600
+    every_string_field = {
+        field: hostile
+        for field in (
+            "operationName",
+            "category",
+            "resultType",
+            "resultSignature",
+            "caller",
+            "callerIpAddress",
+            "correlationId",
+            "operationId",
+            "eventDataId",
+            "location",
+            "resultDescription",
+            "hierarchy",
+            "tenantId",
+            "level",
+        )
+    }
     events = [
         activity_event(1, resourceId=long_id),
         activity_event(
-            2,
-            resourceId=f"/subscriptions/sub/resourceGroups/{hostile}/providers/a.b/c/{hostile}",
-            operationName=f"A.B/{hostile}/write",
-            correlationId=hostile,
-            caller=hostile,
-            callerIpAddress=hostile,
-            location=hostile,
-            resultSignature=hostile,
+            2, resourceId=f"/subscriptions/{hostile}/resourceGroups/{hostile}/x/{hostile}"
         ),
+        activity_event(3, **every_string_field, resourceId=hostile, time="2024-05-01T10:00:03Z"),
     ]
     report = deliver([EventBody(envelope(events))], writer=app.writer, deadletters=app.deadletters)
-    assert (report.indexed, report.deadlettered) == (2, 0)
-    for record in normalize_input(envelope(events), "x")[0]:
+    assert (report.events, report.indexed, report.deadlettered) == (3, 3, 0)
+    records = normalize_input(envelope(events), "x")[0]
+    assert any(record["Caller"] == hostile for record in records)
+    for record in records:
         assert app.reader.get(RecordKey.of(record)) == record
-    lookup_keys = [row["PartitionKey"] for row in app.stores.lookup.list_entities()]
-    assert all(len(key) <= 512 for key in lookup_keys)
-    assert not any(ch in key for key in lookup_keys for ch in "/\\#?\u0001")
+    for row in app.stores.lookup.list_entities():
+        for key in (row["PartitionKey"], row["RowKey"]):
+            assert len(key) <= 512
+            assert not any(ch in key for ch in "/\\#?\u0001")
 
 
 def test_a_record_too_big_for_an_entity_is_kept_whole_in_a_blob(app: Runtime) -> None:
