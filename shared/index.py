@@ -19,6 +19,7 @@ each reads PartitionKey equality with a RowKey range.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import zlib
@@ -306,9 +307,18 @@ class IndexWriter:
         )
 
     def _merge_batch(self, entities: list[dict[str, Any]]) -> None:
-        self._records.submit_transaction(
-            [("upsert", entity, {"mode": UpdateMode.MERGE}) for entity in entities]
-        )
+        # Update, never upsert: a mark must not create a row without its body (say, for a
+        # record that retention deleted before a dead letter was replayed).
+        try:
+            self._records.submit_transaction(
+                [("update", entity, {"mode": UpdateMode.MERGE}) for entity in entities]
+            )
+        except TableTransactionError as error:
+            if error.error_code != "ResourceNotFound":
+                raise
+            for entity in entities:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self._records.update_entity(entity, mode=UpdateMode.MERGE)
 
     def _create_batch(self, entities: list[dict[str, Any]]) -> tuple[list[str], dict[str, bool]]:
         """Create rows; rows that already exist are reported with their Forwarded flag."""

@@ -332,3 +332,13 @@ def test_only_storage_configured_indexes_alone(settings: Settings) -> None:
         ).forwarder
         is None
     )
+
+
+def test_marking_a_record_forwarded_never_creates_a_bodiless_row(app: Runtime) -> None:
+    kept, gone = normalize_input(envelope([activity_event(1), activity_event(2)]), "x")[0]
+    app.writer.write([kept])
+    app.writer.mark_forwarded([kept, gone])  # `gone` was never indexed (or retention took it)
+    rows = list(app.stores.records.list_entities())
+    assert len(rows) == 1
+    assert rows[0]["Forwarded"] is True
+    assert app.reader.body_of(rows[0]) == kept
