@@ -1,6 +1,6 @@
 """Every benchmark in one table: figure, floor measured in the same run, ratio, target.
 
-    .venv/bin/python -m bench.run [--quick]
+.venv/bin/python -m bench.run [--quick]
 """
 
 from __future__ import annotations
