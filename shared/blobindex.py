@@ -31,7 +31,7 @@ from azure.storage.blob import ContainerClient
 
 from shared.deadletter import REJECTED, DeadLetter, DeadLetterStore
 from shared.decode import decode_line
-from shared.index import IndexWriter, encode_key_value
+from shared.index import IndexWriter, encode_key_value, lag_seconds, larger_lag
 from shared.normalize import normalize, normalize_input
 from shared.records import NormalizedRecord, Rejection
 
@@ -237,6 +237,11 @@ class BlobReport:
     deadlettered: int = 0
     bytes_read: int = 0
     failed: list[str] = field(default_factory=list)
+    # Blobs that had bytes past their cursor when this run looked (before indexing them).
+    behind: int = 0
+    # Now minus the oldest TimeGenerated among the records indexed (not the duplicates), taken
+    # when each piece's write returned, the largest over the run; None when nothing was indexed.
+    lag_seconds: float | None = None
 
     def add(self, other: BlobReport) -> None:
         self.blobs += other.blobs
@@ -246,6 +251,8 @@ class BlobReport:
         self.deadlettered += other.deadlettered
         self.bytes_read += other.bytes_read
         self.failed.extend(other.failed)
+        self.behind += other.behind
+        self.lag_seconds = larger_lag(self.lag_seconds, other.lag_seconds)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +263,8 @@ class BlobReport:
             "deadlettered": self.deadlettered,
             "bytes_read": self.bytes_read,
             "failed": self.failed,
+            "behind": self.behind,
+            "lag_seconds": self.lag_seconds,
         }
 
 
@@ -296,6 +305,7 @@ class BlobIndexer:
         if size > cursor.offset or cursor.blob_etag != blob_etag:
             cursor.last_growth = last_modified
         if cursor.offset < size:
+            report.behind = 1
             self._index_from_cursor(source, path, cursor, size, report)
         cursor.blob_etag = blob_etag if cursor.offset >= size else cursor.blob_etag
         cursor.sealed = self._is_sealed(path, cursor, size, last_modified, now)
@@ -417,6 +427,9 @@ class BlobIndexer:
         report.indexed += len(written.indexed)
         report.duplicates += len(written.duplicates)
         report.deadlettered += len(piece.rejections)
+        report.lag_seconds = larger_lag(
+            report.lag_seconds, lag_seconds(written.indexed, datetime.now(UTC))
+        )
         if self._cursors.save(cursor):
             return True
         # What we wrote that it also wrote was counted as duplicate by whichever came second.

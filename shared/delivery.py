@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from azure.core.exceptions import AzureError
 
 from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, DeadLetterStore
 from shared.forward import LogAnalyticsForwarder, TransientForwardError
-from shared.index import IndexWriter
+from shared.index import IndexWriter, lag_seconds, larger_lag
 from shared.normalize import normalize_input
 from shared.records import NormalizedRecord
 
@@ -67,6 +68,9 @@ class DeliveryReport:
     forwarded: int = 0
     not_forwarded: int = 0
     rejection_reasons: dict[str, int] = field(default_factory=dict)
+    # Now minus the oldest TimeGenerated among the records this delivery indexed (not the
+    # duplicates), taken when the index write returned; None when it indexed nothing.
+    lag_seconds: float | None = None
 
     def add(self, other: DeliveryReport) -> None:
         for name in ("bodies", "events", "indexed", "duplicates", "deadlettered", "forwarded"):
@@ -74,6 +78,7 @@ class DeliveryReport:
         self.not_forwarded += other.not_forwarded
         for reason, count in other.rejection_reasons.items():
             self.rejection_reasons[reason] = self.rejection_reasons.get(reason, 0) + count
+        self.lag_seconds = larger_lag(self.lag_seconds, other.lag_seconds)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +153,7 @@ def deliver(
         )
         return report
 
+    report.lag_seconds = lag_seconds(written.indexed, datetime.now(UTC))
     report.indexed = len(written.indexed)
     report.duplicates = len(written.duplicates)
     if forwarder is not None:

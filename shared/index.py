@@ -89,6 +89,23 @@ def parse_canonical_time(value: str) -> tuple[datetime, int]:
     return whole, ticks
 
 
+def lag_seconds(records: Iterable[NormalizedRecord], now: datetime) -> float | None:
+    """Seconds from the oldest record's TimeGenerated to `now`; None when there is no record."""
+    # The canonical form is fixed-width, so the smallest string is the oldest time.
+    oldest = min((record["TimeGenerated"] for record in records), default=None)
+    if oldest is None:
+        return None
+    whole, _ = parse_canonical_time(oldest)
+    return (now - whole).total_seconds() - int(oldest[20:27]) / 10_000_000
+
+
+def larger_lag(first: float | None, second: float | None) -> float | None:
+    """The larger of two lags, either of which may be None (nothing indexed)."""
+    if first is None or second is None:
+        return second if first is None else first
+    return max(first, second)
+
+
 def row_key_for(time_generated: str, event_key: str) -> str:
     _, ticks = parse_canonical_time(time_generated)
     return f"{_MAX_TICKS - ticks:019d}_{event_key}"
@@ -314,7 +331,7 @@ class IndexWriter:
                 [("update", entity, {"mode": UpdateMode.MERGE}) for entity in entities]
             )
         except TableTransactionError as error:
-            if error.error_code != "ResourceNotFound":
+            if getattr(error, "error_code", None) != "ResourceNotFound":
                 raise
             for entity in entities:
                 with contextlib.suppress(ResourceNotFoundError):

@@ -1,0 +1,401 @@
+"""Telemetry: a span per invocation and the `activitylog.*` metrics, through OpenTelemetry.
+
+With APPLICATIONINSIGHTS_CONNECTION_STRING set, the first invocation of the worker process
+configures `azure-monitor-opentelemetry` (once: it sets the process's tracer, meter and logger
+providers and exports to Application Insights). Without it nothing is configured and that
+package is never imported (it costs ~0.4 s of cold start): the tracer and meter are the
+OpenTelemetry API's defaults, which record nothing.
+
+The handlers wrap each invocation in `invocation(...)` and hand their report to one
+`record_*` function; nothing here raises into a handler. The metric names are those the
+workbook charts (infra/workbook/activitylog.workbook.json):
+
+    activitylog.records.normalized    counter    path        events that became records
+    activitylog.records.rejected      counter    path        events that cannot (dead-lettered)
+    activitylog.records.deadlettered  counter    path, kind  dead letters: rejected,
+                                                             undelivered, not-forwarded
+    activitylog.records.indexed       counter    path        new index rows (not duplicates)
+    activitylog.records.forwarded     counter    path        accepted by Log Analytics
+    activitylog.bytes.read            counter    path        archive bytes read
+    activitylog.lag.seconds           histogram  path        now - oldest TimeGenerated
+                                                             indexed, one per invocation
+    activitylog.blobs.behind          histogram  path        blobs with bytes not yet indexed,
+                                                             as each catch-up finds them
+    activitylog.retention.deleted     counter    dry_run     records deleted (would be, dry)
+    activitylog.retention.kept        histogram  dry_run     records kept, one per run
+
+`path` is eventhub, blob (the blob trigger) or catchup; counters are never incremented by 0.
+Logs keep their structured dimensions: the handlers log their report with `extra=`, which the
+exporter sends as custom dimensions (for the loggers `functions` and `shared` only).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED
+from shared.settings import APPINSIGHTS_CONNECTION, STORAGE_CONNECTION
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Counter, Histogram, MeterProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+    from shared.blobindex import BlobReport
+    from shared.delivery import DeliveryReport
+    from shared.retention import RetentionReport
+
+log = logging.getLogger(__name__)
+
+SCOPE = "activitylog"  # instrumentation scope of the tracer and the meter
+# The client id of the app's user-assigned identity (Application Insights with local auth off).
+IDENTITY_CLIENT_ID = f"{STORAGE_CONNECTION}__clientId"
+# Loggers whose records are exported (with their `extra=` fields as custom dimensions); the
+# Azure SDK's own loggers stay out: one line per HTTP request would cost more than the data.
+EXPORTED_LOGGERS = ("functions", "shared")
+# Auto-instrumentations the distro would enable. Off: the app's storage and Log Analytics calls
+# would each become a dependency (and urllib3/requests would report them a second time).
+INSTRUMENTATIONS = (
+    "azure_sdk",
+    "django",
+    "fastapi",
+    "flask",
+    "httpx",
+    "psycopg2",
+    "requests",
+    "urllib",
+    "urllib3",
+)
+
+# Paths, the `path` attribute.
+EVENTHUB = "eventhub"
+BLOB = "blob"
+CATCHUP = "catchup"
+RETENTION = "retention"
+QUERY = "query"
+
+RECORDS_NORMALIZED = "activitylog.records.normalized"
+RECORDS_REJECTED = "activitylog.records.rejected"
+RECORDS_DEADLETTERED = "activitylog.records.deadlettered"
+RECORDS_INDEXED = "activitylog.records.indexed"
+RECORDS_FORWARDED = "activitylog.records.forwarded"
+BYTES_READ = "activitylog.bytes.read"
+LAG_SECONDS = "activitylog.lag.seconds"
+BLOBS_BEHIND = "activitylog.blobs.behind"
+RETENTION_DELETED = "activitylog.retention.deleted"
+RETENTION_KEPT = "activitylog.retention.kept"
+METRICS = (
+    RECORDS_NORMALIZED,
+    RECORDS_REJECTED,
+    RECORDS_DEADLETTERED,
+    RECORDS_INDEXED,
+    RECORDS_FORWARDED,
+    BYTES_READ,
+    LAG_SECONDS,
+    BLOBS_BEHIND,
+    RETENTION_DELETED,
+    RETENTION_KEPT,
+)
+
+_T = TypeVar("_T")
+_lock = threading.RLock()
+_injected: tuple[TracerProvider, MeterProvider] | None = None
+_warned: set[str] = set()
+
+
+def _safely(what: str, action: Callable[[], _T]) -> _T | None:
+    """Run a telemetry step; a failure is logged (once per step) and swallowed."""
+    try:
+        return action()
+    except Exception:
+        if what not in _warned:
+            _warned.add(what)
+            log.warning("telemetry: %s failed; the invocation goes on", what, exc_info=True)
+        return None
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def configure() -> bool:
+    """Export to Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+
+    Runs once per process (later calls return the first answer); True when export is on.
+    """
+    with _lock:
+        return _configure_once()
+
+
+@functools.cache
+def _configure_once() -> bool:
+    connection = os.environ.get(APPINSIGHTS_CONNECTION, "").strip()
+    if not connection:
+        return False
+    return bool(_safely("configuring Azure Monitor", lambda: _configure_azure_monitor(connection)))
+
+
+def _configure_azure_monitor(connection: str) -> bool:
+    # Imported here, never at module import: only a process that exports pays for it.
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    options: dict[str, Any] = {
+        "connection_string": connection,
+        "logger_name": EXPORTED_LOGGERS[0],
+        "instrumentation_options": {name: {"enabled": False} for name in INSTRUMENTATIONS},
+        # Both poll or sample in the background on every instance; the workbook uses neither.
+        "enable_live_metrics": False,
+        "enable_performance_counters": False,
+    }
+    client_id = os.environ.get(IDENTITY_CLIENT_ID, "").strip()
+    if client_id:
+        # Application Insights with local auth off takes Entra ID tokens only (infra/README.md).
+        from azure.identity import ManagedIdentityCredential
+
+        options["credential"] = ManagedIdentityCredential(client_id=client_id)
+    first = logging.getLogger(EXPORTED_LOGGERS[0])
+    before = list(first.handlers)
+    configure_azure_monitor(**options)
+    for handler in first.handlers:
+        if handler not in before:  # the distro's OpenTelemetry handler: the other loggers too
+            for name in EXPORTED_LOGGERS[1:]:
+                logging.getLogger(name).addHandler(handler)
+    log.info("telemetry: exporting to Application Insights", extra={"entra_id": bool(client_id)})
+    return True
+
+
+def use_providers(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """Record to these providers instead of the process's (tests, or an app with its own SDK).
+
+    Azure Monitor is then not configured by this module. `reset()` undoes it.
+    """
+    global _injected  # noqa: PLW0603  # one injection point for the whole process
+    with _lock:
+        _injected = (tracer_provider, meter_provider)
+        _instruments.cache_clear()
+
+
+def reset() -> None:
+    """Back to the process's providers (configured from the setting, or the API's no-ops)."""
+    global _injected  # noqa: PLW0603
+    with _lock:
+        _injected = None
+        _instruments.cache_clear()
+
+
+# --- instruments ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Instruments:
+    tracer: Tracer
+    normalized: Counter
+    rejected: Counter
+    deadlettered: Counter
+    indexed: Counter
+    forwarded: Counter
+    bytes_read: Counter
+    lag: Histogram
+    blobs_behind: Histogram
+    retention_deleted: Counter
+    retention_kept: Histogram
+
+
+def _current() -> _Instruments | None:
+    with _lock:
+        return _safely("creating the tracer and instruments", _instruments)
+
+
+@functools.cache
+def _instruments() -> _Instruments:
+    from opentelemetry import metrics, trace
+
+    if _injected is None:
+        configure()
+        tracer_provider, meter_provider = None, None  # the process's: SDK or API no-ops
+    else:
+        tracer_provider, meter_provider = _injected
+    meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+    records, blobs = "{record}", "{blob}"
+    return _Instruments(
+        tracer=trace.get_tracer(SCOPE, tracer_provider=tracer_provider),
+        normalized=meter.create_counter(
+            RECORDS_NORMALIZED, records, "Events that became normalized records"
+        ),
+        rejected=meter.create_counter(
+            RECORDS_REJECTED, records, "Events that cannot become records (dead-lettered)"
+        ),
+        deadlettered=meter.create_counter(
+            RECORDS_DEADLETTERED, records, "Records and events put in dead letters, by kind"
+        ),
+        indexed=meter.create_counter(
+            RECORDS_INDEXED, records, "Records newly indexed (duplicates not counted)"
+        ),
+        forwarded=meter.create_counter(
+            RECORDS_FORWARDED, records, "Records accepted by Log Analytics"
+        ),
+        bytes_read=meter.create_counter(BYTES_READ, "By", "Archive blob bytes read"),
+        lag=meter.create_histogram(
+            LAG_SECONDS, "s", "Now minus the oldest TimeGenerated indexed, per invocation"
+        ),
+        blobs_behind=meter.create_histogram(
+            BLOBS_BEHIND, blobs, "Unsealed blobs with bytes not yet indexed, per catch-up"
+        ),
+        retention_deleted=meter.create_counter(
+            RETENTION_DELETED, records, "Records deleted by retention"
+        ),
+        retention_kept=meter.create_histogram(
+            RETENTION_KEPT, records, "Records kept by a retention run"
+        ),
+    )
+
+
+# --- spans ---------------------------------------------------------------------------------
+
+AttributeValue = str | bool | int | float
+
+
+@contextmanager
+def invocation(function: str, *, path: str, **attributes: AttributeValue) -> Iterator[None]:
+    """One span around a function invocation, current while it runs (logs correlate to it).
+
+    An exception from the body is recorded on the span and re-raised unchanged.
+    """
+    started = _safely("starting the span", lambda: _start(function, path, attributes))
+    try:
+        yield
+    except Exception as error:
+        if started is not None:
+            _safely("recording the exception", functools.partial(_fail, started[0], error))
+        raise
+    finally:
+        if started is not None:
+            _safely("ending the span", lambda: _end(*started))
+
+
+def _start(
+    function: str, path: str, attributes: Mapping[str, AttributeValue]
+) -> tuple[Span, object] | None:
+    from opentelemetry import context, trace
+
+    instruments = _current()
+    if instruments is None:
+        return None
+    span = instruments.tracer.start_span(
+        function,
+        kind=trace.SpanKind.INTERNAL,
+        attributes={
+            "activitylog.function": function,
+            "activitylog.path": path,
+            **{f"activitylog.{name}": value for name, value in attributes.items()},
+        },
+    )
+    # A child of the current context: the host's invocation, when the worker attached its
+    # trace context (PYTHON_ENABLE_OPENTELEMETRY=true), else a trace of its own.
+    token = context.attach(trace.set_span_in_context(span))
+    return span, token
+
+
+def _fail(span: Span, error: Exception) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:500]))
+
+
+def _end(span: Span, token: object) -> None:
+    from opentelemetry import context
+
+    try:
+        context.detach(token)  # type: ignore[arg-type]  # the Token attach() returned
+    finally:
+        span.end()
+
+
+def _annotate(report: Mapping[str, Any]) -> None:
+    """The report's counts on the current span: numbers and flags as they are, lists counted."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    for name, value in report.items():
+        counted = len(value) if isinstance(value, list) else value
+        if isinstance(counted, str | bool | int | float):
+            span.set_attribute(f"activitylog.{name}", counted)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def _add(counter: Counter, amount: int, attributes: Mapping[str, AttributeValue]) -> None:
+    if amount > 0:
+        counter.add(amount, attributes)
+
+
+def record_delivery(report: DeliveryReport, *, path: str = EVENTHUB) -> None:
+    """An Event Hub delivery's counts: metrics, and attributes on the current span."""
+    _safely("recording a delivery", lambda: _record_delivery(report, path))
+
+
+def _record_delivery(report: DeliveryReport, path: str) -> None:
+    _annotate(report.as_dict())
+    instruments = _current()
+    if instruments is None:
+        return
+    where = {"path": path}
+    rejected = sum(report.rejection_reasons.values())
+    _add(instruments.normalized, report.events - rejected, where)
+    _add(instruments.rejected, rejected, where)
+    _add(instruments.indexed, report.indexed, where)
+    _add(instruments.forwarded, report.forwarded, where)
+    _add(instruments.deadlettered, rejected, {**where, "kind": REJECTED})
+    _add(instruments.deadlettered, report.deadlettered - rejected, {**where, "kind": UNDELIVERED})
+    _add(instruments.deadlettered, report.not_forwarded, {**where, "kind": NOT_FORWARDED})
+    if report.lag_seconds is not None:
+        instruments.lag.record(report.lag_seconds, where)
+
+
+def record_blobs(report: BlobReport, *, path: str) -> None:
+    """A blob trigger's (path=blob) or catch-up's (path=catchup) counts.
+
+    Only catch-up records `activitylog.blobs.behind`: it is the one that looks at every
+    unsealed blob (a blob trigger sees one).
+    """
+    _safely("recording a blob report", lambda: _record_blobs(report, path))
+
+
+def _record_blobs(report: BlobReport, path: str) -> None:
+    _annotate(report.as_dict())
+    instruments = _current()
+    if instruments is None:
+        return
+    where = {"path": path}
+    # Every dead letter of the blob path is a rejection (lines that cannot become records).
+    _add(instruments.normalized, report.events - report.deadlettered, where)
+    _add(instruments.rejected, report.deadlettered, where)
+    _add(instruments.deadlettered, report.deadlettered, {**where, "kind": REJECTED})
+    _add(instruments.indexed, report.indexed, where)
+    _add(instruments.bytes_read, report.bytes_read, where)
+    if report.lag_seconds is not None:
+        instruments.lag.record(report.lag_seconds, where)
+    if path == CATCHUP:
+        instruments.blobs_behind.record(report.behind, where)
+
+
+def record_retention(report: RetentionReport) -> None:
+    """A retention run's counts."""
+    _safely("recording a retention run", lambda: _record_retention(report))
+
+
+def _record_retention(report: RetentionReport) -> None:
+    _annotate(report.as_dict())
+    instruments = _current()
+    if instruments is None:
+        return
+    where = {"dry_run": report.dry_run}
+    _add(instruments.retention_deleted, report.records_deleted, where)
+    instruments.retention_kept.record(report.records_kept, where)
