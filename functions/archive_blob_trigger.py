@@ -7,6 +7,7 @@ import logging
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
+from shared import telemetry
 from shared.blobindex import ArchiveBlob
 from shared.runtime import runtime
 from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
     source=func.BlobSource.EVENT_GRID,
 )
 def archive_blob(changed: blob.BlobClient) -> None:
-    app = runtime()
     name = changed.blob_name
-    report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
-    log.info("archive blob indexed", extra={"blob": name, **report.as_dict()})
+    with telemetry.invocation("archive_blob", path=telemetry.BLOB, blob=name):
+        app = runtime()
+        report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
+        telemetry.record_blobs(report, path=telemetry.BLOB)
+        log.info("archive blob indexed", extra={"blob": name, **report.as_dict()})

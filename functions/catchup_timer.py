@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.blobindex import catch_up
 from shared.runtime import runtime
 from shared.settings import CATCHUP_SCHEDULE
@@ -18,12 +19,14 @@ log = logging.getLogger(__name__)
 @bp.function_name("archive_catchup")
 @bp.timer_trigger(arg_name="timer", schedule=f"%{CATCHUP_SCHEDULE}%", use_monitor=True)
 def archive_catchup(timer: func.TimerRequest) -> None:
-    app = runtime()
-    report = catch_up(
-        app.blob_indexer,
-        app.stores.archive,
-        app.cursors,
-        now=datetime.now(UTC),
-        hours=app.settings.catchup_hours,
-    )
-    log.info("archive catch-up done", extra={"past_due": timer.past_due, **report.as_dict()})
+    with telemetry.invocation("archive_catchup", path=telemetry.CATCHUP, past_due=timer.past_due):
+        app = runtime()
+        report = catch_up(
+            app.blob_indexer,
+            app.stores.archive,
+            app.cursors,
+            now=datetime.now(UTC),
+            hours=app.settings.catchup_hours,
+        )
+        telemetry.record_blobs(report, path=telemetry.CATCHUP)
+        log.info("archive catch-up done", extra={"past_due": timer.past_due, **report.as_dict()})

@@ -6,6 +6,7 @@ import logging
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.delivery import EventBody, deliver
 from shared.runtime import runtime
 from shared.settings import EVENTHUB_CONNECTION, EVENTHUB_CONSUMER_GROUP, EVENTHUB_NAME
@@ -54,12 +55,16 @@ def is_final_attempt(context: func.Context | None) -> bool:
     cardinality="many",
 )
 def activity_events(events: list[func.EventHubEvent], context: func.Context) -> None:
-    app = runtime()
-    report = deliver(
-        [event_body(event) for event in events],
-        writer=app.writer,
-        deadletters=app.deadletters,
-        forwarder=app.forwarder,
-        final_attempt=is_final_attempt(context),
-    )
-    log.info("event hub batch delivered", extra=report.as_dict())
+    bodies = [event_body(event) for event in events]
+    partition = bodies[0].partition if bodies else ""  # a batch comes from one partition
+    with telemetry.invocation("activity_events", path=telemetry.EVENTHUB, partition=partition):
+        app = runtime()
+        report = deliver(
+            bodies,
+            writer=app.writer,
+            deadletters=app.deadletters,
+            forwarder=app.forwarder,
+            final_attempt=is_final_attempt(context),
+        )
+        telemetry.record_delivery(report, path=telemetry.EVENTHUB)
+        log.info("event hub batch delivered", extra={"partition": partition, **report.as_dict()})

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 import orjson
 
+from shared import telemetry
 from shared.query import QueryError, parse_query, run_query
 from shared.runtime import Runtime, runtime
 
@@ -48,4 +49,5 @@ def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.
 
 @bp.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def activity(req: func.HttpRequest) -> func.HttpResponse:
-    return handle_activity(req, runtime(), datetime.now(UTC))
+    with telemetry.invocation("activity", path=telemetry.QUERY):
+        return handle_activity(req, runtime(), datetime.now(UTC))

@@ -6,6 +6,7 @@ import logging
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.retention import enforce_retention, policy_from
 from shared.runtime import runtime
 from shared.settings import RETENTION_SCHEDULE
@@ -17,12 +18,14 @@ log = logging.getLogger(__name__)
 @bp.function_name("retention")
 @bp.timer_trigger(arg_name="timer", schedule=f"%{RETENTION_SCHEDULE}%", use_monitor=True)
 def retention(timer: func.TimerRequest) -> None:
-    app = runtime()
-    settings = app.settings
-    report = enforce_retention(
-        app.stores,
-        policy_from(settings.retention_days, settings.retention_category_days),
-        dry_run=settings.retention_dry_run,
-        budget_seconds=settings.retention_time_budget_seconds,
-    )
-    log.info("retention run done", extra={"past_due": timer.past_due, **report.as_dict()})
+    with telemetry.invocation("retention", path=telemetry.RETENTION, past_due=timer.past_due):
+        app = runtime()
+        settings = app.settings
+        report = enforce_retention(
+            app.stores,
+            policy_from(settings.retention_days, settings.retention_category_days),
+            dry_run=settings.retention_dry_run,
+            budget_seconds=settings.retention_time_budget_seconds,
+        )
+        telemetry.record_retention(report)
+        log.info("retention run done", extra={"past_due": timer.past_due, **report.as_dict()})

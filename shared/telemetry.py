@@ -3,8 +3,9 @@
 With APPLICATIONINSIGHTS_CONNECTION_STRING set, the first invocation of the worker process
 configures `azure-monitor-opentelemetry` (once: it sets the process's tracer, meter and logger
 providers and exports to Application Insights). Without it nothing is configured and that
-package is never imported (it costs ~0.4 s of cold start): the tracer and meter are the
-OpenTelemetry API's defaults, which record nothing.
+package is never imported (importing and configuring it adds ~0.17 s to a cold start, on top
+of the app's own imports): the tracer and meter are the OpenTelemetry API's defaults, which
+record nothing.
 
 The handlers wrap each invocation in `invocation(...)` and hand their report to one
 `record_*` function; nothing here raises into a handler. The metric names are those the
@@ -26,7 +27,8 @@ workbook charts (infra/workbook/activitylog.workbook.json):
 
 `path` is eventhub, blob (the blob trigger) or catchup; counters are never incremented by 0.
 Logs keep their structured dimensions: the handlers log their report with `extra=`, which the
-exporter sends as custom dimensions (for the loggers `functions` and `shared` only).
+exporter sends as custom dimensions (every record of the loggers `functions` and `shared`, and
+warnings and errors of the others: see APP_LOGGERS).
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ log = logging.getLogger(__name__)
 SCOPE = "activitylog"  # instrumentation scope of the tracer and the meter
 # The client id of the app's user-assigned identity (Application Insights with local auth off).
 IDENTITY_CLIENT_ID = f"{STORAGE_CONNECTION}__clientId"
-# Loggers whose records are exported (with their `extra=` fields as custom dimensions); the
-# Azure SDK's own loggers stay out: one line per HTTP request would cost more than the data.
-EXPORTED_LOGGERS = ("functions", "shared")
+# Loggers exported at every level (their `extra=` fields become custom dimensions); any other
+# logger from WARNING up, except the telemetry pipeline's own (it would report on itself) and
+# the Azure SDK's HTTP pipeline (a line per request and retry).
+APP_LOGGERS = ("functions", "shared")
+UNEXPORTED_LOGGERS = ("opentelemetry", "azure.monitor.opentelemetry", "azure.core.pipeline")
 # Auto-instrumentations the distro would enable. Off: the app's storage and Log Analytics calls
 # would each become a dependency (and urllib3/requests would report them a second time).
 INSTRUMENTATIONS = (
@@ -146,27 +150,39 @@ def _configure_azure_monitor(connection: str) -> bool:
 
     options: dict[str, Any] = {
         "connection_string": connection,
-        "logger_name": EXPORTED_LOGGERS[0],
+        "logger_name": "",  # the root logger, filtered below
         "instrumentation_options": {name: {"enabled": False} for name in INSTRUMENTATIONS},
         # Both poll or sample in the background on every instance; the workbook uses neither.
         "enable_live_metrics": False,
         "enable_performance_counters": False,
     }
+    if not os.environ.get("OTEL_TRACES_SAMPLER"):
+        # A span per invocation, all kept: the distro's default (5 traces a second, rate
+        # limited) drops the first spans of every new instance. OTEL_TRACES_SAMPLER overrides.
+        options["sampling_ratio"] = 1.0
     client_id = os.environ.get(IDENTITY_CLIENT_ID, "").strip()
     if client_id:
         # Application Insights with local auth off takes Entra ID tokens only (infra/README.md).
         from azure.identity import ManagedIdentityCredential
 
         options["credential"] = ManagedIdentityCredential(client_id=client_id)
-    first = logging.getLogger(EXPORTED_LOGGERS[0])
-    before = list(first.handlers)
+    root = logging.getLogger()
+    before = list(root.handlers)
     configure_azure_monitor(**options)
-    for handler in first.handlers:
-        if handler not in before:  # the distro's OpenTelemetry handler: the other loggers too
-            for name in EXPORTED_LOGGERS[1:]:
-                logging.getLogger(name).addHandler(handler)
+    for handler in root.handlers:
+        if handler not in before:  # the distro's OpenTelemetry handler
+            handler.addFilter(_exported)
     log.info("telemetry: exporting to Application Insights", extra={"entra_id": bool(client_id)})
     return True
+
+
+def _exported(record: logging.LogRecord) -> bool:
+    """Whether the OpenTelemetry log handler sends this record (see APP_LOGGERS)."""
+    name = record.name
+    if name.split(".", 1)[0] in APP_LOGGERS:
+        return True
+    unexported = any(name == n or name.startswith(f"{n}.") for n in UNEXPORTED_LOGGERS)
+    return record.levelno >= logging.WARNING and not unexported
 
 
 def use_providers(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
@@ -342,7 +358,7 @@ def record_delivery(report: DeliveryReport, *, path: str = EVENTHUB) -> None:
 
 
 def _record_delivery(report: DeliveryReport, path: str) -> None:
-    _annotate(report.as_dict())
+    _safely("annotating the span", lambda: _annotate(report.as_dict()))
     instruments = _current()
     if instruments is None:
         return
@@ -369,7 +385,7 @@ def record_blobs(report: BlobReport, *, path: str) -> None:
 
 
 def _record_blobs(report: BlobReport, path: str) -> None:
-    _annotate(report.as_dict())
+    _safely("annotating the span", lambda: _annotate(report.as_dict()))
     instruments = _current()
     if instruments is None:
         return
@@ -392,7 +408,7 @@ def record_retention(report: RetentionReport) -> None:
 
 
 def _record_retention(report: RetentionReport) -> None:
-    _annotate(report.as_dict())
+    _safely("annotating the span", lambda: _annotate(report.as_dict()))
     instruments = _current()
     if instruments is None:
         return

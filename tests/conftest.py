@@ -14,6 +14,9 @@ from shared.runtime import Runtime, build_runtime
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+
+# Tests drive the real handlers: a developer's shell must not make them send telemetry.
+os.environ.pop("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
 _store_numbers = itertools.count(1)
 
 

@@ -48,6 +48,8 @@ AZURE_ONLY = {
     # Read by the Functions host, not by the Python code: Entra ID auth of its telemetry.
     # Locally there is no Application Insights to authenticate to.
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # Read by the Python worker: nest the app's spans under the host's, no duplicate logs.
+    "PYTHON_ENABLE_OPENTELEMETRY",
 }
 
 # Settings only local runs have, each with why.

@@ -263,6 +263,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
+        // Read by the Python worker: it nests the app's OpenTelemetry spans under the host's
+        // invocation span and stops forwarding worker logs to the host (no duplicate traces).
+        {
+          name: 'PYTHON_ENABLE_OPENTELEMETRY'
+          value: 'true'
+        }
       ]
     }
     functionAppConfig: {
