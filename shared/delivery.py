@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from azure.core.exceptions import AzureError
 
 from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, DeadLetterStore
 from shared.forward import LogAnalyticsForwarder, TransientForwardError
@@ -127,7 +126,7 @@ def deliver(
 
     try:
         written = writer.write(records)
-    except AzureError as error:
+    except Exception as error:  # not only AzureError: a cut-off answer raises requests' errors
         if not final_attempt:
             raise RetryableDeliveryError(f"index unavailable: {type(error).__name__}") from error
         # Out of retries: keep each body whole, so a replay re-drives exactly it.
@@ -162,12 +161,14 @@ def deliver(
             for record in written.duplicates
             if record["EventKey"] in written.unforwarded_duplicates
         ]
-        _forward(to_forward, writer, deadletters, forwarder, final_attempt, path, report)
+        retried = written.unforwarded_duplicates
+        _forward(to_forward, retried, writer, deadletters, forwarder, final_attempt, path, report)
     return report
 
 
 def _forward(
     records: list[NormalizedRecord],
+    retried: set[str],
     writer: IndexWriter,
     deadletters: DeadLetterStore,
     forwarder: LogAnalyticsForwarder,
@@ -181,7 +182,7 @@ def _forward(
     try:
         result = forwarder.forward(records)
     except TransientForwardError as error:
-        writer.mark_forwarded(by_key[key] for key in error.forwarded_so_far)
+        _forwarded(error.forwarded_so_far, by_key, retried, writer, deadletters, path)
         report.forwarded += len(error.forwarded_so_far)
         # Records refused for themselves will be refused again: dead-letter them now.
         _dead_letter_unforwarded(error.rejected_so_far, deadletters, path, report)
@@ -191,9 +192,35 @@ def _forward(
         unsent = [record for key, record in by_key.items() if key not in done]
         _dead_letter_unforwarded(((r, str(error)) for r in unsent), deadletters, path, report)
         return
-    writer.mark_forwarded(by_key[key] for key in result.forwarded)
+    _forwarded(result.forwarded, by_key, retried, writer, deadletters, path)
     report.forwarded += len(result.forwarded)
     _dead_letter_unforwarded(result.rejected, deadletters, path, report)
+
+
+def _forwarded(
+    keys: list[str],
+    by_key: dict[str, NormalizedRecord],
+    retried: set[str],
+    writer: IndexWriter,
+    deadletters: DeadLetterStore,
+    path: str,
+) -> None:
+    """Mark what Log Analytics accepted; a retried record's earlier dead letter is void now."""
+    writer.mark_forwarded(by_key[key] for key in keys)
+    for key in retried.intersection(keys):
+        deadletters.remove(_not_forwarded_letter(by_key[key], "", path).blob_name())
+
+
+def _not_forwarded_letter(record: NormalizedRecord, reason: str, path: str) -> DeadLetter:
+    # Named by kind, source and raw only (not the reason): the same record, the same letter.
+    return DeadLetter(
+        kind=NOT_FORWARDED,
+        reason=reason[:2000],
+        source=f"index:{record['EventKey']}",
+        raw=orjson.dumps(record).decode(),
+        coordinates={"EventKey": record["EventKey"], "TimeGenerated": record["TimeGenerated"]},
+        path=path,
+    )
 
 
 def _dead_letter_unforwarded(
@@ -204,17 +231,5 @@ def _dead_letter_unforwarded(
 ) -> None:
     # The record is indexed; only its copy to Log Analytics is missing. Keep it for replay.
     for record, reason in rejected:
-        deadletters.put(
-            DeadLetter(
-                kind=NOT_FORWARDED,
-                reason=reason[:2000],
-                source=f"index:{record['EventKey']}",
-                raw=orjson.dumps(record).decode(),
-                coordinates={
-                    "EventKey": record["EventKey"],
-                    "TimeGenerated": record["TimeGenerated"],
-                },
-                path=path,
-            )
-        )
+        deadletters.put(_not_forwarded_letter(record, reason, path))
         report.not_forwarded += 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,11 +47,15 @@ LOOKUP_COLUMNS: dict[str, str] = {
     "o": "OperationNameValue",
 }
 
+MARK_ATTEMPTS = 4  # merges are idempotent: trying again is always safe
 MAX_BATCH = 100  # operations per transaction (service limit)
 MAX_BATCH_BYTES = 3_500_000  # under the 4 MiB transaction limit, with room for the envelope
 MAX_INLINE_BODY = 60_000  # a binary property holds 64 KiB; past this the body goes to a blob
 LOOKUP_BUCKETS = 16  # per kind and month: 16 x 2,000 entities/s, few transactions per batch
-MAX_KEY_VALUE = 300  # encoded lookup value; keys stay well under Azurite's 512 characters
+MAX_KEY_VALUE = 300
+# The eight categories are short; an unknown one is kept whole in the body, but the copy on
+# each row is cut so that no input can make Table storage refuse the entity.
+MAX_CATEGORY = 256  # encoded lookup value; keys stay well under Azurite's 512 characters
 _EPOCH_TICKS = 621_355_968_000_000_000  # .NET ticks at 1970-01-01, so keys sort like Azure's
 _MAX_TICKS = 10**19 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -247,7 +252,7 @@ class IndexWriter:
                 continue
             plan.records[key] = record
             month = key.partition_key[:6]
-            category = record["CategoryValue"]
+            category = record["CategoryValue"][:MAX_CATEGORY]
             for kind, column in LOOKUP_COLUMNS.items():
                 value = record[column]
                 if value:
@@ -282,7 +287,10 @@ class IndexWriter:
         return result
 
     def mark_forwarded(self, records: Iterable[NormalizedRecord]) -> None:
-        """Record that Log Analytics accepted these, so redelivery does not send them again."""
+        """Record that Log Analytics accepted these, so redelivery does not send them again.
+
+        Tried a few times: failing here after Log Analytics accepted would send them twice.
+        """
         by_partition: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for record in records:
             key = RecordKey.of(record)
@@ -290,7 +298,14 @@ class IndexWriter:
                 {"PartitionKey": key.partition_key, "RowKey": key.row_key, "Forwarded": True}
             )
         batches = [chunk for entities in by_partition.values() for chunk in _chunks(entities)]
-        self._run_parallel(self._merge_batch, batches)
+        for attempt in range(MARK_ATTEMPTS):
+            try:
+                self._run_parallel(self._merge_batch, batches)
+                return
+            except Exception:
+                if attempt == MARK_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5 * 2**attempt)
 
     def _record_entity(
         self, key: RecordKey, record: NormalizedRecord, oversize: list[tuple[str, bytes]]
@@ -298,7 +313,7 @@ class IndexWriter:
         entity: dict[str, Any] = {
             "PartitionKey": key.partition_key,
             "RowKey": key.row_key,
-            "CategoryValue": record["CategoryValue"],
+            "CategoryValue": record["CategoryValue"][:MAX_CATEGORY],
         }
         body = encode_body(record)
         if len(body) <= MAX_INLINE_BODY:

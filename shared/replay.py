@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter
 from shared.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.forward import TransientForwardError
+from shared.index import RecordKey
 from shared.normalize import normalize_input
+from shared.records import NormalizedRecord
 from shared.runtime import Runtime
 
 
@@ -48,6 +51,8 @@ def _replay_one(app: Runtime, letter: DeadLetter) -> bool:
         if app.forwarder is None:
             return False
         record = orjson.loads(letter.raw)
+        if _already_forwarded(app, record):
+            return True  # a later delivery sent it: sending again would double it
         try:
             result = app.forwarder.forward([record])
         except TransientForwardError:
@@ -56,6 +61,15 @@ def _replay_one(app: Runtime, letter: DeadLetter) -> bool:
             app.writer.mark_forwarded([record])
         return bool(result.forwarded)
     return False
+
+
+def _already_forwarded(app: Runtime, record: NormalizedRecord) -> bool:
+    key = RecordKey.of(record)
+    try:
+        row = app.stores.records.get_entity(key.partition_key, key.row_key, select=["Forwarded"])
+    except ResourceNotFoundError:
+        return False
+    return bool(row.get("Forwarded", False))
 
 
 def replay(app: Runtime, *, kind: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,8 @@ the proxy itself never makes an outcome ambiguous) or injects a fault:
   body sent, then RST).
 
 Faults come from a per-service script (the next requests, in order) and from rules (match on
-service, method and path; skip the first matches, then fault every n-th, at most `times`).
+service, method, path and body; skip the first matches, then fault every n-th, at most
+`times`).
 Everything is bounded: faults by their counts, stalls by `max_stall`, connections by
 `max_connections`, and the whole proxy by `lifetime`, after which it stops by itself. It binds
 127.0.0.1 only and forwards to 127.0.0.1 only. Standard library and threads only.
@@ -22,6 +23,8 @@ Everything is bounded: faults by their counts, stalls by `max_stall`, connection
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import socket
 import struct
@@ -82,17 +85,19 @@ class Rule:
     service: str | None = None  # "blob", "table", or None for both
     method: str | None = None  # e.g. "POST"; None for any
     path: str | None = None  # a regular expression searched in the request target
+    body: str | None = None  # a regular expression searched in the body (read as latin-1)
     skip: int = 0
     every: int = 1
     times: int = 1
     seen: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
-    def matches(self, service: str, method: str, target: str) -> bool:
+    def matches(self, service: str, method: str, target: str, body: bytes) -> bool:
         return (
             (self.service is None or self.service == service)
             and (self.method is None or self.method == method)
             and (self.path is None or re.search(self.path, target) is not None)
+            and (self.body is None or re.search(self.body, body.decode("latin-1")) is not None)
         )
 
     def take(self) -> bool:
@@ -231,15 +236,13 @@ def _error_response(service: str, status: int) -> bytes:
     code = _ERROR_CODES.get(status, "InternalError")
     message = f"Injected by the test fault proxy: {code}."
     if service == "table":
-        body = (
-            '{"odata.error":{"code":"%s","message":{"lang":"en-US","value":"%s"}}}'
-            % (code, message)
-        ).encode()
+        error = {"odata.error": {"code": code, "message": {"lang": "en-US", "value": message}}}
+        body = json.dumps(error).encode()
         content_type = "application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
     else:
         body = (
-            '<?xml version="1.0" encoding="utf-8"?><Error><Code>%s</Code>'
-            "<Message>%s</Message></Error>" % (code, message)
+            f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>"
         ).encode()
         content_type = "application/xml"
     reason = {500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
@@ -256,10 +259,8 @@ def _error_response(service: str, status: int) -> bytes:
 
 def _abort(connection: socket.socket) -> None:
     """Close with a TCP RST rather than an orderly FIN."""
-    try:
+    with contextlib.suppress(OSError):
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     connection.close()
 
 
@@ -354,10 +355,8 @@ class FaultProxy:
         with self._lock:
             clients = list(self._clients)
         for client in clients:
-            try:
+            with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         current = threading.current_thread()
         for thread in list(self._threads):
             if thread is not current:
@@ -402,12 +401,12 @@ class FaultProxy:
                 continue
             self._spawn(self._serve, service, client)
 
-    def _choose(self, service: str, method: str, target: str) -> Fault:
+    def _choose(self, service: str, method: str, target: str, body: bytes) -> Fault:
         with self._lock:
             if self._scripts[service]:
                 return self._scripts[service].popleft()
             for rule in self._rules:
-                if rule.matches(service, method, target) and rule.take():
+                if rule.matches(service, method, target, body) and rule.take():
                     return rule.fault
         return PASS
 
@@ -428,7 +427,7 @@ class FaultProxy:
                 except _Closed:
                     break
                 method, _, rest = request.start_line.partition(" ")
-                fault = self._choose(service, method, rest.rsplit(" ", 1)[0])
+                fault = self._choose(service, method, rest.rsplit(" ", 1)[0], request.body)
                 keep, aborted = self._answer(service, client, request, fault)
                 if not keep or request.headers.get("connection", "").lower() == "close":
                     break
