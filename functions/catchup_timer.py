@@ -1,4 +1,8 @@
-"""Catch-up timer: indexes the new bytes of every recent, unsealed PT1H.json."""
+"""Catch-up timer: indexes the new bytes of every recent, unsealed PT1H.json.
+
+After an outage longer than its lookback it also covers the hours since its last clean run
+(a watermark in the cursor table), up to a week of them per run, oldest first.
+"""
 
 from __future__ import annotations
 

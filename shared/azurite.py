@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -15,6 +18,9 @@ from types import TracebackType
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Where `UseDevelopmentStorage=true` points: Azurite's default ports on loopback.
+DEFAULT_PORTS = (10000, 10001, 10002)
+LOCAL_DATA = _PROJECT_ROOT / ".azurite"
 
 
 def _free_port() -> int:
@@ -22,6 +28,25 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # As a server binds: a port a stopped Azurite left in TIME_WAIT is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _azurite_command() -> str:
@@ -133,3 +158,34 @@ class Azurite:
         trace: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextmanager
+def local_storage(
+    say: Callable[[str], None], env: Mapping[str, str] = os.environ
+) -> Iterator[str | None]:
+    """The storage a local command uses: the configured one, else Azurite on loopback.
+
+    Yields the connection string to use, or None when the settings name storage themselves
+    (`AzureWebJobsStorage`, or its identity-based `__` settings). Otherwise the default is
+    Azure's development storage: an Azurite already listening on the default ports is used
+    as it is; when none is, one is started on them for this command, its data kept in
+    `.azurite/` so that the next command (a query after an ingest) finds it.
+    """
+    from shared.settings import STORAGE_CONNECTION
+
+    if any(name.startswith(STORAGE_CONNECTION) and value for name, value in env.items()):
+        yield None
+        return
+    if all(_listening(port) for port in DEFAULT_PORTS):
+        yield connection_string(*DEFAULT_PORTS)
+        return
+    emulator = Azurite(LOCAL_DATA)
+    if all(_port_free(port) for port in DEFAULT_PORTS):
+        emulator.blob_port, emulator.queue_port, emulator.table_port = DEFAULT_PORTS
+    emulator.start()
+    say(f"Azurite started on 127.0.0.1:{emulator.blob_port} (data in .azurite/)")
+    try:
+        yield emulator.connection_string
+    finally:
+        emulator.stop()

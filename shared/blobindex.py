@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    AzureError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -45,6 +46,11 @@ _PT1H = re.compile(
 )
 # The pre-2018 form: the whole blob is one `{"records": [...]}` envelope, written once.
 _ENVELOPE_START = re.compile(rb'^(?:\xef\xbb\xbf)?\s*\{\s*"records"\s*:')
+# The catch-up watermark's place in the cursor table. Letters sort after every YYYYMMDDHH
+# cursor partition, so neither a cursor nor retention's "older than" range can reach it.
+WATERMARK_PARTITION = "catchup"
+WATERMARK_ROW = "watermark"
+MAX_CATCHUP_HOURS = 7 * 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,14 @@ def hour_key(hour: datetime | None) -> str:
     return hour.strftime("%Y%m%d%H") if hour else "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """The hour from which the next catch-up must look; None before the first clean run."""
+
+    hour: datetime | None = None
+    etag: str | None = None  # the entity's ETag, for the conditional write; None: not stored
+
+
 class CursorStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
@@ -197,24 +211,50 @@ class CursorStore:
 
     def save(self, cursor: Cursor) -> bool:
         """Write the cursor if nobody moved it since we read it; False when someone did."""
+        metadata = self._write(cursor.entity(), cursor.etag)
+        if metadata is None:
+            return False
+        cursor.etag = metadata.get("etag")
+        return True
+
+    def watermark(self) -> Watermark:
         try:
-            if cursor.etag is None:
-                metadata = self._table.create_entity(cursor.entity())
+            entity = self._table.get_entity(WATERMARK_PARTITION, WATERMARK_ROW)
+        except ResourceNotFoundError:
+            return Watermark()
+        etag = entity.metadata.get("etag")
+        value = entity.get("Hour")
+        if not isinstance(value, datetime):
+            # Looked at as absent (the recent hours only); the next write replaces it.
+            log.error("unreadable catch-up watermark", extra={"watermark": repr(value)})
+            return Watermark(None, etag)
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return Watermark(datetime(value.year, value.month, value.day, value.hour, tzinfo=UTC), etag)
+
+    def move_watermark(self, current: Watermark, hour: datetime) -> bool:
+        """Set the watermark if nobody moved it since `current` was read; False when someone did."""
+        entity = {"PartitionKey": WATERMARK_PARTITION, "RowKey": WATERMARK_ROW, "Hour": hour}
+        return self._write(entity, current.etag) is not None
+
+    def _write(self, entity: dict[str, Any], etag: str | None) -> dict[str, Any] | None:
+        """Create (etag None) or replace if unchanged; the write's metadata, None on a lost race."""
+        try:
+            if etag is None:
+                metadata = self._table.create_entity(entity)
             else:
                 metadata = self._table.update_entity(
-                    cursor.entity(),
+                    entity,
                     mode=UpdateMode.REPLACE,
-                    etag=cursor.etag,
+                    etag=etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
         except (ResourceExistsError, ResourceModifiedError):
-            return False
+            return None
         except HttpResponseError as error:
             if error.status_code in (409, 412):
-                return False
+                return None
             raise
-        cursor.etag = metadata.get("etag")
-        return True
+        return dict(metadata)
 
     def in_hours(self, hours: list[datetime]) -> Iterator[Cursor]:
         for hour in hours:
@@ -391,7 +431,7 @@ class BlobIndexer:
                 result = normalize(
                     item.event,
                     source=item.source,
-                    raw=item.raw,
+                    raw=item,
                     fallback_subscription=path.subscription,
                 )
                 if isinstance(result, Rejection):
@@ -497,10 +537,33 @@ def catch_up(
     *,
     now: datetime,
     hours: int,
+    max_hours: int = MAX_CATCHUP_HOURS,
 ) -> BlobReport:
-    """Index the new bytes of every unsealed blob of the recent hours, announced or not."""
+    """Index the new bytes of every unsealed blob of the recent hours, and of hours missed.
+
+    The recent hours are `hours_back(now, hours)`; older blobs no longer grow. A watermark in
+    the cursor table marks the hour before which every blob was indexed whole by a run with
+    no failure. When it is older than the recent hours (an outage), this run also covers the
+    `max_hours` hours from it, oldest first, then moves it to where that coverage ends (at
+    most the start of the recent hours), never past the hour of a blob that failed. So each
+    hour is either behind the watermark and done, or at or after it and listed again.
+    """
+    if max_hours < 1:
+        raise ValueError("max_hours must be at least 1, or a backlog never shrinks")
     recent = hours_back(now, hours)
-    sealed = {cursor.blob for cursor in cursors.in_hours(recent) if cursor.sealed}
+    start = recent[-1]
+    mark = cursors.watermark()
+    covered_to = start  # the watermark this run earns if no blob fails
+    backlog: list[datetime] = []
+    if mark.hour is not None and mark.hour < start:
+        covered_to = min(start, mark.hour + timedelta(hours=max_hours))
+        backlog = [
+            mark.hour + timedelta(hours=back)
+            for back in range((covered_to - mark.hour) // timedelta(hours=1))
+        ]
+    # The recent hours first, as ever: a backlog does not delay what is being written now.
+    listed = recent + backlog
+    sealed = {cursor.blob for cursor in cursors.in_hours(listed) if cursor.sealed}
     subscriptions = [
         prefix.name
         for prefix in container.walk_blobs(
@@ -508,14 +571,28 @@ def catch_up(
         )
         if prefix.name.endswith("/")
     ]
-    names = [
-        blob.name
+    hour_of = {
+        blob.name: hour
         for subscription in subscriptions
-        for hour in recent
+        for hour in listed
         for blob in container.list_blobs(name_starts_with=hour_prefix(subscription, hour))
         if blob.name.endswith("PT1H.json") and blob.name not in sealed
-    ]
-    return index_each(indexer, [ArchiveBlob(container, name) for name in names])
+    }
+    report = index_each(indexer, [ArchiveBlob(container, name) for name in hour_of])
+    if mark.hour is not None:
+        covered_to = max(covered_to, mark.hour)  # no failure: no reason to look again
+    if report.failed:
+        # The next runs must list the failed blob's hour until it is indexed. This moves the
+        # watermark back if it was ahead of these recent hours (set by a later clock): safe.
+        covered_to = min(covered_to, *(hour_of[name] for name in report.failed))
+    if covered_to != mark.hour:
+        try:
+            # A lost race is fine: the other run started from the same watermark as ours.
+            cursors.move_watermark(mark, covered_to)
+        except AzureError:
+            # The hours it would have freed are listed again next run: wasteful, not wrong.
+            log.warning("could not move the catch-up watermark", exc_info=True)
+    return report
 
 
 def _in_scope(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import orjson
+from azure.core.exceptions import AzureError
 
 from shared.records import Rejection
 from shared.settings import SettingsError
@@ -68,11 +70,22 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     return status
 
 
-def _runtime() -> Any:
-    from shared.runtime import build_runtime
-    from shared.settings import load_settings
+def _say(text: str) -> None:
+    sys.stderr.write(f"• {text}\n")
 
-    return build_runtime(load_settings(os.environ))
+
+@contextmanager
+def _runtime() -> Iterator[Any]:
+    """The app's clients against AzureWebJobsStorage, or Azurite when that is not set."""
+    from shared.azurite import local_storage
+    from shared.runtime import build_runtime
+    from shared.settings import STORAGE_CONNECTION, load_settings
+
+    with local_storage(_say) as connection:
+        env = dict(os.environ)
+        if connection:
+            env[STORAGE_CONNECTION] = connection
+        yield build_runtime(load_settings(env))
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -109,42 +122,42 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         except OSError as error:
             sys.stderr.write(f"ingest: cannot read {path}: {error.strerror or error}\n")
             return EXIT_USAGE
-    app = _runtime()
-    total = DeliveryReport()
-    batch_size = 100  # as host.json's maxEventBatchSize: the same batches the trigger sees
-    try:
-        for start in range(0, len(bodies), batch_size):
-            total.add(
-                deliver(
-                    bodies[start : start + batch_size],
-                    writer=app.writer,
-                    deadletters=app.deadletters,
-                    forwarder=app.forwarder,
-                    final_attempt=False,
-                    path="cli",
+    with _runtime() as app:
+        total = DeliveryReport()
+        batch_size = 100  # as host.json's maxEventBatchSize: the same batches the trigger sees
+        try:
+            for start in range(0, len(bodies), batch_size):
+                total.add(
+                    deliver(
+                        bodies[start : start + batch_size],
+                        writer=app.writer,
+                        deadletters=app.deadletters,
+                        forwarder=app.forwarder,
+                        final_attempt=False,
+                        path="cli",
+                    )
                 )
-            )
-    except RetryableDeliveryError as error:
-        sys.stderr.write(f"ingest: {error}; run again, nothing is indexed twice\n")
-        return EXIT_FAILED
-    _print_summary(total.as_dict(), args.json)
-    return EXIT_REJECTED if total.deadlettered else EXIT_OK
+        except RetryableDeliveryError as error:
+            sys.stderr.write(f"ingest: {error}; run again, nothing is indexed twice\n")
+            return EXIT_FAILED
+        _print_summary(total.as_dict(), args.json)
+        return EXIT_REJECTED if total.deadlettered else EXIT_OK
 
 
 def cmd_deadletter_list(args: argparse.Namespace) -> int:
-    app = _runtime()
-    for letter in app.deadletters.list(args.kind):
-        _write_json_line(sys.stdout.buffer, {"name": letter.name, **letter.as_dict()})
-    return EXIT_OK
+    with _runtime() as app:
+        for letter in app.deadletters.list(args.kind):
+            _write_json_line(sys.stdout.buffer, {"name": letter.name, **letter.as_dict()})
+        return EXIT_OK
 
 
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     from shared.replay import replay
 
-    app = _runtime()
-    summary = replay(app, kind=args.kind)
-    _print_summary(summary, args.json)
-    return EXIT_OK if summary["still_failing"] == 0 else EXIT_REJECTED
+    with _runtime() as app:
+        summary = replay(app, kind=args.kind)
+        _print_summary(summary, args.json)
+        return EXIT_OK if summary["still_failing"] == 0 else EXIT_REJECTED
 
 
 def parse_time_argument(text: str) -> datetime:
@@ -161,52 +174,52 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     since = parse_time_argument(args.since) if args.since else None
     until = parse_time_argument(args.until) if args.until else None
     scope = {"since": since, "until": until, "subscription": args.subscription}
-    app = _runtime()
-    if args.path:
-        root = Path(args.path)
-        if not root.is_dir():
-            raise UsageError(f"not a folder: {args.path}")
-        sources = folder_sources(root, **scope)
-    else:
-        container = app.stores.blob_service.get_container_client(
-            args.container or app.settings.archive_container
-        )
-        sources = container_sources(container, **scope)
-    indexer = app.blob_indexer
-    progress = None
-    if sys.stderr.isatty() and not args.json:
-        from tqdm import tqdm
+    root = Path(args.path) if args.path else None
+    if root is not None and not root.is_dir():
+        raise UsageError(f"not a folder: {args.path}")
+    with _runtime() as app:
+        if root is not None:
+            sources = folder_sources(root, **scope)
+        else:
+            container = app.stores.blob_service.get_container_client(
+                args.container or app.settings.archive_container
+            )
+            sources = container_sources(container, **scope)
+        indexer = app.blob_indexer
+        progress = None
+        if sys.stderr.isatty() and not args.json:
+            from tqdm import tqdm
 
-        progress = tqdm(total=len(sources), unit="blob", file=sys.stderr)
-    report = index_each(
-        indexer,
-        sources,
-        parallelism=args.parallel,
-        on_done=(lambda _: progress.update(1)) if progress is not None else None,
-    )
-    if progress is not None:
-        progress.close()
-    _print_summary(report.as_dict(), args.json)
-    if report.failed:
-        return EXIT_FAILED
-    return EXIT_REJECTED if report.deadlettered else EXIT_OK
+            progress = tqdm(total=len(sources), unit="blob", file=sys.stderr)
+        report = index_each(
+            indexer,
+            sources,
+            parallelism=args.parallel,
+            on_done=(lambda _: progress.update(1)) if progress is not None else None,
+        )
+        if progress is not None:
+            progress.close()
+        _print_summary(report.as_dict(), args.json)
+        if report.failed:
+            return EXIT_FAILED
+        return EXIT_REJECTED if report.deadlettered else EXIT_OK
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from shared.retention import enforce_retention, policy_from
 
     as_of = parse_time_argument(args.as_of) if args.as_of else None
-    app = _runtime()
-    settings = app.settings
-    report = enforce_retention(
-        app.stores,
-        policy_from(settings.retention_days, settings.retention_category_days),
-        as_of=as_of,
-        dry_run=args.dry_run or settings.retention_dry_run,
-        budget_seconds=settings.retention_time_budget_seconds,
-    )
-    _print_summary(report.as_dict(), args.json)
-    return EXIT_OK
+    with _runtime() as app:
+        settings = app.settings
+        report = enforce_retention(
+            app.stores,
+            policy_from(settings.retention_days, settings.retention_category_days),
+            as_of=as_of,
+            dry_run=args.dry_run or settings.retention_dry_run,
+            budget_seconds=settings.retention_time_budget_seconds,
+        )
+        _print_summary(report.as_dict(), args.json)
+        return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -230,7 +243,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from shared.query import query_main
 
-    return query_main(args, _runtime(), sys.stdout)
+    with _runtime() as app:
+        return query_main(args, app, sys.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,6 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, SettingsError) as error:
         sys.stderr.write(f"{parser.prog} {args.verb}: {error}\n")
         return EXIT_USAGE
+    except AzureError as error:
+        # Storage or a sink failed (unreachable, refused): say so in one line. Every verb is
+        # idempotent, so running it again is safe.
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        sys.stderr.write(f"{parser.prog} {args.verb}: storage or sink failed: {message}\n")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     return status

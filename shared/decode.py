@@ -39,11 +39,22 @@ _JSON_TYPES: dict[type, str] = {
 
 @dataclass(frozen=True, slots=True)
 class RawEvent:
-    """One decoded event: the JSON object, where it came from, and its own text."""
+    """One decoded event: the JSON object, where it came from, and its own text.
+
+    The text is made only when asked for (a rejection needs it, a good event never does):
+    from the bytes it was read as, or, for an element of an envelope or array, by
+    serializing the element.
+    """
 
     event: dict[str, Any]
     source: str
-    raw: str
+    text_bytes: bytes | memoryview | None = None  # None: an element, serialized on demand
+
+    @property
+    def raw(self) -> str:
+        if self.text_bytes is None:
+            return orjson.dumps(self.event).decode()
+        return _text(self.text_bytes)
 
 
 Decoded = RawEvent | Rejection
@@ -123,7 +134,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
             seen_object = True
             yield from waiting
         if type(value) is dict and ("time" in value or "eventTimestamp" in value):
-            yield RawEvent(value, line_source, _text(line))  # the usual line: one event
+            yield RawEvent(value, line_source, line)  # the usual line: one event
         else:
             yield from _expand(value, line_source, line, arrays=False)
     if not seen_object:
@@ -173,7 +184,7 @@ def _expand(
     if isinstance(value, dict):
         key = _envelope_key(value)
         if key is None:
-            yield RawEvent(value, source, _text(raw))
+            yield RawEvent(value, source, raw)
         else:
             yield from _elements(value[key], f"{source}#{key}")
     elif arrays and isinstance(value, list):
@@ -194,10 +205,11 @@ def _elements(elements: list[Any], prefix: str) -> Iterator[Decoded]:
 
 
 def _element(element: Any, source: str) -> Decoded:
-    raw = orjson.dumps(element).decode()
     if isinstance(element, dict):
-        return RawEvent(element, source, raw)
-    return Rejection(f"not an object: got {json_type(element)}", source, raw)
+        return RawEvent(element, source)
+    return Rejection(
+        f"not an object: got {json_type(element)}", source, orjson.dumps(element).decode()
+    )
 
 
 def _envelope_key(value: dict[str, Any]) -> str | None:

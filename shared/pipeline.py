@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
-import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,14 +25,13 @@ import orjson
 from azure.functions.timer import TimerRequest  # the worker's concrete timer binding
 
 from shared import settings as names
-from shared.azurite import Azurite
+from shared.azurite import local_storage
 from shared.blobindex import BlobPath
 from shared.generate import generate_events
 from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from shared.query import format_table, parse_query, run_query
 from shared.runtime import Runtime, runtime
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COUNTED = ("events", "indexed", "duplicates", "deadlettered")
 BLOCK_BYTES = 4 * 1024 * 1024  # an append block holds at most 4 MiB
 
@@ -91,34 +88,6 @@ def _collecting(tally: Tally) -> Iterator[None]:
     finally:
         logger.removeHandler(collector)
         logger.setLevel(previous)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@contextmanager
-def _storage(say: Callable[[str], None]) -> Iterator[str]:
-    """AzureWebJobsStorage if set; otherwise Azurite, started here, its data in .azurite/."""
-    configured = os.environ.get(names.STORAGE_CONNECTION, "")
-    if configured:
-        yield configured
-        return
-    emulator = Azurite(PROJECT_ROOT / ".azurite")
-    if all(_port_free(port) for port in (10000, 10001, 10002)):
-        # The default ports: `python -m shared query` finds the data while Azurite runs there.
-        emulator.blob_port, emulator.queue_port, emulator.table_port = 10000, 10001, 10002
-    say(f"Azurite started on 127.0.0.1:{emulator.blob_port} (data in .azurite/)")
-    emulator.start()
-    try:
-        yield emulator.connection_string
-    finally:
-        emulator.stop()
 
 
 def _pt1h_name(subscription: str, hour: datetime) -> str:
@@ -298,11 +267,11 @@ def run(*, source: Path | None, count: int, seed: int | None, as_json: bool) -> 
         messages.flush()
 
     tally = Tally()
-    with _storage(say) as connection:
+    with local_storage(say) as connection:
         settings = {
-            names.STORAGE_CONNECTION: connection,
             # The demo's day reaches back 24 hours: the catch-up looks back over all of it.
             names.CATCHUP_LOOKBACK_HOURS: "26",
+            **({names.STORAGE_CONNECTION: connection} if connection else {}),
         }
         with app_settings(settings), _collecting(tally):
             app = runtime()

@@ -59,11 +59,6 @@ class RetentionPolicy:
         days = self.days_for(category)
         return None if days == 0 else as_of - timedelta(days=days)
 
-    def latest_cutoff(self, as_of: datetime) -> datetime | None:
-        """The newest moment before which anything at all may go (shortest limit)."""
-        limits = [days for days in (self.default_days, *self.category_days.values()) if days]
-        return as_of - timedelta(days=min(limits)) if limits else None
-
     def blob_cutoff(self, as_of: datetime) -> datetime | None:
         """Blobs mix categories: they go only past the longest limit (never, if one is 0)."""
         limits = (self.default_days, *self.category_days.values())
@@ -72,6 +67,37 @@ class RetentionPolicy:
     def expired(self, category: str, moment: datetime, as_of: datetime) -> bool:
         cutoff = self.cutoff(category, as_of)
         return cutoff is not None and moment < cutoff
+
+    def category_groups(self, as_of: datetime) -> list[CategoryGroup]:
+        """Categories grouped by their cutoff: each override, then every other category."""
+        overridden = tuple(self.category_days)
+        groups = [
+            CategoryGroup(as_of - timedelta(days=days), (category,), ())
+            for category, days in self.category_days.items()
+            if days
+        ]
+        if self.default_days:
+            groups.append(CategoryGroup(as_of - timedelta(days=self.default_days), (), overridden))
+        return groups
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryGroup:
+    """Rows whose category is one of `only` (or, when empty, none of `besides`) and their cutoff."""
+
+    cutoff: datetime
+    only: tuple[str, ...]
+    besides: tuple[str, ...]
+
+    def filter(self) -> tuple[str, dict[str, str]]:
+        """The category condition (to follow another) and its bound parameters."""
+        names = self.only or self.besides
+        parameters = {f"category{number}": name for number, name in enumerate(names)}
+        if self.only:
+            either = " or ".join(f"CategoryValue eq @{name}" for name in parameters)
+            # The SDK finds each @name between spaces: the parentheses stand apart.
+            return f" and ( {either} )", parameters
+        return "".join(f" and CategoryValue ne @{name}" for name in parameters), parameters
 
 
 @dataclass(slots=True)
@@ -94,6 +120,13 @@ class RetentionReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+RowTime = Callable[[str], datetime]
+
+
+def _lookup_time(row_key: str) -> datetime:
+    return time_of_row_key(record_row_key(row_key))
 
 
 class _Budget:
@@ -158,12 +191,10 @@ class RetentionJob:
 
     def run(self) -> RetentionReport:
         started = time.monotonic()
-        latest = self._policy.latest_cutoff(self._as_of)
-        if latest is not None:
-            self._lookups(latest)
-            self._records(latest)
-        else:
-            self._count_kept_only()
+        groups = self._policy.category_groups(self._as_of)
+        self._lookups(groups)
+        self._records(groups)
+        self._count_kept()
         blob_cutoff = self._policy.blob_cutoff(self._as_of)
         if blob_cutoff is not None and not self._budget.spent():
             self._archive_blobs(blob_cutoff)
@@ -176,65 +207,64 @@ class RetentionJob:
         self._audit()
         return self.report
 
-    def _lookups(self, latest: datetime) -> None:
-        lookup = self._stores.lookup
-        month_after = (latest.replace(day=1) + timedelta(days=32)).strftime("%Y%m")
-        by_subscription: Counter[str] = Counter()
-        for kind in LOOKUP_COLUMNS:
+    def _expired_rows(
+        self, table: TableClient, group: CategoryGroup, low: str, high: str, row_time: RowTime
+    ) -> Iterator[dict[str, Any]]:
+        """Rows of the group's categories in [low, high) that are past the group's cutoff.
+
+        The category is filtered by the service (bound parameters), so rows that a longer
+        limit keeps are not even sent; the exact age is judged here, to the tick.
+        """
+        category_filter, parameters = group.filter()
+        for row in table.query_entities(
+            f"PartitionKey ge @low and PartitionKey lt @high{category_filter}",
+            parameters={"low": low, "high": high, **parameters},
+            select=["PartitionKey", "RowKey", "CategoryValue", "BodyBlob"],
+        ):
             if self._budget.spent():
                 return
-            expired: list[dict[str, Any]] = []
-            for row in lookup.query_entities(
-                "PartitionKey ge @low and PartitionKey lt @high",
-                parameters={"low": f"{kind}|", "high": f"{kind}|{month_after}"},
-                select=["PartitionKey", "RowKey", "CategoryValue"],
-            ):
-                moment = time_of_row_key(record_row_key(row["RowKey"]))
-                if self._policy.expired(row.get("CategoryValue", ""), moment, self._as_of):
+            if row_time(row["RowKey"]) < group.cutoff:
+                yield row
+
+    def _lookups(self, groups: list[CategoryGroup]) -> None:
+        lookup = self._stores.lookup
+        by_subscription: Counter[str] = Counter()
+        for group in groups:
+            month_after = (group.cutoff.replace(day=1) + timedelta(days=32)).strftime("%Y%m")
+            for kind in LOOKUP_COLUMNS:
+                expired: list[dict[str, Any]] = []
+                for row in self._expired_rows(
+                    lookup, group, f"{kind}|", f"{kind}|{month_after}", _lookup_time
+                ):
                     expired.append(row)
                     if kind == "s":
                         by_subscription[row["RowKey"].rsplit("|", 1)[0]] += 1
-                if len(expired) >= 1000:
-                    _delete_rows(lookup, expired, self._dry_run)
-                    self.report.lookups_deleted += len(expired)
-                    expired = []
-                    if self._budget.spent():
-                        return
-            _delete_rows(lookup, expired, self._dry_run)
-            self.report.lookups_deleted += len(expired)
+                    if len(expired) >= 1000:
+                        self._delete_lookups(expired)
+                        expired = []
+                self._delete_lookups(expired)
         self.report.deleted_by_subscription = dict(by_subscription)
 
-    def _records(self, latest: datetime) -> None:
-        """Delete expired record rows; count every record kept, once, by its record row."""
-        records = self._stores.records
+    def _delete_lookups(self, rows: list[dict[str, Any]]) -> None:
+        _delete_rows(self._stores.lookup, rows, self._dry_run)
+        self.report.lookups_deleted += len(rows)
+
+    def _records(self, groups: list[CategoryGroup]) -> None:
+        """Delete expired record rows, oldest day partition first, group by group."""
         by_category: Counter[str] = Counter()
-        expired: list[dict[str, Any]] = []
-        oldest_kept: datetime | None = None
-        day_after = (latest + timedelta(days=1)).strftime("%Y%m%d")
-        for row in records.query_entities(
-            "PartitionKey ge @low",
-            parameters={"low": "0"},
-            select=["PartitionKey", "RowKey", "CategoryValue", "BodyBlob"],
-        ):
-            moment = time_of_row_key(row["RowKey"])
-            category = row.get("CategoryValue", "")
-            if row["PartitionKey"] < day_after and self._policy.expired(
-                category, moment, self._as_of
+        for group in groups:
+            day_after = (group.cutoff + timedelta(days=1)).strftime("%Y%m%d")
+            expired: list[dict[str, Any]] = []
+            for row in self._expired_rows(
+                self._stores.records, group, "0", day_after, time_of_row_key
             ):
-                if self._budget.spent():
-                    break
                 expired.append(row)
-                by_category[category] += 1
+                by_category[row.get("CategoryValue", "")] += 1
                 if len(expired) >= 1000:
                     self._delete_records(expired)
                     expired = []
-            else:
-                self.report.records_kept += 1
-                if oldest_kept is None or moment < oldest_kept:
-                    oldest_kept = moment
-        self._delete_records(expired)
+            self._delete_records(expired)
         self.report.deleted_by_category = dict(by_category)
-        self.report.oldest_kept = oldest_kept.isoformat() if oldest_kept else None
 
     def _delete_records(self, rows: list[dict[str, Any]]) -> None:
         _delete_rows(self._stores.records, rows, self._dry_run)
@@ -246,14 +276,25 @@ class RetentionJob:
                         self._stores.oversize.delete_blob(row["BodyBlob"])
                 self.report.oversize_blobs_deleted += 1
 
-    def _count_kept_only(self) -> None:
+    def _count_kept(self) -> None:
+        """Count the records that stay (one record row each) and find the oldest of them.
+
+        A dry run deleted nothing, so age is judged again here: what a real run would keep.
+        Bounded by the budget like the rest: a run that runs out reports `complete: false`.
+        """
+        oldest_kept: datetime | None = None
         for row in self._stores.records.query_entities(
-            "PartitionKey ge @low", parameters={"low": "0"}, select=["RowKey"]
+            "PartitionKey ge @low", parameters={"low": "0"}, select=["RowKey", "CategoryValue"]
         ):
-            self.report.records_kept += 1
+            if self._budget.spent():
+                break
             moment = time_of_row_key(row["RowKey"])
-            if self.report.oldest_kept is None or moment.isoformat() < self.report.oldest_kept:
-                self.report.oldest_kept = moment.isoformat()
+            if self._policy.expired(row.get("CategoryValue", ""), moment, self._as_of):
+                continue
+            self.report.records_kept += 1
+            if oldest_kept is None or moment < oldest_kept:
+                oldest_kept = moment
+        self.report.oldest_kept = oldest_kept.isoformat() if oldest_kept else None
 
     def _archive_blobs(self, cutoff: datetime) -> None:
         archive = self._stores.archive

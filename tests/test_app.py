@@ -107,3 +107,24 @@ def test_local_settings_example_sets_every_setting_the_app_reads() -> None:
     assert read_by_code <= set(example)
     extra = set(example) - read_by_code - {"FUNCTIONS_WORKER_RUNTIME"}
     assert not extra, f"settings nobody reads: {extra}"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [(names.RETENTION_DAYS, "30"), (names.RETENTION_CATEGORY_DAYS, "Administrative=7")],
+)
+def test_the_app_refuses_to_start_on_a_bad_setting_and_names_it(setting: str, value: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    started = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=ROOT,
+        env={**os.environ, setting: value},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "SettingsError" in started.stderr and setting in started.stderr.splitlines()[-1]

@@ -12,7 +12,14 @@ import pytest
 from azure.storage.blob import BlobClient, ContainerClient
 
 from shared import settings as names
-from shared.blobindex import ArchiveBlob, BlobIndexer, BlobPath, catch_up
+from shared.blobindex import (
+    ArchiveBlob,
+    BlobIndexer,
+    BlobPath,
+    Watermark,
+    catch_up,
+    hours_back,
+)
 from shared.deadletter import REJECTED
 from shared.delivery import EventBody, deliver
 from shared.index import RecordKey
@@ -301,3 +308,156 @@ def test_a_blob_that_keeps_failing_never_stalls_the_others(archive_app: Runtime)
         assert report.failed == [broken]
     healthy = b"".join(data for name, data in names_and_data.items() if name != broken)
     assert indexed_keys(app) == keys_of(healthy)
+
+
+# --- the catch-up watermark: an outage longer than the lookback misses nothing ----------------
+
+
+def write_events(
+    app: Runtime, hour: datetime, first: int, count: int, subscription: str = SUBSCRIPTION
+) -> bytes:
+    """Append `count` events (numbered from `first`) to the hour's PT1H.json, made if new."""
+    blob = archive(app).get_blob_client(pt1h_name(hour, subscription))
+    if not blob.exists():
+        blob.create_append_blob()
+    data = jsonl(
+        [
+            activity_event(first + n, time=(hour + timedelta(minutes=n)).isoformat())
+            for n in range(count)
+        ]
+    )
+    blob.append_block(data)
+    return data
+
+
+def test_an_outage_longer_than_the_lookback_misses_nothing(archive_app: Runtime) -> None:
+    app = archive_app
+    before = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    data = write_events(app, HOUR, 0, 4) + write_events(app, HOUR + timedelta(hours=2), 10, 4)
+    first = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=before, hours=5)
+    assert (first.failed, first.indexed) == ([], 8)
+    # The first run ever looks at the recent hours only, and marks where they start.
+    assert app.cursors.watermark().hour == hours_back(before, 5)[-1]
+
+    # Down for 30 hours: a blob that had been indexed grows, and new hours are written.
+    later = before + timedelta(hours=30)
+    outage = [
+        write_events(app, HOUR + timedelta(hours=2), 14, 3),
+        write_events(app, HOUR + timedelta(hours=3), 20, 5),
+        write_events(app, HOUR + timedelta(hours=3), 30, 2, "0a1b2c3d-0000-4000-8000-000000000001"),
+        write_events(app, HOUR + timedelta(hours=9), 40, 3),
+        write_events(app, HOUR + timedelta(hours=20), 50, 6),
+    ]
+    assert HOUR + timedelta(hours=20) < hours_back(later, 5)[-1]  # all out of the window
+    recent = write_events(app, later.replace(minute=0), 60, 2)
+    missed = b"".join(outage) + recent
+
+    report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=5)
+    assert report.failed == []
+    assert (report.events, report.indexed, report.duplicates) == (21, 21, 0)
+    assert indexed_keys(app) == keys_of(data + missed)
+    assert app.cursors.watermark().hour == hours_back(later, 5)[-1]
+    again = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=5)
+    assert (again.events, again.indexed, again.duplicates) == (0, 0, 0)
+
+
+def test_a_long_outage_is_covered_over_several_runs_oldest_first(archive_app: Runtime) -> None:
+    app = archive_app
+    archive(app)
+    before = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=before, hours=2, max_hours=4)
+    assert app.cursors.watermark().hour == HOUR  # 12:00 minus two hours
+
+    # Fourteen hours written while down (10:00 to 23:00), two events each, and one recent.
+    by_hour = {
+        HOUR + timedelta(hours=h): write_events(app, HOUR + timedelta(hours=h), h * 10, 2)
+        for h in range(14)
+    }
+    later = datetime(2024, 5, 2, 2, 30, tzinfo=UTC)
+    start = hours_back(later, 2)[-1]  # 00:00 on the 2nd
+    recent = write_events(app, later.replace(minute=0), 500, 3)
+
+    done, previous = recent, HOUR
+    expected_marks = [HOUR + timedelta(hours=h) for h in (4, 8, 12)] + [start]
+    for run, mark in enumerate(expected_marks):
+        report = catch_up(
+            app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2, max_hours=4
+        )
+        # Each run takes the oldest four hours of the backlog (and the recent ones, each time).
+        covered = [hour for hour in by_hour if previous <= hour < mark]
+        assert len(covered) == (4 if mark < start else 2)
+        fresh = sum(len(keys_of(by_hour[hour])) for hour in covered)
+        assert report.failed == []
+        assert (report.indexed, report.duplicates) == (fresh + (3 if run == 0 else 0), 0)
+        assert app.cursors.watermark().hour == mark
+        done += b"".join(by_hour[hour] for hour in covered)
+        assert indexed_keys(app) == keys_of(done)  # nothing newer in the backlog yet
+        previous = mark
+    assert indexed_keys(app) == keys_of(recent + b"".join(by_hour.values()))
+    final = catch_up(
+        app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2, max_hours=4
+    )
+    assert (final.indexed, final.duplicates) == (0, 0)
+    assert app.cursors.watermark().hour == start
+
+
+def test_a_failing_blob_holds_the_watermark_at_its_hour(archive_app: Runtime) -> None:
+    app = archive_app
+    archive(app)
+    catch_up(
+        app.blob_indexer,
+        app.stores.archive,
+        app.cursors,
+        now=datetime(2024, 5, 1, 8, 30, tzinfo=UTC),
+        hours=2,
+    )
+    assert app.cursors.watermark().hour == HOUR - timedelta(hours=4)  # 06:00
+    other = "0a1b2c3d-0000-4000-8000-000000000001"
+    broken = pt1h_name(HOUR - timedelta(hours=3))  # 07:00
+    held = write_events(app, HOUR - timedelta(hours=3), 0, 3)
+    healthy = (
+        write_events(app, HOUR - timedelta(hours=3), 10, 3, other)
+        + write_events(app, HOUR - timedelta(hours=1), 20, 3)
+        + write_events(app, HOUR + timedelta(hours=5), 30, 3, other)
+    )
+    # A damaged cursor (its offset is not a number) makes this blob fail on every run.
+    damaged = {**app.cursors.load(broken, HOUR - timedelta(hours=3)).entity()}
+    app.stores.cursors.upsert_entity({**damaged, "Offset": "not a number"})
+
+    later = datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
+    for run in range(2):
+        report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2)
+        assert report.failed == [broken]
+        assert report.indexed == (9 if run == 0 else 0)
+        assert indexed_keys(app) == keys_of(healthy)
+        # Forward to the failed blob's hour, not past it: the next run looks there again.
+        assert app.cursors.watermark().hour == HOUR - timedelta(hours=3)
+
+    app.stores.cursors.delete_entity(damaged["PartitionKey"], damaged["RowKey"])  # repaired
+    report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2)
+    assert (report.failed, report.indexed, report.duplicates) == ([], 3, 0)
+    assert indexed_keys(app) == keys_of(healthy + held)
+    assert app.cursors.watermark().hour == hours_back(later, 2)[-1]
+
+
+def test_the_watermark_write_is_conditional_and_a_lost_race_is_ignored(
+    archive_app: Runtime,
+) -> None:
+    app = archive_app
+    cursors = app.cursors
+    assert cursors.watermark() == Watermark()
+    assert cursors.move_watermark(Watermark(), HOUR)
+    assert not cursors.move_watermark(Watermark(), HOUR + timedelta(hours=5))  # created meanwhile
+    read = cursors.watermark()
+    assert read.hour == HOUR
+    assert cursors.move_watermark(read, HOUR + timedelta(hours=1))
+    assert not cursors.move_watermark(read, HOUR + timedelta(hours=9))  # moved meanwhile
+    assert cursors.watermark().hour == HOUR + timedelta(hours=1)
+    # Unreadable: looked at as absent (the recent hours only), then replaced by the next run.
+    app.stores.cursors.upsert_entity(
+        {"PartitionKey": "catchup", "RowKey": "watermark", "Hour": "garbage"}
+    )
+    assert cursors.watermark().hour is None
+    now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    catch_up(app.blob_indexer, archive(app), cursors, now=now, hours=2)
+    assert cursors.watermark().hour == HOUR

@@ -213,3 +213,45 @@ def test_backfill_a_container_narrowed_by_time(
     assert (everything["blobs"], everything["indexed"], everything["deadlettered"]) == (6, 9, 1)
     bad_date = shared_cli("backfill", "--since", "yesterday-ish", settings=settings)
     assert bad_date.returncode == 2 and bad_date.stderr.decode().count("\n") == 1
+
+
+def test_storage_that_cannot_be_reached_is_exit_one_with_one_line(tmp_path: Path) -> None:
+    from shared.azurite import _free_port, connection_string
+
+    closed = _free_port()  # nothing listens there
+    body = tmp_path / "batch.json"
+    body.write_bytes(envelope([activity_event(1)]))
+    for verb in (["ingest", str(body)], ["query"], ["retention", "--dry-run"]):
+        result = shared_cli(
+            *verb, extra={names.STORAGE_CONNECTION: connection_string(closed, closed, closed)}
+        )
+        assert result.returncode == 1, (verb, result.stderr)
+        message = result.stderr.decode()
+        assert message.count("\n") == 1 and "storage or sink failed" in message, message
+        assert "Traceback" not in message
+
+
+def test_without_storage_settings_azurite_is_started_and_keeps_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import azurite
+    from shared.azurite import _free_port, _listening, local_storage
+
+    ports = (_free_port(), _free_port(), _free_port())
+    monkeypatch.setattr(azurite, "DEFAULT_PORTS", ports)
+    monkeypatch.setattr(azurite, "LOCAL_DATA", tmp_path / "azurite")
+    said: list[str] = []
+    with local_storage(said.append, env={}) as connection:
+        assert connection == azurite.connection_string(*ports)
+        assert all(_listening(port) for port in ports)
+        assert said == [f"Azurite started on 127.0.0.1:{ports[0]} (data in .azurite/)"]
+        # One already listening on the default ports is used as it is, not started again.
+        with local_storage(said.append, env={}) as again:
+            assert again == connection and len(said) == 1
+    assert not any(_listening(port) for port in ports)
+    assert (tmp_path / "azurite" / "__azurite_db_table__.json").exists()
+    # Configured storage (a connection string or identity settings) is never replaced.
+    for env in ({names.STORAGE_CONNECTION: "x"}, {names.STORAGE_CONNECTION + "__accountName": "a"}):
+        with local_storage(said.append, env=env) as configured:
+            assert configured is None
+    assert len(said) == 1

@@ -234,8 +234,9 @@ def test_invalid_utf8_single_object_is_one_rejection() -> None:
 
 
 def test_decode_line_uses_the_source_as_given() -> None:
-    decoded = list(decode_line(line(A).encode() + b"\r", "blob:9"))
-    assert decoded == [RawEvent(A, "blob:9", line(A))]
+    (decoded,) = decode_line(line(A).encode() + b"\r", "blob:9")
+    assert isinstance(decoded, RawEvent)
+    assert (decoded.event, decoded.source, decoded.raw) == (A, "blob:9", line(A))
 
 
 def test_decode_line_blank_yields_nothing() -> None:

@@ -173,6 +173,20 @@ def test_a_run_stopped_by_its_budget_is_finished_by_the_next(app: Runtime) -> No
     assert stopped.records_deleted + resumed.records_deleted == len(records) - len(stored_keys(app))
 
 
+def test_a_run_stops_within_its_budget_even_when_everything_is_kept(app: Runtime) -> None:
+    records = three_years(app)
+    ticks = itertools.count()
+    clock = lambda: float(next(ticks))  # noqa: E731 - one second per look at the clock
+    stopped = enforce_retention(
+        app.stores, RetentionPolicy(0, {"Policy": 3650}), as_of=AS_OF, budget_seconds=20,
+        clock=clock,
+    )  # fmt: skip
+    assert not stopped.complete
+    assert stopped.records_deleted == 0 and 0 < stopped.records_kept < len(records)
+    whole = enforce_retention(app.stores, RetentionPolicy(0, {"Policy": 3650}), as_of=AS_OF)
+    assert whole.complete and whole.records_kept == len(records)
+
+
 def _archive_blob(app: Runtime, hour: datetime, subscription: str = SUBSCRIPTION) -> str:
     name = (
         f"resourceId=/SUBSCRIPTIONS/{subscription.upper()}/y={hour:%Y}/m={hour:%m}/d={hour:%d}"
