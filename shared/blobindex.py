@@ -115,15 +115,29 @@ class LocalFile:
 
 
 @dataclass(slots=True)
+class _Chunk:
+    """Bytes of a blob from `start`: complete lines in data[:length] (or one whole envelope)."""
+
+    start: int
+    data: bytes
+    length: int
+    bytes_read: int = 0
+    envelope: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(slots=True)
 class _Piece:
-    """Complete lines [start, end) of a blob, normalized, not yet written."""
+    """A chunk's lines [start, end), normalized, not yet written."""
 
     start: int
     end: int
     lines: int  # line count at `end`
     records: list[NormalizedRecord] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
-    bytes_read: int = 0
 
 
 @dataclass(slots=True)
@@ -364,67 +378,77 @@ class BlobIndexer:
     def _index_from_cursor(
         self, source: ByteSource, path: BlobPath, cursor: Cursor, size: int, report: BlobReport
     ) -> None:
-        """Index piece by piece; the next piece is read and normalized while this one is written."""
-        piece = self._prepare(source, path, cursor.offset, cursor.lines, size)
-        report.bytes_read += piece.bytes_read
+        """Index piece by piece; the next piece is downloaded while this one is normalized and
+        written. Only its bytes are read ahead, not its records: parsed records take several
+        times their bytes, and holding two pieces of them would double the peak for nothing
+        (normalizing is fast next to the table writes)."""
+        chunk = self._read(source, cursor.offset, size)
+        report.bytes_read += chunk.bytes_read
         ahead = (
             ThreadPoolExecutor(max_workers=1) if size - cursor.offset > self._chunk_bytes else None
         )
         try:
-            while piece.end > piece.start:
+            while chunk.end > chunk.start:
                 upcoming = None
-                if ahead is not None and piece.end < size:
-                    upcoming = ahead.submit(
-                        self._prepare, source, path, piece.end, piece.lines, size
-                    )
+                if ahead is not None and chunk.end < size:
+                    upcoming = ahead.submit(self._read, source, chunk.end, size)
+                piece = self._parse(chunk, path, source.name, cursor.lines)
+                del chunk  # its bytes are records now
                 moved = self._commit(cursor, piece, report, source)
+                del piece  # gone before the next is parsed: one piece of records at a time
                 if upcoming is not None:
-                    following = upcoming.result()
-                    report.bytes_read += following.bytes_read
+                    chunk = upcoming.result()
+                    report.bytes_read += chunk.bytes_read
                     if moved:
-                        piece = following
                         continue
                 elif moved or cursor.offset >= size:
                     return
                 # Lost a race for the cursor: go on from where the other instance got to.
-                piece = self._prepare(source, path, cursor.offset, cursor.lines, size)
-                report.bytes_read += piece.bytes_read
+                chunk = self._read(source, cursor.offset, size)
+                report.bytes_read += chunk.bytes_read
         finally:
             if ahead is not None:
                 ahead.shutdown()
 
-    def _prepare(
-        self, source: ByteSource, path: BlobPath, start: int, lines: int, size: int
-    ) -> _Piece:
-        """Read the complete lines after `start` (one chunk) and normalize them. No writes."""
+    def _read(self, source: ByteSource, start: int, size: int) -> _Chunk:
+        """The complete lines after `start`: one ranged read, more only for a longer line."""
         if start >= size:
-            return _Piece(start, start, lines)
+            return _Chunk(start, b"", 0)
         data = source.read(start, min(self._chunk_bytes, size - start))
-        piece = _Piece(start, start, lines, bytes_read=len(data))
+        chunk = _Chunk(start, data, 0, bytes_read=len(data))
         if start == 0 and _ENVELOPE_START.match(data):
             # The old form is written once and is one JSON value: it can only be read whole.
             rest = source.read(len(data), size - len(data)) if size > len(data) else b""
-            piece.bytes_read += len(rest)
-            piece.records, piece.rejections = normalize_input(
-                data + rest, source.name, path.subscription
-            )
-            piece.end = size
-            return piece
+            chunk.bytes_read += len(rest)
+            chunk.data, chunk.length, chunk.envelope = data + rest, size, True
+            return chunk
         end = data.rfind(b"\n") + 1
         while end == 0 and start + len(data) < size:
             # One line longer than a chunk (a 2 MB properties object): read on to its end.
             more = source.read(start + len(data), min(self._chunk_bytes, size - start - len(data)))
-            piece.bytes_read += len(more)
+            chunk.bytes_read += len(more)
             found = more.rfind(b"\n")
             data += more
             if found >= 0:
                 end = len(data) - len(more) + found + 1
-        if end == 0:
-            return piece  # only an unterminated last line: it waits for the next append
+        # end 0: only an unterminated last line, which waits for the next append.
+        chunk.data, chunk.length = data, end
+        return chunk
+
+    def _parse(self, chunk: _Chunk, path: BlobPath, name: str, lines: int) -> _Piece:
+        """Normalize a chunk's lines (numbered on from `lines`). No I/O."""
+        piece = _Piece(chunk.start, chunk.end, lines)
+        if chunk.envelope:
+            piece.records, piece.rejections = normalize_input(chunk.data, name, path.subscription)
+            return piece
         line_number = lines
-        for line in data[:end].split(b"\n")[:-1]:
+        data, position = chunk.data, 0
+        while position < chunk.length:  # one line at a time: no copy of the whole chunk
+            newline = data.find(b"\n", position, chunk.length)
+            line = data[position:newline]
+            position = newline + 1
             line_number += 1
-            for item in decode_line(line, f"{source.name}:{line_number}"):
+            for item in decode_line(line, f"{name}:{line_number}"):
                 if isinstance(item, Rejection):
                     piece.rejections.append(item)
                     continue
@@ -438,7 +462,7 @@ class BlobIndexer:
                     piece.rejections.append(result)
                 else:
                     piece.records.append(result)
-        piece.end, piece.lines = start + end, line_number
+        piece.lines = line_number
         return piece
 
     def _commit(
