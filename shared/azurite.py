@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
+from shared.settings import STORAGE_CONNECTION
+
 # Azurite's published development account; its key is public and only works on Azurite.
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -172,8 +174,6 @@ def local_storage(
     as it is; when none is, one is started on them for this command, its data kept in
     `.azurite/` so that the next command (a query after an ingest) finds it.
     """
-    from shared.settings import STORAGE_CONNECTION
-
     if any(name.startswith(STORAGE_CONNECTION) and value for name, value in env.items()):
         yield None
         return

@@ -280,8 +280,8 @@ def _collector_paused() -> Iterator[None]:
     """Pause CPython's cycle collector while a list of records grows.
 
     Records are trees of JSON values, never cycles, so reference counting frees them all; but
-    every few hundred allocations the collector would walk the whole growing heap again (a
-    third of the time of a large batch).
+    every few hundred allocations the collector would walk the whole growing heap again
+    (about a fifth of the time of a 30,000-record input, measured).
     """
     was_enabled = gc.isenabled()
     gc.disable()
