@@ -1,4 +1,7 @@
-"""HTTP query: GET /api/activity?subscription=...&since=7d&limit=100[&continuation=...]."""
+"""HTTP query: GET /api/activity?subscription=...&since=7d&limit=100[&continuation=...].
+
+One page of at most 1,000 records per request (`limit`), with a continuation for the next.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import azure.functions as func
 import orjson
 
 from shared import telemetry
-from shared.query import QueryError, parse_query, run_query
+from shared.query import QueryError, read_query, run_query
 from shared.runtime import Runtime, runtime
 
 bp = func.Blueprint()  # azure-functions leaves it unannotated
@@ -34,7 +37,8 @@ def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.
         if name not in (CONTINUATION, FUNCTION_KEY)
     }
     try:
-        query = parse_query(params, now)
+        # A key lookup without `since` searches from the index's oldest day.
+        query = read_query(params, now, app.stores.records)
         page = run_query(
             query,
             records=app.stores.records,

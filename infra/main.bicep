@@ -27,8 +27,9 @@ param tags object = {}
 @description('Create the Event Grid subscription that fires the blob trigger. Leave false on the first deployment; set true once the app has been published (see infra/README.md).')
 param deployEventGridSubscription bool = false
 
-@description('Days the app keeps records and archive blobs (ACTIVITYLOG_RETENTION_DAYS). 0 keeps forever; otherwise at least 90, as Azure itself keeps 90 days (the app refuses less at startup).')
+@description('Days the app keeps records and archive blobs (ACTIVITYLOG_RETENTION_DAYS). 0 keeps forever; otherwise 90 to 36500 (100 years), as Azure itself keeps 90 days (the app refuses other values at startup).')
 @minValue(0)
+@maxValue(36500)
 param retentionDays int = 365
 
 @description('Per-category retention overrides (ACTIVITYLOG_RETENTION_CATEGORY_DAYS), as the app reads them: "Category=days" pairs joined by commas, e.g. "Administrative=2555,Security=2555". Categories: Administrative, Security, ServiceHealth, Alert, Recommendation, Policy, Autoscale, ResourceHealth; days 0 (forever) or at least 90. Empty: every category keeps retentionDays.')
@@ -42,6 +43,7 @@ param retentionSchedule string = '0 0 2 * * *'
 
 @description('Seconds one retention run may take before it stops and leaves the rest for the next run (ACTIVITYLOG_RETENTION_TIME_BUDGET_SECONDS).')
 @minValue(10)
+@maxValue(86400)
 param retentionTimeBudgetSeconds int = 540
 
 @description('When the archive catch-up runs: NCRONTAB with six fields, UTC (ACTIVITYLOG_CATCHUP_SCHEDULE).')
@@ -49,10 +51,12 @@ param catchupSchedule string = '0 */5 * * * *'
 
 @description('Hours of archive the catch-up looks back over (ACTIVITYLOG_CATCHUP_LOOKBACK_HOURS).')
 @minValue(1)
+@maxValue(168)
 param catchupLookbackHours int = 3
 
 @description('Minutes after its hour ends that a PT1H.json blob is taken as complete (ACTIVITYLOG_SEAL_AFTER_MINUTES).')
 @minValue(1)
+@maxValue(10080)
 param sealAfterMinutes int = 120
 
 @description('Prefix of every table and container the app creates (ACTIVITYLOG_STORE_PREFIX): 3 to 30 lowercase letters and digits, starting with a letter.')

@@ -309,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the index; write normalized records as JSON lines, newest first.",
     )
     query.add_argument("--subscription")
-    query.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default 30d")
+    query.add_argument(
+        "--since",
+        help="ISO 8601 time or relative (15m, 12h, 7d); default: the whole index for a key "
+        "lookup (--subscription, --resource, --caller, --correlation-id, --operation), else 30d",
+    )
     query.add_argument("--until", help="ISO 8601 time or relative; default now")
     query.add_argument("--resource", help="resource id (exact, any case)")
     query.add_argument("--caller")
@@ -318,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--operation", help="operation name, e.g. microsoft.compute/virtualmachines/write"
     )
     query.add_argument("--category")
-    query.add_argument("--limit", default="100", help="at most this many records (1-1000)")
+    query.add_argument(
+        "--limit",
+        default="100",
+        help="at most this many records in all (default 100, up to 10000000); read in pages "
+        "of 1000, with progress on standard error",
+    )
     query.add_argument("--format", choices=("json", "table"), default="json")
     query.set_defaults(run=cmd_query)
 

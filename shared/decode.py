@@ -10,9 +10,11 @@ Sources name where an event came from: `file.json` (the whole input was one obje
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -37,6 +39,63 @@ _JSON_TYPES: dict[type, str] = {
 }
 
 
+# A number token (after `:`, `,` or `[`) long enough that a machine type may not hold it: such
+# an input is parsed again, exactly. Long digit runs inside strings (`/ticks/638...` in event
+# ids) do not follow those, so they rarely cost the second parse; when they do, it is only time.
+_NUMBER_START = r"[:,\[]\s*-?[0-9][0-9.eE+-]{15}"
+_LONG_NUMBER = re.compile(_NUMBER_START.encode())
+_LONG_NUMBER_TEXT = re.compile(_NUMBER_START)
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class ExactNumber(str):
+    """A JSON number that no int64/uint64 or float holds exactly, kept as its decimal text.
+
+    It is written out as that text (a JSON string); in an EventKey it is hashed as the bare
+    number, so it never collides with the neighbour a float would have rounded it to, nor with
+    the same digits sent as a string.
+    """
+
+    __slots__ = ()
+
+
+def _exact_int(text: str) -> int | ExactNumber:
+    digits = len(text) - text.startswith("-")
+    if digits > 20:  # also keeps int() clear of Python's limit on digits converted
+        return ExactNumber(text)
+    value = int(text)
+    return value if _INT64_MIN <= value <= _UINT64_MAX else ExactNumber(text)
+
+
+def _exact_float(text: str) -> float | ExactNumber:
+    value = float(text)
+    try:
+        # A float stays a float when its shortest form is the very number that was sent.
+        exact = Decimal(repr(value)) == Decimal(text)
+    except InvalidOperation:  # inf or nan: the text was out of a float's range
+        exact = False
+    return value if exact else ExactNumber(text)
+
+
+def loads(data: bytes | memoryview | str) -> Any:
+    """Parse JSON like orjson, but numbers a machine type would round stay exact (ExactNumber).
+
+    Raises orjson.JSONDecodeError for input that is not JSON.
+    """
+    value = orjson.loads(data)
+    pattern = _LONG_NUMBER_TEXT if isinstance(data, str) else _LONG_NUMBER
+    if pattern.search(data) is None:  # type: ignore[arg-type]
+        return value
+    try:
+        return json.loads(
+            data if isinstance(data, str | bytes) else bytes(data),
+            parse_int=_exact_int,
+            parse_float=_exact_float,
+        )
+    except (RecursionError, ValueError):
+        return value  # nested past the standard parser's depth: orjson's reading stands
+
+
 @dataclass(frozen=True, slots=True)
 class RawEvent:
     """One decoded event: the JSON object, where it came from, and its own text.
@@ -55,6 +114,13 @@ class RawEvent:
         if self.text_bytes is None:
             return orjson.dumps(self.event).decode()
         return _text(self.text_bytes)
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The event's bytes exactly as read (an element: its JSON)."""
+        if self.text_bytes is None:
+            return orjson.dumps(self.event)
+        return bytes(self.text_bytes).strip(_JSON_SPACE)
 
 
 Decoded = RawEvent | Rejection
@@ -75,7 +141,7 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
         return  # an empty blob or body holds no events
     if not _starts_json_lines(buffer, first.start()):
         try:
-            value = orjson.loads(memoryview(buffer)[start:] if start else buffer)
+            value = loads(memoryview(buffer)[start:] if start else buffer)
         except orjson.JSONDecodeError:
             pass
         else:
@@ -119,7 +185,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
             continue
         line_source = f"{source}:{line_number}"
         try:
-            value = orjson.loads(line)
+            value = loads(line)
         except orjson.JSONDecodeError as error:
             rejected = _rejection(error, line_source, line)
             if seen_object:
@@ -158,7 +224,7 @@ def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
     if not line:
         return
     try:
-        value = orjson.loads(line)
+        value = loads(line)
     except orjson.JSONDecodeError as error:
         yield _rejection(error, source, line)
         return
@@ -175,6 +241,16 @@ def _bytes_of(data: bytes | str) -> bytes:
 def _text(data: bytes | memoryview) -> str:
     """Raw text for an event or a rejection; bytes that are not UTF-8 shown as \\x escapes."""
     return bytes(data).strip(_JSON_SPACE).decode("utf-8", "backslashreplace")
+
+
+def _exact(data: bytes | memoryview) -> bytes:
+    """The bytes a rejection keeps when its text cannot show them exactly (not UTF-8)."""
+    raw = bytes(data).strip(_JSON_SPACE)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+    return b""
 
 
 def _expand(
@@ -196,7 +272,7 @@ def _expand(
             else:  # a list of Event Hub bodies: each envelope expands in place
                 yield from _elements(element[key], f"{element_source}#{key}")
     else:
-        yield Rejection(f"not an object: got {json_type(value)}", source, _text(raw))
+        yield Rejection(f"not an object: got {json_type(value)}", source, _text(raw), _exact(raw))
 
 
 def _elements(elements: list[Any], prefix: str) -> Iterator[Decoded]:
@@ -232,5 +308,5 @@ def _rejection(error: orjson.JSONDecodeError, source: str, raw: bytes) -> Reject
         text = raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         reason = f"not UTF-8: {bad.reason} at byte {bad.start} (shown as \\x escapes)"
-        return Rejection(reason, source, _text(raw))
+        return Rejection(reason, source, _text(raw), _exact(raw))
     return Rejection(f"not JSON: {error}", source, text)

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -128,12 +128,17 @@ def time_of_row_key(row_key: str) -> datetime:
     return _EPOCH + timedelta(microseconds=(ticks - _EPOCH_TICKS) // 10)
 
 
-def day_partition(moment: datetime) -> str:
-    return moment.strftime("%Y%m%d")
+def day_partition(moment: date) -> str:
+    """`YYYYMMDD`, four-digit year for every year 0001-9999, so keys compare in time order.
+
+    (`strftime("%Y")` does not pad years before 1000 on Linux.)
+    """
+    return f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
 
 
-def month_bucket(moment: datetime) -> str:
-    return moment.strftime("%Y%m")
+def month_bucket(moment: date) -> str:
+    """`YYYYMM`, fixed width like `day_partition`."""
+    return f"{moment.year:04d}{moment.month:02d}"
 
 
 def lookup_value(value: str) -> str:
@@ -372,6 +377,15 @@ class IndexWriter:
             pending = [entity for entity in pending if entity["RowKey"] not in found]
         raise RuntimeError("records table kept reporting conflicts for one batch")
 
+    def is_forwarded(self, record: NormalizedRecord) -> bool:
+        """Whether the index marks the record as accepted by Log Analytics, read now."""
+        key = RecordKey.of(record)
+        try:
+            row = self._records.get_entity(key.partition_key, key.row_key, select=["Forwarded"])
+        except ResourceNotFoundError:
+            return False
+        return bool(row.get("Forwarded", False))
+
     def _existing(self, entities: list[dict[str, Any]]) -> dict[str, bool]:
         partition = entities[0]["PartitionKey"]
         row_keys = {entity["RowKey"] for entity in entities}
@@ -424,6 +438,8 @@ def days_between(since: datetime, until: datetime) -> list[str]:
     day = until.replace(hour=0, minute=0, second=0, microsecond=0)
     while day >= since.replace(hour=0, minute=0, second=0, microsecond=0):
         days.append(day_partition(day))
+        if day.date() == date.min:
+            break  # 0001-01-01: there is no day before it
         day -= timedelta(days=1)
     return days
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from shared.decode import RawEvent, decode, json_type
+from shared.decode import ExactNumber, RawEvent, decode, json_type, loads
 from shared.records import COLUMNS, NormalizedRecord, Rejection
 from shared.settings import CATEGORIES
 
@@ -331,7 +331,11 @@ def normalize(
         if not isinstance(result, str):
             return result
         reason = result
-    return Rejection(reason, source, raw if isinstance(raw, str) else raw.raw)
+    if isinstance(raw, str):
+        return Rejection(reason, source, raw)
+    text = raw.raw
+    exact = raw.raw_bytes
+    return Rejection(reason, source, text, b"" if exact == text.encode() else exact)
 
 
 def event_key(record: NormalizedRecord) -> str:
@@ -340,8 +344,18 @@ def event_key(record: NormalizedRecord) -> str:
 
 
 def _digest(keyed: dict[str, Any]) -> str:
-    canonical = orjson.dumps(keyed, option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(keyed, option=_KEY_OPTIONS, default=_bare_number)
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+# Subclasses go to `_bare_number`: an ExactNumber is hashed as the number it is.
+_KEY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _bare_number(value: object) -> orjson.Fragment:
+    if isinstance(value, ExactNumber):
+        return orjson.Fragment(str.__str__(value))
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -731,7 +745,7 @@ def _properties(
                 first = item.lstrip(_JSON_SPACE)[:1]
             if first == "{" or first == "[":  # noqa: PLR1714 - faster than `in` on this path
                 try:
-                    nested = orjson.loads(item)
+                    nested = loads(item)
                 except orjson.JSONDecodeError as error:
                     warnings.append(f"properties.{key} looks like JSON but does not parse: {error}")
                 else:
@@ -765,7 +779,7 @@ def _object_of(value: object) -> dict[str, Any] | None:
         return value
     if isinstance(value, str) and value.lstrip(_JSON_SPACE).startswith("{"):
         try:
-            parsed = orjson.loads(value)
+            parsed = loads(value)
         except orjson.JSONDecodeError:
             return None
         if isinstance(parsed, dict):

@@ -7,6 +7,11 @@ day partitions. Either way every read is PartitionKey equality plus a RowKey ran
 partitions are read newest first. Every other given filter is applied exactly to the records
 fetched. Filters sent to Table storage are constant templates; user input only ever travels as
 a bound parameter.
+
+Without `since`, a key lookup searches the whole index: from the oldest day the records table
+holds (its first PartitionKey, read in one cheap request). A query without a key filter
+searches the last 30 days. The CLI's `limit` is the total wanted: it follows continuations in
+pages of at most MAX_LIMIT; the HTTP API returns one page of at most MAX_LIMIT per request.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import base64
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -33,13 +39,16 @@ from shared.index import (
     months_between,
     record_row_key,
     row_key_bound,
+    time_of_row_key,
 )
 from shared.records import NormalizedRecord
 from shared.runtime import Runtime
 from shared.settings import CATEGORIES
 
 DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000  # also the most entities Table storage returns per request
+MAX_LIMIT = 1000  # per page (an HTTP request); also the most Table storage returns per request
+# The CLI's --limit is a total, read page by page; bounded so a typo cannot run for days.
+MAX_TOTAL = 10_000_000
 DEFAULT_SPAN = timedelta(days=30)
 MAX_TEXT = 1024
 # Records cannot come from the future; an `until` far ahead (`2099-01-01` as "everything")
@@ -74,13 +83,15 @@ FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
 FILTER_RANGE_CATEGORY = FILTER_RANGE + " and CategoryValue eq @category"
 FILTER_RESUME = "PartitionKey eq @pk and RowKey gt @after and RowKey lt @high"
 FILTER_RESUME_CATEGORY = FILTER_RESUME + " and CategoryValue eq @category"
+# The records table's first entity, in PartitionKey (day) order: the oldest day it holds.
+FILTER_OLDEST = "PartitionKey ge @low"
 
 # One past "_", the separator after a RowKey's 19-digit time: `{prefix}` + this sorts after
 # every RowKey with that time prefix and before every later prefix.
 _AFTER_PREFIX = "`"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RELATIVE = re.compile(r"(\d{1,7})([mhd])")
-_LIMIT = re.compile(r"\d{1,7}")
+_LIMIT = re.compile(r"\d{1,9}")
 _DAY = re.compile(r"\d{8}")
 _MONTH = re.compile(r"\d{6}")
 _ROW_KEY = re.compile(r"\d{19}_[0-9A-Za-z_-]{1,128}")
@@ -156,8 +167,37 @@ def _time(name: str, text: str, now: datetime) -> datetime:
     return moment
 
 
-def parse_query(params: Mapping[str, str], now: datetime) -> ActivityQuery:
-    """Validate query parameters (names as in PARAMETERS) into a query; QueryError if wrong."""
+def _limit(values: Mapping[str, str], max_limit: int) -> int:
+    if "limit" not in values:
+        return DEFAULT_LIMIT
+    text = values["limit"]
+    if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= max_limit:
+        raise QueryError(f"limit must be a whole number from 1 to {max_limit}; got {_shown(text)}")
+    return int(text)
+
+
+def _default_since(until: datetime, keyed: bool, oldest_day: datetime | None) -> datetime:
+    """The start of the range when none is given: the last DEFAULT_SPAN, or for a key lookup
+    the whole index (from its oldest day, and never less than DEFAULT_SPAN)."""
+    recent = max(until - DEFAULT_SPAN, EARLIEST)
+    if not keyed or oldest_day is None:
+        return recent
+    day = oldest_day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return min(day, recent)
+
+
+def parse_query(
+    params: Mapping[str, str],
+    now: datetime,
+    *,
+    oldest_day: datetime | None = None,
+    max_limit: int = MAX_LIMIT,
+) -> ActivityQuery:
+    """Validate query parameters (names as in PARAMETERS) into a query; QueryError if wrong.
+
+    `oldest_day` is the oldest day the index holds (see oldest_indexed_day), if known: a key
+    lookup without `since` starts there. `max_limit` is the largest `limit` accepted.
+    """
     unknown = sorted(name for name in params if name not in PARAMETERS)
     if unknown:
         shown = ", ".join(_shown(name) for name in unknown[:5])
@@ -173,21 +213,15 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ActivityQuery:
                 f"category must be one of {', '.join(CATEGORIES)}; got {_shown(category)}"
             )
         category = canonical
-
-    limit = DEFAULT_LIMIT
-    if "limit" in values:
-        if not _LIMIT.fullmatch(values["limit"]) or not 1 <= int(values["limit"]) <= MAX_LIMIT:
-            raise QueryError(
-                f"limit must be a whole number from 1 to {MAX_LIMIT}; got {_shown(values['limit'])}"
-            )
-        limit = int(values["limit"])
+    limit = _limit(values, max_limit)
 
     until = _time("until", values["until"], now) if "until" in values else now
     until = min(until, now + FUTURE_ALLOWANCE)
     if "since" in values:
         since = _time("since", values["since"], now)
     else:
-        since = max(until - DEFAULT_SPAN, EARLIEST)
+        keyed = any(field in values for field, _ in KEY_ORDER)
+        since = _default_since(until, keyed, oldest_day)
     if since >= until:
         raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     return ActivityQuery(
@@ -201,6 +235,54 @@ def parse_query(params: Mapping[str, str], now: datetime) -> ActivityQuery:
         until=until,
         limit=limit,
     )
+
+
+def is_key_lookup(query: ActivityQuery) -> bool:
+    """Whether the query is answered from a lookup (it has a key filter)."""
+    return any(getattr(query, field) is not None for field, _ in KEY_ORDER)
+
+
+def oldest_indexed_day(records: TableClient) -> datetime | None:
+    """Midnight (UTC) of the oldest day the records table holds; None when it is empty.
+
+    PartitionKeys are days that sort as text in time order, and Table storage returns entities
+    in PartitionKey order, so the first entity is in the oldest day. The iterator follows
+    continuations, so pages that come back empty are read past.
+    """
+    entities = records.query_entities(
+        FILTER_OLDEST,
+        parameters={"low": "0"},
+        select=["PartitionKey", "RowKey"],
+        results_per_page=1,
+    )
+    first = next(iter(entities), None)
+    if first is None:
+        return None
+    try:
+        moment = time_of_row_key(str(first["RowKey"]))
+    except (ValueError, OverflowError):
+        return EARLIEST  # a row not of the index's making: search wider, never narrower
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def read_query(
+    params: Mapping[str, str],
+    now: datetime,
+    records: TableClient,
+    *,
+    max_limit: int = MAX_LIMIT,
+) -> ActivityQuery:
+    """parse_query, with the index's oldest day read when a key lookup has no `since`.
+
+    The parameters are checked before anything is read, so a bad query costs no request.
+    """
+    query = parse_query(params, now, max_limit=max_limit)
+    if "since" in params or not is_key_lookup(query):
+        return query
+    oldest = oldest_indexed_day(records)
+    if oldest is None:
+        return query
+    return parse_query(params, now, oldest_day=oldest, max_limit=max_limit)
 
 
 # --- continuation tokens ---------------------------------------------------------------
@@ -418,48 +500,146 @@ def _cell(value: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def table_header() -> str:
+    return "  ".join(heading.ljust(width) for heading, _, width in TABLE_COLUMNS).rstrip() + "\n"
+
+
+def table_row(record: NormalizedRecord) -> str:
+    cells = []
+    for _, column, width in TABLE_COLUMNS:
+        value = record.get(column)
+        if column == "TimeGenerated" and isinstance(value, str):
+            value = value[:19].replace("T", " ")  # to the second, in UTC
+        cells.append(_cell(value, width).ljust(width))
+    return "  ".join(cells).rstrip() + "\n"
+
+
 def format_table(records: Sequence[NormalizedRecord]) -> str:
     """Records as aligned, truncated columns for people; one line per record, header first."""
-    lines = ["  ".join(heading.ljust(width) for heading, _, width in TABLE_COLUMNS).rstrip()]
-    for record in records:
-        cells = []
-        for _, column, width in TABLE_COLUMNS:
-            value = record.get(column)
-            if column == "TimeGenerated" and isinstance(value, str):
-                value = value[:19].replace("T", " ")  # to the second, in UTC
-            cells.append(_cell(value, width).ljust(width))
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
+    return table_header() + "".join(table_row(record) for record in records)
 
 
-def query_main(args: argparse.Namespace, runtime: Runtime, out: TextIO) -> int:
-    """The CLI's `query` verb: pages through the index until `limit` records are written."""
+# --- the CLI verb ----------------------------------------------------------------------
+
+PROGRESS_EVERY = 1.0  # seconds between progress lines
+_FLAGS = {name: "--" + name.replace("_", "-") for name in PARAMETERS}
+
+
+class _Progress:
+    """`• N records so far…` on standard error while a query takes more than one page."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._shown_at: float | None = None
+
+    def more_pages(self, written: int) -> None:
+        now = time.monotonic()
+        if self._shown_at is None or now - self._shown_at >= PROGRESS_EVERY:
+            self._err.write(f"• {written} records so far…\n")
+            self._err.flush()
+            self._shown_at = now
+
+    def done(self, written: int) -> None:
+        if self._shown_at is not None:
+            self._err.write(f"• {written} records in all\n")
+
+
+def _as_flags(message: str) -> str:
+    """A QueryError's message in the CLI's words: `limit must ...` → `--limit must ...`."""
+    name, space, rest = message.partition(" ")
+    return f"{_FLAGS[name]}{space}{rest}" if name in _FLAGS else message
+
+
+def _searched(query: ActivityQuery, params: Mapping[str, str], records: TableClient) -> str:
+    """Standard error's account of an empty result: which range was searched, and why."""
+    if "since" in params:
+        how = "the range asked for"
+    elif is_key_lookup(query):
+        how = "the whole index (a key lookup without --since)"
+    else:
+        how = (
+            f"the last {DEFAULT_SPAN.days} days (the default without --since or a key filter; "
+            "give --since to search further back)"
+        )
+    oldest = oldest_indexed_day(records)
+    held = f"the index holds records from {oldest.date().isoformat()} on" if oldest else ""
+    held = held or "the index is empty"
+    return (
+        f"no records found from {query.since.isoformat()} to {query.until.isoformat()}; "
+        f"searched {how}; {held}"
+    )
+
+
+def _write_pages(
+    query: ActivityQuery, runtime: Runtime, table: bool, out: TextIO, err: TextIO
+) -> tuple[int, str | None]:
+    """Pages of at most MAX_LIMIT until `query.limit` records are written or none are left.
+
+    Returns how many were written and the continuation after the last (None: nothing left).
+    """
+    if table:
+        out.write(table_header())
+    progress = _Progress(err)
+    written = 0
+    continuation: str | None = None
+    while True:
+        page = run_query(
+            replace(query, limit=min(MAX_LIMIT, query.limit - written)),
+            records=runtime.stores.records,
+            lookup=runtime.stores.lookup,
+            reader=runtime.reader,
+            continuation=continuation,
+        )
+        for record in page.records:
+            out.write(table_row(record) if table else orjson.dumps(record).decode("utf-8") + "\n")
+        written += len(page.records)
+        continuation = page.continuation
+        if continuation is None or written >= query.limit:
+            progress.done(written)
+            return written, continuation
+        progress.more_pages(written)
+
+
+def _more_match(query: ActivityQuery, runtime: Runtime, continuation: str) -> bool | None:
+    """After a full page: whether another record matches (None: not known after one page)."""
+    page = run_query(
+        replace(query, limit=1),
+        records=runtime.stores.records,
+        lookup=runtime.stores.lookup,
+        reader=runtime.reader,
+        continuation=continuation,
+    )
+    if page.records:
+        return True
+    return False if page.continuation is None else None
+
+
+def query_main(
+    args: argparse.Namespace, runtime: Runtime, out: TextIO, err: TextIO | None = None
+) -> int:
+    """The CLI's `query` verb: pages through the index until `limit` records are written.
+
+    Standard output holds only the records (JSON lines or the table); progress, an empty
+    result's searched range and a limit that cut the result short go to standard error.
+    """
+    err = err or sys.stderr
     params = {
         name: str(value) for name in PARAMETERS if (value := getattr(args, name, None)) is not None
     }
-    stores = runtime.stores
+    records = runtime.stores.records
     try:
-        query = parse_query(params, datetime.now(UTC))
-        written: list[NormalizedRecord] = []
-        continuation: str | None = None
-        while True:
-            page = run_query(
-                replace(query, limit=query.limit - len(written)),
-                records=stores.records,
-                lookup=stores.lookup,
-                reader=runtime.reader,
-                continuation=continuation,
-            )
-            if args.format == "json":
-                for record in page.records:
-                    out.write(orjson.dumps(record).decode("utf-8") + "\n")
-            written.extend(page.records)
-            continuation = page.continuation
-            if continuation is None or len(written) >= query.limit:
-                break
+        query = read_query(params, datetime.now(UTC), records, max_limit=MAX_TOTAL)
+        written, continuation = _write_pages(query, runtime, args.format == "table", out, err)
+        more = None if continuation is None else _more_match(query, runtime, continuation)
     except QueryError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_as_flags(str(error))}", file=err)
         return 2
-    if args.format == "table":
-        out.write(format_table(written))
+    out.flush()
+    if written == 0:
+        print(_searched(query, params, records), file=err)
+    elif more is not False and continuation is not None:
+        maybe = "more records match" if more else "more records may match"
+        print(
+            f"• stopped at --limit {query.limit}; {maybe} (a larger --limit shows them)", file=err
+        )
     return 0

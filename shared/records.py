@@ -44,11 +44,21 @@ NormalizedRecord = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """An input that cannot become a record: why, where it came from, and its raw text, whole."""
+    """An input that cannot become a record: why, where it came from, and its raw text, whole.
+
+    `raw` is text for people (bytes that are not UTF-8 shown as \\x escapes); `data` holds the
+    exact bytes when the text cannot (a dead letter keeps and replays those, byte for byte).
+    """
 
     reason: str
     source: str
     raw: str
+    data: bytes = b""
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The input exactly as received."""
+        return self.data or self.raw.encode("utf-8", "surrogatepass")
 
     def as_dict(self) -> dict[str, str]:
         return {"reason": self.reason, "source": self.source, "raw": self.raw}

@@ -1,83 +1,124 @@
-"""Re-driving dead letters once their cause is fixed, without duplicating anything."""
+"""Re-driving dead letters once their cause is fixed, without duplicating anything.
+
+Each letter is claimed (leased) before anything is done with it, and its exact bytes are what is
+re-driven. Two replays at once therefore never act on the same letter: the one that cannot
+claim it (another holds it, or already removed it) skips it and counts it `claimed_elsewhere`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceNotFoundError
 
-from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter
-from shared.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.blobindex import BlobPath
+from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, LetterHeld
+from shared.delivery import EventBody, RetryableDeliveryError, deliver, index_and_forward
 from shared.forward import TransientForwardError
-from shared.index import RecordKey
 from shared.normalize import normalize_input
-from shared.records import NormalizedRecord
 from shared.runtime import Runtime
+
+REPLAYED, STILL_FAILING, CLAIMED_ELSEWHERE = "replayed", "still_failing", "claimed_elsewhere"
 
 
 def _replay_one(app: Runtime, letter: DeadLetter) -> bool:
     """True when the letter's content is now where it belongs (and the letter can go)."""
     if letter.kind == UNDELIVERED:
-        coordinates = letter.coordinates
-        body = EventBody(
-            body=letter.raw.encode("utf-8"),
-            partition=str(coordinates.get("partition", "")),
-            sequence_number=coordinates.get("sequence_number"),
-            offset=coordinates.get("offset"),
-            enqueued_time=coordinates.get("enqueued_time"),
-            origin=str(coordinates.get("origin", "")),
-        )
-        try:
-            deliver(
-                [body],
-                writer=app.writer,
-                deadletters=app.deadletters,
-                forwarder=app.forwarder,
-                final_attempt=False,
-                path=letter.path,
-            )
-        except RetryableDeliveryError:
-            return False
-        return True
+        return _replay_body(app, letter)
     if letter.kind == REJECTED:
-        # Rejected input only succeeds after a fix to the normalizer; otherwise it stays.
-        records, rejections = normalize_input(letter.raw, letter.source)
-        if rejections or not records:
-            return False
-        app.writer.write(records)
-        return True
+        return _replay_rejected(app, letter)
     if letter.kind == NOT_FORWARDED:
-        if app.forwarder is None:
-            return False
-        record = orjson.loads(letter.raw)
-        if _already_forwarded(app, record):
-            return True  # a later delivery sent it: sending again would double it
-        try:
-            result = app.forwarder.forward([record])
-        except TransientForwardError:
-            return False
-        if result.forwarded:
-            app.writer.mark_forwarded([record])
-        return bool(result.forwarded)
+        return _replay_unforwarded(app, letter)
     return False
 
 
-def _already_forwarded(app: Runtime, record: NormalizedRecord) -> bool:
-    key = RecordKey.of(record)
+def _replay_body(app: Runtime, letter: DeadLetter) -> bool:
+    coordinates = letter.coordinates
+    body = EventBody(
+        body=letter.raw_bytes,  # byte for byte as the hub delivered it
+        partition=str(coordinates.get("partition", "")),
+        sequence_number=coordinates.get("sequence_number"),
+        offset=coordinates.get("offset"),
+        enqueued_time=coordinates.get("enqueued_time"),
+        origin=str(coordinates.get("origin", "")),
+    )
     try:
-        row = app.stores.records.get_entity(key.partition_key, key.row_key, select=["Forwarded"])
-    except ResourceNotFoundError:
+        deliver(
+            [body],
+            writer=app.writer,
+            deadletters=app.deadletters,
+            forwarder=app.forwarder,
+            final_attempt=False,
+            path=letter.path,
+        )
+    except RetryableDeliveryError:
         return False
-    return bool(row.get("Forwarded", False))
+    return True
+
+
+def _replay_rejected(app: Runtime, letter: DeadLetter) -> bool:
+    """Rejected input only succeeds after a fix to the normalizer; otherwise it stays."""
+    from_blob = letter.path == "blob"
+    # As its path normalized it: a blob's line takes its subscription from the blob's name.
+    fallback = BlobPath.parse(str(letter.coordinates.get("blob", ""))).subscription
+    records, rejections = normalize_input(
+        letter.raw_bytes, letter.source, fallback if from_blob else ""
+    )
+    if rejections or not records:
+        return False
+    try:
+        index_and_forward(
+            records,
+            writer=app.writer,
+            deadletters=app.deadletters,
+            # The Event Hub path forwards what it indexes; the archive path does not.
+            forwarder=None if from_blob else app.forwarder,
+            path=letter.path,
+        )
+    except RetryableDeliveryError:
+        return False  # indexed; the next replay forwards it (an unforwarded duplicate)
+    return True
+
+
+def _replay_unforwarded(app: Runtime, letter: DeadLetter) -> bool:
+    if app.forwarder is None:
+        return False
+    record = orjson.loads(letter.raw_bytes)
+    if app.writer.is_forwarded(record):
+        return True  # a later delivery sent it: sending again would double it
+    try:
+        result = app.forwarder.forward([record])
+    except TransientForwardError:
+        return False
+    if result.forwarded:
+        app.writer.mark_forwarded([record])
+    return bool(result.forwarded)
+
+
+def _replay_claimed(app: Runtime, name: str) -> str:
+    """Claim the letter, re-drive it, and remove it if that worked; the outcome's summary key."""
+    try:
+        claim = app.deadletters.claim(name)
+    except LetterHeld:
+        return CLAIMED_ELSEWHERE  # another replay is at work on it
+    if claim is None:
+        return CLAIMED_ELSEWHERE  # another replay finished it since the listing
+    with app.deadletters.holding([claim]):  # renewed while it runs, released if it stays
+        letter = claim.letter()  # read under the lease: the letter as it is now
+        if letter is None:
+            return CLAIMED_ELSEWHERE
+        if not _replay_one(app, letter):
+            return STILL_FAILING
+        claim.remove()
+        return REPLAYED
 
 
 def replay(app: Runtime, *, kind: str | None = None) -> dict[str, Any]:
-    replayed = still_failing = 0
-    for letter in list(app.deadletters.list(kind)):
-        if _replay_one(app, letter):
-            app.deadletters.remove(letter.name)
-            replayed += 1
-        else:
-            still_failing += 1
-    return {"replayed": replayed, "still_failing": still_failing}
+    """`replayed` and `still_failing` counts, and `claimed_elsewhere` when another replay at
+    the same time took some of the letters (each letter is counted by one replay only)."""
+    summary = {REPLAYED: 0, STILL_FAILING: 0, CLAIMED_ELSEWHERE: 0}
+    for name in list(app.deadletters.names(kind)):
+        summary[_replay_claimed(app, name)] += 1
+    if not summary[CLAIMED_ELSEWHERE]:
+        del summary[CLAIMED_ELSEWHERE]
+    return summary

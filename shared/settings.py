@@ -50,6 +50,16 @@ CATEGORIES = (
 )
 
 
+# Upper bounds: every integer setting is checked against one, so that the date arithmetic
+# and the lists built from a setting stay in range (no OverflowError on every run). Private:
+# the public upper-case names of this module are the setting names (tests/test_infra.py).
+_MAX_RETENTION_DAYS = 36_500  # 100 years; 0 still means keep forever
+_MIN_RETENTION_DAYS = 90  # Azure already keeps 90 days: a shorter archive deletes what it has
+_MAX_CATCHUP_LOOKBACK_HOURS = 7 * 24  # the catch-up's own reach per run; a watermark covers more
+_MAX_SEAL_AFTER_MINUTES = 7 * 24 * 60
+_MAX_RETENTION_TIME_BUDGET_SECONDS = 24 * 60 * 60  # the timer runs daily
+
+
 class SettingsError(ValueError):
     """A missing or bad app setting; the message names the setting."""
 
@@ -114,16 +124,18 @@ _LOOPBACK = re.compile(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|
 _CONTAINER_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
     text = env.get(name, "").strip()
     if not text:
         return default
     try:
         value = int(text)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {text!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {text[:40]!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -138,8 +150,11 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
 
 def _retention_days(name: str, value: int) -> int:
     # Azure already keeps 90 days; a shorter archive would delete what the platform still has.
-    if value != 0 and value < 90:
-        raise SettingsError(f"{name} must be 0 (keep forever) or at least 90 days, got {value}")
+    if value != 0 and not _MIN_RETENTION_DAYS <= value <= _MAX_RETENTION_DAYS:
+        raise SettingsError(
+            f"{name} must be 0 (keep forever) or {_MIN_RETENTION_DAYS} to {_MAX_RETENTION_DAYS} "
+            f"days, got {value}"
+        )
     return value
 
 
@@ -223,12 +238,24 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         **_storage(env),
         archive_container=archive,
         store_prefix=prefix,
-        catchup_lookback_hours=_int(env, CATCHUP_LOOKBACK_HOURS, 3, minimum=1),
-        seal_after_minutes=_int(env, SEAL_AFTER_MINUTES, 120, minimum=1),
-        retention_days=_retention_days(RETENTION_DAYS, _int(env, RETENTION_DAYS, 365)),
+        catchup_lookback_hours=_int(
+            env, CATCHUP_LOOKBACK_HOURS, 3, minimum=1, maximum=_MAX_CATCHUP_LOOKBACK_HOURS
+        ),
+        seal_after_minutes=_int(
+            env, SEAL_AFTER_MINUTES, 120, minimum=1, maximum=_MAX_SEAL_AFTER_MINUTES
+        ),
+        retention_days=_retention_days(
+            RETENTION_DAYS, _int(env, RETENTION_DAYS, 365, minimum=0, maximum=_MAX_RETENTION_DAYS)
+        ),
         retention_category_days=_category_days(env),
         retention_dry_run=_bool(env, RETENTION_DRY_RUN),
-        retention_time_budget_seconds=_int(env, RETENTION_TIME_BUDGET_SECONDS, 540, minimum=10),
+        retention_time_budget_seconds=_int(
+            env,
+            RETENTION_TIME_BUDGET_SECONDS,
+            540,
+            minimum=10,
+            maximum=_MAX_RETENTION_TIME_BUDGET_SECONDS,
+        ),
         logs_ingestion_endpoint=ingestion[LOGS_INGESTION_ENDPOINT],
         logs_ingestion_rule_id=ingestion[LOGS_INGESTION_RULE_ID],
         logs_ingestion_stream=stream,

@@ -41,3 +41,12 @@ def settings(azurite: Azurite) -> Settings:
 def app(settings: Settings) -> Runtime:
     """The app's runtime (stores, index writer and reader, dead letters) on Azurite."""
     return build_runtime(settings)
+
+
+@pytest.fixture
+def archive_app(settings: Settings, app: Runtime) -> Runtime:
+    """The runtime with an archive container of this test's own, created empty."""
+    container = app.stores.blob_service.get_container_client(f"{settings.store_prefix}-archive")
+    container.create_container()
+    object.__setattr__(app.stores, "archive", container)
+    return app

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import pytest
 
 from shared import settings as names
 from shared.index import RecordKey
@@ -194,14 +193,6 @@ def _archive_blob(app: Runtime, hour: datetime, subscription: str = SUBSCRIPTION
     )
     app.stores.archive.get_blob_client(name).upload_blob(b"{}\n", overwrite=True)
     return name
-
-
-@pytest.fixture
-def archive_app(settings: Settings, app: Runtime) -> Runtime:
-    container = app.stores.blob_service.get_container_client(f"{settings.store_prefix}-archive")
-    container.create_container()
-    object.__setattr__(app.stores, "archive", container)
-    return app
 
 
 def test_archive_blobs_go_by_the_hour_in_their_path_past_the_longest_limit(

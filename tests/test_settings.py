@@ -73,6 +73,50 @@ def test_retention_accepts_zero_and_ninety() -> None:
     assert load_settings({names.RETENTION_DAYS: "90"}).retention_days == 90
 
 
+# Every number setting has a largest value that the date arithmetic and the lists built from
+# it can take; one past it (or a number far past any) is refused by name, not left to fail
+# every run with an OverflowError.
+BOUNDS = [
+    (names.RETENTION_DAYS, "36500", "retention_days", 36500),
+    (names.RETENTION_CATEGORY_DAYS, "Administrative=36500", "retention_category_days",
+     {"Administrative": 36500}),
+    (names.CATCHUP_LOOKBACK_HOURS, "168", "catchup_lookback_hours", 168),
+    (names.SEAL_AFTER_MINUTES, "10080", "seal_after_minutes", 10080),
+    (names.RETENTION_TIME_BUDGET_SECONDS, "86400", "retention_time_budget_seconds", 86400),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("setting", "largest", "attribute", "value"), BOUNDS)
+def test_the_largest_value_of_a_number_setting_is_taken(
+    setting: str, largest: str, attribute: str, value: object
+) -> None:
+    assert getattr(load_settings({setting: largest}), attribute) == value
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "bound"),
+    [
+        (names.RETENTION_DAYS, "36501", "36500"),
+        (names.RETENTION_DAYS, "1000000", "36500"),
+        (names.RETENTION_DAYS, "9" * 30, "36500"),
+        (names.RETENTION_CATEGORY_DAYS, "Administrative=36501", "36500"),
+        (names.RETENTION_CATEGORY_DAYS, "Security=1000000", "36500"),
+        (names.CATCHUP_LOOKBACK_HOURS, "169", "168"),
+        (names.CATCHUP_LOOKBACK_HOURS, "9" * 30, "168"),
+        (names.SEAL_AFTER_MINUTES, "10081", "10080"),
+        (names.SEAL_AFTER_MINUTES, "9" * 30, "10080"),
+        (names.RETENTION_TIME_BUDGET_SECONDS, "86401", "86400"),
+        (names.RETENTION_TIME_BUDGET_SECONDS, "9" * 30, "86400"),
+    ],
+)
+def test_a_number_setting_past_its_bound_is_refused_with_its_name(
+    setting: str, value: str, bound: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({setting: value})
+    assert setting in str(raised.value) and bound in str(raised.value)
+
+
 def test_log_analytics_forwarding_needs_all_three_settings() -> None:
     settings = load_settings(
         {

@@ -1,0 +1,573 @@
+"""Dead letters keep their input byte for byte, and are claimed before anyone acts on them.
+
+On Azurite, with the loopback Logs Ingestion endpoint: what a replay re-drives is exactly what
+arrived (a body holding bytes that are not UTF-8 is neither altered nor doubled), and two
+replays at once, or a replay and a redelivery, send each record to Log Analytics once.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared import deadletter as deadletter_module
+from shared import forward
+from shared import settings as names
+from shared.deadletter import (
+    NOT_FORWARDED,
+    REJECTED,
+    UNDELIVERED,
+    DeadLetter,
+    DeadLetterStore,
+)
+from shared.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.index import IndexWriter
+from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from shared.normalize import normalize_input
+from shared.replay import replay
+from shared.runtime import Runtime, build_runtime, runtime
+from shared.settings import Settings, load_settings
+from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
+from tests.logs_ingestion_server import LogsIngestionServer, StaticTokenCredential
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RULE_ID = "dcr-00000000000000000000000000000000"
+STREAM = "Custom-ActivityLog_CL"
+REPLACEMENT = "\ufffd"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def indexed_keys(app: Runtime) -> list[str]:
+    rows = app.stores.records.list_entities(select=["RowKey"])
+    return sorted(row["RowKey"].split("_", 1)[1] for row in rows)
+
+
+def indexed_bodies(app: Runtime) -> list[Any]:
+    return [app.reader.body_of(row) for row in app.stores.records.list_entities()]
+
+
+def stored_letters(app: Runtime) -> dict[str, bytes]:
+    """Every dead letter blob as stored, by name."""
+    container = app.stores.deadletter
+    return {
+        blob.name: container.download_blob(blob.name).readall() for blob in container.list_blobs()
+    }
+
+
+def keys_of(records: list[dict[str, Any]]) -> list[str]:
+    return sorted(str(record["EventKey"]) for record in records)
+
+
+def unreachable_writer(settings: Settings) -> IndexWriter:
+    """An index whose table endpoint refuses connections: storage is down."""
+    from azure.data.tables import TableServiceClient
+
+    from shared.azurite import connection_string
+
+    tables = TableServiceClient.from_connection_string(connection_string(1, 1, 1), retry_total=0)
+    return IndexWriter(
+        tables.get_table_client(settings.records_table),
+        tables.get_table_client(settings.lookup_table),
+        build_runtime(settings).stores.oversize,
+        forwarding=True,
+    )
+
+
+def at_once(*work: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run each callable in its own thread, all released together; their results in order."""
+    start = threading.Barrier(len(work))
+    results: list[dict[str, Any]] = [{} for _ in work]
+    errors: list[BaseException] = []
+
+    def run(slot: int, job: Callable[[], dict[str, Any]]) -> None:
+        try:
+            start.wait()
+            results[slot] = job()
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(work)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    return results
+
+
+@dataclass
+class Forwarding:
+    settings: Settings
+    server: LogsIngestionServer
+
+    def app(self) -> Runtime:
+        """A runtime of its own (clients, forwarder), as another process would have."""
+        return build_runtime(self.settings)
+
+    def sent(self) -> Counter[str]:
+        return Counter(str(record["EventKey"]) for record in self.server.records)
+
+
+@pytest.fixture
+def forwarding(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Forwarding]:
+    """Storage on Azurite, forwarding to the loopback Logs Ingestion endpoint."""
+    monkeypatch.setattr("shared.storage.credential_for", lambda _settings: StaticTokenCredential())
+    quick = functools.partial(forward.build_client, retry_total=2, retry_backoff_factor=0.05)
+    monkeypatch.setattr("shared.forward.build_client", quick)
+    with LogsIngestionServer(RULE_ID, STREAM) as server:
+        values = {
+            names.STORAGE_CONNECTION: settings.storage_connection,
+            names.STORE_PREFIX: settings.store_prefix,
+            names.LOGS_INGESTION_ENDPOINT: server.endpoint,
+            names.LOGS_INGESTION_RULE_ID: RULE_ID,
+            names.LOGS_INGESTION_STREAM: STREAM,
+        }
+        yield Forwarding(load_settings(values), server)
+
+
+def not_forwarded_letters(forwarding: Forwarding, count: int) -> tuple[Runtime, list[str]]:
+    """`count` records indexed whose copy Log Analytics refused (400): one letter each."""
+    app = forwarding.app()
+    events = [activity_event(n) for n in range(count)]
+    forwarding.server.script([400])  # the one call carrying them all is refused
+    report = deliver(
+        [EventBody(envelope(events), "0", 1)],
+        writer=app.writer,
+        deadletters=app.deadletters,
+        forwarder=app.forwarder,
+    )
+    assert (report.indexed, report.not_forwarded) == (count, count)
+    assert len(list(app.deadletters.list(NOT_FORWARDED))) == count
+    assert forwarding.server.records == []
+    return app, indexed_keys(app)
+
+
+# --- item 7: bytes that are not UTF-8 are kept and replayed exactly ---------------------------
+
+GOOD = activity_event(1)
+BAD_LINES = {
+    # An event whose caller holds the byte 0xE9 (Latin-1 "é"): not UTF-8, so not JSON.
+    "event": b'{"time": "2024-05-01T10:00:02.0000000Z", "category": "Administrative", '
+    b'"caller": "caf\xe9"}',
+    "text": b"caf\xe9",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_LINES))
+def test_an_undelivered_body_with_a_non_utf8_line_is_replayed_byte_for_byte(
+    bad: str, settings: Settings
+) -> None:
+    bad_line = BAD_LINES[bad]
+    body = jsonl([GOOD]) + bad_line + b"\n"
+    with app_settings(
+        {
+            names.STORAGE_CONNECTION: settings.storage_connection,
+            names.STORE_PREFIX: settings.store_prefix,
+        }
+    ):
+        app = runtime()
+        object.__setattr__(app, "writer", unreachable_writer(settings))  # storage goes away
+        last_attempt = Invocation("activity_events", Retry(8, 8))
+        registered("activity_events")(event_hub_batch([body], partition="5"), last_attempt)
+    app = build_runtime(settings)  # storage is back
+    assert indexed_keys(app) == []
+    assert len(list(app.deadletters.list(UNDELIVERED))) == 1
+
+    summary = replay(app)
+
+    assert summary == {"replayed": 1, "still_failing": 1}  # the body; the bad line stays
+    assert indexed_keys(app) == keys_of(normalize_input(jsonl([GOOD]), "x")[0])
+    (rejected,) = app.deadletters.list()
+    assert rejected.kind == REJECTED
+    assert rejected.raw_bytes == bad_line
+    assert rejected.source == "eventhub:partition=5:sequence=0:2"
+    assert REPLACEMENT not in rejected.raw
+    assert "\\xe9" in rejected.raw  # readable text, the byte shown as an escape
+    for blob in stored_letters(app).values():
+        assert REPLACEMENT not in blob.decode("utf-8")
+    assert not any(REPLACEMENT in orjson.dumps(body).decode() for body in indexed_bodies(app))
+    # Replayed again: nothing changes.
+    assert replay(app) == {"replayed": 0, "still_failing": 1}
+    assert len(stored_letters(app)) == 1
+
+
+def test_the_stored_letter_shows_text_and_keeps_the_exact_bytes(app: Runtime) -> None:
+    exact = b'{"caller": "caf\xe9 \xff"}'
+    letter = DeadLetter(
+        kind=UNDELIVERED,
+        reason="index unavailable",
+        source="eventhub:partition=0:sequence=9",
+        raw=exact.decode("utf-8", "backslashreplace"),
+        data=exact,
+    )
+    name = app.deadletters.put(letter)
+    assert app.deadletters.put(letter) == name  # the same letter, the same blob
+
+    (stored,) = stored_letters(app).values()
+    as_json = orjson.loads(stored)
+    assert as_json["raw"] == '{"caller": "caf\\xe9 \\xff"}'
+    assert base64.b64decode(as_json["raw_base64"]) == exact
+    read = app.deadletters.get(name)
+    assert read is not None
+    assert (read.raw_bytes, read.raw, read.name) == (exact, letter.raw, name)
+    assert read.blob_name() == name
+
+    # UTF-8 input is stored as before: its text is exact, no second copy.
+    plain = DeadLetter(kind=REJECTED, reason="not JSON", source="x:1", raw="café")
+    plain_name = app.deadletters.put(plain)
+    assert "raw_base64" not in orjson.loads(stored_letters(app)[plain_name])
+    read = app.deadletters.get(plain_name)
+    assert read is not None and read.raw_bytes == "café".encode()
+
+
+def test_rejections_keep_their_exact_bytes_and_redelivery_leaves_one_letter(
+    app: Runtime,
+) -> None:
+    whole = b"caf\xe9"  # a body that is not UTF-8 at all
+    line = b'{"time": "2024-05-01T10:00:00Z", "caller": "\xff"}'
+    bodies = [EventBody(whole, "1", 1), EventBody(jsonl([GOOD]) + line, "1", 2)]
+    for _ in range(2):  # redelivered
+        deliver(bodies, writer=app.writer, deadletters=app.deadletters)
+    letters = {letter.source: letter for letter in app.deadletters.list(REJECTED)}
+    assert {source: letter.raw_bytes for source, letter in letters.items()} == {
+        "eventhub:partition=1:sequence=1": whole,
+        "eventhub:partition=1:sequence=2:2": line,
+    }
+    assert len(stored_letters(app)) == 2
+
+
+def test_a_rejected_letter_is_replayed_from_its_bytes_not_from_its_escaped_text(
+    app: Runtime,
+) -> None:
+    # A backslash then the byte 0xE9: not UTF-8. Its text, `\\xe9`, is valid JSON (an escaped
+    # backslash, then "xe9"): replaying the text would index an event nobody sent.
+    line = (
+        b'{"time": "2024-05-01T10:00:00Z", "category": "Administrative", '
+        b'"operationName": "X/WRITE", "caller": "a\\\xe9"}'
+    )
+    report = deliver([EventBody(line, "0", 3)], writer=app.writer, deadletters=app.deadletters)
+    assert report.deadlettered == 1
+    (letter,) = app.deadletters.list(REJECTED)
+    assert normalize_input(letter.raw, letter.source)[0]  # the text alone would parse...
+
+    assert replay(app) == {"replayed": 0, "still_failing": 1}  # ...the bytes do not
+
+    assert indexed_keys(app) == []
+    (kept,) = app.deadletters.list(REJECTED)
+    assert kept.raw_bytes == line
+
+
+# --- item 8: a letter is claimed before it is acted on -----------------------------------------
+
+
+def test_two_replays_at_once_forward_each_not_forwarded_record_once(
+    forwarding: Forwarding,
+) -> None:
+    app, keys = not_forwarded_letters(forwarding, 50)
+    first, second = forwarding.app(), forwarding.app()
+
+    summaries = at_once(lambda: replay(first), lambda: replay(second))
+
+    sent = forwarding.sent()
+    assert sorted(key for key, count in sent.items() if count > 1) == []  # nothing doubled
+    assert sorted(sent) == keys
+    assert stored_letters(app) == {}
+    assert sum(summary["replayed"] for summary in summaries) == 50
+    assert all(summary["still_failing"] == 0 for summary in summaries)
+    for summary in summaries:  # what one replay did not do, it counted as claimed elsewhere
+        assert summary["replayed"] + summary.get("claimed_elsewhere", 0) <= 50
+    flags = app.stores.records.list_entities(select=["Forwarded"])
+    assert all(row["Forwarded"] for row in flags)
+
+
+def test_two_replays_at_once_deliver_each_undelivered_body_once(
+    forwarding: Forwarding,
+) -> None:
+    app = forwarding.app()
+    bodies = [EventBody(envelope([activity_event(n)]), "4", n) for n in range(50)]
+    report = deliver(
+        bodies,
+        writer=unreachable_writer(forwarding.settings),
+        deadletters=app.deadletters,
+        forwarder=app.forwarder,
+    )
+    assert report.deadlettered == 50
+    assert len(list(app.deadletters.list(UNDELIVERED))) == 50
+    first, second = forwarding.app(), forwarding.app()
+
+    summaries = at_once(lambda: replay(first), lambda: replay(second))
+
+    expected = keys_of(normalize_input(envelope([activity_event(n) for n in range(50)]), "x")[0])
+    sent = forwarding.sent()
+    assert sorted(key for key, count in sent.items() if count > 1) == []
+    assert sorted(sent) == expected == indexed_keys(app)
+    assert stored_letters(app) == {}
+    assert sum(summary["replayed"] for summary in summaries) == 50
+
+
+REPLAY_WHEN_TOLD = """
+import os, sys, time
+from pathlib import Path
+from shared import cli, storage
+from tests.logs_ingestion_server import StaticTokenCredential
+
+storage.credential_for = lambda settings: StaticTokenCredential()
+(Path(os.environ["READY"]) / str(os.getpid())).touch()
+go = Path(os.environ["GO"])
+while not go.exists():
+    time.sleep(0.01)
+sys.exit(cli.main(["deadletter", "replay", "--json"]))
+"""
+
+
+def test_two_replay_commands_at_once_forward_each_record_once(
+    forwarding: Forwarding, tmp_path: Path
+) -> None:
+    app, keys = not_forwarded_letters(forwarding, 50)
+    environment = {
+        **os.environ,
+        names.STORAGE_CONNECTION: forwarding.settings.storage_connection,
+        names.STORE_PREFIX: forwarding.settings.store_prefix,
+        names.LOGS_INGESTION_ENDPOINT: forwarding.server.endpoint,
+        names.LOGS_INGESTION_RULE_ID: RULE_ID,
+        names.LOGS_INGESTION_STREAM: STREAM,
+        "GO": str(tmp_path / "go"),
+        "READY": str(tmp_path / "ready"),
+    }
+    (tmp_path / "ready").mkdir()
+    commands = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPLAY_WHEN_TOLD],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "ready").iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # both processes have started and wait for the word
+    (tmp_path / "go").touch()
+    outputs = [command.communicate(timeout=300) for command in commands]
+
+    assert [command.returncode for command in commands] == [0, 0], outputs
+    sent = forwarding.sent()
+    assert sorted(key for key, count in sent.items() if count > 1) == []
+    assert sorted(sent) == keys
+    assert stored_letters(app) == {}
+    summaries = [orjson.loads(stdout) for stdout, _ in outputs]
+    assert sum(summary["replayed"] for summary in summaries) == 50
+    assert sum(summary.get("claimed_elsewhere", 0) for summary in summaries) > 0
+
+
+def test_a_letter_claimed_elsewhere_is_skipped_and_counted(forwarding: Forwarding) -> None:
+    app, keys = not_forwarded_letters(forwarding, 3)
+    busy = sorted(app.deadletters.names())[0]
+    claim = app.deadletters.claim(busy)  # another replay is at work on it
+    assert claim is not None
+    with pytest.raises(deadletter_module.LetterHeld):
+        forwarding.app().deadletters.claim(busy)
+
+    assert replay(forwarding.app()) == {"replayed": 2, "still_failing": 0, "claimed_elsewhere": 1}
+    assert list(stored_letters(app)) == [busy]  # untouched
+    assert len(forwarding.server.records) == 2
+
+    claim.release()
+    assert replay(forwarding.app()) == {"replayed": 1, "still_failing": 0}
+    assert sorted(forwarding.sent()) == keys
+    assert max(forwarding.sent().values()) == 1
+    assert app.deadletters.claim(busy) is None  # gone: a claim on it finds nothing
+
+
+def test_a_claim_outlives_its_lease_while_the_work_goes_on(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deadletter_module, "LEASE_SECONDS", 15)  # the shortest lease there is
+    monkeypatch.setattr(deadletter_module, "RENEW_SECONDS", 2)
+    name = app.deadletters.put(DeadLetter(kind=REJECTED, reason="r", source="s", raw="x"))
+    other = DeadLetterStore(app.stores.deadletter)
+    claim = app.deadletters.claim(name)
+    assert claim is not None
+    with app.deadletters.holding([claim]):
+        time.sleep(17)  # longer than the lease itself
+        with pytest.raises(deadletter_module.LetterHeld):
+            other.claim(name)
+    # Released when the work is over (the letter stays): the next one may claim it at once.
+    again = other.claim(name)
+    assert again is not None
+    again.release()
+
+
+# --- siblings: deliveries meet claims ----------------------------------------------------------
+
+
+def test_a_redelivery_leaves_a_record_whose_letter_a_replay_holds_to_that_replay(
+    forwarding: Forwarding,
+) -> None:
+    app, keys = not_forwarded_letters(forwarding, 5)
+    held_name = sorted(app.deadletters.names(NOT_FORWARDED))[0]
+    held = app.deadletters.get(held_name)
+    assert held is not None
+    held_key = orjson.loads(held.raw_bytes)["EventKey"]
+    claim = app.deadletters.claim(held_name)  # a replay is at work on this letter
+    assert claim is not None
+
+    # The batch comes again (the host's at-least-once delivery): its records are unforwarded
+    # duplicates, forwarded now; not the one whose letter the replay holds.
+    events = [activity_event(n) for n in range(5)]
+    other = forwarding.app()
+    deliver(
+        [EventBody(envelope(events), "0", 1)],
+        writer=other.writer,
+        deadletters=other.deadletters,
+        forwarder=other.forwarder,
+    )
+    assert sorted(forwarding.sent()) == sorted(set(keys) - {held_key})
+    assert list(stored_letters(app)) == [held_name]  # the others' letters are void: removed
+
+    claim.release()  # the replay gave up; the next one sends it
+    assert replay(forwarding.app()) == {"replayed": 1, "still_failing": 0}
+    assert sorted(forwarding.sent()) == keys
+    assert max(forwarding.sent().values()) == 1
+
+
+def test_a_replay_finishing_between_a_redeliverys_index_read_and_its_forwarding(
+    forwarding: Forwarding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, keys = not_forwarded_letters(forwarding, 5)
+    delivering = forwarding.app()
+    real_write = delivering.writer.write
+
+    def write_then_a_replay_runs(records: Any) -> Any:
+        written = real_write(records)  # the redelivery reads the marks: none is set...
+        assert replay(forwarding.app()) == {"replayed": 5, "still_failing": 0}  # ...now all are
+        return written
+
+    monkeypatch.setattr(delivering.writer, "write", write_then_a_replay_runs)
+    deliver(
+        [EventBody(envelope([activity_event(n) for n in range(5)]), "0", 1)],
+        writer=delivering.writer,
+        deadletters=delivering.deadletters,
+        forwarder=delivering.forwarder,
+    )
+
+    assert sorted(forwarding.sent()) == keys
+    assert max(forwarding.sent().values()) == 1
+    assert stored_letters(app) == {}
+
+
+def test_a_replay_and_a_redelivery_at_once_send_each_record_once(
+    forwarding: Forwarding,
+) -> None:
+    app, keys = not_forwarded_letters(forwarding, 50)
+    events = [activity_event(n) for n in range(50)]
+    replaying, delivering = forwarding.app(), forwarding.app()
+
+    def redeliver() -> dict[str, Any]:
+        return deliver(
+            [EventBody(envelope(events[i : i + 5]), "0", i) for i in range(0, 50, 5)],
+            writer=delivering.writer,
+            deadletters=delivering.deadletters,
+            forwarder=delivering.forwarder,
+        ).as_dict()
+
+    at_once(lambda: replay(replaying), redeliver)
+
+    sent = forwarding.sent()
+    assert sorted(key for key, count in sent.items() if count > 1) == []
+    assert sorted(sent) == keys
+    assert stored_letters(app) == {}
+
+
+def test_a_letter_written_again_while_a_replay_holds_it_is_left_to_the_replay(
+    app: Runtime,
+) -> None:
+    bodies = [EventBody(b"not json", "0", 1)]
+    deliver(bodies, writer=app.writer, deadletters=app.deadletters)
+    (name,) = app.deadletters.names()
+    claim = app.deadletters.claim(name)
+    assert claim is not None
+
+    again = deliver(bodies, writer=app.writer, deadletters=app.deadletters)  # must not raise
+
+    assert again.deadlettered == 1
+    assert list(stored_letters(app)) == [name]
+    claim.release()
+
+
+def test_a_record_twice_in_a_batch_is_forwarded_once_on_redelivery(
+    forwarding: Forwarding,
+) -> None:
+    app = forwarding.app()
+    event = activity_event(7)
+    bodies = [EventBody(envelope([event, event]), "0", 1), EventBody(orjson.dumps(event), "0", 2)]
+    forwarding.server.fail_persistently(500)
+    with pytest.raises(RetryableDeliveryError):
+        deliver(
+            bodies,
+            writer=app.writer,
+            deadletters=app.deadletters,
+            forwarder=app.forwarder,
+            final_attempt=False,
+        )
+    forwarding.server.fail_persistently(None)
+    deliver(bodies, writer=app.writer, deadletters=app.deadletters, forwarder=app.forwarder)
+    assert list(forwarding.sent().values()) == [1]
+
+
+def test_a_replayed_rejection_is_forwarded_like_the_event_hub_path_forwards(
+    forwarding: Forwarding,
+) -> None:
+    app = forwarding.app()
+    event = activity_event(3)
+    del event["resourceId"]  # its subscription then comes from where it was found, if anywhere
+    raw = orjson.dumps(event)
+    # Letters the normalizer of the time refused and today's accepts (a fix since).
+    app.deadletters.put(
+        DeadLetter(
+            kind=REJECTED,
+            reason="old reason",
+            source="eventhub:partition=0:sequence=1",
+            raw=raw.decode(),
+            coordinates={"partition": "0"},
+            path="eventhub",
+        )
+    )
+    blob = f"resourceId=/SUBSCRIPTIONS/{SUBSCRIPTION.upper()}/y=2024/m=05/d=01/h=10/m=00/PT1H.json"
+    from_blob = {**event, "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/DELETE"}
+    blob_raw = orjson.dumps(from_blob)
+    app.deadletters.put(
+        DeadLetter(
+            kind=REJECTED,
+            reason="old reason",
+            source=f"{blob}:4",
+            raw=blob_raw.decode(),
+            coordinates={"blob": blob, "line": 4},
+            path="blob",
+        )
+    )
+
+    assert replay(app) == {"replayed": 2, "still_failing": 0}
+
+    (hub_record,) = normalize_input(raw, "x")[0]
+    (blob_record,) = normalize_input(blob_raw, "x", SUBSCRIPTION)[0]
+    assert blob_record["SubscriptionId"] == SUBSCRIPTION  # as the archive path indexed it
+    assert sorted(indexed_keys(app)) == sorted([hub_record["EventKey"], blob_record["EventKey"]])
+    assert keys_of(forwarding.server.records) == [hub_record["EventKey"]]  # as its path would
+    assert stored_letters(app) == {}

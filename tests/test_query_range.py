@@ -1,0 +1,314 @@
+"""Default ranges and caps that must not hide data: key lookups search the whole index, an
+empty result says what was searched, and the CLI's --limit is a total read page by page."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import orjson
+import pytest
+
+from functions.query_http import handle_activity
+from shared import query as query_module
+from shared.azurite import Azurite
+from shared.index import RecordKey
+from shared.normalize import normalize_input
+from shared.query import DEFAULT_SPAN, parse_query, query_main
+from shared.records import NormalizedRecord
+from shared.runtime import Runtime, build_runtime
+from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
+from tests.events import SUBSCRIPTION, activity_event, jsonl
+from tests.test_cli import json_lines, shared_cli
+from tests.test_query import cli_args
+
+OLD_TIME = "2019-03-01T10:00:00.0000000Z"
+OLD_CALLER = "Old@Contoso.com"
+OLD_OPERATION = "MICROSOFT.WEB/SITES/DELETE"
+
+
+def records_of(events: list[dict[str, Any]]) -> list[NormalizedRecord]:
+    records, rejections = normalize_input(jsonl(events), "test")
+    assert rejections == []
+    return records
+
+
+def newest_first(records: list[NormalizedRecord]) -> list[NormalizedRecord]:
+    return sorted(records, key=lambda record: RecordKey.of(record).row_key)
+
+
+def event_keys(records: list[Any]) -> list[str]:
+    return [record["EventKey"] for record in records]
+
+
+def request(params: dict[str, str]) -> func.HttpRequest:
+    return func.HttpRequest(
+        method="GET", url="http://localhost/api/activity", params=params, body=b""
+    )
+
+
+def _canonical(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%S.%f}0Z"
+
+
+@pytest.fixture
+def years(app: Runtime) -> list[NormalizedRecord]:
+    """One subscription's records: one from 2019 (its caller, operation and correlation id its
+    own), one from 2023, one from yesterday. Newest first."""
+    now = datetime.now(UTC)
+    records = records_of(
+        [
+            activity_event(7, time=OLD_TIME, caller=OLD_CALLER, operationName=OLD_OPERATION),
+            activity_event(8, time="2023-06-15T08:30:00.0000000Z"),
+            activity_event(9, time=_canonical(now - timedelta(days=1))),
+        ]
+    )
+    assert len(app.writer.write(records).indexed) == 3
+    return newest_first(records)
+
+
+# --- item 13: a key lookup without --since searches the whole retained range --------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "column"),
+    [
+        ("--correlation-id", "CorrelationId"),
+        ("--resource", "ResourceId"),
+        ("--caller", "Caller"),
+        ("--operation", "OperationNameValue"),
+    ],
+)
+def test_a_key_lookup_without_since_finds_an_event_years_old(
+    settings: Settings, years: list[NormalizedRecord], flag: str, column: str
+) -> None:
+    old = years[-1]
+    assert old["TimeGenerated"] == OLD_TIME
+    result = shared_cli("query", flag, old[column].upper(), settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout) == [old]
+    assert result.stderr == b""
+
+
+def test_a_subscription_lookup_without_since_reads_back_to_the_oldest_day(
+    settings: Settings, years: list[NormalizedRecord]
+) -> None:
+    result = shared_cli("query", "--subscription", SUBSCRIPTION, settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout) == years
+    # --until alone (even before anything indexed) leaves the start at the index's oldest day.
+    until = shared_cli("query", "--caller", OLD_CALLER, "--until", "2019-03-02", settings=settings)
+    assert until.returncode == 0, until.stderr
+    assert json_lines(until.stdout) == [years[-1]]
+    before = shared_cli("query", "--caller", OLD_CALLER, "--until", "2018-01-01", settings=settings)
+    assert before.returncode == 0 and before.stdout == b"", before.stderr
+    assert b"no records found" in before.stderr
+
+
+def test_a_query_without_a_key_filter_keeps_30_days_and_an_empty_one_says_what_it_searched(
+    settings: Settings, years: list[NormalizedRecord]
+) -> None:
+    recent = shared_cli("query", settings=settings)
+    assert recent.returncode == 0, recent.stderr
+    assert json_lines(recent.stdout) == [years[0]]
+
+    empty = shared_cli("query", "--category", "Policy", settings=settings)
+    assert (empty.returncode, empty.stdout) == (0, b"")
+    message = empty.stderr.decode()
+    assert message.count("\n") == 1, message
+    assert message.startswith("no records found from ")
+    assert "searched the last 30 days" in message and "--since" in message
+    assert "the index holds records from 2019-03-01 on" in message
+
+
+def test_a_key_lookup_that_finds_nothing_says_which_range_it_searched(
+    settings: Settings, years: list[NormalizedRecord]
+) -> None:
+    result = shared_cli("query", "--caller", "nobody@contoso.com", settings=settings)
+    assert (result.returncode, result.stdout) == (0, b"")
+    message = result.stderr.decode()
+    assert message.count("\n") == 1, message
+    assert message.startswith("no records found from 2019-03-01T00:00:00+00:00 to ")
+    assert "the whole index" in message
+
+    given = shared_cli(
+        *("query", "--caller", OLD_CALLER, "--since", "2020-01-01", "--format", "table"),
+        settings=settings,
+    )
+    assert given.returncode == 0
+    assert given.stdout.decode().splitlines()[0].startswith("TIME")  # the table's header only
+    assert len(given.stdout.decode().splitlines()) == 1
+    assert given.stderr.decode().startswith("no records found from 2020-01-01T00:00:00+00:00 to ")
+    assert "the range asked for" in given.stderr.decode()
+
+
+def test_an_empty_index_keeps_30_days_for_key_lookups_and_says_it_is_empty(
+    settings: Settings, app: Runtime
+) -> None:
+    result = shared_cli("query", "--caller", "anyone@contoso.com", settings=settings)
+    assert (result.returncode, result.stdout) == (0, b"")
+    assert "the index is empty" in result.stderr.decode()
+    assert query_module.oldest_indexed_day(app.stores.records) is None
+    now = datetime.now(UTC)
+    query = query_module.read_query({"caller": "x"}, now, app.stores.records)
+    assert query.since == now - DEFAULT_SPAN
+
+
+def test_the_oldest_indexed_day_and_the_default_since_it_gives(
+    app: Runtime, years: list[NormalizedRecord]
+) -> None:
+    oldest = query_module.oldest_indexed_day(app.stores.records)
+    assert oldest == datetime(2019, 3, 1, tzinfo=UTC)
+    now = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
+    for key in ("subscription", "resource", "caller", "correlation_id", "operation"):
+        query = parse_query({key: "x"}, now, oldest_day=oldest)
+        assert (query.since, query.until) == (oldest, now)
+    # Without a key filter, or with a since of the caller's own, the oldest day plays no part.
+    assert parse_query({}, now, oldest_day=oldest).since == now - DEFAULT_SPAN
+    assert parse_query({"caller": "x", "since": "7d"}, now, oldest_day=oldest).since == (
+        now - timedelta(days=7)
+    )
+    # An until before the index's start is not an error; at least 30 days are searched.
+    query = parse_query({"caller": "x", "until": "2018-01-01"}, now, oldest_day=oldest)
+    assert query.since == datetime(2018, 1, 1, tzinfo=UTC) - DEFAULT_SPAN
+
+
+def test_http_key_lookup_without_since_searches_the_whole_index(
+    app: Runtime, years: list[NormalizedRecord]
+) -> None:
+    old = years[-1]
+    now = datetime.now(UTC)
+    response = handle_activity(request({"correlation_id": old["CorrelationId"]}), app, now)
+    assert response.status_code == 200
+    assert orjson.loads(response.get_body()) == {"records": [old], "continuation": None}
+    # Page by page (one record a page, months of empty lookups in between), all three come.
+    got: list[NormalizedRecord] = []
+    continuation: str | None = None
+    for _ in range(100):
+        params = {"subscription": SUBSCRIPTION, "limit": "1"}
+        if continuation:
+            params["continuation"] = continuation
+        body = orjson.loads(handle_activity(request(params), app, now).get_body())
+        got.extend(body["records"])
+        continuation = body["continuation"]
+        if continuation is None:
+            break
+    assert got == years
+
+
+# --- item 14: the CLI's --limit is a total, read in pages of at most 1,000 ----------------
+
+BULK = 2500
+BULK_SPAN = ("--since", "2024-05-01", "--until", "2024-05-02")
+
+
+@pytest.fixture(scope="module")
+def bulk(azurite: Azurite) -> tuple[Settings, Runtime, list[NormalizedRecord]]:
+    """2,500 records of one subscription on 2024-05-01, through the real writer; newest first."""
+    settings = load_settings(
+        {STORAGE_CONNECTION: azurite.connection_string, STORE_PREFIX: f"r{os.getpid()}bulk"}
+    )
+    app = build_runtime(settings)
+    records = records_of([activity_event(n) for n in range(BULK)])
+    assert len(app.writer.write(records).indexed) == BULK
+    return settings, app, newest_first(records)
+
+
+def test_cli_limit_beyond_one_page_returns_exactly_that_many_newest_first(
+    bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
+) -> None:
+    settings, _, records = bulk
+    for filters in ((), ("--subscription", SUBSCRIPTION)):
+        result = shared_cli("query", *BULK_SPAN, *filters, "--limit", "2200", settings=settings)
+        assert result.returncode == 0, result.stderr
+        got = json_lines(result.stdout)  # every line of stdout is a record
+        assert len(got) == 2200 and len(set(event_keys(got))) == 2200
+        assert event_keys(got) == event_keys(records[:2200])
+        progress = result.stderr.decode()
+        assert "records so far…" in progress, progress
+        assert "stopped at --limit 2200; more records match" in progress
+
+
+def test_cli_limit_above_what_matches_returns_everything_and_the_table_too(
+    bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
+) -> None:
+    settings, _, records = bulk
+    result = shared_cli("query", *BULK_SPAN, "--limit", "5000", settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert event_keys(json_lines(result.stdout)) == event_keys(records)
+    assert "stopped at" not in result.stderr.decode()
+    table = shared_cli(
+        "query", *BULK_SPAN, "--limit", "1500", "--format", "table", settings=settings
+    )
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.decode().splitlines()
+    assert lines[0].startswith("TIME") and len(lines) == 1501
+    assert lines[1].startswith(records[0]["TimeGenerated"][:19].replace("T", " "))
+
+
+def test_the_default_limit_says_when_it_cut_the_result_short(
+    bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
+) -> None:
+    settings, _, records = bulk
+    result = shared_cli("query", *BULK_SPAN, settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert event_keys(json_lines(result.stdout)) == event_keys(records[:100])
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and "stopped at --limit 100; more records match" in message
+
+
+def test_cli_pages_ask_for_at_most_1000(
+    bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, app, records = bulk
+    asked: list[int] = []
+    for table in (app.stores.records, app.stores.lookup):
+
+        def spy(*args: Any, _real: Any = table.query_entities, **kwargs: Any) -> Any:
+            asked.append(kwargs["results_per_page"])
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(table, "query_entities", spy)
+    for filters in ({}, {"subscription": SUBSCRIPTION}):
+        asked.clear()
+        out = io.StringIO()
+        args = cli_args(since="2024-05-01", until="2024-05-02", limit="2001", **filters)
+        assert query_main(args, app, out) == 0, capsys.readouterr().err
+        assert event_keys(json_lines(out.getvalue().encode())) == event_keys(records[:2001])
+        assert max(asked) == 1000 and asked.count(1000) >= 2
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "10000001", "1e3", "2_000"])
+def test_cli_limits_out_of_range_are_exit_two_naming_the_flag(
+    settings: Settings, limit: str
+) -> None:
+    result = shared_cli("query", f"--limit={limit}", settings=settings)
+    assert (result.returncode, result.stdout) == (2, b"")
+    message = result.stderr.decode()
+    assert message.startswith("error: --limit ") and message.count("\n") == 1, message
+    assert "10000000" in message
+
+
+def test_cli_accepts_the_largest_limit(settings: Settings) -> None:
+    result = shared_cli("query", "--limit", "10000000", "--caller", "x", settings=settings)
+    assert result.returncode == 0, result.stderr
+
+
+def test_http_still_pages_by_at_most_1000_and_refuses_5000(
+    bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
+) -> None:
+    _, app, records = bulk
+    now = datetime(2024, 5, 2, tzinfo=UTC)
+    span = {"since": "2024-05-01", "until": "2024-05-02"}
+    refused = handle_activity(request({**span, "limit": "5000"}), app, now)
+    assert refused.status_code == 400
+    error = orjson.loads(refused.get_body())["error"]
+    assert error.startswith("limit ") and "1000" in error
+    page = orjson.loads(handle_activity(request({**span, "limit": "1000"}), app, now).get_body())
+    assert event_keys(page["records"]) == event_keys(records[:1000])
+    assert page["continuation"] is not None
