@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from shared.generate import generate_events
-from shared.normalize import iter_normalized, normalize_input
+from shared.core.normalize import iter_normalized, normalize_input
+from shared.tools.generate import generate_events
 
 TARGET_RATIO = 4.0
 ROUNDS = 3

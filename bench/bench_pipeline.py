@@ -23,13 +23,13 @@ from typing import Any
 
 import orjson
 
-from shared.azurite import Azurite
-from shared.blobindex import ArchiveBlob, BlobIndexer
-from shared.delivery import EventBody, deliver
-from shared.generate import generate_events
-from shared.normalize import normalize_input
-from shared.runtime import Runtime, build_runtime
+from shared.bootstrap import Runtime, build_runtime
+from shared.core.normalize import normalize_input
+from shared.services.blob_indexing import ArchiveBlob, BlobIndexer
+from shared.services.delivery import EventBody, deliver
 from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION, STORE_PREFIX, load_settings
+from shared.tools.azurite import Azurite
+from shared.tools.generate import generate_events
 
 _stores = itertools.count(1)
 BLOB = "resourceId=/SUBSCRIPTIONS/BENCH/y=2025/m=01/d=06/h=10/m=00/PT1H.json"

@@ -7,9 +7,9 @@ import logging
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
-from shared import telemetry
-from shared.blobindex import ArchiveBlob
-from shared.runtime import runtime
+from shared.adapters import telemetry
+from shared.bootstrap import runtime
+from shared.services.blob_indexing import ArchiveBlob
 from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION
 
 bp = func.Blueprint()

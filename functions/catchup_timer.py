@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared import telemetry
-from shared.blobindex import catch_up
-from shared.runtime import runtime
+from shared.adapters import telemetry
+from shared.bootstrap import runtime
+from shared.services.blob_indexing import catch_up
 from shared.settings import CATCHUP_SCHEDULE
 
 bp = func.Blueprint()

@@ -6,9 +6,9 @@ import logging
 
 import azure.functions as func
 
-from shared import telemetry
-from shared.delivery import EventBody, deliver
-from shared.runtime import runtime
+from shared.adapters import telemetry
+from shared.bootstrap import runtime
+from shared.services.delivery import EventBody, deliver
 from shared.settings import EVENTHUB_CONNECTION, EVENTHUB_CONSUMER_GROUP, EVENTHUB_NAME
 
 bp = func.Blueprint()

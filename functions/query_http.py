@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import azure.functions as func
 import orjson
 
-from shared import telemetry
-from shared.query import QueryError, read_query, run_query
-from shared.runtime import Runtime, runtime
+from shared.adapters import telemetry
+from shared.bootstrap import Runtime, runtime
+from shared.services.query import QueryError, read_query, run_query
 
 bp = func.Blueprint()  # azure-functions leaves it unannotated
 

@@ -6,9 +6,9 @@ import logging
 
 import azure.functions as func
 
-from shared import telemetry
-from shared.retention import enforce_retention, policy_from
-from shared.runtime import runtime
+from shared.adapters import telemetry
+from shared.bootstrap import runtime
+from shared.services.retention import enforce_retention, policy_from
 from shared.settings import RETENTION_SCHEDULE
 
 bp = func.Blueprint()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.azurite import Azurite
-from shared.runtime import Runtime, build_runtime
+from shared.bootstrap import Runtime, build_runtime
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
+from shared.tools.azurite import Azurite
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import BinaryIO, Literal
 
-from shared.azurite import Azurite, connection_string
+from shared.tools.azurite import Azurite, connection_string
 
 LOOPBACK = "127.0.0.1"
 SERVICES = ("blob", "table")

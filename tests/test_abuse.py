@@ -2,7 +2,7 @@
 and the command line.
 
 Inputs: the team's real samples (../shared/samples, tests skip without them) and generated
-events (shared.generate), mutated by byte flips, truncations, invalid UTF-8, type swaps, huge
+events (shared.tools.generate), mutated by byte flips, truncations, invalid UTF-8, type swaps, huge
 and deeply nested values; and random JSON from hypothesis. Nothing may raise, and where an
 input's events can be counted, records + rejections is that count.
 
@@ -36,25 +36,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.query_http import handle_activity
-from shared import cli
 from shared import settings as names
-from shared.azurite import Azurite
-from shared.blobindex import ArchiveBlob
-from shared.decode import decode_line
-from shared.generate import generate_events
-from shared.index import IndexWriter, RecordKey, encode_body
-from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from shared.normalize import normalize, normalize_input
-from shared.query import (
+from shared.adapters.index_store import IndexWriter, RecordKey, encode_body
+from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.core.decode import decode_line
+from shared.core.normalize import normalize, normalize_input
+from shared.core.records import COLUMNS, NormalizedRecord, Rejection
+from shared.services.blob_indexing import ArchiveBlob
+from shared.services.query import (
     FILTER_RANGE,
     FILTER_RANGE_CATEGORY,
     FILTER_RESUME,
     FILTER_RESUME_CATEGORY,
     parse_query,
 )
-from shared.records import COLUMNS, NormalizedRecord, Rejection
-from shared.runtime import Runtime, build_runtime, runtime
 from shared.settings import Settings, load_settings
+from shared.tools import cli
+from shared.tools.azurite import Azurite
+from shared.tools.generate import generate_events
+from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.conftest import SAMPLES
 from tests.events import activity_event, envelope, jsonl
 from tests.fault_proxy import FaultProxy

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared import settings as names
-from shared.local_host import indexed_functions
+from shared.tools.local_host import indexed_functions
 
 ROOT = Path(__file__).resolve().parents[1]
 

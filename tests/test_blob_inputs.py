@@ -9,10 +9,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.blobindex import ArchiveBlob, BlobPath, container_sources, folder_sources, index_each
-from shared.deadletter import REJECTED
-from shared.normalize import normalize_input
-from shared.runtime import Runtime
+from shared.adapters.deadletters import REJECTED
+from shared.bootstrap import Runtime
+from shared.core.normalize import normalize_input
+from shared.services.blob_indexing import (
+    ArchiveBlob,
+    BlobPath,
+    container_sources,
+    folder_sources,
+    index_each,
+)
 from shared.settings import Settings
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.test_blobindex import append_blob, indexed_keys, keys_of, pt1h_name

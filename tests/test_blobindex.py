@@ -11,7 +11,11 @@ import orjson
 from azure.storage.blob import BlobClient, ContainerClient
 
 from shared import settings as names
-from shared.blobindex import (
+from shared.adapters.deadletters import REJECTED
+from shared.adapters.index_store import RecordKey
+from shared.bootstrap import Runtime, runtime
+from shared.core.normalize import normalize_input
+from shared.services.blob_indexing import (
     ArchiveBlob,
     BlobIndexer,
     BlobPath,
@@ -19,13 +23,9 @@ from shared.blobindex import (
     catch_up,
     hours_back,
 )
-from shared.deadletter import REJECTED
-from shared.delivery import EventBody, deliver
-from shared.index import RecordKey
-from shared.local_host import app_settings, registered
-from shared.normalize import normalize_input
-from shared.runtime import Runtime, runtime
+from shared.services.delivery import EventBody, deliver
 from shared.settings import Settings
+from shared.tools.local_host import app_settings, registered
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 
 HOUR = datetime(2024, 5, 1, 10, tzinfo=UTC)

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from shared import settings as names
-from shared.normalize import normalize_input
-from shared.records import COLUMNS
-from shared.runtime import Runtime
+from shared.bootstrap import Runtime
+from shared.core.normalize import normalize_input
+from shared.core.records import COLUMNS
 from shared.settings import Settings
 from tests.conftest import SAMPLES
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
@@ -216,7 +216,7 @@ def test_backfill_a_container_narrowed_by_time(
 
 
 def test_storage_that_cannot_be_reached_is_exit_one_with_one_line(tmp_path: Path) -> None:
-    from shared.azurite import _free_port, connection_string
+    from shared.tools.azurite import _free_port, connection_string
 
     closed = _free_port()  # nothing listens there
     body = tmp_path / "batch.json"
@@ -234,8 +234,8 @@ def test_storage_that_cannot_be_reached_is_exit_one_with_one_line(tmp_path: Path
 def test_without_storage_settings_azurite_is_started_and_keeps_its_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared import azurite
-    from shared.azurite import _free_port, _listening, local_storage
+    from shared.tools import azurite
+    from shared.tools.azurite import _free_port, _listening, local_storage
 
     ports = (_free_port(), _free_port(), _free_port())
     monkeypatch.setattr(azurite, "DEFAULT_PORTS", ports)

@@ -23,23 +23,23 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import deadletter as deadletter_module
-from shared import forward
 from shared import settings as names
-from shared.deadletter import (
+from shared.adapters import deadletters as deadletter_module
+from shared.adapters import log_analytics as forward
+from shared.adapters.deadletters import (
     NOT_FORWARDED,
     REJECTED,
     UNDELIVERED,
     DeadLetter,
     DeadLetterStore,
 )
-from shared.delivery import EventBody, RetryableDeliveryError, deliver
-from shared.index import IndexWriter
-from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from shared.normalize import normalize_input
-from shared.replay import replay
-from shared.runtime import Runtime, build_runtime, runtime
+from shared.adapters.index_store import IndexWriter
+from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.core.normalize import normalize_input
+from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.services.replay import replay
 from shared.settings import Settings, load_settings
+from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer, StaticTokenCredential
 
@@ -77,7 +77,7 @@ def unreachable_writer(settings: Settings) -> IndexWriter:
     """An index whose table endpoint refuses connections: storage is down."""
     from azure.data.tables import TableServiceClient
 
-    from shared.azurite import connection_string
+    from shared.tools.azurite import connection_string
 
     tables = TableServiceClient.from_connection_string(connection_string(1, 1, 1), retry_total=0)
     return IndexWriter(
@@ -126,9 +126,11 @@ class Forwarding:
 @pytest.fixture
 def forwarding(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Forwarding]:
     """Storage on Azurite, forwarding to the loopback Logs Ingestion endpoint."""
-    monkeypatch.setattr("shared.storage.credential_for", lambda _settings: StaticTokenCredential())
+    monkeypatch.setattr(
+        "shared.adapters.storage.credential_for", lambda _settings: StaticTokenCredential()
+    )
     quick = functools.partial(forward.build_client, retry_total=2, retry_backoff_factor=0.05)
-    monkeypatch.setattr("shared.forward.build_client", quick)
+    monkeypatch.setattr("shared.adapters.log_analytics.build_client", quick)
     with LogsIngestionServer(RULE_ID, STREAM) as server:
         values = {
             names.STORAGE_CONNECTION: settings.storage_connection,
@@ -323,7 +325,8 @@ def test_two_replays_at_once_deliver_each_undelivered_body_once(
 REPLAY_WHEN_TOLD = """
 import os, sys, time
 from pathlib import Path
-from shared import cli, storage
+from shared.tools import cli
+from shared.adapters import storage
 from tests.logs_ingestion_server import StaticTokenCredential
 
 storage.credential_for = lambda settings: StaticTokenCredential()

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from shared.decode import RawEvent, decode, decode_line
-from shared.records import Rejection
+from shared.core.decode import RawEvent, decode, decode_line
+from shared.core.records import Rejection
 
 A = {"time": "2024-05-01T10:00:00.0000000Z", "operationName": "a/b/write"}
 B = {"time": "2024-05-01T10:00:01.0000000Z", "operationName": "c/d/delete"}

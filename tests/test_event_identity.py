@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from shared import settings as names
-from shared.blobindex import ArchiveBlob
-from shared.local_host import Invocation, app_settings, event_hub_batch, registered
-from shared.normalize import normalize_input
-from shared.runtime import Runtime, runtime
+from shared.bootstrap import Runtime, runtime
+from shared.core.normalize import normalize_input
+from shared.services.blob_indexing import ArchiveBlob
 from shared.settings import Settings
+from shared.tools.local_host import Invocation, app_settings, event_hub_batch, registered
 from tests.events import activity_event, envelope, jsonl
 from tests.test_blobindex import append_blob, pt1h_name
 

@@ -13,16 +13,16 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import forward
 from shared import settings as names
-from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED
-from shared.delivery import EventBody, RetryableDeliveryError, deliver
-from shared.index import IndexWriter, RecordKey
-from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from shared.normalize import normalize_input
-from shared.replay import replay
-from shared.runtime import Runtime, build_runtime, runtime
+from shared.adapters import log_analytics as forward
+from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
+from shared.adapters.index_store import IndexWriter, RecordKey
+from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.core.normalize import normalize_input
+from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.services.replay import replay
 from shared.settings import Settings, load_settings
+from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.events import activity_event, envelope
 from tests.logs_ingestion_server import LogsIngestionServer
 
@@ -63,10 +63,12 @@ def _credential_for_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     # Entra ID is out of reach here: the loopback endpoint accepts this static test token.
     from tests.logs_ingestion_server import StaticTokenCredential
 
-    monkeypatch.setattr("shared.storage.credential_for", lambda _settings: StaticTokenCredential())
+    monkeypatch.setattr(
+        "shared.adapters.storage.credential_for", lambda _settings: StaticTokenCredential()
+    )
     # Short backoff between the client's own retries, so an outage costs seconds here.
     quick = functools.partial(forward.build_client, retry_total=2, retry_backoff_factor=0.05)
-    monkeypatch.setattr("shared.forward.build_client", quick)
+    monkeypatch.setattr("shared.adapters.log_analytics.build_client", quick)
 
 
 def test_a_batch_mixing_good_and_bad_events(settings: Settings) -> None:
@@ -203,7 +205,7 @@ def _unreachable_writer(settings: Settings) -> IndexWriter:
     """An index whose table endpoint refuses connections: a storage outage."""
     from azure.data.tables import TableServiceClient
 
-    from shared.azurite import connection_string
+    from shared.tools.azurite import connection_string
 
     dead = connection_string(1, 1, 1)
     tables = TableServiceClient.from_connection_string(dead, retry_total=0)

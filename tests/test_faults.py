@@ -28,18 +28,19 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 
-from shared import forward, storage
 from shared import settings as names
-from shared.azurite import Azurite
-from shared.blobindex import ArchiveBlob, BlobIndexer, BlobPath, catch_up
-from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED
-from shared.delivery import RetryableDeliveryError
-from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from shared.normalize import normalize_input
-from shared.records import NormalizedRecord
-from shared.replay import replay
-from shared.runtime import Runtime, build_runtime, runtime
+from shared.adapters import log_analytics as forward
+from shared.adapters import storage
+from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
+from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
+from shared.services.blob_indexing import ArchiveBlob, BlobIndexer, BlobPath, catch_up
+from shared.services.delivery import RetryableDeliveryError
+from shared.services.replay import replay
 from shared.settings import Settings, load_settings
+from shared.tools.azurite import Azurite
+from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.events import SUBSCRIPTION, activity_event, envelope
 from tests.fault_proxy import (
     APPLIED_THEN_500,
@@ -574,9 +575,11 @@ def forwarding(
 ) -> dict[str, str]:
     """App settings that forward to the loopback endpoint, with a static test token and a
     client whose own retries are few and quick (429 still waits its Retry-After)."""
-    monkeypatch.setattr("shared.storage.credential_for", lambda _settings: StaticTokenCredential())
+    monkeypatch.setattr(
+        "shared.adapters.storage.credential_for", lambda _settings: StaticTokenCredential()
+    )
     quick = functools.partial(forward.build_client, retry_total=2, retry_backoff_factor=0.05)
-    monkeypatch.setattr("shared.forward.build_client", quick)
+    monkeypatch.setattr("shared.adapters.log_analytics.build_client", quick)
     return {
         **store_settings(settings, settings.storage_connection),
         names.LOGS_INGESTION_ENDPOINT: logs_ingestion.endpoint,
@@ -798,8 +801,8 @@ def test_two_instances_on_one_growing_blob(settings: Settings, app: Runtime) -> 
 KILLED_INDEXER = """
 import os, signal, sys
 from azure.data.tables import TableClient
-from shared.blobindex import ArchiveBlob, BlobIndexer, CursorStore
-from shared.runtime import build_runtime
+from shared.services.blob_indexing import ArchiveBlob, BlobIndexer, CursorStore
+from shared.bootstrap import build_runtime
 from shared.settings import load_settings
 
 app = build_runtime(load_settings(os.environ))

@@ -16,14 +16,14 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.monitor.ingestion import LogsIngestionClient
 
-from shared.forward import (
+from shared.adapters.log_analytics import (
     CHUNK_TARGET_BYTES,
     MAX_CALL_BYTES,
     LogAnalyticsForwarder,
     TransientForwardError,
     build_client,
 )
-from shared.records import NormalizedRecord
+from shared.core.records import NormalizedRecord
 from tests.logs_ingestion_server import (
     API_VERSION,
     MAX_BODY_BYTES,

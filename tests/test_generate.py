@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from shared.generate import generate_events
-from shared.normalize import normalize_input
-from shared.records import NormalizedRecord
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
+from shared.tools.generate import generate_events
 
 EIGHT = {
     "Administrative",

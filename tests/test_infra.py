@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from shared import settings
-from shared.records import COLUMNS
+from shared.core.records import COLUMNS
 from shared.settings import CATEGORIES, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

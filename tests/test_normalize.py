@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.normalize import event_key, normalize, normalize_input, parse_time
-from shared.records import COLUMNS, NormalizedRecord, Rejection
+from shared.core.normalize import event_key, normalize, normalize_input, parse_time
+from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 
 T = "2024-05-01T10:00:00.1234567Z"
 UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"

@@ -15,11 +15,12 @@ import orjson
 import pytest
 
 from functions.query_http import handle_activity
-from shared import query as query_module
-from shared.azurite import Azurite
-from shared.index import RecordKey, lookup_partition, row_key_for
-from shared.normalize import normalize
-from shared.query import (
+from shared.adapters.index_store import RecordKey, lookup_partition, row_key_for
+from shared.bootstrap import Runtime, build_runtime
+from shared.core.normalize import normalize
+from shared.core.records import COLUMNS, NormalizedRecord, Rejection
+from shared.services import query as query_module
+from shared.services.query import (
     ActivityQuery,
     QueryError,
     QueryPage,
@@ -29,9 +30,8 @@ from shared.query import (
     query_main,
     run_query,
 )
-from shared.records import COLUMNS, NormalizedRecord, Rejection
-from shared.runtime import Runtime, build_runtime
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
+from shared.tools.azurite import Azurite
 
 NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
 SPAN = {"since": "2024-01-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"}

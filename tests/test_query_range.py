@@ -13,14 +13,14 @@ import orjson
 import pytest
 
 from functions.query_http import handle_activity
-from shared import query as query_module
-from shared.azurite import Azurite
-from shared.index import RecordKey
-from shared.normalize import normalize_input
-from shared.query import DEFAULT_SPAN, parse_query, query_main
-from shared.records import NormalizedRecord
-from shared.runtime import Runtime, build_runtime
+from shared.adapters.index_store import RecordKey
+from shared.bootstrap import Runtime, build_runtime
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
+from shared.services import query as query_module
+from shared.services.query import DEFAULT_SPAN, parse_query, query_main
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
+from shared.tools.azurite import Azurite
 from tests.events import SUBSCRIPTION, activity_event, jsonl
 from tests.test_cli import json_lines, shared_cli
 from tests.test_query import cli_args

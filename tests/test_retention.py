@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 
 from shared import settings as names
-from shared.index import RecordKey
-from shared.normalize import normalize_input
-from shared.query import parse_query, run_query
-from shared.records import NormalizedRecord
-from shared.retention import RetentionPolicy, enforce_retention
-from shared.runtime import Runtime
+from shared.adapters.index_store import RecordKey
+from shared.bootstrap import Runtime
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
+from shared.services.query import parse_query, run_query
+from shared.services.retention import RetentionPolicy, enforce_retention
 from shared.settings import CATEGORIES, Settings
 from tests.events import SUBSCRIPTION, activity_event, envelope
 

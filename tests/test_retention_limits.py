@@ -24,16 +24,16 @@ import orjson
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared import retention
 from shared import settings as names
-from shared.blobindex import Cursor, CursorStore, hour_key
-from shared.deadletter import UNDELIVERED, DeadLetter
-from shared.index import day_partition, days_between, month_bucket
-from shared.records import NormalizedRecord
-from shared.retention import RetentionPolicy, enforce_retention
-from shared.runtime import Runtime
+from shared.adapters.deadletters import UNDELIVERED, DeadLetter
+from shared.adapters.index_store import day_partition, days_between, month_bucket
+from shared.adapters.storage import Stores
+from shared.bootstrap import Runtime
+from shared.core.records import NormalizedRecord
+from shared.services import retention
+from shared.services.blob_indexing import Cursor, CursorStore, hour_key
+from shared.services.retention import RetentionPolicy, enforce_retention
 from shared.settings import CATEGORIES, Settings
-from shared.storage import Stores
 from tests.events import SUBSCRIPTION
 from tests.test_retention import AS_OF, record_at, stored_keys
 
@@ -492,7 +492,7 @@ def canonical(moment: datetime) -> str:
 
 
 def test_events_before_year_1000_expire(app: Runtime) -> None:
-    from shared.normalize import normalize_input
+    from shared.core.normalize import normalize_input
     from tests.events import activity_event, envelope
 
     moments = [datetime(1, 1, 1, tzinfo=UTC), datetime(999, 3, 1, 10, tzinfo=UTC)]

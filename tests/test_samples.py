@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.normalize import normalize_input
-from shared.records import COLUMNS, NormalizedRecord, Rejection
+from shared.core.normalize import normalize_input
+from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 SAMPLE_FILES = (

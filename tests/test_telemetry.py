@@ -41,12 +41,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 
 from shared import settings as names
-from shared import telemetry
-from shared.blobindex import ArchiveBlob
-from shared.delivery import EventBody, RetryableDeliveryError, deliver
-from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from shared.runtime import Runtime, runtime
+from shared.adapters import telemetry
+from shared.bootstrap import Runtime, runtime
+from shared.services.blob_indexing import ArchiveBlob
+from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.settings import Settings
+from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.events import BASE_TIME, SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer
 from tests.test_eventhub import RULE_ID, STREAM, _credential_for_tests, _unreachable_writer
@@ -481,8 +481,8 @@ def test_telemetry_failures_cannot_break_a_handler(
 CHILD = """
 import json, logging, sys
 from opentelemetry import _logs, metrics, trace
-from shared import telemetry
-from shared.local_host import Invocation, event_hub_batch, registered
+from shared.adapters import telemetry
+from shared.tools.local_host import Invocation, event_hub_batch, registered
 from tests.events import activity_event, envelope
 
 logging.getLogger().setLevel(logging.INFO)  # as the Functions worker's root logger is
@@ -668,7 +668,10 @@ def test_with_the_setting_the_process_exports_to_application_insights(
         (item["data"]["baseData"]["properties"]["logger_name"], item["data"]["baseData"]["message"])
         for item in endpoint.of_type("MessageData")
     }
-    assert ("shared.telemetry", "telemetry: exporting to Application Insights") in by_logger
+    assert (
+        "shared.adapters.telemetry",
+        "telemetry: exporting to Application Insights",
+    ) in by_logger
     others = {
         message for logger, message in by_logger if not logger.startswith(("functions.", "shared."))
     }

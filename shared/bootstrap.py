@@ -7,12 +7,12 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.blobindex import BlobIndexer, CursorStore
-from shared.deadletter import DeadLetterStore
-from shared.forward import LogAnalyticsForwarder
-from shared.index import IndexReader, IndexWriter
+from shared.adapters.deadletters import DeadLetterStore
+from shared.adapters.index_store import IndexReader, IndexWriter
+from shared.adapters.log_analytics import LogAnalyticsForwarder
+from shared.adapters.storage import Stores, connect
+from shared.services.blob_indexing import BlobIndexer, CursorStore
 from shared.settings import Settings, load_settings
-from shared.storage import Stores, connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,8 @@ def build_runtime(settings: Settings) -> Runtime:
     stores.ensure()
     forwarder = None
     if settings.forwards_to_log_analytics:
-        from shared.forward import build_client  # only when forwarding is configured
-        from shared.storage import credential_for
+        from shared.adapters.log_analytics import build_client  # only when forwarding is configured
+        from shared.adapters.storage import credential_for
 
         client = build_client(settings.logs_ingestion_endpoint, credential_for(settings))
         forwarder = LogAnalyticsForwarder(

@@ -38,8 +38,8 @@ from typing import Any
 
 import orjson
 
-from shared.decode import ExactNumber, RawEvent, decode, json_type, loads
-from shared.records import COLUMNS, NormalizedRecord, Rejection
+from shared.core.decode import ExactNumber, RawEvent, decode, json_type, loads
+from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 from shared.settings import CATEGORIES
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ policy holds the checkpoint and re-drives the same batch, or (c) on the last att
 what it could not deliver into dead letters before returning. Redelivery is harmless: index
 rows are keyed by EventKey and Log Analytics deliveries are marked on the record row. A record
 sent again on redelivery whose not-forwarded letter exists is sent only under a claim on that
-letter (see shared.deadletter), so a replay of the letter and the redelivery never both send it.
+letter (see shared.adapters.deadletters), so a replay of the letter and the redelivery never
+both send it.
 Dead letters keep the input's exact bytes.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from shared.deadletter import (
+from shared.adapters.deadletters import (
     NOT_FORWARDED,
     REJECTED,
     UNDELIVERED,
@@ -31,10 +32,10 @@ from shared.deadletter import (
     LetterHeld,
     text_and_data,
 )
-from shared.forward import LogAnalyticsForwarder, TransientForwardError
-from shared.index import IndexWriter, WriteResult, lag_seconds, larger_lag
-from shared.normalize import normalize_input
-from shared.records import NormalizedRecord
+from shared.adapters.index_store import IndexWriter, WriteResult, lag_seconds, larger_lag
+from shared.adapters.log_analytics import LogAnalyticsForwarder, TransientForwardError
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
 
 log = logging.getLogger(__name__)
 

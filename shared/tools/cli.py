@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn
 import orjson
 from azure.core.exceptions import AzureError
 
-from shared.records import Rejection
+from shared.core.records import Rejection
 from shared.settings import SettingsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
@@ -47,7 +47,7 @@ def _write_json_line(stream: IO[bytes], value: Any) -> None:
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
-    from shared.normalize import iter_normalized
+    from shared.core.normalize import iter_normalized
 
     out, err = sys.stdout.buffer, sys.stderr.buffer
     status = EXIT_OK
@@ -77,9 +77,9 @@ def _say(text: str) -> None:
 @contextmanager
 def _runtime() -> Iterator[Any]:
     """The app's clients against AzureWebJobsStorage, or Azurite when that is not set."""
-    from shared.azurite import local_storage
-    from shared.runtime import build_runtime
+    from shared.bootstrap import build_runtime
     from shared.settings import STORAGE_CONNECTION, load_settings
+    from shared.tools.azurite import local_storage
 
     with local_storage(_say) as connection:
         env = dict(os.environ)
@@ -99,7 +99,7 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 def event_hub_bodies(path: str, data: bytes) -> list[Any]:
     """A file of Event Hub bodies: one JSON value is one body, else each non-blank line is."""
-    from shared.delivery import EventBody
+    from shared.services.delivery import EventBody
 
     try:
         orjson.loads(data)
@@ -113,7 +113,7 @@ def event_hub_bodies(path: str, data: bytes) -> list[Any]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from shared.delivery import DeliveryReport, RetryableDeliveryError, deliver
+    from shared.services.delivery import DeliveryReport, RetryableDeliveryError, deliver
 
     bodies = []
     for path in args.files:
@@ -152,7 +152,7 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
 
 
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
-    from shared.replay import replay
+    from shared.services.replay import replay
 
     with _runtime() as app:
         summary = replay(app, kind=args.kind)
@@ -169,7 +169,7 @@ def parse_time_argument(text: str) -> datetime:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from shared.blobindex import container_sources, folder_sources, index_each
+    from shared.services.blob_indexing import container_sources, folder_sources, index_each
 
     since = parse_time_argument(args.since) if args.since else None
     until = parse_time_argument(args.until) if args.until else None
@@ -206,7 +206,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from shared.retention import enforce_retention, policy_from
+    from shared.services.retention import enforce_retention, policy_from
 
     as_of = parse_time_argument(args.as_of) if args.as_of else None
     with _runtime() as app:
@@ -223,7 +223,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shared.pipeline import run
+    from shared.tools.pipeline import run
 
     source = Path(args.source) if args.source else None
     if source is not None and not source.is_dir():
@@ -241,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from shared.query import query_main
+    from shared.services.query import query_main
 
     with _runtime() as app:
         return query_main(args, app, sys.stdout)

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from shared.records import Rejection
+from shared.core.records import Rejection
 
 _BOM = b"\xef\xbb\xbf"
 _LINE_SPACE = b" \t\r"  # JSON's own white space, less the newline that ends a line

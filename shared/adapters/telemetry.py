@@ -42,16 +42,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED
+from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
 from shared.settings import APPINSIGHTS_CONNECTION, STORAGE_CONNECTION
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from shared.blobindex import BlobReport
-    from shared.delivery import DeliveryReport
-    from shared.retention import RetentionReport
+    from shared.services.blob_indexing import BlobReport
+    from shared.services.delivery import DeliveryReport
+    from shared.services.retention import RetentionReport
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.monitor.ingestion import LogsIngestionClient
 
-from shared.records import NormalizedRecord
+from shared.core.records import NormalizedRecord
 
 log = logging.getLogger(__name__)
 

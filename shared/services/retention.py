@@ -35,8 +35,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from azure.storage.blob import ContainerClient
 
-from shared.blobindex import BlobPath, hour_key
-from shared.index import (
+from shared.adapters.index_store import (
     LOOKUP_COLUMNS,
     MAX_BATCH,
     day_partition,
@@ -44,7 +43,8 @@ from shared.index import (
     record_row_key,
     time_of_row_key,
 )
-from shared.storage import Stores
+from shared.adapters.storage import Stores
+from shared.services.blob_indexing import BlobPath, hour_key
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 import orjson
 from azure.data.tables import TableClient
 
-from shared.index import (
+from shared.adapters.index_store import (
     LOOKUP_COLUMNS,
     IndexReader,
     RecordKey,
@@ -41,8 +41,8 @@ from shared.index import (
     row_key_bound,
     time_of_row_key,
 )
-from shared.records import NormalizedRecord
-from shared.runtime import Runtime
+from shared.bootstrap import Runtime
+from shared.core.records import NormalizedRecord
 from shared.settings import CATEGORIES
 
 DEFAULT_LIMIT = 100

@@ -32,11 +32,11 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, UpdateMode
 from azure.storage.blob import ContainerClient
 
-from shared.deadletter import REJECTED, DeadLetter, DeadLetterStore
-from shared.decode import decode_line
-from shared.index import IndexWriter, encode_key_value, lag_seconds, larger_lag
-from shared.normalize import normalize, normalize_input
-from shared.records import NormalizedRecord, Rejection
+from shared.adapters.deadletters import REJECTED, DeadLetter, DeadLetterStore
+from shared.adapters.index_store import IndexWriter, encode_key_value, lag_seconds, larger_lag
+from shared.core.decode import decode_line
+from shared.core.normalize import normalize, normalize_input
+from shared.core.records import NormalizedRecord, Rejection
 
 log = logging.getLogger(__name__)
 

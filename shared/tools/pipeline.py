@@ -25,12 +25,12 @@ import orjson
 from azure.functions.timer import TimerRequest  # the worker's concrete timer binding
 
 from shared import settings as names
-from shared.azurite import local_storage
-from shared.blobindex import BlobPath
-from shared.generate import generate_events
-from shared.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from shared.query import format_table, parse_query, run_query
-from shared.runtime import Runtime, runtime
+from shared.bootstrap import Runtime, runtime
+from shared.services.blob_indexing import BlobPath
+from shared.services.query import format_table, parse_query, run_query
+from shared.tools.azurite import local_storage
+from shared.tools.generate import generate_events
+from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 
 COUNTED = ("events", "indexed", "duplicates", "deadlettered")
 BLOCK_BYTES = 4 * 1024 * 1024  # an append block holds at most 4 MiB
@@ -195,7 +195,7 @@ def _drive_generated(app: Runtime, count: int, seed: int, say: Callable[[str], N
 
 def _drive_source(app: Runtime, source: Path, say: Callable[[str], None]) -> int:
     """A user's folder: an archive container's copy (PT1H layout), or files of hub bodies."""
-    from shared.cli import event_hub_bodies
+    from shared.tools.cli import event_hub_bodies
 
     files = sorted(path for path in source.rglob("*") if path.is_file())
     archive = [path for path in files if BlobPath.parse(path.relative_to(source).as_posix()).hour]

@@ -36,7 +36,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from azure.storage.blob import ContainerClient
 
-from shared.records import NormalizedRecord
+from shared.core.records import NormalizedRecord
 
 # Lookup kinds: the query filter each one answers, and the record column it keys on.
 LOOKUP_COLUMNS: dict[str, str] = {

@@ -19,7 +19,7 @@ from shared.settings import STORAGE_CONNECTION
 # Azurite's published development account; its key is public and only works on Azurite.
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Where `UseDevelopmentStorage=true` points: Azurite's default ports on loopback.
 DEFAULT_PORTS = (10000, 10001, 10002)
 LOCAL_DATA = _PROJECT_ROOT / ".azurite"

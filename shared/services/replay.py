@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from shared.blobindex import BlobPath
-from shared.deadletter import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, LetterHeld
-from shared.delivery import EventBody, RetryableDeliveryError, deliver, index_and_forward
-from shared.forward import TransientForwardError
-from shared.normalize import normalize_input
-from shared.runtime import Runtime
+from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, LetterHeld
+from shared.adapters.log_analytics import TransientForwardError
+from shared.bootstrap import Runtime
+from shared.core.normalize import normalize_input
+from shared.services.blob_indexing import BlobPath
+from shared.services.delivery import EventBody, RetryableDeliveryError, deliver, index_and_forward
 
 REPLAYED, STILL_FAILING, CLAIMED_ELSEWHERE = "replayed", "still_failing", "claimed_elsewhere"
 

@@ -111,7 +111,7 @@ def registered(function_name: str) -> Callable[..., Any]:
 @contextmanager
 def app_settings(values: Mapping[str, str]) -> Iterator[None]:
     """Run with these app settings in the environment, as the host provides them."""
-    from shared.runtime import runtime
+    from shared.bootstrap import runtime
 
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)

@@ -1,0 +1,1 @@
+"""Adapters: one Azure service each (tables, blobs, Log Analytics, telemetry)."""

@@ -1,0 +1,1 @@
+"""The pure core: decoding, normalizing, keys, paths and policies. No Azure SDK here."""

@@ -1,0 +1,1 @@
+"""Use cases: each takes its stores as arguments and does one job."""

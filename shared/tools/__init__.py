@@ -1,0 +1,1 @@
+"""Local tooling (CLI, Azurite, generator, local host): never shipped (.funcignore)."""
