@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
+from shared.adapters.blobs import ArchiveBlob
 from shared.bootstrap import Runtime, build_runtime
 from shared.core.normalize import normalize_input
-from shared.services.blob_indexing import ArchiveBlob, BlobIndexer
+from shared.services.blob_indexing import BlobIndexer
 from shared.services.delivery import EventBody, deliver
 from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
+from functions import shell
 from shared.adapters import telemetry
-from shared.bootstrap import runtime
-from shared.services.blob_indexing import ArchiveBlob
+from shared.adapters.blobs import ArchiveBlob
 from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+TRIGGER = shell.Trigger(
+    "archive_blob",
+    telemetry.BLOB,
+    log,
+    "archive blob indexed",
+    functools.partial(telemetry.record_blobs, path=telemetry.BLOB),
+)
 
 
 # Event Grid is the only blob trigger source on Flex Consumption, and it fires once, when the
@@ -28,8 +36,8 @@ log = logging.getLogger(__name__)
 )
 def archive_blob(changed: blob.BlobClient) -> None:
     name = changed.blob_name
-    with telemetry.invocation("archive_blob", path=telemetry.BLOB, blob=name):
-        app = runtime()
-        report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name))
-        telemetry.record_blobs(report, path=telemetry.BLOB)
-        log.info("archive blob indexed", extra={"blob": name, **report.as_dict()})
+    shell.run(
+        TRIGGER,
+        lambda app: app.blob_indexer.index(ArchiveBlob(app.stores.archive, name)),
+        blob=name,
+    )

@@ -6,31 +6,38 @@ After an outage longer than its lookback it also covers the hours since its last
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime
 
 import azure.functions as func
 
+from functions import shell
 from shared.adapters import telemetry
-from shared.bootstrap import runtime
-from shared.services.blob_indexing import catch_up
+from shared.services.catchup import catch_up
 from shared.settings import CATCHUP_SCHEDULE
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+TRIGGER = shell.Trigger(
+    "archive_catchup",
+    telemetry.CATCHUP,
+    log,
+    "archive catch-up done",
+    functools.partial(telemetry.record_blobs, path=telemetry.CATCHUP),
+)
 
 
 @bp.function_name("archive_catchup")
 @bp.timer_trigger(arg_name="timer", schedule=f"%{CATCHUP_SCHEDULE}%", use_monitor=True)
 def archive_catchup(timer: func.TimerRequest) -> None:
-    with telemetry.invocation("archive_catchup", path=telemetry.CATCHUP, past_due=timer.past_due):
-        app = runtime()
-        report = catch_up(
+    shell.run(
+        TRIGGER,
+        lambda app: catch_up(
             app.blob_indexer,
             app.stores.archive,
-            app.cursors,
             now=datetime.now(UTC),
             hours=app.settings.catchup_hours,
-        )
-        telemetry.record_blobs(report, path=telemetry.CATCHUP)
-        log.info("archive catch-up done", extra={"past_due": timer.past_due, **report.as_dict()})
+        ),
+        past_due=timer.past_due,
+    )

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import azure.functions as func
 
+from functions import shell
 from shared.adapters import telemetry
-from shared.bootstrap import runtime
 from shared.services.delivery import EventBody, deliver
 from shared.settings import EVENTHUB_CONNECTION, EVENTHUB_CONSUMER_GROUP, EVENTHUB_NAME
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+TRIGGER = shell.Trigger(
+    "activity_events",
+    telemetry.EVENTHUB,
+    log,
+    "event hub batch delivered",
+    functools.partial(telemetry.record_delivery, path=telemetry.EVENTHUB),
+)
 
 # The checkpoint moves on when the invocation returns, even after an exception: only a retry
 # policy holds it. Exponential backoff gives a storage or Log Analytics outage ~30 minutes.
 MAX_RETRIES = 8
+FIRST_RETRY_AFTER = "00:00:05"
+LONGEST_RETRY_AFTER = "00:05:00"
+# host.json's extensions.eventHubs.maxEventBatchSize (tests/test_app.py holds them equal): the
+# most events one invocation gets, so what `python -m shared ingest` sends per call.
+MAX_EVENT_BATCH_SIZE = 100
 
 
 def event_body(event: func.EventHubEvent) -> EventBody:
@@ -44,8 +57,8 @@ def is_final_attempt(context: func.Context | None) -> bool:
 @bp.retry(
     strategy="exponential_backoff",
     max_retry_count=str(MAX_RETRIES),
-    minimum_interval="00:00:05",
-    maximum_interval="00:05:00",
+    minimum_interval=FIRST_RETRY_AFTER,
+    maximum_interval=LONGEST_RETRY_AFTER,
 )
 @bp.event_hub_message_trigger(
     arg_name="events",
@@ -57,14 +70,15 @@ def is_final_attempt(context: func.Context | None) -> bool:
 def activity_events(events: list[func.EventHubEvent], context: func.Context) -> None:
     bodies = [event_body(event) for event in events]
     partition = bodies[0].partition if bodies else ""  # a batch comes from one partition
-    with telemetry.invocation("activity_events", path=telemetry.EVENTHUB, partition=partition):
-        app = runtime()
-        report = deliver(
+    final_attempt = is_final_attempt(context)
+    shell.run(
+        TRIGGER,
+        lambda app: deliver(
             bodies,
             writer=app.writer,
             deadletters=app.deadletters,
-            forwarder=app.forwarder,
-            final_attempt=is_final_attempt(context),
-        )
-        telemetry.record_delivery(report, path=telemetry.EVENTHUB)
-        log.info("event hub batch delivered", extra={"partition": partition, **report.as_dict()})
+            forwarding=app.forwarding,
+            final_attempt=final_attempt,
+        ),
+        partition=partition,
+    )

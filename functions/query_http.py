@@ -6,13 +6,16 @@ One page of at most 1,000 records per request (`limit`), with a continuation for
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 import azure.functions as func
 import orjson
 
+from functions import shell
 from shared.adapters import telemetry
-from shared.bootstrap import Runtime, runtime
-from shared.services.query import QueryError, read_query, run_query
+from shared.bootstrap import Runtime
+from shared.core.query_spec import QueryError
+from shared.services.query import read_query, run_query
 
 bp = func.Blueprint()  # azure-functions leaves it unannotated
 
@@ -21,10 +24,10 @@ CONTINUATION = "continuation"
 FUNCTION_KEY = "code"
 
 
-def _json(status: int, body: object) -> func.HttpResponse:
+def _json(status: HTTPStatus, body: object) -> func.HttpResponse:
     return func.HttpResponse(
         orjson.dumps(body),
-        status_code=status,
+        status_code=int(status),
         mimetype="application/json",
         headers={"Cache-Control": "no-store"},
     )
@@ -47,11 +50,14 @@ def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.
             continuation=req.params.get(CONTINUATION),
         )
     except QueryError as error:
-        return _json(400, {"error": str(error)})
-    return _json(200, {"records": page.records, "continuation": page.continuation})
+        return _json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+    return _json(HTTPStatus.OK, {"records": page.records, "continuation": page.continuation})
 
 
 @bp.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def activity(req: func.HttpRequest) -> func.HttpResponse:
-    with telemetry.invocation("activity", path=telemetry.QUERY):
-        return handle_activity(req, runtime(), datetime.now(UTC))
+    return shell.invoke(
+        "activity",
+        lambda app: handle_activity(req, app, datetime.now(UTC)),
+        path=telemetry.QUERY,
+    )

@@ -7,11 +7,14 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from shared.adapters.cursors import CursorStore
 from shared.adapters.deadletters import DeadLetterStore
+from shared.adapters.forward_marks import ForwardMarks
 from shared.adapters.index_store import IndexReader, IndexWriter
 from shared.adapters.log_analytics import LogAnalyticsForwarder
 from shared.adapters.storage import Stores, connect
-from shared.services.blob_indexing import BlobIndexer, CursorStore
+from shared.services.blob_indexing import BlobIndexer
+from shared.services.forwarding import Forwarding
 from shared.settings import Settings, load_settings
 
 
@@ -22,9 +25,14 @@ class Runtime:
     writer: IndexWriter
     reader: IndexReader
     deadletters: DeadLetterStore
-    forwarder: LogAnalyticsForwarder | None
+    marks: ForwardMarks  # which records Log Analytics has accepted
+    forwarding: Forwarding | None  # None when forwarding is not configured
     cursors: CursorStore
     blob_indexer: BlobIndexer
+
+    @property
+    def forwarder(self) -> LogAnalyticsForwarder | None:
+        return self.forwarding.forwarder if self.forwarding is not None else None
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -43,9 +51,8 @@ def build_runtime(settings: Settings) -> Runtime:
             # Settings allow plain http only to a loopback test endpoint.
             enforce_https=settings.logs_ingestion_endpoint.startswith("https://"),
         )
-    writer = IndexWriter(
-        stores.records, stores.lookup, stores.oversize, forwarding=forwarder is not None
-    )
+    writer = IndexWriter(stores.records, stores.lookup, stores.oversize)
+    marks = ForwardMarks(stores.records)
     deadletters = DeadLetterStore(stores.deadletter)
     cursors = CursorStore(stores.cursors)
     return Runtime(
@@ -54,7 +61,8 @@ def build_runtime(settings: Settings) -> Runtime:
         writer=writer,
         reader=IndexReader(stores.records, stores.oversize),
         deadletters=deadletters,
-        forwarder=forwarder,
+        marks=marks,
+        forwarding=Forwarding(forwarder, marks) if forwarder is not None else None,
         cursors=cursors,
         blob_indexer=BlobIndexer(
             writer,

@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.core.records import CATEGORIES
+
 # Storage that holds the index, cursors, dead letters and (in Azure) the archive container.
 # A connection string locally (Azurite); identity-based in Azure (`__accountName`, or
 # `__blobServiceUri` + `__queueServiceUri` + `__tableServiceUri`, with `__clientId`).
@@ -37,17 +39,6 @@ APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 # Well-known Azurite development storage (a published, public key: not a secret).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
 DEFAULT_ARCHIVE_CONTAINER = "insights-activity-logs"
-
-CATEGORIES = (
-    "Administrative",
-    "ServiceHealth",
-    "ResourceHealth",
-    "Alert",
-    "Autoscale",
-    "Recommendation",
-    "Security",
-    "Policy",
-)
 
 
 # Upper bounds: every integer setting is checked against one, so that the date arithmetic

@@ -37,19 +37,20 @@ from hypothesis import strategies as st
 
 from functions.query_http import handle_activity
 from shared import settings as names
-from shared.adapters.index_store import IndexWriter, RecordKey, encode_body
+from shared.adapters.blobs import ArchiveBlob
+from shared.adapters.index_store import IndexWriter, encode_body
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.decode import decode_line
+from shared.core.keys import RecordKey
 from shared.core.normalize import normalize, normalize_input
-from shared.core.records import COLUMNS, NormalizedRecord, Rejection
-from shared.services.blob_indexing import ArchiveBlob
-from shared.services.query import (
+from shared.core.query_spec import (
     FILTER_RANGE,
     FILTER_RANGE_CATEGORY,
     FILTER_RESUME,
     FILTER_RESUME_CATEGORY,
     parse_query,
 )
+from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 from shared.settings import Settings, load_settings
 from shared.tools import cli
 from shared.tools.azurite import Azurite

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from functions import archive_blob_trigger, catchup_timer, eventhub_trigger, retention_timer, shell
 from shared import settings as names
 from shared.tools.local_host import indexed_functions
 
@@ -53,7 +56,21 @@ def test_event_hub_function_has_a_retry_policy_that_holds_the_checkpoint() -> No
     function = indexed_functions()["activity_events"]
     retry = function.get_setting("retry_policy").get_dict_repr()
     assert retry["strategy"] == "exponential_backoff"
-    assert int(retry["max_retry_count"]) >= 3
+    assert int(retry["max_retry_count"]) == eventhub_trigger.MAX_RETRIES >= 3
+    assert (retry["minimum_interval"], retry["maximum_interval"]) == (
+        eventhub_trigger.FIRST_RETRY_AFTER,
+        eventhub_trigger.LONGEST_RETRY_AFTER,
+    )
+
+
+@pytest.mark.parametrize(
+    "module", [archive_blob_trigger, catchup_timer, eventhub_trigger, retention_timer]
+)
+def test_each_trigger_names_its_span_after_its_registered_function(module: Any) -> None:
+    # functions.shell names the span (and `activitylog.function`) from the module's TRIGGER.
+    registered = indexed_functions()[module.TRIGGER.function]
+    assert registered.get_user_function().__module__ == module.__name__
+    assert module.TRIGGER.log.name == module.__name__  # the pipeline reads counts by logger
 
 
 def test_blob_trigger_watches_the_archive_container(
@@ -86,10 +103,47 @@ def test_query_is_an_authenticated_get(bindings: dict[str, list[dict[str, Any]]]
     assert trigger["route"] == "activity"
 
 
+@dataclass
+class Done:
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+
+def test_the_shell_runs_the_use_case_on_the_runtime_then_records_and_logs_its_report(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = object()
+    monkeypatch.setattr(shell, "runtime", lambda: worker)
+    recorded: list[Done] = []
+    trigger = shell.Trigger(
+        "f", "test", logging.getLogger("functions.f"), "f done", recorded.append
+    )
+
+    with caplog.at_level(logging.INFO, logger="functions.f"):
+        report = shell.run(trigger, lambda app: Done(3 if app is worker else 0), blob="b")
+    assert report == Done(3) and recorded == [report]
+    (line,) = caplog.records
+    assert (line.name, line.message, line.__dict__["blob"], line.__dict__["count"]) == (
+        "functions.f",
+        "f done",
+        "b",
+        3,
+    )
+
+    with pytest.raises(ZeroDivisionError):  # raised unchanged, nothing recorded nor logged
+        shell.run(trigger, lambda app: Done(1 // 0))
+    assert recorded == [report] and len(caplog.records) == 1
+
+
 def test_host_json_pins_the_extension_bundle_and_batches() -> None:
     host = json.loads((ROOT / "host.json").read_text())
     assert host["extensionBundle"]["version"] == "[4.0.0, 5.0.0)"
-    assert host["extensions"]["eventHubs"]["maxEventBatchSize"] == 100
+    # The largest batch one invocation gets, as the code knows it (the CLI's ingest batches).
+    assert host["extensions"]["eventHubs"]["maxEventBatchSize"] == (
+        eventhub_trigger.MAX_EVENT_BATCH_SIZE
+    )
 
 
 def test_local_settings_example_sets_every_setting_the_app_reads() -> None:

@@ -9,17 +9,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shared.adapters.blobs import ArchiveBlob
 from shared.adapters.deadletters import REJECTED
 from shared.bootstrap import Runtime
 from shared.core.normalize import normalize_input
-from shared.services.blob_indexing import (
-    ArchiveBlob,
-    BlobPath,
-    container_sources,
-    folder_sources,
-    index_each,
-)
+from shared.core.pt1h import BlobPath
+from shared.services.catchup import container_sources, index_each
 from shared.settings import Settings
+from shared.tools.folder import folder_sources
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.test_blobindex import append_blob, indexed_keys, keys_of, pt1h_name
 from tests.test_cli import shared_cli

@@ -11,18 +11,15 @@ import orjson
 from azure.storage.blob import BlobClient, ContainerClient
 
 from shared import settings as names
+from shared.adapters.blobs import ArchiveBlob
+from shared.adapters.cursors import Watermark
 from shared.adapters.deadletters import REJECTED
-from shared.adapters.index_store import RecordKey
 from shared.bootstrap import Runtime, runtime
+from shared.core.keys import RecordKey
 from shared.core.normalize import normalize_input
-from shared.services.blob_indexing import (
-    ArchiveBlob,
-    BlobIndexer,
-    BlobPath,
-    Watermark,
-    catch_up,
-    hours_back,
-)
+from shared.core.pt1h import BlobPath, blob_name, hours_back
+from shared.services.blob_indexing import BlobIndexer
+from shared.services.catchup import catch_up
 from shared.services.delivery import EventBody, deliver
 from shared.settings import Settings
 from shared.tools.local_host import app_settings, registered
@@ -143,12 +140,10 @@ def test_catch_up_alone_finds_every_blob_no_trigger_announced(archive_app: Runti
             )
             append_blob(app, pt1h_name(hour.replace(minute=0), subscription)).append_block(data)
             expected += keys_of(data)
-    report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=now, hours=5)
+    report = catch_up(app.blob_indexer, app.stores.archive, now=now, hours=5)
     assert report.failed == []
     assert indexed_keys(app) == sorted(expected)
-    assert (
-        catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=now, hours=5).indexed == 0
-    )
+    assert catch_up(app.blob_indexer, app.stores.archive, now=now, hours=5).indexed == 0
 
 
 def test_sealed_blobs_are_skipped_by_catch_up(archive_app: Runtime) -> None:
@@ -197,6 +192,14 @@ def test_subscription_comes_from_the_path_when_the_record_lacks_it(archive_app: 
     app.blob_indexer.index(ArchiveBlob(app.stores.archive, pt1h_name()))
     (row,) = list(app.stores.records.list_entities())
     assert app.reader.body_of(row)["SubscriptionId"] == SUBSCRIPTION
+
+
+def test_the_name_builder_and_the_parser_share_one_grammar() -> None:
+    assert blob_name(SUBSCRIPTION, HOUR) == pt1h_name()
+    assert BlobPath.parse(blob_name(SUBSCRIPTION, HOUR)) == BlobPath(SUBSCRIPTION.lower(), HOUR)
+    early = datetime(999, 1, 2, 3, tzinfo=UTC)  # years before 1000 keep four digits
+    assert "/y=0999/m=01/d=02/h=03/m=00/PT1H.json" in blob_name(SUBSCRIPTION, early)
+    assert BlobPath.parse(blob_name(SUBSCRIPTION, early)).hour == early
 
 
 def test_a_blob_outside_the_layout_is_indexed_from_its_content(archive_app: Runtime) -> None:
@@ -295,7 +298,7 @@ def test_a_blob_that_keeps_failing_never_stalls_the_others(archive_app: Runtime)
         {**app.cursors.load(broken, HOUR).entity(), "Offset": "not a number"}
     )
     for _ in range(2):
-        report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=now, hours=2)
+        report = catch_up(app.blob_indexer, app.stores.archive, now=now, hours=2)
         assert report.failed == [broken]
     healthy = b"".join(data for name, data in names_and_data.items() if name != broken)
     assert indexed_keys(app) == keys_of(healthy)
@@ -325,7 +328,7 @@ def test_an_outage_longer_than_the_lookback_misses_nothing(archive_app: Runtime)
     app = archive_app
     before = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
     data = write_events(app, HOUR, 0, 4) + write_events(app, HOUR + timedelta(hours=2), 10, 4)
-    first = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=before, hours=5)
+    first = catch_up(app.blob_indexer, app.stores.archive, now=before, hours=5)
     assert (first.failed, first.indexed) == ([], 8)
     # The first run ever looks at the recent hours only, and marks where they start.
     assert app.cursors.watermark().hour == hours_back(before, 5)[-1]
@@ -343,12 +346,12 @@ def test_an_outage_longer_than_the_lookback_misses_nothing(archive_app: Runtime)
     recent = write_events(app, later.replace(minute=0), 60, 2)
     missed = b"".join(outage) + recent
 
-    report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=5)
+    report = catch_up(app.blob_indexer, app.stores.archive, now=later, hours=5)
     assert report.failed == []
     assert (report.events, report.indexed, report.duplicates) == (21, 21, 0)
     assert indexed_keys(app) == keys_of(data + missed)
     assert app.cursors.watermark().hour == hours_back(later, 5)[-1]
-    again = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=5)
+    again = catch_up(app.blob_indexer, app.stores.archive, now=later, hours=5)
     assert (again.events, again.indexed, again.duplicates) == (0, 0, 0)
 
 
@@ -356,7 +359,7 @@ def test_a_long_outage_is_covered_over_several_runs_oldest_first(archive_app: Ru
     app = archive_app
     archive(app)
     before = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
-    catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=before, hours=2, max_hours=4)
+    catch_up(app.blob_indexer, app.stores.archive, now=before, hours=2, max_hours=4)
     assert app.cursors.watermark().hour == HOUR  # 12:00 minus two hours
 
     # Fourteen hours written while down (10:00 to 23:00), two events each, and one recent.
@@ -371,9 +374,7 @@ def test_a_long_outage_is_covered_over_several_runs_oldest_first(archive_app: Ru
     done, previous = recent, HOUR
     expected_marks = [HOUR + timedelta(hours=h) for h in (4, 8, 12)] + [start]
     for run, mark in enumerate(expected_marks):
-        report = catch_up(
-            app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2, max_hours=4
-        )
+        report = catch_up(app.blob_indexer, app.stores.archive, now=later, hours=2, max_hours=4)
         # Each run takes the oldest four hours of the backlog (and the recent ones, each time).
         covered = [hour for hour in by_hour if previous <= hour < mark]
         assert len(covered) == (4 if mark < start else 2)
@@ -385,9 +386,7 @@ def test_a_long_outage_is_covered_over_several_runs_oldest_first(archive_app: Ru
         assert indexed_keys(app) == keys_of(done)  # nothing newer in the backlog yet
         previous = mark
     assert indexed_keys(app) == keys_of(recent + b"".join(by_hour.values()))
-    final = catch_up(
-        app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2, max_hours=4
-    )
+    final = catch_up(app.blob_indexer, app.stores.archive, now=later, hours=2, max_hours=4)
     assert (final.indexed, final.duplicates) == (0, 0)
     assert app.cursors.watermark().hour == start
 
@@ -398,7 +397,6 @@ def test_a_failing_blob_holds_the_watermark_at_its_hour(archive_app: Runtime) ->
     catch_up(
         app.blob_indexer,
         app.stores.archive,
-        app.cursors,
         now=datetime(2024, 5, 1, 8, 30, tzinfo=UTC),
         hours=2,
     )
@@ -417,7 +415,7 @@ def test_a_failing_blob_holds_the_watermark_at_its_hour(archive_app: Runtime) ->
 
     later = datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
     for run in range(2):
-        report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2)
+        report = catch_up(app.blob_indexer, app.stores.archive, now=later, hours=2)
         assert report.failed == [broken]
         assert report.indexed == (9 if run == 0 else 0)
         assert indexed_keys(app) == keys_of(healthy)
@@ -425,7 +423,7 @@ def test_a_failing_blob_holds_the_watermark_at_its_hour(archive_app: Runtime) ->
         assert app.cursors.watermark().hour == HOUR - timedelta(hours=3)
 
     app.stores.cursors.delete_entity(damaged["PartitionKey"], damaged["RowKey"])  # repaired
-    report = catch_up(app.blob_indexer, app.stores.archive, app.cursors, now=later, hours=2)
+    report = catch_up(app.blob_indexer, app.stores.archive, now=later, hours=2)
     assert (report.failed, report.indexed, report.duplicates) == ([], 3, 0)
     assert indexed_keys(app) == keys_of(healthy + held)
     assert app.cursors.watermark().hour == hours_back(later, 2)[-1]
@@ -450,5 +448,5 @@ def test_the_watermark_write_is_conditional_and_a_lost_race_is_ignored(
     )
     assert cursors.watermark().hour is None
     now = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
-    catch_up(app.blob_indexer, archive(app), cursors, now=now, hours=2)
+    catch_up(app.blob_indexer, archive(app), now=now, hours=2)
     assert cursors.watermark().hour == HOUR

@@ -84,7 +84,6 @@ def unreachable_writer(settings: Settings) -> IndexWriter:
         tables.get_table_client(settings.records_table),
         tables.get_table_client(settings.lookup_table),
         build_runtime(settings).stores.oversize,
-        forwarding=True,
     )
 
 
@@ -151,7 +150,7 @@ def not_forwarded_letters(forwarding: Forwarding, count: int) -> tuple[Runtime, 
         [EventBody(envelope(events), "0", 1)],
         writer=app.writer,
         deadletters=app.deadletters,
-        forwarder=app.forwarder,
+        forwarding=app.forwarding,
     )
     assert (report.indexed, report.not_forwarded) == (count, count)
     assert len(list(app.deadletters.list(NOT_FORWARDED))) == count
@@ -306,7 +305,7 @@ def test_two_replays_at_once_deliver_each_undelivered_body_once(
         bodies,
         writer=unreachable_writer(forwarding.settings),
         deadletters=app.deadletters,
-        forwarder=app.forwarder,
+        forwarding=app.forwarding,
     )
     assert report.deadlettered == 50
     assert len(list(app.deadletters.list(UNDELIVERED))) == 50
@@ -439,7 +438,7 @@ def test_a_redelivery_leaves_a_record_whose_letter_a_replay_holds_to_that_replay
         [EventBody(envelope(events), "0", 1)],
         writer=other.writer,
         deadletters=other.deadletters,
-        forwarder=other.forwarder,
+        forwarding=other.forwarding,
     )
     assert sorted(forwarding.sent()) == sorted(set(keys) - {held_key})
     assert list(stored_letters(app)) == [held_name]  # the others' letters are void: removed
@@ -467,7 +466,7 @@ def test_a_replay_finishing_between_a_redeliverys_index_read_and_its_forwarding(
         [EventBody(envelope([activity_event(n) for n in range(5)]), "0", 1)],
         writer=delivering.writer,
         deadletters=delivering.deadletters,
-        forwarder=delivering.forwarder,
+        forwarding=delivering.forwarding,
     )
 
     assert sorted(forwarding.sent()) == keys
@@ -487,7 +486,7 @@ def test_a_replay_and_a_redelivery_at_once_send_each_record_once(
             [EventBody(envelope(events[i : i + 5]), "0", i) for i in range(0, 50, 5)],
             writer=delivering.writer,
             deadletters=delivering.deadletters,
-            forwarder=delivering.forwarder,
+            forwarding=delivering.forwarding,
         ).as_dict()
 
     at_once(lambda: replay(replaying), redeliver)
@@ -526,11 +525,11 @@ def test_a_record_twice_in_a_batch_is_forwarded_once_on_redelivery(
             bodies,
             writer=app.writer,
             deadletters=app.deadletters,
-            forwarder=app.forwarder,
+            forwarding=app.forwarding,
             final_attempt=False,
         )
     forwarding.server.fail_persistently(None)
-    deliver(bodies, writer=app.writer, deadletters=app.deadletters, forwarder=app.forwarder)
+    deliver(bodies, writer=app.writer, deadletters=app.deadletters, forwarding=app.forwarding)
     assert list(forwarding.sent().values()) == [1]
 
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from shared import settings as names
+from shared.adapters.blobs import ArchiveBlob
 from shared.bootstrap import Runtime, runtime
 from shared.core.normalize import normalize_input
-from shared.services.blob_indexing import ArchiveBlob
 from shared.settings import Settings
 from shared.tools.local_host import Invocation, app_settings, event_hub_batch, registered
 from tests.events import activity_event, envelope, jsonl

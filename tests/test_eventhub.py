@@ -16,8 +16,9 @@ import pytest
 from shared import settings as names
 from shared.adapters import log_analytics as forward
 from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
-from shared.adapters.index_store import IndexWriter, RecordKey
+from shared.adapters.index_store import IndexWriter
 from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.core.keys import RecordKey
 from shared.core.normalize import normalize_input
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.services.replay import replay
@@ -339,7 +340,7 @@ def test_only_storage_configured_indexes_alone(settings: Settings) -> None:
 def test_marking_a_record_forwarded_never_creates_a_bodiless_row(app: Runtime) -> None:
     kept, gone = normalize_input(envelope([activity_event(1), activity_event(2)]), "x")[0]
     app.writer.write([kept])
-    app.writer.mark_forwarded([kept, gone])  # `gone` was never indexed (or retention took it)
+    app.marks.mark([kept, gone])  # `gone` was never indexed (or retention took it)
     rows = list(app.stores.records.list_entities())
     assert len(rows) == 1
     assert rows[0]["Forwarded"] is True

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from shared import settings
-from shared.core.records import COLUMNS
-from shared.settings import CATEGORIES, load_settings
+from shared.core.records import CATEGORIES, COLUMNS
+from shared.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"

@@ -8,8 +8,18 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.core.normalize import event_key, normalize, normalize_input, parse_time
+from shared.core.decode import decode_line
+from shared.core.eventkey import event_key
+from shared.core.normalize import (
+    Batch,
+    iter_normalized,
+    normalize,
+    normalize_input,
+    normalize_line,
+    split,
+)
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
+from shared.core.timeparse import parse_time
 
 T = "2024-05-01T10:00:00.1234567Z"
 UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
@@ -902,3 +912,62 @@ def test_same_event_same_key_across_forms() -> None:
         assert rejections == []
         keys.update(record["EventKey"] for record in records)
     assert len(keys) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The one batch loop: normalize_input, iter_normalized and normalize_line agree
+
+
+def decode_and_normalize(line: bytes, source: str, subscription: str = "") -> list[Any]:
+    """What the blob indexer did per line before normalize_line: decode_line, then normalize."""
+    return [
+        item
+        if isinstance(item, Rejection)
+        else normalize(item.event, source=item.source, raw=item, fallback_subscription=subscription)
+        for item in decode_line(line, source)
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        orjson.dumps(EH_EVENT),
+        b" " + orjson.dumps(EH_EVENT) + b"\r\n",
+        b"\xef\xbb\xbf" + orjson.dumps(EH_EVENT),
+        orjson.dumps({"records": [EH_EVENT, {"time": "never"}, 7]}),
+        orjson.dumps({k: v for k, v in EH_EVENT.items() if k != "resourceId"}),
+        orjson.dumps([EH_EVENT]),
+        b'{"time": "2024-05-01T10:00:00Z", "caf\xe9": 1}',
+        b"{not json",
+        b"  ",
+        b"",
+    ],
+)
+def test_normalize_line_is_decode_line_then_normalize(line: bytes) -> None:
+    for subscription in ("", "SUB-FROM-PATH"):
+        expected = decode_and_normalize(line, "blob.json:3", subscription)
+        assert list(normalize_line(line, "blob.json:3", subscription)) == expected
+
+
+def test_split_keeps_input_order_within_records_and_rejections() -> None:
+    lines = [
+        orjson.dumps(dict(EH_EVENT, correlationId="a")),
+        b"{bad",
+        orjson.dumps(dict(EH_EVENT, correlationId="b")),
+        b'{"time": "no"}',
+        orjson.dumps(dict(EH_EVENT, correlationId="c")),
+    ]
+    data = b"\n".join(lines)
+    batch = split(iter_normalized(data, "f.json"))
+    assert isinstance(batch, Batch)
+    assert [record["CorrelationId"] for record in batch.records] == ["a", "b", "c"]
+    assert [rejection.source for rejection in batch.rejections] == ["f.json:2", "f.json:4"]
+    records, rejections = normalize_input(data, "f.json")  # a Batch reads as the old tuple
+    assert normalize_input(data, "f.json") == (records, rejections) == batch
+    assert list(iter_normalized(data, "f.json")) == [
+        batch.records[0],
+        batch.rejections[0],
+        batch.records[1],
+        batch.rejections[1],
+        batch.records[2],
+    ]

@@ -10,8 +10,9 @@ import orjson
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from shared.core.normalize import normalize, normalize_input, parse_time
+from shared.core.normalize import normalize, normalize_input
 from shared.core.records import COLUMNS, Rejection
+from shared.core.timeparse import parse_time
 
 MODEST = settings(max_examples=200, deadline=None)
 CANONICAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")

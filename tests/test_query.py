@@ -15,23 +15,16 @@ import orjson
 import pytest
 
 from functions.query_http import handle_activity
-from shared.adapters.index_store import RecordKey, lookup_partition, row_key_for
 from shared.bootstrap import Runtime, build_runtime
+from shared.core.keys import RecordKey, lookup_partition, row_key_for
 from shared.core.normalize import normalize
+from shared.core.query_spec import ActivityQuery, QueryError, encode_continuation, parse_query
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 from shared.services import query as query_module
-from shared.services.query import (
-    ActivityQuery,
-    QueryError,
-    QueryPage,
-    encode_continuation,
-    format_table,
-    parse_query,
-    query_main,
-    run_query,
-)
+from shared.services.query import QueryPage, run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
+from shared.tools.query_cli import format_table, query_main
 
 NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
 SPAN = {"since": "2024-01-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"}

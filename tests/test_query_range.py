@@ -13,14 +13,15 @@ import orjson
 import pytest
 
 from functions.query_http import handle_activity
-from shared.adapters.index_store import RecordKey
 from shared.bootstrap import Runtime, build_runtime
+from shared.core.keys import RecordKey
 from shared.core.normalize import normalize_input
+from shared.core.query_spec import DEFAULT_SPAN, parse_query
 from shared.core.records import NormalizedRecord
 from shared.services import query as query_module
-from shared.services.query import DEFAULT_SPAN, parse_query, query_main
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
 from shared.tools.azurite import Azurite
+from shared.tools.query_cli import query_main
 from tests.events import SUBSCRIPTION, activity_event, jsonl
 from tests.test_cli import json_lines, shared_cli
 from tests.test_query import cli_args

@@ -13,13 +13,15 @@ from typing import Any
 import orjson
 
 from shared import settings as names
-from shared.adapters.index_store import RecordKey
 from shared.bootstrap import Runtime
+from shared.core.keys import RecordKey
 from shared.core.normalize import normalize_input
-from shared.core.records import NormalizedRecord
-from shared.services.query import parse_query, run_query
-from shared.services.retention import RetentionPolicy, enforce_retention
-from shared.settings import CATEGORIES, Settings
+from shared.core.query_spec import parse_query
+from shared.core.records import CATEGORIES, NormalizedRecord
+from shared.core.retention_policy import RetentionPolicy
+from shared.services.query import run_query
+from shared.services.retention import Budget, enforce_retention
+from shared.settings import Settings
 from tests.events import SUBSCRIPTION, activity_event, envelope
 
 AS_OF = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -162,7 +164,7 @@ def test_a_run_stopped_by_its_budget_is_finished_by_the_next(app: Runtime) -> No
     policy = RetentionPolicy(365)
     ticks = itertools.count()
     stopped = enforce_retention(
-        app.stores, policy, as_of=AS_OF, budget_seconds=8, clock=lambda: float(next(ticks))
+        app.stores, policy, as_of=AS_OF, budget=Budget(8, lambda: float(next(ticks)))
     )
     assert not stopped.complete
     assert stopped.records_deleted < len(records) - len(expected_survivors(records, policy))
@@ -177,8 +179,7 @@ def test_a_run_stops_within_its_budget_even_when_everything_is_kept(app: Runtime
     ticks = itertools.count()
     clock = lambda: float(next(ticks))  # noqa: E731 - one second per look at the clock
     stopped = enforce_retention(
-        app.stores, RetentionPolicy(0, {"Policy": 3650}), as_of=AS_OF, budget_seconds=20,
-        clock=clock,
+        app.stores, RetentionPolicy(0, {"Policy": 3650}), as_of=AS_OF, budget=Budget(20, clock),
     )  # fmt: skip
     assert not stopped.complete
     assert stopped.records_deleted == 0 and 0 < stopped.records_kept < len(records)

@@ -25,15 +25,17 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import settings as names
+from shared.adapters.cursors import Cursor, CursorStore
 from shared.adapters.deadletters import UNDELIVERED, DeadLetter
-from shared.adapters.index_store import day_partition, days_between, month_bucket
 from shared.adapters.storage import Stores
 from shared.bootstrap import Runtime
-from shared.core.records import NormalizedRecord
+from shared.core.keys import day_partition, days_between, month_bucket
+from shared.core.pt1h import hour_key
+from shared.core.records import CATEGORIES, NormalizedRecord
+from shared.core.retention_policy import RetentionPolicy
 from shared.services import retention
-from shared.services.blob_indexing import Cursor, CursorStore, hour_key
-from shared.services.retention import RetentionPolicy, enforce_retention
-from shared.settings import CATEGORIES, Settings
+from shared.services.retention import DEFAULT_BUDGET_SECONDS, Budget, enforce_retention
+from shared.settings import Settings
 from tests.events import SUBSCRIPTION
 from tests.test_retention import AS_OF, record_at, stored_keys
 
@@ -464,7 +466,9 @@ def test_a_blob_not_reached_within_the_budget_keeps_its_cursor(archive_app: Runt
     archive = TimesUpAfterFirstDelete(app.stores.archive)
     stores = dataclasses.replace(app.stores, archive=cast(Any, archive))
     clock: Callable[[], float] = archive.clock
-    stopped = enforce_retention(stores, RetentionPolicy(365), as_of=AS_OF, clock=clock)
+    stopped = enforce_retention(
+        stores, RetentionPolicy(365), as_of=AS_OF, budget=Budget(DEFAULT_BUDGET_SECONDS, clock)
+    )
     assert not stopped.complete and stopped.blobs_deleted == 1
     assert {blob.name for blob in app.stores.archive.list_blobs()} == {second}
     assert second in cursor_blobs(app.stores)

@@ -42,8 +42,8 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 
 from shared import settings as names
 from shared.adapters import telemetry
+from shared.adapters.blobs import ArchiveBlob
 from shared.bootstrap import Runtime, runtime
-from shared.services.blob_indexing import ArchiveBlob
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.settings import Settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered

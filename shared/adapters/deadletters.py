@@ -20,6 +20,7 @@ import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -138,7 +139,7 @@ class Claim:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as error:
-            if error.status_code != 412:
+            if error.status_code != HTTPStatus.PRECONDITION_FAILED:
                 raise  # still claimed: released (or expiring) as the work ends
             # The lease was lost (expired) and the letter taken by another: it stays with it,
             # and what this process did is already marked for it to see.
@@ -258,4 +259,4 @@ def _read(container: ContainerClient, name: str) -> DeadLetter | None:
 def _lease_missing(error: HttpResponseError) -> bool:
     # Storage's errors carry the service's code; azure-core's type does not declare it.
     code = getattr(error, "error_code", None)
-    return error.status_code == 412 and code == _LEASE_ID_MISSING
+    return error.status_code == HTTPStatus.PRECONDITION_FAILED and code == _LEASE_ID_MISSING

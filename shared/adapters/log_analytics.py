@@ -18,6 +18,7 @@ import io
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, NamedTuple
 
 import orjson
@@ -192,7 +193,8 @@ class LogAnalyticsForwarder:
                 half = len(chunk) // 2
                 log.info("call of %d records refused as too large; splitting it", len(chunk))
                 return 1 + self._send(chunk[:half], result) + self._send(chunk[half:], result)
-            if status is not None and 400 <= status < 500 and status not in _NOT_ABOUT_THE_RECORDS:
+            about_records = status not in _NOT_ABOUT_THE_RECORDS
+            if status is not None and _is_client_error(status) and about_records:
                 reason = _describe(error)
                 result.rejected.extend((item.record, reason) for item in chunk)
                 log.warning(
@@ -267,3 +269,8 @@ def _describe(error: HttpResponseError) -> str:
 def _first_line(error: AzureError) -> str:
     message = str(error.message or error).strip()
     return message.splitlines()[0] if message else ""
+
+
+def _is_client_error(status: int) -> bool:
+    """A 4xx answer: about the request itself, not the service's state."""
+    return HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR

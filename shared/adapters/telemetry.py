@@ -3,29 +3,13 @@
 With APPLICATIONINSIGHTS_CONNECTION_STRING set, the first invocation of the worker process
 configures `azure-monitor-opentelemetry` (once: it sets the process's tracer, meter and logger
 providers and exports to Application Insights). Without it nothing is configured and that
-package is never imported (importing and configuring it adds ~0.17 s to a cold start, on top
-of the app's own imports): the tracer and meter are the OpenTelemetry API's defaults, which
-record nothing.
+package is never imported (importing and configuring it adds ~0.17 s to a cold start): the
+tracer and meter are the OpenTelemetry API's defaults, which record nothing.
 
 The handlers wrap each invocation in `invocation(...)` and hand their report to one
-`record_*` function; nothing here raises into a handler. The metric names are those the
-workbook charts (infra/workbook/activitylog.workbook.json):
-
-    activitylog.records.normalized    counter    path        events that became records
-    activitylog.records.rejected      counter    path        events that cannot (dead-lettered)
-    activitylog.records.deadlettered  counter    path, kind  dead letters: rejected,
-                                                             undelivered, not-forwarded
-    activitylog.records.indexed       counter    path        new index rows (not duplicates)
-    activitylog.records.forwarded     counter    path        accepted by Log Analytics
-    activitylog.bytes.read            counter    path        archive bytes read
-    activitylog.lag.seconds           histogram  path        now - oldest TimeGenerated
-                                                             indexed, one per invocation
-    activitylog.blobs.behind          histogram  path        blobs with bytes not yet indexed,
-                                                             as each catch-up finds them
-    activitylog.retention.deleted     counter    dry_run     records deleted (would be, dry)
-    activitylog.retention.kept        histogram  dry_run     records kept, one per run
-
-`path` is eventhub, blob (the blob trigger) or catchup; counters are never incremented by 0.
+`record_*` function; nothing here raises into a handler. The metric names (below, with their
+attributes) are those the workbook charts (infra/workbook/activitylog.workbook.json). `path`
+is eventhub, blob (the blob trigger) or catchup; counters are never incremented by 0.
 Logs keep their structured dimensions: the handlers log their report with `extra=`, which the
 exporter sends as custom dimensions (every record of the loggers `functions` and `shared`, and
 warnings and errors of the others: see APP_LOGGERS).
@@ -49,9 +33,8 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from shared.services.blob_indexing import BlobReport
-    from shared.services.delivery import DeliveryReport
-    from shared.services.retention import RetentionReport
+    from shared.services.report import BlobReport, DeliveryReport
+    from shared.services.retention_audit import RetentionReport
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +67,16 @@ CATCHUP = "catchup"
 RETENTION = "retention"
 QUERY = "query"
 
-RECORDS_NORMALIZED = "activitylog.records.normalized"
-RECORDS_REJECTED = "activitylog.records.rejected"
-RECORDS_DEADLETTERED = "activitylog.records.deadlettered"
-RECORDS_INDEXED = "activitylog.records.indexed"
-RECORDS_FORWARDED = "activitylog.records.forwarded"
-BYTES_READ = "activitylog.bytes.read"
-LAG_SECONDS = "activitylog.lag.seconds"
-BLOBS_BEHIND = "activitylog.blobs.behind"
-RETENTION_DELETED = "activitylog.retention.deleted"
-RETENTION_KEPT = "activitylog.retention.kept"
+RECORDS_NORMALIZED = "activitylog.records.normalized"  # counter, path: events that became records
+RECORDS_REJECTED = "activitylog.records.rejected"  # counter, path: events that cannot
+RECORDS_DEADLETTERED = "activitylog.records.deadlettered"  # counter, path, kind
+RECORDS_INDEXED = "activitylog.records.indexed"  # counter, path: new index rows
+RECORDS_FORWARDED = "activitylog.records.forwarded"  # counter, path: accepted by LA
+BYTES_READ = "activitylog.bytes.read"  # counter, path: archive bytes read
+LAG_SECONDS = "activitylog.lag.seconds"  # histogram, path: now - oldest TimeGenerated
+BLOBS_BEHIND = "activitylog.blobs.behind"  # histogram, path: blobs with bytes not yet indexed
+RETENTION_DELETED = "activitylog.retention.deleted"  # counter, dry_run: records deleted
+RETENTION_KEPT = "activitylog.retention.kept"  # histogram, dry_run: records kept, one per run
 METRICS = (
     RECORDS_NORMALIZED,
     RECORDS_REJECTED,

@@ -46,6 +46,7 @@ _NUMBER_START = r"[:,\[]\s*-?[0-9][0-9.eE+-]{15}"
 _LONG_NUMBER = re.compile(_NUMBER_START.encode())
 _LONG_NUMBER_TEXT = re.compile(_NUMBER_START)
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_UINT64_DIGITS = len(str(_UINT64_MAX))  # 20
 
 
 class ExactNumber(str):
@@ -61,7 +62,7 @@ class ExactNumber(str):
 
 def _exact_int(text: str) -> int | ExactNumber:
     digits = len(text) - text.startswith("-")
-    if digits > 20:  # also keeps int() clear of Python's limit on digits converted
+    if digits > _UINT64_DIGITS:  # also keeps int() clear of Python's limit on digits
         return ExactNumber(text)
     value = int(text)
     return value if _INT64_MIN <= value <= _UINT64_MAX else ExactNumber(text)

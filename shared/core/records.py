@@ -38,6 +38,18 @@ COLUMNS: tuple[str, ...] = (
     "EventKey",
 )
 
+# The Activity Log categories of the spec's CategoryValue (a retention limit may name each).
+CATEGORIES = (
+    "Administrative",
+    "ServiceHealth",
+    "ResourceHealth",
+    "Alert",
+    "Autoscale",
+    "Recommendation",
+    "Security",
+    "Policy",
+)
+
 # A normalized record is a plain dict keyed by COLUMNS: it is written straight to JSON.
 NormalizedRecord = dict[str, Any]
 

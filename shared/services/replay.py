@@ -15,7 +15,7 @@ from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED, De
 from shared.adapters.log_analytics import TransientForwardError
 from shared.bootstrap import Runtime
 from shared.core.normalize import normalize_input
-from shared.services.blob_indexing import BlobPath
+from shared.core.pt1h import BlobPath
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver, index_and_forward
 
 REPLAYED, STILL_FAILING, CLAIMED_ELSEWHERE = "replayed", "still_failing", "claimed_elsewhere"
@@ -47,7 +47,7 @@ def _replay_body(app: Runtime, letter: DeadLetter) -> bool:
             [body],
             writer=app.writer,
             deadletters=app.deadletters,
-            forwarder=app.forwarder,
+            forwarding=app.forwarding,
             final_attempt=False,
             path=letter.path,
         )
@@ -72,7 +72,7 @@ def _replay_rejected(app: Runtime, letter: DeadLetter) -> bool:
             writer=app.writer,
             deadletters=app.deadletters,
             # The Event Hub path forwards what it indexes; the archive path does not.
-            forwarder=None if from_blob else app.forwarder,
+            forwarding=None if from_blob else app.forwarding,
             path=letter.path,
         )
     except RetryableDeliveryError:
@@ -84,14 +84,14 @@ def _replay_unforwarded(app: Runtime, letter: DeadLetter) -> bool:
     if app.forwarder is None:
         return False
     record = orjson.loads(letter.raw_bytes)
-    if app.writer.is_forwarded(record):
+    if app.marks.is_forwarded(record):
         return True  # a later delivery sent it: sending again would double it
     try:
         result = app.forwarder.forward([record])
     except TransientForwardError:
         return False
     if result.forwarded:
-        app.writer.mark_forwarded([record])
+        app.marks.mark([record])
     return bool(result.forwarded)
 
 

@@ -113,7 +113,8 @@ def event_hub_bodies(path: str, data: bytes) -> list[Any]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from shared.services.delivery import DeliveryReport, RetryableDeliveryError, deliver
+    from shared.services.delivery import RetryableDeliveryError, deliver
+    from shared.services.report import DeliveryReport
 
     bodies = []
     for path in args.files:
@@ -124,7 +125,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     with _runtime() as app:
         total = DeliveryReport()
-        batch_size = 100  # as host.json's maxEventBatchSize: the same batches the trigger sees
+        # As host.json's maxEventBatchSize: the same batches the trigger sees.
+        from functions.eventhub_trigger import MAX_EVENT_BATCH_SIZE as batch_size
+
         try:
             for start in range(0, len(bodies), batch_size):
                 total.add(
@@ -132,7 +135,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         bodies[start : start + batch_size],
                         writer=app.writer,
                         deadletters=app.deadletters,
-                        forwarder=app.forwarder,
+                        forwarding=app.forwarding,
                         final_attempt=False,
                         path="cli",
                     )
@@ -169,7 +172,8 @@ def parse_time_argument(text: str) -> datetime:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from shared.services.blob_indexing import container_sources, folder_sources, index_each
+    from shared.services.catchup import container_sources, index_each
+    from shared.tools.folder import folder_sources
 
     since = parse_time_argument(args.since) if args.since else None
     until = parse_time_argument(args.until) if args.until else None
@@ -206,7 +210,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from shared.services.retention import enforce_retention, policy_from
+    from shared.core.retention_policy import policy_from
+    from shared.services.retention import enforce_retention
 
     as_of = parse_time_argument(args.as_of) if args.as_of else None
     with _runtime() as app:
@@ -216,7 +221,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
             policy_from(settings.retention_days, settings.retention_category_days),
             as_of=as_of,
             dry_run=args.dry_run or settings.retention_dry_run,
-            budget_seconds=settings.retention_time_budget_seconds,
+            budget=settings.retention_time_budget_seconds,
         )
         _print_summary(report.as_dict(), args.json)
         return EXIT_OK
@@ -241,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from shared.services.query import query_main
+    from shared.tools.query_cli import query_main
 
     with _runtime() as app:
         return query_main(args, app, sys.stdout)

@@ -24,13 +24,17 @@ from typing import Any, TextIO
 import orjson
 from azure.functions.timer import TimerRequest  # the worker's concrete timer binding
 
+from functions.eventhub_trigger import MAX_EVENT_BATCH_SIZE as BATCH
+from functions.eventhub_trigger import MAX_RETRIES
 from shared import settings as names
 from shared.bootstrap import Runtime, runtime
-from shared.services.blob_indexing import BlobPath
-from shared.services.query import format_table, parse_query, run_query
+from shared.core.pt1h import BlobPath, blob_name
+from shared.core.query_spec import parse_query
+from shared.services.query import run_query
 from shared.tools.azurite import local_storage
 from shared.tools.generate import generate_events
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from shared.tools.query_cli import format_table
 
 COUNTED = ("events", "indexed", "duplicates", "deadlettered")
 BLOCK_BYTES = 4 * 1024 * 1024  # an append block holds at most 4 MiB
@@ -88,13 +92,6 @@ def _collecting(tally: Tally) -> Iterator[None]:
     finally:
         logger.removeHandler(collector)
         logger.setLevel(previous)
-
-
-def _pt1h_name(subscription: str, hour: datetime) -> str:
-    return (
-        f"resourceId=/SUBSCRIPTIONS/{subscription.upper()}/y={hour:%Y}/m={hour:%m}/d={hour:%d}"
-        f"/h={hour:%H}/m=00/PT1H.json"
-    )
 
 
 def _event_time(event: dict[str, Any]) -> datetime:
@@ -157,7 +154,7 @@ def _drive_generated(app: Runtime, count: int, seed: int, say: Callable[[str], N
     for number, event in enumerate(events):
         line = orjson.dumps(event) + b"\n"
         if number % 2 == 0:
-            name = _pt1h_name(
+            name = blob_name(
                 _subscription_of(event), _event_time(event).replace(minute=0, second=0)
             )
             by_blob.setdefault(name, []).append(line)
@@ -185,11 +182,13 @@ def _drive_generated(app: Runtime, count: int, seed: int, say: Callable[[str], N
         _grow_blob(app, name, b"".join(lines), blob_trigger, growing=True)
     registered("archive_catchup")(TimerRequest(past_due=False))
     event_hub = registered("activity_events")
-    for start in range(0, len(hub_bodies), 100):
+    for start in range(0, len(hub_bodies), BATCH):
         batch = event_hub_batch(
-            hub_bodies[start : start + 100], partition=str(start // 100 % 4), first_sequence=start
+            hub_bodies[start : start + BATCH],
+            partition=str(start // BATCH % 4),
+            first_sequence=start,
         )
-        event_hub(batch, Invocation("activity_events", Retry(0, 8)))
+        event_hub(batch, Invocation("activity_events", Retry(0, MAX_RETRIES)))
     return sent
 
 
@@ -212,9 +211,10 @@ def _drive_source(app: Runtime, source: Path, say: Callable[[str], None]) -> int
     ]
     say(f"delivering {len(bodies)} Event Hub bodies from {source}")
     event_hub = registered("activity_events")
-    for start in range(0, len(bodies), 100):
+    for start in range(0, len(bodies), BATCH):
         event_hub(
-            event_hub_batch(bodies[start : start + 100]), Invocation("activity_events", Retry(0, 8))
+            event_hub_batch(bodies[start : start + BATCH]),
+            Invocation("activity_events", Retry(0, MAX_RETRIES)),
         )
     return 0
 

@@ -1,0 +1,41 @@
+"""The EventKey: an event's identity, from its own content only. Pure.
+
+The first 32 hex digits of SHA-256 over the canonical JSON (sorted keys, no white space) of the
+record's content columns, less `NormalizationWarnings` (and the key itself). A number no machine
+type holds exactly (an `ExactNumber`, see shared.core.decode) is hashed as the bare number it
+is: never rounded into a neighbour, never equal to the same digits sent as a string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from shared.core.decode import ExactNumber
+from shared.core.records import COLUMNS, NormalizedRecord
+
+UNKEYED_COLUMNS = ("NormalizationWarnings", "EventKey")
+KEYED_COLUMNS = tuple(column for column in COLUMNS if column not in UNKEYED_COLUMNS)
+
+# Subclasses go to `_bare_number`: an ExactNumber is hashed as the number it is.
+_KEY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def event_key(record: NormalizedRecord) -> str:
+    """First 32 hex digits of SHA-256 over the canonical JSON of the record's keyed columns."""
+    return digest({column: record.get(column) for column in KEYED_COLUMNS})
+
+
+def digest(keyed: dict[str, Any]) -> str:
+    """The key of a record that holds the keyed columns only (the normalizer's own, unfinished
+    record: no NormalizationWarnings nor EventKey yet)."""
+    canonical = orjson.dumps(keyed, option=_KEY_OPTIONS, default=_bare_number)
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _bare_number(value: object) -> orjson.Fragment:
+    if isinstance(value, ExactNumber):
+        return orjson.Fragment(str.__str__(value))
+    raise TypeError(f"not JSON: {type(value).__name__}")

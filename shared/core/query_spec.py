@@ -1,0 +1,255 @@
+"""What a query is: its parameters checked into an ActivityQuery, and its continuation token.
+
+Pure: no I/O. A key filter (correlation id, resource, caller, operation, subscription) is read
+from the lookup table, the first one given in KEY_ORDER; every other given filter is applied
+exactly to the records fetched (`matches`). The filters sent to Table storage are the constant
+templates below; user input only ever travels as a bound parameter.
+
+Without `since`, a key lookup searches the whole index (from its oldest day, when known: see
+`oldest_day`); a query without a key filter searches the last 30 days.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from shared.core.keys import LOOKUP_COLUMNS, record_row_key
+from shared.core.records import CATEGORIES, NormalizedRecord
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000  # per page (an HTTP request); also the most Table storage returns per request
+# The CLI's --limit is a total, read page by page; bounded so a typo cannot run for days.
+MAX_TOTAL = 10_000_000
+DEFAULT_SPAN = timedelta(days=30)
+MAX_TEXT = 1024
+# Records cannot come from the future; an `until` far ahead (`2099-01-01` as "everything")
+# is clamped so the walk does not start at thousands of empty day partitions. A day of
+# allowance covers clock skew in TimeGenerated.
+FUTURE_ALLOWANCE = timedelta(days=1)
+# Activity Logs do not predate this; earlier times are a mistake, and refusing them keeps
+# every partition name four-digit-year shaped.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_CONTINUATION = 2048
+
+# Query parameter names; the HTTP query string and the CLI use the same ones.
+STRING_FILTERS = ("subscription", "resource", "caller", "correlation_id", "operation")
+PARAMETERS = (*STRING_FILTERS, "category", "since", "until", "limit")
+
+# Key filters, most selective first: (query field, lookup kind). The first one given is
+# read from the lookup table; the rest are checked on the records.
+KEY_ORDER: tuple[tuple[str, str], ...] = (
+    ("correlation_id", "x"),
+    ("resource", "r"),
+    ("caller", "c"),
+    ("operation", "o"),
+    ("subscription", "s"),
+)
+FIELD_COLUMNS: dict[str, str] = {field: LOOKUP_COLUMNS[kind] for field, kind in KEY_ORDER}
+
+# The only filters ever sent. `@after` resumes just past a continuation's last RowKey.
+FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+FILTER_RANGE_CATEGORY = FILTER_RANGE + " and CategoryValue eq @category"
+FILTER_RESUME = "PartitionKey eq @pk and RowKey gt @after and RowKey lt @high"
+FILTER_RESUME_CATEGORY = FILTER_RESUME + " and CategoryValue eq @category"
+# The records table's first entity, in PartitionKey (day) order: the oldest day it holds.
+FILTER_OLDEST = "PartitionKey ge @low"
+
+# Control characters: refused in parameters, and neutralised in text shown on a terminal.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_RELATIVE = re.compile(r"(\d{1,7})([mhd])")
+_LIMIT = re.compile(r"\d{1,9}")
+_ROW_KEY = re.compile(r"\d{19}_[0-9A-Za-z_-]{1,128}")
+_RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+_CATEGORY_NAMES = {category.lower(): category for category in CATEGORIES}
+
+
+class QueryError(ValueError):
+    """A query the caller got wrong; the message names the parameter and says what is wanted."""
+
+
+@dataclass(frozen=True)
+class ActivityQuery:
+    subscription: str | None
+    resource: str | None
+    caller: str | None
+    correlation_id: str | None
+    operation: str | None
+    category: str | None
+    since: datetime  # inclusive, UTC
+    until: datetime  # exclusive, UTC
+    limit: int
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+_SHOWN_CHARS = 80  # a user's value quoted back in an error message, at most
+_TOKEN_PARTS = 2  # a continuation token: [partition, RowKey to start after]
+
+
+def _shown(text: str) -> str:
+    """A user's value quoted back in a message: repr (so nothing unprintable), and short."""
+    shown = text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+    return repr(shown)
+
+
+def _text(name: str, value: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise QueryError(f"{name} is too long: at most {MAX_TEXT} characters")
+    if CONTROL.search(value):
+        raise QueryError(f"{name} must not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(f"{name} is not valid text") from None
+    stripped = value.strip()
+    if not stripped:
+        raise QueryError(f"{name} must not be empty")
+    return stripped
+
+
+def _time(name: str, text: str, now: datetime) -> datetime:
+    relative = _RELATIVE.fullmatch(text)
+    try:
+        if relative:
+            amount, unit = relative.groups()
+            moment = now - timedelta(**{_RELATIVE_UNITS[unit]: int(amount)})
+        else:
+            parsed = datetime.fromisoformat(text)
+            moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+            moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise QueryError(f"{name} is out of range; got {_shown(text)}") from None
+    except ValueError:
+        raise QueryError(
+            f"{name} must be an ISO-8601 time (2024-05-01T12:00:00Z; no zone means UTC) "
+            f"or a time ago like 15m, 12h or 7d; got {_shown(text)}"
+        ) from None
+    if moment < EARLIEST:
+        raise QueryError(f"{name} must be on or after {EARLIEST:%Y-%m-%d}; got {_shown(text)}")
+    return moment
+
+
+def _limit(values: Mapping[str, str], max_limit: int) -> int:
+    if "limit" not in values:
+        return DEFAULT_LIMIT
+    text = values["limit"]
+    if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= max_limit:
+        raise QueryError(f"limit must be a whole number from 1 to {max_limit}; got {_shown(text)}")
+    return int(text)
+
+
+def _category(values: Mapping[str, str]) -> str | None:
+    """The category's canonical name (any case is accepted), if one is given."""
+    category = values.get("category")
+    if category is None:
+        return None
+    canonical = _CATEGORY_NAMES.get(category.lower())
+    if canonical is None:
+        raise QueryError(f"category must be one of {', '.join(CATEGORIES)}; got {_shown(category)}")
+    return canonical
+
+
+def _default_since(until: datetime, keyed: bool, oldest_day: datetime | None) -> datetime:
+    """The start of the range when none is given: the last DEFAULT_SPAN, or for a key lookup
+    the whole index (from its oldest day, and never less than DEFAULT_SPAN)."""
+    recent = max(until - DEFAULT_SPAN, EARLIEST)
+    if not keyed or oldest_day is None:
+        return recent
+    day = oldest_day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return min(day, recent)
+
+
+def parse_query(
+    params: Mapping[str, str],
+    now: datetime,
+    *,
+    oldest_day: datetime | None = None,
+    max_limit: int = MAX_LIMIT,
+) -> ActivityQuery:
+    """Validate query parameters (names as in PARAMETERS) into a query; QueryError if wrong.
+
+    `oldest_day` is the oldest day the index holds (see oldest_indexed_day), if known: a key
+    lookup without `since` starts there. `max_limit` is the largest `limit` accepted.
+    """
+    unknown = sorted(name for name in params if name not in PARAMETERS)
+    if unknown:
+        shown = ", ".join(_shown(name) for name in unknown[:5])
+        raise QueryError(f"unknown parameter {shown}; known: {', '.join(PARAMETERS)}")
+    values = {name: _text(name, params[name]) for name in PARAMETERS if name in params}
+    now = now.astimezone(UTC)
+    category = _category(values)
+    limit = _limit(values, max_limit)
+
+    until = _time("until", values["until"], now) if "until" in values else now
+    until = min(until, now + FUTURE_ALLOWANCE)
+    if "since" in values:
+        since = _time("since", values["since"], now)
+    else:
+        keyed = any(field in values for field, _ in KEY_ORDER)
+        since = _default_since(until, keyed, oldest_day)
+    if since >= until:
+        raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+    return ActivityQuery(
+        subscription=values.get("subscription"),
+        resource=values.get("resource"),
+        caller=values.get("caller"),
+        correlation_id=values.get("correlation_id"),
+        operation=values.get("operation"),
+        category=category,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+
+
+def is_key_lookup(query: ActivityQuery) -> bool:
+    """Whether the query is answered from a lookup (it has a key filter)."""
+    return any(getattr(query, field) is not None for field, _ in KEY_ORDER)
+
+
+def _folded(value: Any) -> str:
+    # The same folding the lookup keys get (lookup_partition strips and lower-cases).
+    return str(value or "").strip().lower()
+
+
+def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
+    """Whether the record passes every filter of the query, exactly."""
+    for field, column in FIELD_COLUMNS.items():
+        wanted: str | None = getattr(query, field)
+        if wanted is not None and _folded(record.get(column)) != _folded(wanted):
+            return False
+    return query.category is None or record.get("CategoryValue") == query.category
+
+
+# --- continuation tokens ---------------------------------------------------------------
+
+
+def encode_continuation(partition: str, after: str) -> str:
+    """Where the next page starts: `after` the given RowKey of `partition` ("" = its start)."""
+    return base64.urlsafe_b64encode(orjson.dumps([partition, after])).decode("ascii").rstrip("=")
+
+
+def decode_continuation(token: str) -> tuple[str, str]:
+    malformed = QueryError("continuation is not a token this service issued")
+    if not token or len(token) > MAX_CONTINUATION:
+        raise malformed
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError):
+        raise malformed from None
+    if not (
+        isinstance(data, list)
+        and len(data) == _TOKEN_PARTS
+        and all(isinstance(part, str) for part in data)
+        and (data[1] == "" or _ROW_KEY.fullmatch(record_row_key(data[1])))
+    ):
+        raise malformed
+    return data[0], data[1]

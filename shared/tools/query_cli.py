@@ -1,0 +1,196 @@
+"""The CLI's `query` verb: pages through the index and writes JSON lines or a table.
+
+Standard output holds only the records; progress, an empty result's searched range and a
+limit that cut the result short go to standard error. The CLI's `limit` is the total wanted:
+it follows continuations in pages of at most MAX_LIMIT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+from azure.data.tables import TableClient
+
+from shared.bootstrap import Runtime
+from shared.core.query_spec import (
+    CONTROL,
+    DEFAULT_SPAN,
+    MAX_LIMIT,
+    MAX_TOTAL,
+    PARAMETERS,
+    ActivityQuery,
+    QueryError,
+    is_key_lookup,
+)
+from shared.core.records import NormalizedRecord
+from shared.services.query import oldest_indexed_day, read_query, run_query
+
+# --- output ----------------------------------------------------------------------------
+
+TABLE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    # (heading, record column, width)
+    ("TIME", "TimeGenerated", 19),
+    ("CATEGORY", "CategoryValue", 14),
+    ("STATUS", "ActivityStatusValue", 10),
+    ("OPERATION", "OperationNameValue", 48),
+    ("CALLER", "Caller", 32),
+    ("RESOURCE", "ResourceId", 80),
+)
+
+
+def _cell(value: Any, width: int) -> str:
+    # Log text goes to a terminal: control characters (escape sequences) are neutralised.
+    text = CONTROL.sub("?", str(value if value is not None else ""))
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table_header() -> str:
+    return "  ".join(heading.ljust(width) for heading, _, width in TABLE_COLUMNS).rstrip() + "\n"
+
+
+def table_row(record: NormalizedRecord) -> str:
+    cells = []
+    for _, column, width in TABLE_COLUMNS:
+        value = record.get(column)
+        if column == "TimeGenerated" and isinstance(value, str):
+            value = value[:19].replace("T", " ")  # to the second, in UTC
+        cells.append(_cell(value, width).ljust(width))
+    return "  ".join(cells).rstrip() + "\n"
+
+
+def format_table(records: Sequence[NormalizedRecord]) -> str:
+    """Records as aligned, truncated columns for people; one line per record, header first."""
+    return table_header() + "".join(table_row(record) for record in records)
+
+
+# --- the CLI verb ----------------------------------------------------------------------
+
+PROGRESS_EVERY = 1.0  # seconds between progress lines
+_FLAGS = {name: "--" + name.replace("_", "-") for name in PARAMETERS}
+
+
+class _Progress:
+    """`• N records so far…` on standard error while a query takes more than one page."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._shown_at: float | None = None
+
+    def more_pages(self, written: int) -> None:
+        now = time.monotonic()
+        if self._shown_at is None or now - self._shown_at >= PROGRESS_EVERY:
+            self._err.write(f"• {written} records so far…\n")
+            self._err.flush()
+            self._shown_at = now
+
+    def done(self, written: int) -> None:
+        if self._shown_at is not None:
+            self._err.write(f"• {written} records in all\n")
+
+
+def _as_flags(message: str) -> str:
+    """A QueryError's message in the CLI's words: `limit must ...` → `--limit must ...`."""
+    name, space, rest = message.partition(" ")
+    return f"{_FLAGS[name]}{space}{rest}" if name in _FLAGS else message
+
+
+def _searched(query: ActivityQuery, params: Mapping[str, str], records: TableClient) -> str:
+    """Standard error's account of an empty result: which range was searched, and why."""
+    if "since" in params:
+        how = "the range asked for"
+    elif is_key_lookup(query):
+        how = "the whole index (a key lookup without --since)"
+    else:
+        how = (
+            f"the last {DEFAULT_SPAN.days} days (the default without --since or a key filter; "
+            "give --since to search further back)"
+        )
+    oldest = oldest_indexed_day(records)
+    held = f"the index holds records from {oldest.date().isoformat()} on" if oldest else ""
+    held = held or "the index is empty"
+    return (
+        f"no records found from {query.since.isoformat()} to {query.until.isoformat()}; "
+        f"searched {how}; {held}"
+    )
+
+
+def _write_pages(
+    query: ActivityQuery, runtime: Runtime, table: bool, out: TextIO, err: TextIO
+) -> tuple[int, str | None]:
+    """Pages of at most MAX_LIMIT until `query.limit` records are written or none are left.
+
+    Returns how many were written and the continuation after the last (None: nothing left).
+    """
+    if table:
+        out.write(table_header())
+    progress = _Progress(err)
+    written = 0
+    continuation: str | None = None
+    while True:
+        page = run_query(
+            replace(query, limit=min(MAX_LIMIT, query.limit - written)),
+            records=runtime.stores.records,
+            lookup=runtime.stores.lookup,
+            reader=runtime.reader,
+            continuation=continuation,
+        )
+        for record in page.records:
+            out.write(table_row(record) if table else orjson.dumps(record).decode("utf-8") + "\n")
+        written += len(page.records)
+        continuation = page.continuation
+        if continuation is None or written >= query.limit:
+            progress.done(written)
+            return written, continuation
+        progress.more_pages(written)
+
+
+def _more_match(query: ActivityQuery, runtime: Runtime, continuation: str) -> bool | None:
+    """After a full page: whether another record matches (None: not known after one page)."""
+    page = run_query(
+        replace(query, limit=1),
+        records=runtime.stores.records,
+        lookup=runtime.stores.lookup,
+        reader=runtime.reader,
+        continuation=continuation,
+    )
+    if page.records:
+        return True
+    return False if page.continuation is None else None
+
+
+def query_main(
+    args: argparse.Namespace, runtime: Runtime, out: TextIO, err: TextIO | None = None
+) -> int:
+    """The CLI's `query` verb: pages through the index until `limit` records are written.
+
+    Standard output holds only the records (JSON lines or the table); progress, an empty
+    result's searched range and a limit that cut the result short go to standard error.
+    """
+    err = err or sys.stderr
+    params = {
+        name: str(value) for name in PARAMETERS if (value := getattr(args, name, None)) is not None
+    }
+    records = runtime.stores.records
+    try:
+        query = read_query(params, datetime.now(UTC), records, max_limit=MAX_TOTAL)
+        written, continuation = _write_pages(query, runtime, args.format == "table", out, err)
+        more = None if continuation is None else _more_match(query, runtime, continuation)
+    except QueryError as error:
+        print(f"error: {_as_flags(str(error))}", file=err)
+        return 2
+    out.flush()
+    if written == 0:
+        print(_searched(query, params, records), file=err)
+    elif more is not False and continuation is not None:
+        maybe = "more records match" if more else "more records may match"
+        print(
+            f"• stopped at --limit {query.limit}; {maybe} (a larger --limit shows them)", file=err
+        )
+    return 0
