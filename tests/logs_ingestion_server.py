@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from azure.core.credentials import AccessToken
 
 API_VERSION = "2023-01-01"
-MAX_BODY_BYTES = 1_000_000  # "1 MB per call", read strictly; see shared/forward.py
+MAX_BODY_BYTES = 1_000_000  # "1 MB per call", read strictly; see shared/adapters/log_analytics.py
 TEST_TOKEN = "test-token"
 
 

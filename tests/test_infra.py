@@ -32,7 +32,7 @@ NOT_SETTING_NAMES = {"DEVELOPMENT_STORAGE", "DEFAULT_ARCHIVE_CONTAINER", "CATEGO
 # In Azure a connection is identity-based: the prefix itself is never set, these forms are.
 AZURE_CONNECTION_FORMS = {
     # Blob and queue URIs for the blob trigger (its poison queue), blob and table URIs for the
-    # app's own clients (shared/storage.py).
+    # app's own clients (shared/adapters/storage.py).
     settings.STORAGE_CONNECTION: (
         "__blobServiceUri",
         "__queueServiceUri",

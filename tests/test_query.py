@@ -648,7 +648,7 @@ def test_format_table_truncates_and_neutralises_control_characters() -> None:
     assert format_table([]) == header + "\n"
 
 
-# --- index.py defects (see the query helper's report): pass once shared/index.py is fixed ---
+# --- index key defects found by an earlier query review (shared/core/keys.py) ---
 
 
 def test_a_record_in_the_last_instant_of_a_day_is_found(app: Runtime) -> None:

@@ -32,7 +32,7 @@ param appInsightsDisableLocalAuth bool = true
 
 // Custom tables must exist before the Logs Ingestion API accepts records for them, and the
 // DCR's stream must declare the columns it receives. Both come from one list, the columns of
-// the normalized record (shared/records.py COLUMNS; tests/test_infra.py holds them equal).
+// the normalized record (shared/core/records.py COLUMNS; tests/test_infra.py holds them equal).
 // Types use the DCR spelling; tables spell datetime as dateTime.
 var columns = loadJsonContent('activitylog-columns.json')
 var tableName = 'ActivityLog_CL'

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from shared.services.report import BlobReport, DeliveryReport
+    from shared.services.report import BlobReport, DeliveryReport, Report
     from shared.services.retention_audit import RetentionReport
 
 log = logging.getLogger(__name__)
@@ -341,46 +341,45 @@ def record_delivery(report: DeliveryReport, *, path: str = EVENTHUB) -> None:
 
 
 def _record_delivery(report: DeliveryReport, path: str) -> None:
-    _safely("annotating the span", lambda: _annotate(report.as_dict()))
-    instruments = _current()
+    rejected = sum(report.rejection_reasons.values())
+    instruments = _record_counts(report, path, rejected)
     if instruments is None:
         return
     where = {"path": path}
-    rejected = sum(report.rejection_reasons.values())
-    _add(instruments.normalized, report.events - rejected, where)
-    _add(instruments.rejected, rejected, where)
-    _add(instruments.indexed, report.indexed, where)
     _add(instruments.forwarded, report.forwarded, where)
-    _add(instruments.deadlettered, rejected, {**where, "kind": REJECTED})
     _add(instruments.deadlettered, report.deadlettered - rejected, {**where, "kind": UNDELIVERED})
     _add(instruments.deadlettered, report.not_forwarded, {**where, "kind": NOT_FORWARDED})
+
+
+def _record_counts(report: Report, path: str, rejected: int) -> _Instruments | None:
+    """The counts every path keeps, as span attributes and metrics; the instruments, if any."""
+    _safely("annotating the span", lambda: _annotate(report.as_dict()))
+    instruments = _current()
+    if instruments is None:
+        return None
+    where = {"path": path}
+    _add(instruments.normalized, report.events - rejected, where)
+    _add(instruments.rejected, rejected, where)
+    _add(instruments.deadlettered, rejected, {**where, "kind": REJECTED})
+    _add(instruments.indexed, report.indexed, where)
     if report.lag_seconds is not None:
         instruments.lag.record(report.lag_seconds, where)
+    return instruments
 
 
 def record_blobs(report: BlobReport, *, path: str) -> None:
-    """A blob trigger's (path=blob) or catch-up's (path=catchup) counts.
-
-    Only catch-up records `activitylog.blobs.behind`: it is the one that looks at every
-    unsealed blob (a blob trigger sees one).
-    """
+    """A blob trigger's (path=blob) or catch-up's (path=catchup) counts. Only catch-up records
+    `activitylog.blobs.behind`: it looks at every unsealed blob (a blob trigger sees one)."""
     _safely("recording a blob report", lambda: _record_blobs(report, path))
 
 
 def _record_blobs(report: BlobReport, path: str) -> None:
-    _safely("annotating the span", lambda: _annotate(report.as_dict()))
-    instruments = _current()
+    # Every dead letter of the blob path is a rejection (lines that cannot become records).
+    instruments = _record_counts(report, path, report.deadlettered)
     if instruments is None:
         return
     where = {"path": path}
-    # Every dead letter of the blob path is a rejection (lines that cannot become records).
-    _add(instruments.normalized, report.events - report.deadlettered, where)
-    _add(instruments.rejected, report.deadlettered, where)
-    _add(instruments.deadlettered, report.deadlettered, {**where, "kind": REJECTED})
-    _add(instruments.indexed, report.indexed, where)
     _add(instruments.bytes_read, report.bytes_read, where)
-    if report.lag_seconds is not None:
-        instruments.lag.record(report.lag_seconds, where)
     if path == CATCHUP:
         instruments.blobs_behind.record(report.behind, where)
 
