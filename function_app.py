@@ -1,5 +1,6 @@
 """The Functions app: registers one blueprint per trigger, nothing else."""
 
+import logging
 import os
 
 import azure.functions as func
@@ -9,11 +10,14 @@ from functions.catchup_timer import bp as catchup
 from functions.eventhub_trigger import bp as eventhub
 from functions.query_http import bp as query
 from functions.retention_timer import bp as retention
-from shared.settings import load_settings
+from shared.settings import read_settings
 
-# A bad app setting stops the app at startup, named in the error, before any function runs
-# (a wrong retention must never get as far as the timer).
-load_settings(os.environ)
+# What every path needs (storage, the hub, the archive container, the store prefix) stops the
+# app at startup when bad, named in the error. A function's own bad setting (retention's, the
+# catch-up's, the seal, forwarding's) stops only the functions that read it, named in the
+# error of each of their runs (functions/shell.py); it is named here once as well.
+for section, error in read_settings(os.environ).invalid.items():
+    logging.getLogger(__name__).error("the %s settings are bad: %s", section, error)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (eventhub, archive_blob, catchup, retention, query):

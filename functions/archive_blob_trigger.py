@@ -11,7 +11,7 @@ from azurefunctions.extensions.bindings import blob
 from functions import shell
 from shared.adapters import telemetry
 from shared.adapters.blobs import ArchiveBlob
-from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION
+from shared.settings import ARCHIVE_CONTAINER, STORAGE_CONNECTION, Section
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ TRIGGER = shell.Trigger(
     log,
     "archive blob indexed",
     functools.partial(telemetry.record_blobs, path=telemetry.BLOB),
+    runs_without=(Section.FORWARDING,),
 )
 
 

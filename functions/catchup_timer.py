@@ -15,7 +15,7 @@ import azure.functions as func
 from functions import shell
 from shared.adapters import telemetry
 from shared.services.catchup import catch_up
-from shared.settings import CATCHUP_SCHEDULE
+from shared.settings import CATCHUP_SCHEDULE, Section
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ TRIGGER = shell.Trigger(
     log,
     "archive catch-up done",
     functools.partial(telemetry.record_blobs, path=telemetry.CATCHUP),
+    runs_without=(Section.FORWARDING,),
 )
 
 

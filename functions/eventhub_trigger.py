@@ -10,7 +10,12 @@ import azure.functions as func
 from functions import shell
 from shared.adapters import telemetry
 from shared.services.delivery import EventBody, deliver
-from shared.settings import EVENTHUB_CONNECTION, EVENTHUB_CONSUMER_GROUP, EVENTHUB_NAME
+from shared.settings import (
+    EVENTHUB_CONNECTION,
+    EVENTHUB_CONSUMER_GROUP,
+    EVENTHUB_NAME,
+    Section,
+)
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -20,6 +25,7 @@ TRIGGER = shell.Trigger(
     log,
     "event hub batch delivered",
     functools.partial(telemetry.record_delivery, path=telemetry.EVENTHUB),
+    runs_without=(Section.FORWARDING,),
 )
 
 # The checkpoint moves on when the invocation returns, even after an exception: only a retry

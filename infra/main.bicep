@@ -1,8 +1,11 @@
 // Activity Log archive: keeps, searches and forwards a subscription's Azure Activity Log.
 //
 // Deploys at subscription scope because the Activity Log export is a subscription-level
-// diagnostic setting; everything else goes into one resource group. See infra/README.md for
-// the deployment steps (two deployments around `func azure functionapp publish`).
+// diagnostic setting; everything else goes into one resource group. `azd up` (azure.yaml)
+// provisions this file, publishes the app and runs scripts/postdeploy.sh; without azd:
+// `az deployment sub create` with this file, then scripts/postdeploy.sh --deployment <name>
+// --publish. See infra/README.md. Every subscription of a management group:
+// infra/onboard-management-group.bicep.
 targetScope = 'subscription'
 
 // ---------------------------------------------------------------------------------------
@@ -23,9 +26,6 @@ param resourceGroupName string = ''
 
 @description('Tags applied to every resource.')
 param tags object = {}
-
-@description('Create the Event Grid subscription that fires the blob trigger. Leave false on the first deployment; set true once the app has been published (see infra/README.md).')
-param deployEventGridSubscription bool = false
 
 @description('Days the app keeps records and archive blobs (ACTIVITYLOG_RETENTION_DAYS). 0 keeps forever; otherwise 90 to 36500 (100 years), as Azure itself keeps 90 days (the app refuses other values at startup).')
 @minValue(0)
@@ -87,16 +87,23 @@ param eventHubPartitionCount int = 4
 @maxValue(7)
 param eventHubMessageRetentionDays int = 7
 
-@description('Disable SAS authentication on the Event Hubs namespace. The app is identity-based either way; the diagnostic setting streams with an authorization rule (SAS). See infra/README.md, "Event Hubs local authentication", before deploying with true.')
-param eventHubsDisableLocalAuth bool = true
+@description('Disable SAS authentication on the Event Hubs namespace. False by default: the Activity Log diagnostic setting can stream only through a namespace authorization rule (SAS), and streaming is reported to stop with SAS off. The app is identity-based either way. See infra/README.md, "Event Hubs local authentication".')
+param eventHubsDisableLocalAuth bool = false
 
 @description('Require Entra ID for telemetry ingestion into Application Insights. The Functions host authenticates with APPLICATIONINSIGHTS_AUTHENTICATION_STRING; Python OpenTelemetry code must pass a credential (see infra/README.md).')
 param appInsightsDisableLocalAuth bool = true
 
-@description('Most instances the function app scales out to.')
-@minValue(1)
+@description('Most instances each function group of the app scales out to (40 to 1000; see modules/function-app.bicep).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+
+@description('Python version of the function app.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.12'
 
 @description('Memory per function app instance, in MB.')
 @allowed([
@@ -116,6 +123,14 @@ param instanceMemoryMB int = 2048
   'Standard_RAGZRS'
 ])
 param storageSkuName string = 'Standard_GRS'
+
+@description('Days after its last write that a raw PT1H.json export blob in insights-activity-logs is deleted by a lifecycle rule. 0 (the default) keeps them until the app\'s retention deletes them; otherwise at least 30 (smaller values are raised to 30). See infra/README.md, "Raw export lifecycle".')
+@minValue(0)
+@maxValue(36500)
+param rawArchiveExpiryDays int = 0
+
+@description('Also grant the app\'s identity Storage Account Contributor on the storage account, which Learn lists for the blob trigger with identity-based host storage. Off by default (see modules/rbac.bicep).')
+param grantStorageAccountContributor bool = false
 
 // ---------------------------------------------------------------------------------------
 // Names
@@ -141,7 +156,8 @@ var functionAppName = 'func-activitylog-${resourceToken}'
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
   location: location
-  tags: allTags
+  // azd finds the environment's resource group by this tag (and the AZURE_RESOURCE_GROUP output).
+  tags: union(allTags, { 'azd-env-name': environmentName })
 }
 
 module identity 'modules/identity.bicep' = {
@@ -166,6 +182,8 @@ module storage 'modules/storage.bicep' = {
       archiveContainerName
       deploymentContainerName
     ]
+    archiveContainerName: archiveContainerName
+    rawArchiveExpiryDays: rawArchiveExpiryDays
   }
 }
 
@@ -220,6 +238,7 @@ module rbac 'modules/rbac.bicep' = {
     eventHubName: eventHubs.outputs.eventHubName
     dataCollectionRuleName: monitoring.outputs.dataCollectionRuleName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    grantStorageAccountContributor: grantStorageAccountContributor
   }
 }
 
@@ -240,6 +259,7 @@ module functionApp 'modules/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    pythonVersion: pythonVersion
     eventHubFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
     eventHubName: eventHubs.outputs.eventHubName
     eventHubConsumerGroup: eventHubs.outputs.consumerGroupName
@@ -273,8 +293,6 @@ module eventGrid 'modules/event-grid.bicep' = {
     tags: allTags
     storageAccountId: storage.outputs.id
     containerName: archiveContainerName
-    deploySubscription: deployEventGridSubscription
-    functionAppName: functionApp.outputs.name
   }
 }
 
@@ -291,8 +309,13 @@ module workbook 'modules/workbook.bicep' = {
 }
 
 // ---------------------------------------------------------------------------------------
-// Outputs: what `func azure functionapp publish`, the second deployment and operators need.
+// Outputs: what azd, scripts/postdeploy.sh, the management-group onboarding and operators
+// need (azd stores each one in the environment; the hook reads them from there or from
+// `az deployment sub show`).
 // ---------------------------------------------------------------------------------------
+
+@description('Subscription the deployment went to.')
+output AZURE_SUBSCRIPTION_ID string = subscription().subscriptionId
 
 @description('Region of the deployment.')
 output AZURE_LOCATION string = location
@@ -321,6 +344,9 @@ output EVENTHUB_NAMESPACE string = eventHubs.outputs.namespaceName
 @description('Hub the Activity Log streams to.')
 output EVENTHUB_NAME string = eventHubs.outputs.eventHubName
 
+@description('Namespace authorization rule the Activity Log diagnostic setting streams with (infra/onboard-management-group.bicep names it too).')
+output EVENTHUB_AUTHORIZATION_RULE_NAME string = eventHubs.outputs.diagnosticsRuleName
+
 @description('Log Analytics workspace holding ActivityLog_CL and the app\'s telemetry.')
 output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.workspaceName
 
@@ -339,5 +365,23 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 @description('Resource id of the workbook.')
 output WORKBOOK_ID string = workbook.outputs.id
 
-@description('Name of the Event Grid subscription, empty until deployed with deployEventGridSubscription=true.')
+@description('Event Grid system topic of the storage account (the hook adds the subscription to it).')
+output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
+
+@description('Name of the Event Grid subscription scripts/postdeploy.sh creates for the blob trigger.')
 output EVENTGRID_SUBSCRIPTION_NAME string = eventGrid.outputs.subscriptionName
+
+@description('Subject filter of that subscription (the archive container).')
+output EVENTGRID_SUBJECT_BEGINS_WITH string = eventGrid.outputs.subjectBeginsWith
+
+@description('Delivery attempts of that subscription.')
+output EVENTGRID_MAX_DELIVERY_ATTEMPTS int = eventGrid.outputs.maxDeliveryAttempts
+
+@description('Event time to live of that subscription, in minutes.')
+output EVENTGRID_EVENT_TTL_MINUTES int = eventGrid.outputs.eventTimeToLiveInMinutes
+
+@description('Blob-triggered function the subscription delivers to.')
+output BLOB_TRIGGER_FUNCTION_NAME string = eventGrid.outputs.functionName
+
+@description('Days after their last write that raw export blobs are deleted; 0 when they are kept.')
+output RAW_ARCHIVE_EXPIRY_DAYS int = storage.outputs.rawArchiveExpiryDays

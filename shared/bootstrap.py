@@ -1,4 +1,9 @@
-"""The app's clients, built once per worker process from app settings and passed to the core."""
+"""The app's clients, built once per worker process from app settings and passed to the core.
+
+A function's own bad settings do not stop the build (see shared.settings): forwarding whose
+settings are bad is off (`forwarding` is None, and `settings.invalid` says why), and the blob
+indexer, which needs the seal setting, raises its error when a function asks for it.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from shared.adapters.log_analytics import LogAnalyticsForwarder
 from shared.adapters.storage import Stores, connect
 from shared.services.blob_indexing import BlobIndexer
 from shared.services.forwarding import Forwarding
-from shared.settings import Settings, load_settings
+from shared.settings import Section, Settings, read_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,54 +31,67 @@ class Runtime:
     reader: IndexReader
     deadletters: DeadLetterStore
     marks: ForwardMarks  # which records Log Analytics has accepted
-    forwarding: Forwarding | None  # None when forwarding is not configured
+    forwarding: Forwarding | None  # None when forwarding is off (or its settings are bad)
     cursors: CursorStore
-    blob_indexer: BlobIndexer
 
     @property
     def forwarder(self) -> LogAnalyticsForwarder | None:
         return self.forwarding.forwarder if self.forwarding is not None else None
 
+    @property
+    def blob_indexer(self) -> BlobIndexer:
+        """The archive path's indexer, forwarding what it indexes as the Event Hub path does.
+
+        Raises SettingsError when the seal setting is bad: only what indexes blobs needs it.
+        """
+        return BlobIndexer(
+            self.writer,
+            self.cursors,
+            self.deadletters,
+            seal_after=timedelta(minutes=self.settings.seal_after_minutes),
+            forwarding=self.forwarding,
+        )
+
+
+def _forwarder(settings: Settings) -> LogAnalyticsForwarder | None:
+    """The Log Analytics client, when forwarding is configured and its settings are good."""
+    if Section.FORWARDING in settings.invalid:
+        return None  # every invocation that would forward says why (functions.shell)
+    ingestion = settings.logs_ingestion()
+    if ingestion is None:
+        return None
+    from shared.adapters.log_analytics import build_client  # only when forwarding is configured
+    from shared.adapters.storage import credential_for
+
+    client = build_client(ingestion.endpoint, credential_for(settings))
+    return LogAnalyticsForwarder(
+        client,
+        ingestion.rule_id,
+        ingestion.stream,
+        # Settings allow plain http only to a loopback test endpoint.
+        enforce_https=ingestion.endpoint.startswith("https://"),
+    )
+
 
 def build_runtime(settings: Settings) -> Runtime:
     stores = connect(settings)
     stores.ensure()
-    forwarder = None
-    if settings.forwards_to_log_analytics:
-        from shared.adapters.log_analytics import build_client  # only when forwarding is configured
-        from shared.adapters.storage import credential_for
-
-        client = build_client(settings.logs_ingestion_endpoint, credential_for(settings))
-        forwarder = LogAnalyticsForwarder(
-            client,
-            settings.logs_ingestion_rule_id,
-            settings.logs_ingestion_stream,
-            # Settings allow plain http only to a loopback test endpoint.
-            enforce_https=settings.logs_ingestion_endpoint.startswith("https://"),
-        )
-    writer = IndexWriter(stores.records, stores.lookup, stores.oversize)
+    forwarder = _forwarder(settings)
     marks = ForwardMarks(stores.records)
-    deadletters = DeadLetterStore(stores.deadletter)
-    cursors = CursorStore(stores.cursors)
     return Runtime(
         settings=settings,
         stores=stores,
-        writer=writer,
+        writer=IndexWriter(stores.records, stores.lookup, stores.oversize),
         reader=IndexReader(stores.records, stores.oversize),
-        deadletters=deadletters,
+        deadletters=DeadLetterStore(stores.deadletter),
         marks=marks,
         forwarding=Forwarding(forwarder, marks) if forwarder is not None else None,
-        cursors=cursors,
-        blob_indexer=BlobIndexer(
-            writer,
-            cursors,
-            deadletters,
-            seal_after=timedelta(minutes=settings.seal_after_minutes),
-        ),
+        cursors=CursorStore(stores.cursors),
     )
 
 
 @functools.cache
 def runtime() -> Runtime:
-    """The worker's runtime, from the process's app settings (read once)."""
-    return build_runtime(load_settings(os.environ))
+    """The worker's runtime, from the process's app settings (read once). What every path
+    needs raises here when bad; a function's own bad settings raise where they are read."""
+    return build_runtime(read_settings(os.environ))

@@ -1,5 +1,9 @@
 """App settings: every name the app reads, read once into one typed, validated object.
 
+A bad setting every path needs stops the app at startup, by name; a function's own settings
+are a section each, whose error is raised only to what reads it (`read_settings`). The command
+line refuses any bad setting (`load_settings`).
+
 The constants below are the single source of the setting names: `infra/` and
 `local.settings.example.json` set exactly these, and a test holds the three sets equal.
 """
@@ -7,8 +11,10 @@ The constants below are the single source of the setting names: `infra/` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
 
 from shared.core.records import CATEGORIES
 
@@ -52,11 +58,55 @@ _MAX_RETENTION_TIME_BUDGET_SECONDS = 24 * 60 * 60  # the timer runs daily
 
 
 class SettingsError(ValueError):
-    """A missing or bad app setting; the message names the setting."""
+    """A missing or bad app setting; the message names the setting, and so does `setting`."""
+
+    def __init__(self, message: str, setting: str = "") -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class Section(StrEnum):
+    """A function's own settings, read apart from the rest: a bad one stops only the functions
+    that read it (see `read_settings`)."""
+
+    RETENTION = "retention"  # the retention timer
+    FORWARDING = "forwarding"  # every path that indexes: without it, they index alone
+    CATCHUP = "catchup"  # the catch-up timer
+    SEAL = "seal"  # the blob trigger, the catch-up and a backfill: when a blob is final
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    days: int = 365
+    category_days: Mapping[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+    time_budget_seconds: int = 540
+
+
+@dataclass(frozen=True, slots=True)
+class LogsIngestionSettings:
+    """Where Log Analytics forwarding sends: all three set, or forwarding is off."""
+
+    endpoint: str
+    rule_id: str
+    stream: str
+
+
+_T = TypeVar("_T")
+
+
+def _valid(section: _T | SettingsError) -> _T:
+    if isinstance(section, SettingsError):
+        # A new error each time: one raised again and again would grow its traceback.
+        raise SettingsError(str(section), section.setting)
+    return section
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """What every path needs, checked at once; each function's own settings, each kept as its
+    value or as the error that names the bad setting, raised to whatever reads it."""
+
     # A connection string (Azurite, local runs) or "" when the identity settings below apply.
     storage_connection: str = DEVELOPMENT_STORAGE
     storage_blob_uri: str = ""
@@ -64,15 +114,53 @@ class Settings:
     managed_identity_client_id: str = ""
     archive_container: str = DEFAULT_ARCHIVE_CONTAINER
     store_prefix: str = "activitylog"
-    catchup_lookback_hours: int = 3
-    seal_after_minutes: int = 120
-    retention_days: int = 365
-    retention_category_days: Mapping[str, int] = field(default_factory=dict)
-    retention_dry_run: bool = False
-    retention_time_budget_seconds: int = 540
-    logs_ingestion_endpoint: str = ""
-    logs_ingestion_rule_id: str = ""
-    logs_ingestion_stream: str = ""
+    retention_section: RetentionSettings | SettingsError = field(default_factory=RetentionSettings)
+    logs_ingestion_section: LogsIngestionSettings | SettingsError | None = None
+    catchup_lookback_section: int | SettingsError = 3
+    seal_after_section: int | SettingsError = 120
+
+    @property
+    def invalid(self) -> dict[Section, SettingsError]:
+        """The sections whose settings are bad, with the error naming the setting."""
+        sections = {
+            Section.RETENTION: self.retention_section,
+            Section.FORWARDING: self.logs_ingestion_section,
+            Section.CATCHUP: self.catchup_lookback_section,
+            Section.SEAL: self.seal_after_section,
+        }
+        return {name: value for name, value in sections.items() if isinstance(value, SettingsError)}
+
+    def retention(self) -> RetentionSettings:
+        return _valid(self.retention_section)
+
+    def logs_ingestion(self) -> LogsIngestionSettings | None:
+        """Where to forward; None when forwarding is off. Raises when its settings are bad."""
+        return _valid(self.logs_ingestion_section)
+
+    # Each setting by its own name, as ever: reading one of a bad section raises its error.
+    @property
+    def retention_days(self) -> int:
+        return self.retention().days
+
+    @property
+    def retention_category_days(self) -> Mapping[str, int]:
+        return self.retention().category_days
+
+    @property
+    def retention_dry_run(self) -> bool:
+        return self.retention().dry_run
+
+    @property
+    def retention_time_budget_seconds(self) -> int:
+        return self.retention().time_budget_seconds
+
+    @property
+    def catchup_lookback_hours(self) -> int:
+        return _valid(self.catchup_lookback_section)
+
+    @property
+    def seal_after_minutes(self) -> int:
+        return _valid(self.seal_after_section)
 
     @property
     def catchup_hours(self) -> int:
@@ -81,7 +169,7 @@ class Settings:
 
     @property
     def forwards_to_log_analytics(self) -> bool:
-        return bool(self.logs_ingestion_endpoint)
+        return self.logs_ingestion() is not None
 
     # Names of what the app owns, all derived from one prefix so tests and tenants can
     # keep separate stores in one account.
@@ -113,6 +201,10 @@ class Settings:
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{2,29}")
 _LOOPBACK = re.compile(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
 _CONTAINER_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
+# Event Hubs' naming rules: letters, digits, periods, hyphens and underscores, starting and
+# ending with a letter or digit; a consumer group may also be the built-in `$Default`.
+_EVENTHUB_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,254}[A-Za-z0-9])?")
+_CONSUMER_GROUP_PATTERN = re.compile(r"\$Default|[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
@@ -122,11 +214,11 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     try:
         value = int(text)
     except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {text[:40]!r}") from None
+        raise SettingsError(f"{name} must be a whole number, got {text[:40]!r}", name) from None
     if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}", name)
     if value > maximum:
-        raise SettingsError(f"{name} must be at most {maximum}, got {value}")
+        raise SettingsError(f"{name} must be at most {maximum}, got {value}", name)
     return value
 
 
@@ -136,15 +228,16 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
         return False
     if text in ("1", "true", "yes", "on"):
         return True
-    raise SettingsError(f"{name} must be true or false, got {text!r}")
+    raise SettingsError(f"{name} must be true or false, got {text!r}", name)
 
 
-def _retention_days(name: str, value: int) -> int:
+def _retention_days(name: str, value: int, setting: str = RETENTION_DAYS) -> int:
     # Azure already keeps 90 days; a shorter archive would delete what the platform still has.
     if value != 0 and not _MIN_RETENTION_DAYS <= value <= _MAX_RETENTION_DAYS:
         raise SettingsError(
             f"{name} must be 0 (keep forever) or {_MIN_RETENTION_DAYS} to {_MAX_RETENTION_DAYS} "
-            f"days, got {value}"
+            f"days, got {value}",
+            setting,
         )
     return value
 
@@ -161,15 +254,18 @@ def _category_days(env: Mapping[str, str]) -> dict[str, int]:
         if not sep or canonical is None:
             raise SettingsError(
                 f"{RETENTION_CATEGORY_DAYS} must look like 'Administrative=2555,Security=730' "
-                f"with categories from {', '.join(CATEGORIES)}; got {item.strip()!r}"
+                f"with categories from {', '.join(CATEGORIES)}; got {item.strip()!r}",
+                RETENTION_CATEGORY_DAYS,
             )
         try:
             value = int(days.strip())
         except ValueError:
             raise SettingsError(
-                f"{RETENTION_CATEGORY_DAYS}: days for {canonical} must be a whole number"
+                f"{RETENTION_CATEGORY_DAYS}: days for {canonical} must be a whole number",
+                RETENTION_CATEGORY_DAYS,
             ) from None
-        overrides[canonical] = _retention_days(f"{RETENTION_CATEGORY_DAYS} ({canonical})", value)
+        name = f"{RETENTION_CATEGORY_DAYS} ({canonical})"
+        overrides[canonical] = _retention_days(name, value, RETENTION_CATEGORY_DAYS)
     return overrides
 
 
@@ -189,7 +285,8 @@ def _storage(env: Mapping[str, str]) -> dict[str, str]:
     if not (blob_uri and table_uri):
         raise SettingsError(
             f"{STORAGE_CONNECTION}__blobServiceUri and {STORAGE_CONNECTION}__tableServiceUri "
-            f"must both be set (or {STORAGE_CONNECTION}__accountName)"
+            f"must both be set (or {STORAGE_CONNECTION}__accountName)",
+            STORAGE_CONNECTION,
         )
     return {
         "storage_connection": "",
@@ -199,55 +296,102 @@ def _storage(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
-    """Read and validate every app setting; raise SettingsError naming the bad one."""
-    archive = env.get(ARCHIVE_CONTAINER, "").strip() or DEFAULT_ARCHIVE_CONTAINER
-    if not _CONTAINER_PATTERN.fullmatch(archive):
-        raise SettingsError(f"{ARCHIVE_CONTAINER} is not a valid container name: {archive!r}")
-    prefix = env.get(STORE_PREFIX, "").strip() or "activitylog"
-    if not _PREFIX_PATTERN.fullmatch(prefix):
-        raise SettingsError(
-            f"{STORE_PREFIX} must be 3 to 30 lowercase letters and digits, starting with a "
-            f"letter; got {prefix!r}"
-        )
-    ingestion = {
-        name: env.get(name, "").strip()
-        for name in (LOGS_INGESTION_ENDPOINT, LOGS_INGESTION_RULE_ID, LOGS_INGESTION_STREAM)
-    }
-    given = [name for name, value in ingestion.items() if value]
-    if given and len(given) != len(ingestion):
-        missing = ", ".join(name for name, value in ingestion.items() if not value)
-        raise SettingsError(f"Log Analytics forwarding is half configured: set {missing}")
-    stream = ingestion[LOGS_INGESTION_STREAM]
-    if stream and not stream.startswith("Custom-"):
-        raise SettingsError(f"{LOGS_INGESTION_STREAM} must start with 'Custom-', got {stream!r}")
-    endpoint = ingestion[LOGS_INGESTION_ENDPOINT]
-    if endpoint and not (endpoint.startswith("https://") or _LOOPBACK.match(endpoint)):
-        # A bearer token must never travel in clear text; plain http only to this machine.
-        raise SettingsError(f"{LOGS_INGESTION_ENDPOINT} must be an https:// URL, got {endpoint!r}")
-    return Settings(
-        **_storage(env),
-        archive_container=archive,
-        store_prefix=prefix,
-        catchup_lookback_hours=_int(
-            env, CATCHUP_LOOKBACK_HOURS, 3, minimum=1, maximum=_MAX_CATCHUP_LOOKBACK_HOURS
-        ),
-        seal_after_minutes=_int(
-            env, SEAL_AFTER_MINUTES, 120, minimum=1, maximum=_MAX_SEAL_AFTER_MINUTES
-        ),
-        retention_days=_retention_days(
-            RETENTION_DAYS, _int(env, RETENTION_DAYS, 365, minimum=0, maximum=_MAX_RETENTION_DAYS)
-        ),
-        retention_category_days=_category_days(env),
-        retention_dry_run=_bool(env, RETENTION_DRY_RUN),
-        retention_time_budget_seconds=_int(
+def _event_hub(env: Mapping[str, str]) -> None:
+    """The hub and consumer group, when set (the host resolves them for the trigger)."""
+    for name, pattern in (
+        (EVENTHUB_NAME, _EVENTHUB_PATTERN),
+        (EVENTHUB_CONSUMER_GROUP, _CONSUMER_GROUP_PATTERN),
+    ):
+        value = env.get(name, "").strip()
+        if value and not pattern.fullmatch(value):
+            raise SettingsError(f"{name} is not a valid Event Hubs name: {value[:60]!r}", name)
+
+
+def _retention(env: Mapping[str, str]) -> RetentionSettings:
+    days = _int(env, RETENTION_DAYS, 365, minimum=0, maximum=_MAX_RETENTION_DAYS)
+    return RetentionSettings(
+        days=_retention_days(RETENTION_DAYS, days),
+        category_days=_category_days(env),
+        dry_run=_bool(env, RETENTION_DRY_RUN),
+        time_budget_seconds=_int(
             env,
             RETENTION_TIME_BUDGET_SECONDS,
             540,
             minimum=10,
             maximum=_MAX_RETENTION_TIME_BUDGET_SECONDS,
         ),
-        logs_ingestion_endpoint=ingestion[LOGS_INGESTION_ENDPOINT],
-        logs_ingestion_rule_id=ingestion[LOGS_INGESTION_RULE_ID],
-        logs_ingestion_stream=stream,
     )
+
+
+def _logs_ingestion(env: Mapping[str, str]) -> LogsIngestionSettings | None:
+    names = (LOGS_INGESTION_ENDPOINT, LOGS_INGESTION_RULE_ID, LOGS_INGESTION_STREAM)
+    endpoint, rule_id, stream = (env.get(name, "").strip() for name in names)
+    given = [name for name, value in zip(names, (endpoint, rule_id, stream), strict=True) if value]
+    if not given:
+        return None
+    if missing := [name for name in names if name not in given]:
+        raise SettingsError(
+            f"Log Analytics forwarding is half configured: {', '.join(given)} set, but not "
+            f"{', '.join(missing)}",
+            missing[0],
+        )
+    if not stream.startswith("Custom-"):
+        raise SettingsError(
+            f"{LOGS_INGESTION_STREAM} must start with 'Custom-', got {stream!r}",
+            LOGS_INGESTION_STREAM,
+        )
+    if not (endpoint.startswith("https://") or _LOOPBACK.match(endpoint)):
+        # A bearer token must never travel in clear text; plain http only to this machine.
+        raise SettingsError(
+            f"{LOGS_INGESTION_ENDPOINT} must be an https:// URL, got {endpoint!r}",
+            LOGS_INGESTION_ENDPOINT,
+        )
+    return LogsIngestionSettings(endpoint, rule_id, stream)
+
+
+def _section(read: Callable[[Mapping[str, str]], _T], env: Mapping[str, str]) -> _T | SettingsError:
+    try:
+        return read(env)
+    except SettingsError as error:
+        return error
+
+
+def read_settings(env: Mapping[str, str]) -> Settings:
+    """Read every app setting. What every path needs (storage, the hub, the archive container,
+    the store prefix) raises SettingsError naming the bad setting; each function's own section
+    keeps its error instead, raised only when it is read (`Settings.invalid` lists them)."""
+    archive = env.get(ARCHIVE_CONTAINER, "").strip() or DEFAULT_ARCHIVE_CONTAINER
+    if not _CONTAINER_PATTERN.fullmatch(archive):
+        raise SettingsError(
+            f"{ARCHIVE_CONTAINER} is not a valid container name: {archive!r}", ARCHIVE_CONTAINER
+        )
+    prefix = env.get(STORE_PREFIX, "").strip() or "activitylog"
+    if not _PREFIX_PATTERN.fullmatch(prefix):
+        raise SettingsError(
+            f"{STORE_PREFIX} must be 3 to 30 lowercase letters and digits, starting with a "
+            f"letter; got {prefix!r}",
+            STORE_PREFIX,
+        )
+    _event_hub(env)
+    return Settings(
+        **_storage(env),
+        archive_container=archive,
+        store_prefix=prefix,
+        retention_section=_section(_retention, env),
+        logs_ingestion_section=_section(_logs_ingestion, env),
+        catchup_lookback_section=_section(
+            lambda e: _int(e, CATCHUP_LOOKBACK_HOURS, 3, 1, _MAX_CATCHUP_LOOKBACK_HOURS), env
+        ),
+        seal_after_section=_section(
+            lambda e: _int(e, SEAL_AFTER_MINUTES, 120, 1, _MAX_SEAL_AFTER_MINUTES), env
+        ),
+    )
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Read and validate every app setting; raise SettingsError naming the first bad one (the
+    command line and the tests: a local command refuses any bad setting before it starts)."""
+    settings = read_settings(env)
+    for error in settings.invalid.values():
+        raise error
+    return settings

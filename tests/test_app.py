@@ -163,9 +163,11 @@ def test_local_settings_example_sets_every_setting_the_app_reads() -> None:
     assert not extra, f"settings nobody reads: {extra}"
 
 
+# A function's own bad setting (retention's, say) no longer stops the app, only that function:
+# tests/test_settings_per_function.py. What every path needs still stops it at startup.
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [(names.RETENTION_DAYS, "30"), (names.RETENTION_CATEGORY_DAYS, "Administrative=7")],
+    [(names.STORE_PREFIX, "Bad_Prefix"), (names.ARCHIVE_CONTAINER, "UPPER")],
 )
 def test_the_app_refuses_to_start_on_a_bad_setting_and_names_it(setting: str, value: str) -> None:
     import os

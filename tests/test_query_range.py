@@ -313,3 +313,19 @@ def test_http_still_pages_by_at_most_1000_and_refuses_5000(
     page = orjson.loads(handle_activity(request({**span, "limit": "1000"}), app, now).get_body())
     assert event_keys(page["records"]) == event_keys(records[:1000])
     assert page["continuation"] is not None
+
+
+# --- records from any year the index can hold (0001-9999) --------------------------------
+
+
+@pytest.mark.parametrize("when", ["1965-07-01T10:00:00.0000000Z", "0999-03-01T10:00:00.0000000Z"])
+def test_an_event_from_any_year_is_found_by_a_key_lookup_without_since(
+    settings: Settings, app: Runtime, when: str
+) -> None:
+    (record,) = records_of([activity_event(1, time=when, caller="early@contoso.com")])
+    recent = records_of([activity_event(2, caller="early@contoso.com")])
+    app.writer.write([record, *recent])
+    # The lookup reaches back to the index's oldest day, before any range a caller may give.
+    by_key = shared_cli("query", "--caller", "early@contoso.com", settings=settings)
+    assert by_key.returncode == 0, by_key.stderr
+    assert event_keys(json_lines(by_key.stdout)) == event_keys(newest_first([record, *recent]))

@@ -65,7 +65,8 @@ def test_log_analytics_stream_and_endpoint_are_checked() -> None:
     with pytest.raises(SettingsError, match=names.LOGS_INGESTION_ENDPOINT):
         load_settings({**good, names.LOGS_INGESTION_ENDPOINT: "http://dce.example.com"})
     loopback = {**good, names.LOGS_INGESTION_ENDPOINT: "http://127.0.0.1:8080"}
-    assert load_settings(loopback).logs_ingestion_endpoint == "http://127.0.0.1:8080"
+    ingestion = load_settings(loopback).logs_ingestion()  # forwarding's own section
+    assert ingestion is not None and ingestion.endpoint == "http://127.0.0.1:8080"
 
 
 def test_retention_accepts_zero_and_ninety() -> None:

@@ -676,3 +676,34 @@ def test_with_the_setting_the_process_exports_to_application_insights(
         message for logger, message in by_logger if not logger.startswith(("functions.", "shared."))
     }
     assert others == {"an SDK's warning"}
+
+
+def test_when_the_worker_exports_the_app_does_not_configure_the_distro_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Learn, "Use OpenTelemetry with Azure Functions" (Python): with
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true the worker configures the exporter; the
+    app must not configure it a second time, only filter what the worker's log handler sends."""
+    import azure.monitor.opentelemetry as distro
+
+    from shared.adapters import azure_monitor
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **options: calls.append(options))
+    monkeypatch.setenv(azure_monitor.WORKER_EXPORTS, "true")
+
+    class WorkersHandler(logging.Handler):  # what the worker's distro put on the root logger
+        pass
+
+    WorkersHandler.__module__ = "opentelemetry.sdk._logs._internal"
+    handler = WorkersHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        azure_monitor.configure_azure_monitor("InstrumentationKey=00000000-0000-0000-0000-0000")
+    finally:
+        root.removeHandler(handler)
+    assert calls == []
+    noisy = logging.LogRecord("azure.core.pipeline.policies", logging.INFO, "", 0, "GET", (), None)
+    mine = logging.LogRecord("shared.services.delivery", logging.INFO, "", 0, "done", (), None)
+    assert (handler.filter(noisy), bool(handler.filter(mine))) == (False, True)

@@ -1,14 +1,21 @@
 // Event Grid is the only blob trigger source on Flex Consumption. The storage account's
 // system topic raises Microsoft.Storage.BlobCreated when Azure Monitor creates an hour's
 // PT1H.json (an append blob: later appends raise nothing, which is why the app also runs a
-// catch-up timer), and the subscription delivers it to the Functions blob extension webhook.
+// catch-up timer), and an event subscription delivers it to the Functions blob extension
+// webhook.
 //
-// Two-step deployment: the webhook URL carries the host's `blobs_extension` system key, which
-// the host creates only when it first starts with the Event Grid blob trigger loaded, that is
-// after the code is published. And Event Grid validates the endpoint when the subscription is
-// created, which only the running blob extension answers. So the first deployment creates the
-// topic alone (deployEventGridSubscription = false), then `func azure functionapp publish`,
-// then a second deployment with deployEventGridSubscription = true adds the subscription.
+// This module creates the system topic only. The event subscription is created by the
+// postdeploy hook (scripts/postdeploy.sh, .ps1), because its webhook URL carries the host's
+// `blobs_extension` system key, which exists only once the published app has started with the
+// Event Grid blob trigger loaded, and because Event Grid validates the endpoint when the
+// subscription is created, which only the running blob extension answers. The hook is the
+// pattern of the Azure Functions azd quickstart for the Event Grid blob trigger
+// (Azure-Samples/functions-quickstart-python-azd-eventgrid-blob, scripts/post-up.sh) and of
+// Learn, "Tutorial: Trigger Azure Functions on blob containers using an event subscription"
+// (https://learn.microsoft.com/azure/azure-functions/functions-event-grid-blob-trigger).
+// Everything the hook needs to create the subscription is an output below, so this file stays
+// the one place its settings are decided. An incremental deployment never deletes the
+// subscription the hook made (it is not in the template).
 
 @description('Name of the Event Grid system topic.')
 param name string
@@ -25,12 +32,6 @@ param storageAccountId string
 @description('Container whose new blobs trigger the function (the archive container).')
 param containerName string
 
-@description('Create the event subscription (second deployment, after the app is published; see above).')
-param deploySubscription bool = false
-
-@description('Name of the function app that receives the events.')
-param functionAppName string
-
 @description('Name the blob-triggered function is registered under (@bp.function_name in functions/archive_blob_trigger.py).')
 param functionName string = 'archive_blob'
 
@@ -38,6 +39,11 @@ param functionName string = 'archive_blob'
 @minValue(1)
 @maxValue(30)
 param maxDeliveryAttempts int = 30
+
+@description('Minutes Event Grid keeps retrying an event (1 to 1440).')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 1440
 
 // Event subscription names allow letters, digits and hyphens only.
 var subscriptionName = '${replace(functionName, '_', '-')}-blob-created'
@@ -52,48 +58,20 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   }
 }
 
-resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
-}
-
-// The host's keys; `blobs_extension` exists once the published app has started.
-resource functionHost 'Microsoft.Web/sites/host@2024-04-01' existing = {
-  parent: functionApp
-  name: 'default'
-}
-
-resource blobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (deploySubscription) {
-  parent: systemTopic
-  name: subscriptionName
-  properties: {
-    destination: {
-      endpointType: 'WebHook'
-      properties: {
-        // The blob extension's endpoint. The system key is read at deployment time, never
-        // written in this repository; ARM evaluates list functions even for a resource whose
-        // condition is false, hence the guard.
-        endpointUrl: deploySubscription ? 'https://${functionApp.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${functionHost.listKeys().systemKeys.blobs_extension}' : ''
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    filter: {
-      includedEventTypes: [
-        'Microsoft.Storage.BlobCreated'
-      ]
-      subjectBeginsWith: '/blobServices/default/containers/${containerName}/'
-      enableAdvancedFilteringOnArrays: true
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: maxDeliveryAttempts
-      eventTimeToLiveInMinutes: 1440
-    }
-  }
-}
-
 @description('Name of the system topic.')
 output systemTopicName string = systemTopic.name
 
-@description('Name of the event subscription, or empty when not deployed yet.')
-output subscriptionName string = deploySubscription ? blobCreated.name : ''
+@description('Name of the event subscription the postdeploy hook creates on the topic.')
+output subscriptionName string = subscriptionName
+
+@description('Function the subscription delivers to (the webhook\'s functionName=Host.Functions.<this>).')
+output functionName string = functionName
+
+@description('Subject filter of the subscription: the archive container only.')
+output subjectBeginsWith string = '/blobServices/default/containers/${containerName}/'
+
+@description('Delivery attempts of the subscription.')
+output maxDeliveryAttempts int = maxDeliveryAttempts
+
+@description('Event time to live of the subscription, in minutes.')
+output eventTimeToLiveInMinutes int = eventTimeToLiveInMinutes

@@ -2,7 +2,15 @@
 // to, and the app's own consumer group. The app reads with its managed identity (Azure Event
 // Hubs Data Receiver on the hub, see rbac.bicep); the only key-based principal is the
 // namespace authorization rule that the Activity Log diagnostic setting must name, because
-// that is how Azure Monitor's streaming authenticates.
+// that is how Azure Monitor's streaming authenticates:
+//   Learn, "Diagnostic settings in Azure Monitor", Destination requirements (Event Hubs):
+//   https://learn.microsoft.com/azure/azure-monitor/essentials/diagnostic-settings#destination-requirements
+// "The shared access policy for the namespace defines the permissions that the streaming
+// mechanism has. Streaming to Event Hubs requires Manage, Send, and Listen permissions."
+// So SAS (local) authentication stays on by default: with it off the diagnostic setting's rule
+// cannot be used, and users report that streaming stops (MicrosoftDocs/azure-docs issue 119932).
+// Where a secure default breaks a documented path, the path wins (infra/README.md, "Event Hubs
+// local authentication").
 
 @description('Name of the Event Hubs namespace (globally unique).')
 @minLength(6)
@@ -31,8 +39,8 @@ param partitionCount int = 4
 @maxValue(7)
 param messageRetentionInDays int = 7
 
-@description('Disable SAS (key) authentication on the namespace. The app never uses keys; see infra/README.md before relying on this for the diagnostic setting, which authenticates with the authorization rule below.')
-param disableLocalAuth bool = true
+@description('Disable SAS (key) authentication on the namespace. False by default: the Activity Log diagnostic setting streams only through the authorization rule below (a SAS key). The app never uses keys either way. See infra/README.md, "Event Hubs local authentication".')
+param disableLocalAuth bool = false
 
 @description('Name of the namespace authorization rule the Activity Log diagnostic setting streams with.')
 param diagnosticsRuleName string = 'activitylog-diagnostic-setting'
@@ -72,9 +80,14 @@ resource consumerGroup 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2
   }
 }
 
-// The diagnostic setting names a namespace-level rule; Azure Monitor documents Manage, Send
-// and Listen as required for streaming. A dedicated rule (not RootManageSharedAccessKey) can
-// be rotated or removed without touching anything else, and nothing in the app uses it.
+// The diagnostic setting's own rule, at namespace level (a diagnostic setting names a
+// namespace rule: eventHubAuthorizationRuleId, .../namespaces/{ns}/authorizationRules/{rule}).
+// Least privilege as documented: Send alone would be the least, but the documented minimum for
+// streaming is Manage, Send and Listen (Learn, "Diagnostic settings in Azure Monitor",
+// Destination requirements, link above). A dedicated rule, not RootManageSharedAccessKey: it can be rotated or removed without
+// touching anything else, and nothing in the app uses it. Whoever creates or updates a
+// diagnostic setting with it needs ListKeys on this rule (same page), which is why the
+// management-group onboarding grants exactly that (infra/onboard-management-group.bicep).
 resource diagnosticsRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = {
   parent: namespace
   name: diagnosticsRuleName
@@ -101,3 +114,6 @@ output consumerGroupName string = consumerGroup.name
 
 @description('Resource id of the authorization rule the diagnostic setting streams with.')
 output diagnosticsRuleId string = diagnosticsRule.id
+
+@description('Name of that authorization rule (the management-group onboarding names it).')
+output diagnosticsRuleName string = diagnosticsRule.name

@@ -38,15 +38,25 @@ param deploymentContainerName string
 @description('Name of the Application Insights component the app reports to.')
 param applicationInsightsName string
 
-@description('Python version of the app.')
+// Python 3.12 by default; 3.11 stays allowed (both are supported on Flex Consumption: Learn,
+// "Supported languages in Azure Functions", https://learn.microsoft.com/azure/azure-functions/supported-languages,
+// and `az functionapp list-flexconsumption-runtimes`). The azd Flex Consumption quickstarts
+// deploy Python 3.12 too (Azure-Samples/functions-quickstart-python-http-azd).
+@description('Python version of the app (functionAppConfig.runtime.version).')
 @allowed([
   '3.11'
   '3.12'
 ])
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.12'
 
-@description('Most instances the app scales out to.')
-@minValue(1)
+// Learn, "Event-driven scaling in Azure Functions", Limit scale-out, long said "the lowest
+// maximum instance count value is 40" for Flex Consumption (other Learn pages still do); its
+// current version says 1 (https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out).
+// 40 stays this template's floor, so a deployment succeeds under either rule. The maximum
+// applies per function group (the Event Hub function alone reads at most one partition per
+// instance, so it never needs more instances than the hub has partitions).
+@description('Most instances each function group scales out to (40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -109,6 +119,39 @@ param logsIngestionRuleId string
 @description('ACTIVITYLOG_LOGS_INGESTION_STREAM: stream name (Custom-...); empty with the endpoint.')
 param logsIngestionStream string
 
+@description('Name of the service in azure.yaml: `azd deploy` finds the app by its azd-service-name tag.')
+param serviceName string = 'api'
+
+// Telemetry, as Learn, "Use OpenTelemetry with Azure Functions" (Python, Application Insights)
+// says: https://learn.microsoft.com/azure/azure-functions/opentelemetry-howto?pivots=programming-language-python
+// - host.json has "telemetryMode": "OpenTelemetry"; APPLICATIONINSIGHTS_CONNECTION_STRING names
+//   the destination.
+// - PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true: "the Functions host allows the Python worker
+//   process to stream OpenTelemetry logs directly, which prevents duplicate host-level entries",
+//   and the worker itself configures the Azure Monitor distro (configure_azure_monitor() at
+//   worker start), which is why the page says of the app's own configure_azure_monitor() call:
+//   "If you already added PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true in your application
+//   settings, you can skip this step". Also Learn, "App settings reference for Azure Functions",
+//   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY. Not PYTHON_ENABLE_OPENTELEMETRY: that one is
+//   for OTLP endpoints, and alone it leaves the worker's trace propagator unset (open issue
+//   Azure/azure-functions-python-worker#1881: every async invocation fails).
+// - APPLICATIONINSIGHTS_AUTHENTICATION_STRING: "When you use Microsoft Entra authentication with
+//   OpenTelemetry, you must configure authentication separately for both the host process and
+//   the worker process" (same page). The host reads it (Learn, "Configure monitoring for Azure
+//   Functions", Require Microsoft Entra authentication); so does the worker's exporter, which
+//   builds a ManagedIdentityCredential from it when it is not handed a credential
+//   (azure-monitor-opentelemetry-exporter, credential option).
+// - The distro honours the standard OpenTelemetry variables (same page, "Configure
+//   OpenTelemetry with environment variables"), so the worker's exporter makes the choices
+//   the app's code makes when it configures the distro itself (shared/adapters/azure_monitor.py):
+//   no library auto-instrumentation (each storage call would be reported by azure_sdk and again
+//   by urllib3/requests; keep the list equal to the code's INSTRUMENTATIONS, tests/test_infra.py
+//   holds them equal) and every span kept (the distro's default is a rate-limited sampler;
+//   always_on is a value both the Python distro and the host's .NET SDK accept, and the host
+//   kept every request before too: its samplingSettings excluded Request).
+var disabledInstrumentations = 'azure_sdk,django,fastapi,flask,httpx,psycopg2,requests,urllib,urllib3'
+var tracesSampler = 'always_on'
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -138,7 +181,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_213: Health check is not supported on Flex Consumption; the platform replaces unhealthy instances itself.
   name: name
   location: location
-  tags: tags
+  tags: union(tags, { 'azd-service-name': serviceName })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -257,17 +300,26 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: applicationInsights.properties.ConnectionString
         }
-        // Read by the Functions host (not the Python code): send telemetry with an Entra ID token
-        // of the user-assigned identity, which Application Insights requires when local auth is off.
+        // Entra ID auth of telemetry (local auth off), read by the host and by the worker's
+        // exporter; both need it (Learn OpenTelemetry page, Microsoft Entra authentication).
         {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${identityClientId};Authorization=AAD'
         }
-        // Read by the Python worker: it nests the app's OpenTelemetry spans under the host's
-        // invocation span and stops forwarding worker logs to the host (no duplicate traces).
+        // The worker configures the Azure Monitor distro; the host stops forwarding its logs.
         {
-          name: 'PYTHON_ENABLE_OPENTELEMETRY'
+          name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
           value: 'true'
+        }
+        // No library auto-instrumentation (see disabledInstrumentations).
+        {
+          name: 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS'
+          value: disabledInstrumentations
+        }
+        // Keep every span (see tracesSampler).
+        {
+          name: 'OTEL_TRACES_SAMPLER'
+          value: tracesSampler
         }
       ]
     }

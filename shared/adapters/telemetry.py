@@ -8,11 +8,12 @@ tracer and meter are the OpenTelemetry API's defaults, which record nothing.
 
 The handlers wrap each invocation in `invocation(...)` and hand their report to one
 `record_*` function; nothing here raises into a handler. The metric names (below, with their
-attributes) are those the workbook charts (infra/workbook/activitylog.workbook.json). `path`
-is eventhub, blob (the blob trigger) or catchup; counters are never incremented by 0.
+attributes) are those the workbook charts (infra/workbook/activitylog.workbook.json), and
+SETTINGS_INVALID, for an alert. `path` is eventhub, blob (the blob trigger) or catchup;
+counters are never incremented by 0.
 Logs keep their structured dimensions: the handlers log their report with `extra=`, which the
-exporter sends as custom dimensions (every record of the loggers `functions` and `shared`, and
-warnings and errors of the others: see APP_LOGGERS).
+exporter sends as custom dimensions (which loggers: shared.adapters.azure_monitor, where the
+exporter is configured).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
-from shared.settings import APPINSIGHTS_CONNECTION, STORAGE_CONNECTION
+from shared.settings import APPINSIGHTS_CONNECTION
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
@@ -39,27 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCOPE = "activitylog"  # instrumentation scope of the tracer and the meter
-# The client id of the app's user-assigned identity (Application Insights with local auth off).
-IDENTITY_CLIENT_ID = f"{STORAGE_CONNECTION}__clientId"
-# Loggers exported at every level (their `extra=` fields become custom dimensions); any other
-# logger from WARNING up, except the telemetry pipeline's own (it would report on itself) and
-# the Azure SDK's HTTP pipeline (a line per request and retry).
-APP_LOGGERS = ("functions", "shared")
-UNEXPORTED_LOGGERS = ("opentelemetry", "azure.monitor.opentelemetry", "azure.core.pipeline")
-# Auto-instrumentations the distro would enable. Off: the app's storage and Log Analytics calls
-# would each become a dependency (and urllib3/requests would report them a second time).
-INSTRUMENTATIONS = (
-    "azure_sdk",
-    "django",
-    "fastapi",
-    "flask",
-    "httpx",
-    "psycopg2",
-    "requests",
-    "urllib",
-    "urllib3",
-)
-
 # Paths, the `path` attribute.
 EVENTHUB = "eventhub"
 BLOB = "blob"
@@ -89,6 +69,9 @@ METRICS = (
     RETENTION_DELETED,
     RETENTION_KEPT,
 )
+# Not charted, watched by an alert: a function stopped, or running without forwarding, because
+# an app setting of its own is bad. Counter, function (its registered name), setting.
+SETTINGS_INVALID = "activitylog.settings.invalid"
 
 _T = TypeVar("_T")
 _lock = threading.RLock()
@@ -124,48 +107,16 @@ def _configure_once() -> bool:
     connection = os.environ.get(APPINSIGHTS_CONNECTION, "").strip()
     if not connection:
         return False
-    return bool(_safely("configuring Azure Monitor", lambda: _configure_azure_monitor(connection)))
+    return bool(_safely("configuring Azure Monitor", lambda: _export(connection)))
 
 
-def _configure_azure_monitor(connection: str) -> bool:
+def _export(connection: str) -> bool:
     # Imported here, never at module import: only a process that exports pays for it.
-    from azure.monitor.opentelemetry import configure_azure_monitor
+    from shared.adapters.azure_monitor import configure_azure_monitor
 
-    options: dict[str, Any] = {
-        "connection_string": connection,
-        "logger_name": "",  # the root logger, filtered below
-        "instrumentation_options": {name: {"enabled": False} for name in INSTRUMENTATIONS},
-        # Both poll or sample in the background on every instance; the workbook uses neither.
-        "enable_live_metrics": False,
-        "enable_performance_counters": False,
-    }
-    if not os.environ.get("OTEL_TRACES_SAMPLER"):
-        # A span per invocation, all kept: the distro's default (5 traces a second, rate
-        # limited) drops the first spans of every new instance. OTEL_TRACES_SAMPLER overrides.
-        options["sampling_ratio"] = 1.0
-    client_id = os.environ.get(IDENTITY_CLIENT_ID, "").strip()
-    if client_id:
-        # Application Insights with local auth off takes Entra ID tokens only (infra/README.md).
-        from azure.identity import ManagedIdentityCredential
-
-        options["credential"] = ManagedIdentityCredential(client_id=client_id)
-    root = logging.getLogger()
-    before = list(root.handlers)
-    configure_azure_monitor(**options)
-    for handler in root.handlers:
-        if handler not in before:  # the distro's OpenTelemetry handler
-            handler.addFilter(_exported)
-    log.info("telemetry: exporting to Application Insights", extra={"entra_id": bool(client_id)})
+    entra_id = configure_azure_monitor(connection)
+    log.info("telemetry: exporting to Application Insights", extra={"entra_id": entra_id})
     return True
-
-
-def _exported(record: logging.LogRecord) -> bool:
-    """Whether the OpenTelemetry log handler sends this record (see APP_LOGGERS)."""
-    name = record.name
-    if name.split(".", 1)[0] in APP_LOGGERS:
-        return True
-    unexported = any(name == n or name.startswith(f"{n}.") for n in UNEXPORTED_LOGGERS)
-    return record.levelno >= logging.WARNING and not unexported
 
 
 def use_providers(*, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
@@ -203,6 +154,7 @@ class _Instruments:
     blobs_behind: Histogram
     retention_deleted: Counter
     retention_kept: Histogram
+    settings_invalid: Counter
 
 
 def _current() -> _Instruments | None:
@@ -251,6 +203,9 @@ def _instruments() -> _Instruments:
         retention_kept=meter.create_histogram(
             RETENTION_KEPT, records, "Records kept by a retention run"
         ),
+        settings_invalid=meter.create_counter(
+            SETTINGS_INVALID, "{invocation}", "Invocations stopped or degraded by a bad setting"
+        ),
     )
 
 
@@ -295,7 +250,7 @@ def _start(
         },
     )
     # A child of the current context: the host's invocation, when the worker attached its
-    # trace context (PYTHON_ENABLE_OPENTELEMETRY=true), else a trace of its own.
+    # trace context (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true), else a trace of its own.
     token = context.attach(trace.set_span_in_context(span))
     return span, token
 
@@ -374,12 +329,15 @@ def record_blobs(report: BlobReport, *, path: str) -> None:
 
 
 def _record_blobs(report: BlobReport, path: str) -> None:
-    # Every dead letter of the blob path is a rejection (lines that cannot become records).
+    # `deadlettered` holds rejections only (lines that cannot become records); records Log
+    # Analytics refused are `not_forwarded`, as on the Event Hub path.
     instruments = _record_counts(report, path, report.deadlettered)
     if instruments is None:
         return
     where = {"path": path}
     _add(instruments.bytes_read, report.bytes_read, where)
+    _add(instruments.forwarded, report.forwarded, where)
+    _add(instruments.deadlettered, report.not_forwarded, {**where, "kind": NOT_FORWARDED})
     if path == CATCHUP:
         instruments.blobs_behind.record(report.behind, where)
 
@@ -397,3 +355,14 @@ def _record_retention(report: RetentionReport) -> None:
     where = {"dry_run": report.dry_run}
     _add(instruments.retention_deleted, report.records_deleted, where)
     instruments.retention_kept.record(report.records_kept, where)
+
+
+def record_settings_invalid(function: str, setting: str) -> None:
+    """An invocation that a bad setting of its own stopped, or left without forwarding."""
+    _safely("recording a bad setting", lambda: _record_settings_invalid(function, setting))
+
+
+def _record_settings_invalid(function: str, setting: str) -> None:
+    instruments = _current()
+    if instruments is not None:
+        instruments.settings_invalid.add(1, {"function": function, "setting": setting})

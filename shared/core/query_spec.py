@@ -33,8 +33,10 @@ MAX_TEXT = 1024
 # is clamped so the walk does not start at thousands of empty day partitions. A day of
 # allowance covers clock skew in TimeGenerated.
 FUTURE_ALLOWANCE = timedelta(days=1)
-# Activity Logs do not predate this; earlier times are a mistake, and refusing them keeps
-# every partition name four-digit-year shaped.
+# The earliest `since`/`until` a caller may give: Activity Logs do not predate it, and a range
+# from year 1 would walk 700,000 empty day partitions. A record dated earlier (the normalizer
+# takes any year from 0001) is still found by a key lookup without `since`, which starts at
+# the index's oldest day.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_CONTINUATION = 2048
 
@@ -160,7 +162,7 @@ def _category(values: Mapping[str, str]) -> str | None:
 def _default_since(until: datetime, keyed: bool, oldest_day: datetime | None) -> datetime:
     """The start of the range when none is given: the last DEFAULT_SPAN, or for a key lookup
     the whole index (from its oldest day, and never less than DEFAULT_SPAN)."""
-    recent = max(until - DEFAULT_SPAN, EARLIEST)
+    recent = until - DEFAULT_SPAN if until - EARLIEST > DEFAULT_SPAN else EARLIEST
     if not keyed or oldest_day is None:
         return recent
     day = oldest_day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

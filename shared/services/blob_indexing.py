@@ -7,6 +7,20 @@ An unterminated last line is left for the next run. Two runs on one blob cannot 
 cursor only moves past indexed lines) nor double (index rows are keyed by EventKey, and the
 loser of a cursor race re-reads the winner's cursor and goes on from there).
 
+With forwarding on, each piece's records go to Log Analytics after its index write and before
+the cursor moves, once per record whichever path delivered it: the forward marks on the index
+rows decide, as for an Event Hub redelivery (shared.services.forwarding). When Log Analytics
+fails for now, the run raises before the cursor moves, rather than dead-letter the piece's
+records as not forwarded: the blob trigger's retries, the catch-up's next run (the failed
+blob holds its watermark) or a backfill run again re-read the piece, whose rows now exist
+unmarked, and send exactly those; nothing waits for a manual replay, and what was accepted
+before the failure is marked, so it is not sent again. The piece itself is indexed before the
+forward, so an outage delays only the pieces after it. (A blob the catch-up does not list, a
+name outside the layout or an hour behind its watermark, whose trigger gives up while Log
+Analytics is down, is finished by a backfill.) What Log Analytics refuses for itself (a record
+over the call limit, a 4xx about the records) is dead-lettered as not forwarded, and the blob
+goes on.
+
 Which blobs to index (the catch-up's recent hours, a backfill's scope) is
 `shared.services.catchup`'s; the path grammar is `shared.core.pt1h`'s.
 """
@@ -28,6 +42,7 @@ from shared.core.pt1h import BlobPath
 from shared.core.records import NormalizedRecord, Rejection
 from shared.services.blob_chunks import CHUNK_BYTES, Chunk, read_chunk, replaced, tail_of
 from shared.services.deadlettering import dead_letter_rejections
+from shared.services.forwarding import Forwarding, ForwardRun
 from shared.services.report import BlobReport
 
 log = logging.getLogger(__name__)
@@ -56,7 +71,7 @@ class _Blob(NamedTuple):
 
 
 class BlobIndexer:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - its three stores, then how it reads, seals and forwards
         self,
         writer: IndexWriter,
         cursors: CursorStore,
@@ -64,12 +79,14 @@ class BlobIndexer:
         *,
         chunk_bytes: int = CHUNK_BYTES,
         seal_after: timedelta = timedelta(hours=2),
+        forwarding: Forwarding | None = None,
     ) -> None:
         self._writer = writer
         self._cursors = cursors
         self._deadletters = deadletters
         self._chunk_bytes = chunk_bytes
         self._seal_after = seal_after
+        self._forwarding = forwarding
 
     @property
     def cursors(self) -> CursorStore:
@@ -198,6 +215,11 @@ class BlobIndexer:
             path="blob",
         )
         written = self._writer.write(piece.records)  # durable before the cursor moves past them
+        if self._forwarding is not None:
+            # Before the cursor moves: when Log Analytics fails for now this raises, and the
+            # next run re-reads the piece and sends what is not marked (see the module's doc).
+            run = ForwardRun(self._forwarding, self._deadletters, "blob", False, report)
+            run.settle(written)
         events = len(piece.records) + len(piece.rejections)
         cursor.offset, cursor.lines = piece.end, piece.lines
         cursor.open_line, cursor.tail = piece.open_line, piece.tail

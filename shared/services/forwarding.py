@@ -1,4 +1,5 @@
-"""Forwarding to Log Analytics once per record, whichever delivery brings it.
+"""Forwarding to Log Analytics once per record, whichever delivery brings it: an Event Hub
+batch (shared.services.delivery) or a piece of an archive blob (shared.services.blob_indexing).
 
 What Log Analytics has accepted is forwarding's own state: a mark on the record's index row
 (shared.adapters.forward_marks). A record is sent when it is new to the index, or already
@@ -28,7 +29,7 @@ from shared.adapters.forward_marks import ForwardMarks
 from shared.adapters.index_store import WriteResult
 from shared.adapters.log_analytics import LogAnalyticsForwarder, TransientForwardError
 from shared.core.records import NormalizedRecord
-from shared.services.report import DeliveryReport
+from shared.services.report import BlobReport, DeliveryReport
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ForwardRun:
     deadletters: DeadLetterStore
     path: str
     final_attempt: bool
-    report: DeliveryReport
+    report: DeliveryReport | BlobReport  # Event Hub (or replay), or the archive path
     claims: dict[str, Claim] = field(default_factory=dict)
 
     def settle(self, written: WriteResult) -> None:

@@ -71,8 +71,8 @@ def _replay_rejected(app: Runtime, letter: DeadLetter) -> bool:
             records,
             writer=app.writer,
             deadletters=app.deadletters,
-            # The Event Hub path forwards what it indexes; the archive path does not.
-            forwarding=None if from_blob else app.forwarding,
+            # Both paths forward what they index (once per record: the marks decide).
+            forwarding=app.forwarding,
             path=letter.path,
         )
     except RetryableDeliveryError:

@@ -92,6 +92,9 @@ class BlobReport(Report):
     outside_layout: list[str] = field(default_factory=list)
     # Blobs that had bytes past their cursor when this run looked (before indexing them).
     behind: int = 0
+    # Records Log Analytics accepted; records it refused for themselves (dead-lettered).
+    forwarded: int = 0
+    not_forwarded: int = 0
 
     SUMMARY: ClassVar[tuple[str, ...]] = (
         "blobs",
@@ -104,4 +107,6 @@ class BlobReport(Report):
         "outside_layout",
         "behind",
         "lag_seconds",
+        "forwarded",
+        "not_forwarded",
     )
