@@ -67,12 +67,30 @@ param storePrefix string = 'activitylog'
 @description('Forward normalized records to the ActivityLog_CL table in Log Analytics. False leaves the three ACTIVITYLOG_LOGS_INGESTION_* settings empty (the table and rule are still created).')
 param forwardToLogAnalytics bool = true
 
-@description('Days of interactive retention in Log Analytics (workspace and ActivityLog_CL).')
+// The custom table's plan decides most of what Log Analytics costs (README.md, "Log Analytics",
+// "Cost"). Learn, "Select a table plan based on data usage in a Log Analytics workspace"
+// (https://learn.microsoft.com/azure/azure-monitor/logs/logs-table-plans): DCR-based custom
+// tables support every plan; a table switches plan at most once a week. Auxiliary is not offered:
+// Learn, "Set up a table with the Auxiliary plan in your Log Analytics workspace"
+// (https://learn.microsoft.com/azure/azure-monitor/logs/create-custom-table-auxiliary): "Tables
+// with the Auxiliary plan don't support columns with dynamic data", and ActivityLog_CL has six;
+// an Auxiliary table can't change plan afterwards either.
+@description('Plan of the ActivityLog_CL table: Basic (default; ingestion about a fifth of Analytics, queries billed per GB scanned, interactive queries over 30 days, simple log alerts only) or Analytics (full features and alerts, queries included, interactive retention logAnalyticsRetentionDays). A table switches plan at most once a week. See README.md, "Log Analytics", "Cost".')
+@allowed([
+  'Basic'
+  'Analytics'
+])
+param logAnalyticsTablePlan string = 'Basic'
+
+@description('Also send the subscription\'s Activity Log to the workspace\'s AzureActivity table (Activity Log ingestion is free, and so is its retention up to 90 days: logAnalyticsRetentionDays above 90 is billed). Independent of forwardToLogAnalytics.')
+param sendActivityLogToWorkspace bool = true
+
+@description('Days of interactive retention in Log Analytics (the workspace default, so AzureActivity and telemetry; and ActivityLog_CL on the Analytics plan, as Basic tables keep 30).')
 @minValue(30)
 @maxValue(730)
 param logAnalyticsRetentionDays int = 90
 
-@description('Days ActivityLog_CL keeps records in total, interactive plus long-term retention (up to 12 years).')
+@description('Days ActivityLog_CL keeps records in total, interactive plus long-term retention (up to 12 years); on the Basic plan the first 30 are interactive.')
 @minValue(30)
 @maxValue(4383)
 param logAnalyticsTotalRetentionDays int = 365
@@ -213,11 +231,13 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: allTags
     retentionInDays: logAnalyticsRetentionDays
     totalRetentionInDays: logAnalyticsTotalRetentionDays
+    tablePlan: logAnalyticsTablePlan
     appInsightsDisableLocalAuth: appInsightsDisableLocalAuth
   }
 }
 
-// The subscription's Activity Log, every category, to the hub and to the archive.
+// The subscription's Activity Log, every category, to the hub and to the archive, and (unless
+// sendActivityLogToWorkspace is false) to the workspace's AzureActivity table.
 module activityLogExport 'modules/activity-log-export.bicep' = {
   name: 'activity-log-export-${environmentName}'
   params: {
@@ -225,6 +245,7 @@ module activityLogExport 'modules/activity-log-export.bicep' = {
     storageAccountId: storage.outputs.id
     eventHubAuthorizationRuleId: eventHubs.outputs.diagnosticsRuleId
     eventHubName: eventHubs.outputs.eventHubName
+    workspaceId: sendActivityLogToWorkspace ? monitoring.outputs.workspaceId : ''
   }
 }
 

@@ -1105,3 +1105,115 @@ def test_workbook_charts_the_table_and_the_app_metrics() -> None:
     for item in workbook["items"]:
         for resource in item["content"].get("crossComponentResources", []):
             assert resource in ("__WORKSPACE_ID__", "__APPINSIGHTS_ID__")
+
+
+# --------------------------------------------------------------------------------------------
+# What Log Analytics costs: the custom table's plan, the Activity Log's own table, forwarding.
+# --------------------------------------------------------------------------------------------
+
+# Learn, "Select a table plan based on data usage in a Log Analytics workspace": every
+# DCR-based custom table supports Analytics and Basic. Auxiliary is left out: Learn, "Set up a
+# table with the Auxiliary plan", says Auxiliary tables don't support dynamic columns.
+TABLE_PLANS = ["Basic", "Analytics"]
+DEFAULT_TABLE_PLAN = "Basic"
+
+
+def test_custom_table_plan_is_a_parameter(bicep: dict[str, Bicep]) -> None:
+    main, monitoring = bicep["main.bicep"], bicep["modules/monitoring.bicep"]
+    assert allowed_values(main, "logAnalyticsTablePlan") == TABLE_PLANS
+    assert parameter_defaults(main)["logAnalyticsTablePlan"] == DEFAULT_TABLE_PLAN
+    assert allowed_values(monitoring, "tablePlan") == TABLE_PLANS
+    assert parameter_defaults(monitoring)["tablePlan"] == DEFAULT_TABLE_PLAN
+    assert "tablePlan: logAnalyticsTablePlan" in main.text
+    # The table reads it; a Basic table's interactive retention is fixed (30 days), so only an
+    # Analytics table is given retentionInDays.
+    ((_, _, start, end),) = resources(monitoring, "Microsoft.OperationalInsights/workspaces/tables")
+    properties = entries(
+        monitoring, *monitoring.block_after(monitoring.code.index("properties: {", start, end))
+    )
+    assert properties["plan"] == "tablePlan"
+    assert properties["retentionInDays"] == "isAnalyticsTable ? retentionInDays : null"
+    assert "var isAnalyticsTable = tablePlan == 'Analytics'" in monitoring.text
+    for source in (main, monitoring):
+        assert "learn.microsoft.com/azure/azure-monitor/logs/logs-table-plans" in source.text
+        assert "create-custom-table-auxiliary" in source.text
+    # Why Auxiliary is not offered: the record has dynamic columns.
+    columns = json.loads((INFRA / "modules" / "activitylog-columns.json").read_text("utf-8"))
+    assert any(column["type"] == "dynamic" for column in columns)
+    # Settable from azd's environment, with the same default.
+    parameters = json.loads((INFRA / "main.parameters.json").read_text("utf-8"))["parameters"]
+    assert parameters["logAnalyticsTablePlan"]["value"] == (
+        f"${{LOG_ANALYTICS_TABLE_PLAN={DEFAULT_TABLE_PLAN}}}"
+    )
+    readme = (INFRA / "README.md").read_text("utf-8")
+    assert f"| `logAnalyticsTablePlan` | `{DEFAULT_TABLE_PLAN}` |" in readme
+
+
+def test_activity_log_to_the_workspace_is_a_parameter(bicep: dict[str, Bicep]) -> None:
+    main, export = bicep["main.bicep"], bicep["modules/activity-log-export.bicep"]
+    assert parameter_defaults(main)["sendActivityLogToWorkspace"] is True
+    assert parameter_defaults(export)["workspaceId"] == ""
+    assert (
+        "workspaceId: sendActivityLogToWorkspace ? monitoring.outputs.workspaceId : ''" in main.text
+    )
+    ((_, _, start, end),) = resources(export, "Microsoft.Insights/diagnosticSettings")
+    properties = entries(
+        export, *export.block_after(export.code.index("properties: {", start, end))
+    )
+    # The workspace only when one is given; the hub and the archive always.
+    assert properties["workspaceId"] == "empty(workspaceId) ? null : workspaceId"
+    assert properties["storageAccountId"] == "storageAccountId"
+    assert properties["eventHubAuthorizationRuleId"] == "eventHubAuthorizationRuleId"
+    assert properties["eventHubName"] == "eventHubName"
+    # Why it is on by default: Learn says Activity Log ingestion is free, retention to 90 days.
+    assert "learn.microsoft.com/azure/azure-monitor/platform/activity-log" in export.text
+    retention_days = parameter_defaults(main)["logAnalyticsRetentionDays"]
+    assert isinstance(retention_days, int)
+    assert retention_days <= 90
+    readme = (INFRA / "README.md").read_text("utf-8")
+    assert "| `sendActivityLogToWorkspace` | `true` |" in readme
+
+
+def test_forwarding_to_log_analytics_stays_optional(bicep: dict[str, Bicep]) -> None:
+    main = bicep["main.bicep"]
+    assert parameter_defaults(main)["forwardToLogAnalytics"] is True
+    for name in ("logsIngestionEndpoint", "logsIngestionRuleId", "logsIngestionStream"):
+        value = re.search(rf"^    {name}: (.+)$", main.text, re.M)
+        assert value, name
+        assert value.group(1).startswith("forwardToLogAnalytics ? monitoring.outputs."), name
+        assert value.group(1).endswith(" : ''"), name
+    # Neither new switch depends on forwarding, nor forwarding on them.
+    assert (
+        "forwardToLogAnalytics"
+        not in main.text.split("module activityLogExport")[1].split("module rbac")[0]
+    )
+
+
+def test_log_analytics_choices_parse_as_checkov_reads_them(pycep_parser: Any) -> None:
+    main = pycep_parser.parse(text=(INFRA / "main.bicep").read_text("utf-8"))
+    plan = main["parameters"]["logAnalyticsTablePlan"]
+    assert plan["type"] == "string"
+    assert plan["default"] == DEFAULT_TABLE_PLAN
+    (allowed,) = [d["argument"] for d in plan["decorators"] if d["type"] == "allowed"]
+    assert allowed == TABLE_PLANS
+    send = main["parameters"]["sendActivityLogToWorkspace"]
+    assert (send["type"], send["default"]) == ("bool", True)
+    workspace = main["modules"]["activityLogExport"]["config"]["params"]["workspaceId"]
+    conditional = workspace["operator"]
+    assert conditional["type"] == "conditional"
+    assert conditional["operands"]["condition"] == "sendActivityLogToWorkspace"
+    assert conditional["operands"]["false_value"] == ""
+    params = main["modules"]["monitoring"]["config"]["params"]
+    assert params["tablePlan"] == "logAnalyticsTablePlan"
+    forward = main["parameters"]["forwardToLogAnalytics"]
+    assert (forward["type"], forward["default"]) == ("bool", True)
+    monitoring = pycep_parser.parse(
+        text=(INFRA / "modules" / "monitoring.bicep").read_text("utf-8")
+    )
+    table = monitoring["resources"]["table"]["config"]["properties"]
+    assert table["plan"] == "tablePlan"
+    export = pycep_parser.parse(
+        text=(INFRA / "modules" / "activity-log-export.bicep").read_text("utf-8")
+    )
+    setting = export["resources"]["activityLogExport"]["config"]["properties"]
+    assert setting["workspaceId"]["operator"]["type"] == "conditional"

@@ -27,6 +27,20 @@ param retentionInDays int = 90
 @maxValue(4383)
 param totalRetentionInDays int = 365
 
+// Learn, "Select a table plan based on data usage in a Log Analytics workspace"
+// (https://learn.microsoft.com/azure/azure-monitor/logs/logs-table-plans): every DCR-based custom
+// table supports Analytics and Basic; switching between them applies to the data already in the
+// table, at most once a week. Auxiliary is left out: it doesn't support dynamic columns (Learn,
+// "Set up a table with the Auxiliary plan in your Log Analytics workspace",
+// https://learn.microsoft.com/azure/azure-monitor/logs/create-custom-table-auxiliary), and
+// ActivityLog_CL has six.
+@description('Plan of ActivityLog_CL: Basic or Analytics (README.md, "Log Analytics", "Cost").')
+@allowed([
+  'Basic'
+  'Analytics'
+])
+param tablePlan string = 'Basic'
+
 @description('Require Entra ID for telemetry ingestion into Application Insights (the app then needs APPLICATIONINSIGHTS_AUTHENTICATION_STRING and Monitoring Metrics Publisher, both set by this template).')
 param appInsightsDisableLocalAuth bool = true
 
@@ -36,6 +50,12 @@ param appInsightsDisableLocalAuth bool = true
 // Types use the DCR spelling; tables spell datetime as dateTime.
 var columns = loadJsonContent('activitylog-columns.json')
 var tableName = 'ActivityLog_CL'
+// A Basic table's interactive retention is fixed at 30 days: Learn, "Manage data retention in a
+// Log Analytics workspace" (https://learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure):
+// retentionInDays "Setting this property to null applies the workspace retention period. For a
+// Basic and Auxiliary Logs table, the value is always 30." Total retention applies to every plan.
+var isAnalyticsTable = tablePlan == 'Analytics'
+var basicTableRetentionInDays = 30
 var streamName = 'Custom-${tableName}'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -62,9 +82,9 @@ resource table 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = {
   parent: workspace
   name: tableName
   properties: {
-    plan: 'Analytics'
-    retentionInDays: retentionInDays
-    totalRetentionInDays: max(totalRetentionInDays, retentionInDays)
+    plan: tablePlan
+    retentionInDays: isAnalyticsTable ? retentionInDays : null
+    totalRetentionInDays: max(totalRetentionInDays, isAnalyticsTable ? retentionInDays : basicTableRetentionInDays)
     schema: {
       name: tableName
       description: 'Azure Activity Log records normalized by the Activity Log function app (docs: shared/spec normalized-record.md).'

@@ -29,7 +29,7 @@ from azure.storage.blob import ContainerClient
 from shared.adapters.index_store import delete_rows
 from shared.adapters.storage import Stores
 from shared.core.keys import LOOKUP_COLUMNS, time_of_row_key
-from shared.core.pt1h import BlobPath, hour_key
+from shared.core.pt1h import SUBSCRIPTIONS_PREFIX, BlobPath, hour_key
 from shared.core.retention_policy import (
     CategoryGroup,
     RetentionPolicy,
@@ -320,7 +320,7 @@ class RetentionJob:
         """Each subscription's `y=YYYY/` up to the cutoff's year, and any other `y=` name."""
         folders: list[str] = []
         for subscription in archive.walk_blobs(
-            name_starts_with="resourceId=/SUBSCRIPTIONS/", delimiter="/"
+            name_starts_with=SUBSCRIPTIONS_PREFIX, delimiter="/"
         ):
             if not subscription.name.endswith("/"):
                 continue
