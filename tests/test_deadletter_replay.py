@@ -42,6 +42,7 @@ from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer, StaticTokenCredential
+from tests.test_cli import shared_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RULE_ID = "dcr-00000000000000000000000000000000"
@@ -576,3 +577,36 @@ def test_a_replayed_rejection_is_forwarded_as_its_path_forwards(
         [hub_record["EventKey"], blob_record["EventKey"]]
     )
     assert stored_letters(app) == {}
+
+
+# --- a dead letter that is not one (damaged, or put there by hand) -----------------------
+
+
+def test_an_unreadable_letter_is_reported_and_never_stops_the_others(settings: Settings) -> None:
+    app = build_runtime(settings)
+    good = jsonl([activity_event(1)])
+    deliver(
+        [EventBody(b"not json\n" + good, "0", 1)], writer=app.writer, deadletters=app.deadletters
+    )
+    container = app.stores.deadletter
+    damaged = {
+        "cli/rejected/not-json.json": b"{not json",
+        "cli/rejected/wrong-shape.json": b'{"kind": 5}',
+        "cli/rejected/a-list.json": b"[1, 2]",
+        "cli/rejected/bad-base64.json": orjson.dumps(
+            {"kind": "rejected", "reason": "r", "source": "s", "raw": "x", "raw_base64": "%%"}
+        ),
+    }
+    for name, data in damaged.items():
+        container.upload_blob(name, data, overwrite=True)
+    listed = shared_cli("deadletter", "list", settings=settings)
+    assert listed.returncode == 0, listed.stderr
+    names = [orjson.loads(line)["name"] for line in listed.stdout.splitlines()]
+    assert len(names) == 1 and names[0] not in damaged  # the real letter, still listed
+    for name in damaged:
+        assert name.encode() in listed.stderr  # each damaged one named, with why
+    replayed = shared_cli("deadletter", "replay", "--json", settings=settings)
+    assert replayed.returncode == 3, replayed.stderr  # something stays: exit 3, no traceback
+    assert b"Traceback" not in replayed.stderr
+    assert orjson.loads(replayed.stdout) == {"replayed": 0, "still_failing": 5}
+    assert sorted(app.deadletters.names()) == sorted([*damaged, names[0]])  # nothing lost

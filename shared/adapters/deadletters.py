@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -107,6 +107,14 @@ def _stored_raw(raw: str, exact: bytes) -> dict[str, str]:
     return {"raw": raw, "raw_base64": base64.b64encode(exact).decode("ascii")}
 
 
+class UnreadableLetter(Exception):
+    """A blob in the dead-letter container that is not a letter this app can read."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"cannot read dead letter {name}: {reason}")
+        self.name = name
+
+
 class LetterHeld(Exception):
     """Another process holds the letter's lease (HTTP 409): it is at work on the letter."""
 
@@ -175,9 +183,21 @@ class DeadLetterStore:
             log.info("dead letter %s is claimed elsewhere; left to its holder", name)
         return name
 
-    def list(self, kind: str | None = None) -> Iterator[DeadLetter]:
+    def list(
+        self,
+        kind: str | None = None,
+        on_unreadable: Callable[[UnreadableLetter], object] | None = None,
+    ) -> Iterator[DeadLetter]:
+        """Every letter (of one kind); one that cannot be read is handed to `on_unreadable`
+        (else logged) and the listing goes on."""
         for name in self.names(kind):
-            letter = self.get(name)
+            try:
+                letter = self.get(name)
+            except UnreadableLetter as error:
+                log.warning("%s", error, extra={"letter": name})
+                if on_unreadable is not None:
+                    on_unreadable(error)
+                continue
             if letter is not None and (kind is None or letter.kind == kind):
                 yield letter
 
@@ -238,22 +258,31 @@ class DeadLetterStore:
 
 
 def _read(container: ContainerClient, name: str) -> DeadLetter | None:
+    """The letter stored under `name`; None when it is gone. UnreadableLetter when the blob is
+    not a letter this app wrote (damaged, or put there by hand): that one blob's problem."""
     try:
-        data = orjson.loads(container.download_blob(name).readall())
+        stored = container.download_blob(name).readall()
     except ResourceNotFoundError:
         return None
-    exact = data.get("raw_base64")
-    return DeadLetter(
-        kind=data["kind"],
-        reason=data["reason"],
-        source=data["source"],
-        raw=data["raw"],
-        coordinates=data.get("coordinates", {}),
-        path=data.get("path", ""),
-        deadlettered_at=data.get("deadlettered_at", ""),
-        name=name,
-        data=base64.b64decode(exact) if exact else b"",
-    )
+    try:
+        data = orjson.loads(stored)
+        exact = data.get("raw_base64")
+        kind, reason, source, raw = (data[key] for key in ("kind", "reason", "source", "raw"))
+        if not all(isinstance(value, str) for value in (kind, reason, source, raw)):
+            raise TypeError("kind, reason, source and raw must be strings")
+        return DeadLetter(
+            kind,
+            reason,
+            source,
+            raw,
+            coordinates=dict(data.get("coordinates") or {}),
+            path=str(data.get("path", "")),
+            deadlettered_at=str(data.get("deadlettered_at", "")),
+            name=name,
+            data=base64.b64decode(exact, validate=True) if exact else b"",
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise UnreadableLetter(name, f"{type(error).__name__}: {error}") from None
 
 
 def _lease_missing(error: HttpResponseError) -> bool:

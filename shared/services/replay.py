@@ -7,11 +7,19 @@ claim it (another holds it, or already removed it) skips it and counts it `claim
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 
-from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED, DeadLetter, LetterHeld
+from shared.adapters.deadletters import (
+    NOT_FORWARDED,
+    REJECTED,
+    UNDELIVERED,
+    DeadLetter,
+    LetterHeld,
+    UnreadableLetter,
+)
 from shared.adapters.log_analytics import TransientForwardError
 from shared.bootstrap import Runtime
 from shared.core.normalize import normalize_input
@@ -19,6 +27,8 @@ from shared.core.pt1h import BlobPath
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver, index_and_forward
 
 REPLAYED, STILL_FAILING, CLAIMED_ELSEWHERE = "replayed", "still_failing", "claimed_elsewhere"
+
+log = logging.getLogger(__name__)
 
 
 def _replay_one(app: Runtime, letter: DeadLetter) -> bool:
@@ -104,7 +114,11 @@ def _replay_claimed(app: Runtime, name: str) -> str:
     if claim is None:
         return CLAIMED_ELSEWHERE  # another replay finished it since the listing
     with app.deadletters.holding([claim]):  # renewed while it runs, released if it stays
-        letter = claim.letter()  # read under the lease: the letter as it is now
+        try:
+            letter = claim.letter()  # read under the lease: the letter as it is now
+        except UnreadableLetter as error:
+            log.warning("%s; it stays", error, extra={"letter": name})
+            return STILL_FAILING  # not a letter: nothing to re-drive, and nothing to lose
         if letter is None:
             return CLAIMED_ELSEWHERE
         if not _replay_one(app, letter):

@@ -149,9 +149,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_deadletter_list(args: argparse.Namespace) -> int:
     with _runtime() as app:
-        for letter in app.deadletters.list(args.kind):
+        # A blob that is not a readable letter is named on standard error; the rest are listed.
+        for letter in app.deadletters.list(args.kind, on_unreadable=_say_unreadable):
             _write_json_line(sys.stdout.buffer, {"name": letter.name, **letter.as_dict()})
         return EXIT_OK
+
+
+def _say_unreadable(error: Exception) -> None:
+    sys.stderr.write(f"deadletter: {error}\n")
 
 
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
