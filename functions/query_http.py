@@ -51,7 +51,10 @@ def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.
         )
     except QueryError as error:
         return _json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
-    return _json(HTTPStatus.OK, {"records": page.records, "continuation": page.continuation})
+    answer: dict[str, object] = {"records": page.records, "continuation": page.continuation}
+    if page.unreadable:  # damaged rows are named, never silently missing
+        answer["unreadable"] = page.unreadable
+    return _json(HTTPStatus.OK, answer)
 
 
 @bp.route(route="activity", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

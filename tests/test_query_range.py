@@ -329,3 +329,36 @@ def test_an_event_from_any_year_is_found_by_a_key_lookup_without_since(
     by_key = shared_cli("query", "--caller", "early@contoso.com", settings=settings)
     assert by_key.returncode == 0, by_key.stderr
     assert event_keys(json_lines(by_key.stdout)) == event_keys(newest_first([record, *recent]))
+
+
+# --- a record row that cannot be read (damaged storage) -----------------------------------
+
+
+@pytest.mark.parametrize("filters", [("--caller", "early@contoso.com"), ("--since", "2d")])
+def test_a_damaged_record_is_named_and_the_others_still_come_back(
+    settings: Settings, app: Runtime, filters: tuple[str, str]
+) -> None:
+    now = datetime.now(UTC)
+    records = records_of(
+        [
+            activity_event(n, caller="early@contoso.com", time=_canonical(now - timedelta(hours=n)))
+            for n in range(1, 4)
+        ]
+    )
+    app.writer.write(records)
+    damaged = RecordKey.of(records[1])
+    app.stores.records.upsert_entity(
+        {"PartitionKey": damaged.partition_key, "RowKey": damaged.row_key, "Body": b"\x00garbage"}
+    )
+    result = shared_cli("query", *filters, settings=settings)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert event_keys(json_lines(result.stdout)) == [records[0]["EventKey"], records[2]["EventKey"]]
+    assert damaged.row_key.encode() in result.stderr  # named, not silently gone
+    page = handle_activity(request({"caller": "early@contoso.com"}), build_runtime(settings), now)
+    body = orjson.loads(page.get_body())
+    assert (page.status_code, len(body["records"]), body["unreadable"]) == (
+        200,
+        2,
+        [damaged.row_key],
+    )

@@ -250,27 +250,44 @@ class IndexReader:
         self._oversize = oversize
 
     def body_of(self, entity: dict[str, Any]) -> NormalizedRecord:
-        if "Body" in entity:
-            body = entity["Body"]
-            return decode_body(bytes(body))
-        blob = self._oversize.download_blob(entity["BodyBlob"]).readall()
-        record: NormalizedRecord = orjson.loads(blob)
+        """The record a row holds; UnreadableRecord when its body cannot be read back."""
+        try:
+            if "Body" in entity:
+                return decode_body(bytes(entity["Body"]))
+            blob = self._oversize.download_blob(entity["BodyBlob"]).readall()
+            record = orjson.loads(blob)
+            if not isinstance(record, dict):
+                raise TypeError(f"the body is a JSON {type(record).__name__}")
+        except (zlib.error, ValueError, TypeError, KeyError, ResourceNotFoundError) as error:
+            raise UnreadableRecord(str(entity.get("RowKey", "")), error) from None
         return record
 
-    def get(self, key: RecordKey) -> NormalizedRecord | None:
+    def get(self, key: RecordKey) -> NormalizedRecord | UnreadableRecord | None:
+        """The record under the key; None when there is none, the error when it is damaged."""
         try:
             entity = self._records.get_entity(key.partition_key, key.row_key)
         except ResourceNotFoundError:
             return None
-        return self.body_of(entity)
+        try:
+            return self.body_of(entity)
+        except UnreadableRecord as error:
+            return error
 
     def get_many(
         self, keys: Sequence[RecordKey], parallelism: int = 8
-    ) -> list[NormalizedRecord | None]:
+    ) -> list[NormalizedRecord | UnreadableRecord | None]:
         if len(keys) <= 1:
             return [self.get(key) for key in keys]
         with ThreadPoolExecutor(max_workers=parallelism) as pool:
             return list(pool.map(self.get, keys))
+
+
+class UnreadableRecord(Exception):
+    """A record row whose body cannot be read back (damaged storage): named, never fatal."""
+
+    def __init__(self, row_key: str, cause: Exception) -> None:
+        super().__init__(f"record {row_key} cannot be read: {type(cause).__name__}: {cause}")
+        self.row_key = row_key
 
 
 def _same_partition_batches(

@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from typing import Any
 
 from azure.data.tables import TableClient
 
-from shared.adapters.index_store import IndexReader
+from shared.adapters.index_store import IndexReader, UnreadableRecord
 from shared.core.keys import (
     RecordKey,
     days_between,
@@ -67,6 +68,8 @@ _LOOKUP_PARTS = 3  # a lookup partition: {kind}|{YYYYMM}|{bucket}
 class QueryPage:
     records: list[NormalizedRecord]
     continuation: str | None  # None when nothing more matches
+    # RowKeys of matching rows whose record could not be read back (damaged): named, skipped.
+    unreadable: list[str] = dataclass_field(default_factory=list)
 
 
 def oldest_indexed_day(records: TableClient) -> datetime | None:
@@ -240,6 +243,7 @@ def run_query(
         return QueryPage([], None)
     first, after = start
     found: list[NormalizedRecord] = []
+    unreadable: list[str] = []
 
     def remaining() -> int:
         return query.limit - len(found)
@@ -247,7 +251,7 @@ def run_query(
     for index in range(first, len(plan.partitions)):
         partition = plan.partitions[index]
         if index - first >= MAX_PARTITIONS_PER_PAGE:
-            return QueryPage(found, encode_continuation(partition, ""))
+            return QueryPage(found, encode_continuation(partition, ""), unreadable)
         rows = _rows(plan, query, partition, after, remaining())
         after = ""
         # Bodies are fetched in groups no larger than what the page still needs, so a page
@@ -257,13 +261,24 @@ def run_query(
                 keys = [RecordKey.of_row_key(record_row_key(row["RowKey"])) for row in chunk]
                 bodies = reader.get_many(keys)
             else:
-                bodies = [reader.body_of(row) for row in chunk]
+                bodies = [_body(reader, row) for row in chunk]
             for row, body in zip(chunk, bodies, strict=True):
+                if isinstance(body, UnreadableRecord):
+                    unreadable.append(body.row_key)
+                    continue
                 # A lookup row without its record: written before a crash, or its record
                 # already past retention. It is simply not there.
                 if body is None or not matches(body, query):
                     continue
                 found.append(body)
                 if remaining() == 0:
-                    return QueryPage(found, encode_continuation(partition, row["RowKey"]))
-    return QueryPage(found, None)
+                    token = encode_continuation(partition, row["RowKey"])
+                    return QueryPage(found, token, unreadable)
+    return QueryPage(found, None, unreadable)
+
+
+def _body(reader: IndexReader, row: dict[str, Any]) -> NormalizedRecord | UnreadableRecord:
+    try:
+        return reader.body_of(row)
+    except UnreadableRecord as error:
+        return error

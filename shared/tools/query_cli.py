@@ -143,6 +143,8 @@ def _write_pages(
         )
         for record in page.records:
             out.write(table_row(record) if table else orjson.dumps(record).decode("utf-8") + "\n")
+        for row_key in page.unreadable:  # damaged storage: named, never silently missing
+            err.write(f"• record {row_key} matches the index but cannot be read; skipped\n")
         written += len(page.records)
         continuation = page.continuation
         if continuation is None or written >= query.limit:
