@@ -150,6 +150,9 @@ param rawArchiveExpiryDays int = 0
 @description('Also grant the app\'s identity Storage Account Contributor on the storage account, which Learn lists for the blob trigger with identity-based host storage. Off by default (see modules/rbac.bicep).')
 param grantStorageAccountContributor bool = false
 
+@description('Email address for the alert on invalid app settings (modules/alerts.bicep). Empty (the default): no action group is created; the alert rule still fires and shows under Azure Monitor, Alerts.')
+param alertEmail string = ''
+
 // ---------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------
@@ -329,6 +332,21 @@ module workbook 'modules/workbook.bicep' = {
   }
 }
 
+// A log search alert on the app's activitylog.settings.invalid counter, per function, and an
+// action group emailing alertEmail when it is set.
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    settingsInvalidAlertName: 'alert-activitylog-settings-invalid-${resourceToken}'
+    actionGroupName: 'ag-activitylog-${resourceToken}'
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    location: location
+    tags: allTags
+    alertEmail: alertEmail
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Outputs: what azd, scripts/postdeploy.sh, the management-group onboarding and operators
 // need (azd stores each one in the environment; the hook reads them from there or from
@@ -385,6 +403,9 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 
 @description('Resource id of the workbook.')
 output WORKBOOK_ID string = workbook.outputs.id
+
+@description('Resource id of the log search alert rule on invalid app settings.')
+output SETTINGS_INVALID_ALERT_ID string = alerts.outputs.settingsInvalidAlertId
 
 @description('Event Grid system topic of the storage account (the hook adds the subscription to it).')
 output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName

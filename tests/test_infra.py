@@ -1217,3 +1217,79 @@ def test_log_analytics_choices_parse_as_checkov_reads_them(pycep_parser: Any) ->
     )
     setting = export["resources"]["activityLogExport"]["config"]["properties"]
     assert setting["workspaceId"]["operator"]["type"] == "conditional"
+
+
+# --------------------------------------------------------------------------------------------
+# The alert on invalid app settings (infra/modules/alerts.bicep).
+# --------------------------------------------------------------------------------------------
+
+
+def test_settings_invalid_alert_rule(bicep: dict[str, Bicep]) -> None:
+    from shared.adapters.telemetry import SETTINGS_INVALID
+
+    alerts = bicep["modules/alerts.bicep"]
+    ((_, rule_type, start, end),) = resources(alerts, "Microsoft.Insights/scheduledQueryRules")
+    # The current GA version (Learn, "Microsoft.Insights scheduledQueryRules").
+    assert rule_type == "Microsoft.Insights/scheduledQueryRules@2023-12-01"
+    rule = entries(alerts, start, end)
+    assert rule["kind"] == "'LogAlert'"
+    properties = entries(
+        alerts, *alerts.block_after(alerts.code.index("properties: {", start, end))
+    )
+    assert properties["severity"] == "1"
+    assert properties["evaluationFrequency"] == "'PT5M'"
+    assert properties["windowSize"] == "'PT15M'"
+    assert properties["enabled"] == "true"
+    # Scoped to the workspace-based component, which keeps the classic customMetrics schema.
+    scopes_at = alerts.code.index("scopes: [", start, end)
+    scopes = alerts.text[slice(*alerts.block_after(scopes_at, "["))]
+    assert scopes.split() == ["applicationInsightsId"]
+    # The query names the metric, reads the classic columns, and splits by `function`.
+    assert parameter_defaults(alerts)["metricName"] == SETTINGS_INVALID
+    query = bicep_var(alerts, "settingsInvalidQuery")
+    assert query.startswith('customMetrics | where name == "${metricName}"')
+    assert 'tostring(customDimensions["function"])' in query
+    assert "sum(valueSum) by FunctionName" in query
+    criteria = alerts.text[alerts.code.index("allOf: [", start, end) : end]
+    assert "metricMeasureColumn: 'Invalid'" in criteria
+    assert "timeAggregation: 'Total'" in criteria
+    assert "operator: 'GreaterThan'" in criteria
+    assert "threshold: 0\n" in criteria
+    assert re.search(r"name: 'FunctionName'\s+operator: 'Include'\s+values: \[\s+'\*'", criteria)
+    # Main wires it to the component.
+    main = bicep["main.bicep"]
+    assert "applicationInsightsId: monitoring.outputs.applicationInsightsId" in main.text
+    assert "alertEmail: alertEmail" in main.text
+    for page in (
+        "learn.microsoft.com/azure/templates/microsoft.insights/scheduledqueryrules",
+        "learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule",
+        "learn.microsoft.com/azure/azure-monitor/app/convert-classic-resource",
+    ):
+        assert page in alerts.text, page
+
+
+def test_settings_invalid_alert_action_group_follows_alert_email(
+    bicep: dict[str, Bicep], pycep_parser: Any
+) -> None:
+    main, alerts = bicep["main.bicep"], bicep["modules/alerts.bicep"]
+    assert parameter_defaults(main)["alertEmail"] == ""
+    assert parameter_defaults(alerts)["alertEmail"] == ""
+    assert "var notify = !empty(alertEmail)" in alerts.text
+    parsed = pycep_parser.parse(text=(INFRA / "modules" / "alerts.bicep").read_text("utf-8"))
+    group = parsed["resources"]["actionGroup"]
+    assert group["type"] == "Microsoft.Insights/actionGroups"
+    assert group["config"]["condition"] == "notify"
+    (receiver,) = group["config"]["config"]["properties"]["emailReceivers"]
+    assert receiver["emailAddress"] == "alertEmail"
+    assert len(group["config"]["config"]["properties"]["groupShortName"]) <= 12
+    actions = parsed["resources"]["settingsInvalidAlert"]["config"]["properties"]["actions"]
+    conditional = actions["actionGroups"]["operator"]
+    assert conditional["type"] == "conditional"
+    assert conditional["operands"]["condition"] == "notify"
+    assert conditional["operands"]["false_value"] == []
+    (attached,) = conditional["operands"]["true_value"]
+    assert attached["operator"]["operands"] == {"operand_1": "actionGroup", "operand_2": "id"}
+    # Settable from azd's environment; documented.
+    parameters = json.loads((INFRA / "main.parameters.json").read_text("utf-8"))["parameters"]
+    assert parameters["alertEmail"]["value"] == "${ALERT_EMAIL}"
+    assert "| `alertEmail` | `''` |" in (INFRA / "README.md").read_text("utf-8")
