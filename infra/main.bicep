@@ -59,10 +59,23 @@ param catchupLookbackHours int = 3
 @maxValue(10080)
 param sealAfterMinutes int = 120
 
-@description('Prefix of every table and container the app creates (ACTIVITYLOG_STORE_PREFIX): 3 to 30 lowercase letters and digits, starting with a letter.')
+@description('Prefix of every table and container the app creates (ACTIVITYLOG_STORE_PREFIX): 3 to 30 lowercase letters and digits, starting with a letter. Names the records container (<prefix>-records) and the month index tables (<prefix>idxYYYYMM).')
 @minLength(3)
 @maxLength(30)
 param storePrefix string = 'activitylog'
+
+// The app's records archive is written once and read rarely (queries past the index, `verify`),
+// so Cold by default: the cheapest tier that is still online, unlike Archive, whose blobs must
+// be rehydrated (hours) before they can be read. Cold has a 90-day early-deletion period (Learn,
+// "Access tiers for blob data": https://learn.microsoft.com/azure/storage/blobs/access-tiers-overview),
+// which the app's shortest retention, 90 days, already respects (0 keeps forever).
+@description('Access tier the app uploads its record blobs at (ACTIVITYLOG_ARCHIVE_TIER): Cold (default; written once, read rarely, still online unlike Archive; its 90-day early-deletion period is the app\'s minimum retention), Cool or Hot.')
+@allowed([
+  'Hot'
+  'Cool'
+  'Cold'
+])
+param archiveAccessTier string = 'Cold'
 
 @description('Forward normalized records to the ActivityLog_CL table in Log Analytics. False leaves the three ACTIVITYLOG_LOGS_INGESTION_* settings empty (the table and rule are still created).')
 param forwardToLogAnalytics bool = true
@@ -147,6 +160,16 @@ param storageSkuName string = 'Standard_GRS'
 @maxValue(36500)
 param rawArchiveExpiryDays int = 0
 
+@description('Days after upload that the app\'s record blobs ({storePrefix}-records) move to the Archive tier by a lifecycle rule. 0 (the default) creates no rule: archived blobs are offline, and the app\'s query and `verify` cannot read them until they are rehydrated (hours). Not supported on ZRS, GZRS or RA-GZRS accounts. See infra/README.md, "Records archive".')
+@minValue(0)
+@maxValue(36500)
+param archiveToArchiveTierAfterDays int = 0
+
+@description('Days each record blob stays immutable (WORM) after its creation, by a time-based retention policy on the records container. 0 (the default) sets none. Created unlocked: lock it after review. At most the shortest retention: retention skips protected blobs and reports them. See infra/README.md, "Records archive".')
+@minValue(0)
+@maxValue(146000)
+param archiveImmutabilityDays int = 0
+
 @description('Also grant the app\'s identity Storage Account Contributor on the storage account, which Learn lists for the blob trigger with identity-based host storage. Off by default (see modules/rbac.bicep).')
 param grantStorageAccountContributor bool = false
 
@@ -164,6 +187,10 @@ var allTags = union(tags, { 'activitylog-environment': environmentName })
 // The container Azure Monitor writes the Activity Log archive to: its name is fixed by the
 // platform, and the app's ACTIVITYLOG_ARCHIVE_CONTAINER must match it.
 var archiveContainerName = 'insights-activity-logs'
+// The app's own archive of normalized records; the name is the app's (shared/settings.py,
+// Settings.records_container), so it follows storePrefix. The app creates its month index
+// tables (<prefix>idxYYYYMM) itself and drops a whole month for retention: no table is declared.
+var recordsContainerName = '${storePrefix}-records'
 // The hub name: any name works; the platform's default one is the least surprising.
 var eventHubName = 'insights-activity-logs'
 var consumerGroupName = 'activitylog-app'
@@ -205,6 +232,9 @@ module storage 'modules/storage.bicep' = {
     ]
     archiveContainerName: archiveContainerName
     rawArchiveExpiryDays: rawArchiveExpiryDays
+    recordsContainerName: recordsContainerName
+    archiveToArchiveTierAfterDays: archiveToArchiveTierAfterDays
+    archiveImmutabilityDays: archiveImmutabilityDays
   }
 }
 
@@ -289,6 +319,7 @@ module functionApp 'modules/function-app.bicep' = {
     eventHubConsumerGroup: eventHubs.outputs.consumerGroupName
     archiveContainerName: archiveContainerName
     storePrefix: storePrefix
+    archiveTier: archiveAccessTier
     catchupSchedule: catchupSchedule
     catchupLookbackHours: catchupLookbackHours
     sealAfterMinutes: sealAfterMinutes
@@ -377,6 +408,9 @@ output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 @description('Container the Activity Log archive is written to.')
 output ARCHIVE_CONTAINER string = archiveContainerName
 
+@description('Container the app keeps its own archive of normalized records in.')
+output RECORDS_CONTAINER string = storage.outputs.recordsContainerName
+
 @description('Event Hubs namespace the Activity Log streams to.')
 output EVENTHUB_NAMESPACE string = eventHubs.outputs.namespaceName
 
@@ -427,3 +461,9 @@ output BLOB_TRIGGER_FUNCTION_NAME string = eventGrid.outputs.functionName
 
 @description('Days after their last write that raw export blobs are deleted; 0 when they are kept.')
 output RAW_ARCHIVE_EXPIRY_DAYS int = storage.outputs.rawArchiveExpiryDays
+
+@description('Days after upload that record blobs move to the Archive tier; 0 when they stay at ACTIVITYLOG_ARCHIVE_TIER.')
+output ARCHIVE_TO_ARCHIVE_TIER_AFTER_DAYS int = storage.outputs.archiveToArchiveTierAfterDays
+
+@description('Days each record blob stays immutable after creation; 0 when the template sets no policy.')
+output ARCHIVE_IMMUTABILITY_DAYS int = storage.outputs.archiveImmutabilityDays

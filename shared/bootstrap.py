@@ -12,12 +12,15 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.cursors import CursorStore
 from shared.adapters.deadletters import DeadLetterStore
 from shared.adapters.forward_marks import ForwardMarks
-from shared.adapters.index_store import IndexReader, IndexWriter
+from shared.adapters.index_tables import IndexTables
 from shared.adapters.log_analytics import LogAnalyticsForwarder
 from shared.adapters.storage import Stores, connect
+from shared.services.archive_read import ArchiveReader
+from shared.services.archive_write import ArchiveWriter
 from shared.services.blob_indexing import BlobIndexer
 from shared.services.forwarding import Forwarding
 from shared.settings import Section, Settings, read_settings
@@ -27,8 +30,10 @@ from shared.settings import Section, Settings, read_settings
 class Runtime:
     settings: Settings
     stores: Stores
-    writer: IndexWriter
-    reader: IndexReader
+    tables: IndexTables
+    archive: ArchiveStore
+    writer: ArchiveWriter
+    reader: ArchiveReader
     deadletters: DeadLetterStore
     marks: ForwardMarks  # which records Log Analytics has accepted
     forwarding: Forwarding | None  # None when forwarding is off (or its settings are bad)
@@ -77,12 +82,16 @@ def build_runtime(settings: Settings) -> Runtime:
     stores = connect(settings)
     stores.ensure()
     forwarder = _forwarder(settings)
-    marks = ForwardMarks(stores.records)
+    tables = IndexTables(stores.table_service, stores.index_prefix)
+    archive = ArchiveStore(stores.records, stores.archive_tier)
+    marks = ForwardMarks(tables)
     return Runtime(
         settings=settings,
         stores=stores,
-        writer=IndexWriter(stores.records, stores.lookup, stores.oversize),
-        reader=IndexReader(stores.records, stores.oversize),
+        tables=tables,
+        archive=archive,
+        writer=ArchiveWriter(tables, archive),
+        reader=ArchiveReader(tables, archive),
         deadletters=DeadLetterStore(stores.deadletter),
         marks=marks,
         forwarding=Forwarding(forwarder, marks) if forwarder is not None else None,

@@ -41,10 +41,15 @@ LOGS_INGESTION_ENDPOINT = "ACTIVITYLOG_LOGS_INGESTION_ENDPOINT"
 LOGS_INGESTION_RULE_ID = "ACTIVITYLOG_LOGS_INGESTION_RULE_ID"
 LOGS_INGESTION_STREAM = "ACTIVITYLOG_LOGS_INGESTION_STREAM"
 APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+# The access tier the app's record archive is uploaded at: Cold by default (written once, read
+# rarely; Cold is online, unlike Archive). See shared/adapters/archive_store.py.
+ARCHIVE_TIER = "ACTIVITYLOG_ARCHIVE_TIER"
 
 # Well-known Azurite development storage (a published, public key: not a secret).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
 DEFAULT_ARCHIVE_CONTAINER = "insights-activity-logs"
+DEFAULT_ARCHIVE_TIER = "Cold"
+ARCHIVE_TIERS = ("Hot", "Cool", "Cold")
 
 
 # Upper bounds: every integer setting is checked against one, so that the date arithmetic
@@ -114,6 +119,7 @@ class Settings:
     managed_identity_client_id: str = ""
     archive_container: str = DEFAULT_ARCHIVE_CONTAINER
     store_prefix: str = "activitylog"
+    archive_tier: str = DEFAULT_ARCHIVE_TIER
     retention_section: RetentionSettings | SettingsError = field(default_factory=RetentionSettings)
     logs_ingestion_section: LogsIngestionSettings | SettingsError | None = None
     catchup_lookback_section: int | SettingsError = 3
@@ -174,12 +180,15 @@ class Settings:
     # Names of what the app owns, all derived from one prefix so tests and tenants can
     # keep separate stores in one account.
     @property
-    def records_table(self) -> str:
-        return f"{self.store_prefix}records"
+    def index_table_prefix(self) -> str:
+        """Index tables are one a month: this prefix, then `YYYYMM` (retention drops a month)."""
+        return f"{self.store_prefix}idx"
 
     @property
-    def lookup_table(self) -> str:
-        return f"{self.store_prefix}lookup"
+    def records_container(self) -> str:
+        """The app's archive: every normalized record once, gzip JSON Lines (the system of
+        record; not Azure's own export, which is `archive_container`)."""
+        return f"{self.store_prefix}-records"
 
     @property
     def cursor_table(self) -> str:
@@ -193,9 +202,6 @@ class Settings:
     def deadletter_container(self) -> str:
         return f"{self.store_prefix}-deadletter"
 
-    @property
-    def oversize_container(self) -> str:
-        return f"{self.store_prefix}-oversize"
 
 
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{2,29}")
@@ -373,10 +379,18 @@ def read_settings(env: Mapping[str, str]) -> Settings:
             STORE_PREFIX,
         )
     _event_hub(env)
+    tier = env.get(ARCHIVE_TIER, "").strip() or DEFAULT_ARCHIVE_TIER
+    tiers = {name.lower(): name for name in ARCHIVE_TIERS}
+    if tier.lower() not in tiers:
+        raise SettingsError(
+            f"{ARCHIVE_TIER} must be one of {', '.join(ARCHIVE_TIERS)}, got {tier[:20]!r}",
+            ARCHIVE_TIER,
+        )
     return Settings(
         **_storage(env),
         archive_container=archive,
         store_prefix=prefix,
+        archive_tier=tiers[tier.lower()],
         retention_section=_section(_retention, env),
         logs_ingestion_section=_section(_logs_ingestion, env),
         catchup_lookback_section=_section(

@@ -35,7 +35,13 @@ POLICY_DEFINITION = INFRA / "policies" / "activity-log-diagnostic-setting.json"
 HOOK = ROOT / "scripts" / "postdeploy.sh"
 
 # Upper-case constants of shared/settings.py that are values, not setting names.
-NOT_SETTING_NAMES = {"DEVELOPMENT_STORAGE", "DEFAULT_ARCHIVE_CONTAINER", "CATEGORIES"}
+NOT_SETTING_NAMES = {
+    "DEVELOPMENT_STORAGE",
+    "DEFAULT_ARCHIVE_CONTAINER",
+    "CATEGORIES",
+    "DEFAULT_ARCHIVE_TIER",
+    "ARCHIVE_TIERS",
+}
 
 # In Azure a connection is identity-based: the prefix itself is never set, these forms are.
 AZURE_CONNECTION_FORMS = {

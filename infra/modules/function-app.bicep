@@ -86,6 +86,14 @@ param archiveContainerName string
 @description('ACTIVITYLOG_STORE_PREFIX: prefix of every table and container the app owns.')
 param storePrefix string
 
+@description('ACTIVITYLOG_ARCHIVE_TIER: access tier the app uploads its record blobs at.')
+@allowed([
+  'Hot'
+  'Cool'
+  'Cold'
+])
+param archiveTier string = 'Cold'
+
 @description('ACTIVITYLOG_CATCHUP_SCHEDULE: NCRONTAB (six fields, UTC) of the archive catch-up timer.')
 param catchupSchedule string
 
@@ -251,6 +259,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ACTIVITYLOG_STORE_PREFIX'
           value: storePrefix
+        }
+        {
+          name: 'ACTIVITYLOG_ARCHIVE_TIER'
+          value: archiveTier
         }
         {
           name: 'ACTIVITYLOG_CATCHUP_SCHEDULE'

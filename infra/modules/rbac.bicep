@@ -5,7 +5,7 @@
 @description('Principal (object) id of the app\'s user-assigned identity.')
 param principalId string
 
-@description('Name of the storage account (host state, archive, index, deployment package).')
+@description('Name of the storage account (host state, raw export, records archive, month index tables, deployment package).')
 param storageAccountName string
 
 @description('Name of the Event Hubs namespace.')
@@ -67,7 +67,13 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 //   Contributor on it to a user-assigned deployment identity, which Owner includes (Learn,
 //   "Create and manage function apps in the Flex Consumption plan", Configure deployment
 //   settings: https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#configure-deployment-settings);
-// - the app's own containers (dead letters, oversize records) and reading the archive.
+// - the app's own containers: the records archive ({storePrefix}-records), where it uploads
+//   each blob at ACTIVITYLOG_ARCHIVE_TIER (Put Blob with a tier, and Set Blob Tier, are blob
+//   writes), lists and deletes whole day prefixes for retention, and reads for queries and
+//   `verify`; the dead letters; and reading Azure's raw export. Owner's data actions are every
+//   blob action (Learn, "Azure built-in roles for Storage", Storage Blob Data Owner:
+//   https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage#storage-blob-data-owner).
+//   No data role can delete a blob an immutability policy protects: retention skips those.
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, roles.storageBlobDataOwner)
   scope: storage
@@ -91,9 +97,13 @@ resource queueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-// Storage Table Data Contributor, on the account: the app's index, lookup, cursor and run
-// tables (azure-data-tables with the identity; Learn, "Authorize access to tables using
-// Microsoft Entra ID": https://learn.microsoft.com/azure/storage/tables/authorize-access-azure-active-directory),
+// Storage Table Data Contributor, on the account: the app's index tables, one a month
+// ({storePrefix}idxYYYYMM), which the app creates as a month begins and deletes whole when the
+// month passes retention (the role's actions include tableServices/tables/write, "Create
+// tables", and tables/delete, "Delete tables": Learn, "Azure built-in roles for Storage",
+// https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage#storage-table-data-contributor),
+// and its cursor and run tables (azure-data-tables with the identity; Learn, "Authorize access
+// to tables using Microsoft Entra ID": https://learn.microsoft.com/azure/storage/tables/authorize-access-azure-active-directory),
 // and the host's diagnostic events, which "are persisted in table storage using the
 // AzureWebJobsStorage connection" (host storage table, linked above).
 resource tableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {

@@ -17,19 +17,20 @@ class Stores:
 
     blob_service: BlobServiceClient
     table_service: TableServiceClient
-    records: TableClient
-    lookup: TableClient
     cursors: TableClient
     runs: TableClient
-    archive: ContainerClient
+    archive: ContainerClient  # Azure's own export (PT1H.json), read only
     deadletter: ContainerClient
-    oversize: ContainerClient
+    records: ContainerClient  # the app's archive: every record once (shared.adapters.archive_store)
+    index_prefix: str  # the month tables' name prefix (shared.adapters.index_tables)
+    archive_tier: str
 
     def ensure(self) -> None:
-        """Create what does not exist yet (idempotent; cheap enough for cold start and CLI)."""
-        for table in (self.records, self.lookup, self.cursors, self.runs):
+        """Create what does not exist yet (idempotent; cheap enough for cold start and CLI).
+        Month tables are created by the writer when a month first has a record."""
+        for table in (self.cursors, self.runs):
             self.table_service.create_table_if_not_exists(table.table_name)
-        for container in (self.deadletter, self.oversize):
+        for container in (self.deadletter, self.records):
             if not container.exists():
                 try:
                     container.create_container()
@@ -60,11 +61,11 @@ def connect(settings: Settings) -> Stores:
     return Stores(
         blob_service=blob_service,
         table_service=table_service,
-        records=table_service.get_table_client(settings.records_table),
-        lookup=table_service.get_table_client(settings.lookup_table),
         cursors=table_service.get_table_client(settings.cursor_table),
         runs=table_service.get_table_client(settings.runs_table),
         archive=blob_service.get_container_client(settings.archive_container),
         deadletter=blob_service.get_container_client(settings.deadletter_container),
-        oversize=blob_service.get_container_client(settings.oversize_container),
+        records=blob_service.get_container_client(settings.records_container),
+        index_prefix=settings.index_table_prefix,
+        archive_tier=settings.archive_tier,
     )

@@ -36,10 +36,10 @@ from typing import NamedTuple
 from shared.adapters.blobs import BlobState, ByteSource
 from shared.adapters.cursors import Cursor, CursorStore
 from shared.adapters.deadletters import DeadLetterStore
-from shared.adapters.index_store import IndexWriter
 from shared.core.normalize import normalize_input, normalize_line
 from shared.core.pt1h import BlobPath
 from shared.core.records import NormalizedRecord, Rejection
+from shared.services.archive_write import ArchiveWriter
 from shared.services.blob_chunks import CHUNK_BYTES, Chunk, read_chunk, replaced, tail_of
 from shared.services.deadlettering import dead_letter_rejections
 from shared.services.forwarding import Forwarding, ForwardRun
@@ -73,7 +73,7 @@ class _Blob(NamedTuple):
 class BlobIndexer:
     def __init__(  # noqa: PLR0913 - its three stores, then how it reads, seals and forwards
         self,
-        writer: IndexWriter,
+        writer: ArchiveWriter,
         cursors: CursorStore,
         deadletters: DeadLetterStore,
         *,

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.deadletters import UNDELIVERED, DeadLetter, DeadLetterStore, text_and_data
-from shared.adapters.index_store import IndexWriter, WriteResult
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
+from shared.core.written import WriteResult
+from shared.services.archive_write import ArchiveWriter
 from shared.services.deadlettering import dead_letter_rejections
 from shared.services.forwarding import Forwarding, ForwardRun, RetryableDeliveryError
 from shared.services.report import DeliveryReport
@@ -66,7 +67,7 @@ def _reason_class(reason: str) -> str:
 def deliver(  # noqa: PLR0913 - a batch, its three sinks and how this attempt ends, by name
     bodies: Sequence[EventBody],
     *,
-    writer: IndexWriter,
+    writer: ArchiveWriter,
     deadletters: DeadLetterStore,
     forwarding: Forwarding | None = None,
     final_attempt: bool = True,
@@ -136,7 +137,7 @@ def _dead_letter_undelivered(
 def index_and_forward(
     records: Sequence[NormalizedRecord],
     *,
-    writer: IndexWriter,
+    writer: ArchiveWriter,
     deadletters: DeadLetterStore,
     forwarding: Forwarding | None = None,
     path: str = "eventhub",

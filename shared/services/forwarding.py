@@ -26,9 +26,9 @@ from shared.adapters.deadletters import (
     LetterHeld,
 )
 from shared.adapters.forward_marks import ForwardMarks
-from shared.adapters.index_store import WriteResult
 from shared.adapters.log_analytics import LogAnalyticsForwarder, TransientForwardError
 from shared.core.records import NormalizedRecord
+from shared.core.written import WriteResult
 from shared.services.report import BlobReport, DeliveryReport
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from shared.adapters.index_store import WriteResult, lag_seconds, larger_lag
+from shared.core.written import WriteResult, lag_seconds, larger_lag
 
 
 @dataclass(slots=True)

@@ -1,0 +1,126 @@
+"""The app's record archive: immutable gzip JSON Lines block blobs in a container of its own.
+
+Blobs are uploaded once, directly at the configured access tier (Cold by default: written
+once, read rarely, and still online, unlike Archive; https://learn.microsoft.com/azure/storage/
+blobs/access-tiers-overview), with their SHA-256 and record count as metadata so that anyone
+can check them without the index. Deletion is by whole blobs, 256 to a batch request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient, StandardBlobTier
+
+from shared.core.archive_format import EncodedBlob
+
+SHA256 = "sha256"
+COUNT = "records"
+MAX_DELETE_BATCH = 256  # sub-requests per blob batch (service limit)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    name: str
+    size: int
+    last_modified: datetime
+    metadata: dict[str, str]
+
+
+class ArchiveStore:
+    def __init__(self, container: ContainerClient, tier: str = "Cold") -> None:
+        self._container = container
+        self._tier = StandardBlobTier(tier)
+
+    @property
+    def name(self) -> str:
+        return str(self._container.container_name)
+
+    def ensure(self) -> None:
+        try:
+            self._container.create_container()
+        except ResourceExistsError:
+            return
+
+    def put(self, name: str, blob: EncodedBlob) -> None:
+        """Upload a blob unless the same bytes are there already (a retry after a crash).
+
+        Different bytes under the name (a retry whose records changed owner meanwhile) are
+        replaced: the blob is not committed yet, so nothing refers to the old ones.
+        """
+        metadata = {SHA256: blob.sha256, COUNT: str(blob.count)}
+        client = self._container.get_blob_client(name)
+        try:
+            client.upload_blob(
+                blob.data, metadata=metadata, standard_blob_tier=self._tier, overwrite=False
+            )
+            return
+        except ResourceExistsError:
+            pass
+        if client.get_blob_properties().metadata.get(SHA256) == blob.sha256:
+            return
+        client.upload_blob(
+            blob.data, metadata=metadata, standard_blob_tier=self._tier, overwrite=True
+        )
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """A blob's bytes (or a range of them); None when it does not exist."""
+        try:
+            downloader = self._container.download_blob(
+                name, offset=offset if length is not None else None, length=length
+            )
+            return downloader.readall()
+        except ResourceNotFoundError:
+            return None
+
+    def stat(self, name: str) -> StoredBlob | None:
+        try:
+            props = self._container.get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return StoredBlob(name, props.size, props.last_modified, dict(props.metadata))
+
+    def blobs(self, prefix: str = "") -> Iterator[StoredBlob]:
+        try:
+            for blob in self._container.list_blobs(name_starts_with=prefix, include=["metadata"]):
+                yield StoredBlob(
+                    blob.name, blob.size, blob.last_modified, dict(blob.metadata or {})
+                )
+        except ResourceNotFoundError:
+            return
+
+    def folders(self, prefix: str) -> list[str]:
+        """The `folder/` names right under a prefix (one listing with a delimiter)."""
+        try:
+            items = self._container.walk_blobs(name_starts_with=prefix, delimiter="/")
+            return [item.name for item in items if item.name.endswith("/")]
+        except ResourceNotFoundError:
+            return []
+
+    def delete(self, names: Sequence[str]) -> dict[str, str]:
+        """Delete blobs, 256 to a request; {name: error code} of those that could not go.
+
+        A blob already gone is deleted; a protected one (immutability policy, legal hold,
+        lease) is reported, never raised: retention skips it.
+        """
+        refused: dict[str, str] = {}
+        for start in range(0, len(names), MAX_DELETE_BATCH):
+            batch = list(names[start : start + MAX_DELETE_BATCH])
+            responses = self._container.delete_blobs(*batch, raise_on_any_failure=False)
+            for name, response in zip(batch, responses, strict=True):
+                if response.status_code in (200, 202, 404):
+                    continue
+                refused[name] = _error_code(response)
+        return refused
+
+
+def _error_code(response: object) -> str:
+    headers = getattr(response, "headers", {}) or {}
+    code = headers.get("x-ms-error-code") if hasattr(headers, "get") else None
+    return str(code or f"HTTP {getattr(response, 'status_code', '?')}")
+
+
+__all__ = ["ArchiveStore", "HttpResponseError", "StoredBlob"]

@@ -1,0 +1,270 @@
+"""The index's month tables (`{prefix}{YYYYMM}`): create, read, write and drop rows.
+
+One adapter over Table storage; what the rows mean is shared.core.archive_keys's. Writes go
+in entity-group transactions (one partition, at most 100 entities, under 4 MiB), several at
+once. A table that does not exist reads as empty; writing creates it (once per process).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from shared.core.archive_keys import index_table
+
+MAX_BATCH = 100  # operations per transaction (service limit)
+MAX_BATCH_BYTES = 3_500_000  # under the 4 MiB request limit, with room for the envelope
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+Entity = dict[str, Any]
+
+
+def int64(value: int) -> EntityProperty:
+    """A 64-bit integer property (a plain int is sent as 32-bit and refused when larger)."""
+    return EntityProperty(value, EdmType.INT64)
+
+
+def as_int(value: object) -> int:
+    """An integer property as read: 64-bit ones come back as EntityProperty."""
+    if isinstance(value, EntityProperty):
+        value = value.value
+    return int(str(value))
+
+
+def _size(entity: Mapping[str, Any]) -> int:
+    return 512 + sum(len(v) * 4 // 3 for v in entity.values() if isinstance(v, bytes))
+
+
+def transactions(entities: Iterable[Entity]) -> list[list[Entity]]:
+    """Entities grouped into transaction-sized batches, each of one partition."""
+    by_partition: dict[str, list[Entity]] = defaultdict(list)
+    for entity in entities:
+        by_partition[entity["PartitionKey"]].append(entity)
+    batches: list[list[Entity]] = []
+    for rows in by_partition.values():
+        batch: list[Entity] = []
+        size = 0
+        for entity in rows:
+            if batch and (len(batch) == MAX_BATCH or size + _size(entity) > MAX_BATCH_BYTES):
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(entity)
+            size += _size(entity)
+        if batch:
+            batches.append(batch)
+    return batches
+
+
+class IndexTables:
+    """The month tables of one store prefix."""
+
+    def __init__(
+        self, service: TableServiceClient, prefix: str, *, parallelism: int = 8
+    ) -> None:
+        self._service = service
+        self.prefix = prefix
+        self._parallelism = parallelism
+        self._created: set[str] = set()
+        self._lock = threading.Lock()
+
+    def table(self, month: str) -> TableClient:
+        return self._service.get_table_client(index_table(self.prefix, month))
+
+    def ensure(self, month: str) -> TableClient:
+        """The month's table, created if it does not exist yet (once per process)."""
+        name = index_table(self.prefix, month)
+        if name not in self._created:
+            self._service.create_table_if_not_exists(name)
+            with self._lock:
+                self._created.add(name)
+        return self._service.get_table_client(name)
+
+    def months(self) -> list[str]:
+        """Every month that has a table, oldest first."""
+        low, high = self.prefix + "0", self.prefix + ":"  # ":" sorts right after "9"
+        names = self._service.query_tables(
+            "TableName ge @low and TableName lt @high", parameters={"low": low, "high": high}
+        )
+        months = [t.name[len(self.prefix) :] for t in names]
+        return sorted(m for m in months if len(m) == 6 and m.isdigit())  # noqa: PLR2004
+
+    def drop(self, month: str) -> None:
+        self._service.delete_table(index_table(self.prefix, month))
+        with self._lock:
+            self._created.discard(index_table(self.prefix, month))
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def query(
+        self,
+        month: str,
+        query_filter: str,
+        parameters: Mapping[str, Any],
+        select: list[str] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Entity]:
+        """Rows of a month matching a filter with bound parameters; none if no table."""
+        rows = self.table(month).query_entities(
+            query_filter, parameters=dict(parameters), select=select, results_per_page=page_size
+        )
+        try:
+            yield from rows
+        except ResourceNotFoundError:
+            return
+
+    def get(self, month: str, partition: str, row: str) -> Entity | None:
+        try:
+            return dict(self.table(month).get_entity(partition, row))
+        except ResourceNotFoundError:
+            return None
+
+    def get_found(self, month: str, partition: str, row: str) -> Found | None:
+        try:
+            return _found(self.table(month).get_entity(partition, row))
+        except ResourceNotFoundError:
+            return None
+
+    # --- writes --------------------------------------------------------------------------
+
+    def upsert(self, month: str, entities: Sequence[Entity]) -> None:
+        """Insert or replace (idempotent), in transactions run side by side."""
+        table = self.ensure(month)
+        self.parallel(
+            lambda batch: table.submit_transaction(
+                [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+            ),
+            transactions(entities),
+        )
+
+    def create(self, month: str, entities: Sequence[Entity]) -> dict[tuple[str, str], Found]:
+        """Insert rows that do not exist yet; those that did, by (PartitionKey, RowKey), as
+        they were read."""
+        table = self.ensure(month)
+        found: dict[tuple[str, str], Found] = {}
+        for batch_found in self.parallel(lambda b: _create_batch(table, b), transactions(entities)):
+            found.update(batch_found)
+        return found
+
+    def replace_if_unchanged(self, month: str, entity: Entity, etag: str) -> bool:
+        """Replace a row only if it is still as read (its ETag); False if someone changed it."""
+        try:
+            self.table(month).update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        except HttpResponseError as error:
+            if error.status_code == 412:  # noqa: PLR2004 - precondition failed
+                return False
+            raise
+        return True
+
+    def merge_existing(self, month: str, entities: Sequence[Entity]) -> None:
+        """Merge properties into rows that exist; a row that is gone stays gone."""
+        table = self.table(month)
+
+        def merge(batch: list[Entity]) -> None:
+            try:
+                table.submit_transaction(
+                    [("update", e, {"mode": UpdateMode.MERGE}) for e in batch]
+                )
+            except TableTransactionError as error:
+                if getattr(error, "error_code", None) != "ResourceNotFound":
+                    raise
+                for entity in batch:
+                    try:
+                        table.update_entity(entity, mode=UpdateMode.MERGE)
+                    except ResourceNotFoundError:
+                        continue
+
+        self.parallel(merge, transactions(entities))
+
+    def delete(self, month: str, keys: Sequence[Mapping[str, Any]]) -> None:
+        """Delete rows by key, a transaction per partition and hundred; gone is no error."""
+        table = self.table(month)
+        rows = [{"PartitionKey": k["PartitionKey"], "RowKey": k["RowKey"]} for k in keys]
+
+        def delete(batch: list[Entity]) -> None:
+            try:
+                table.submit_transaction([("delete", e) for e in batch])
+            except (TableTransactionError, ResourceNotFoundError) as error:
+                if getattr(error, "error_code", None) not in ("ResourceNotFound", "TableNotFound"):
+                    raise
+                for entity in batch:
+                    try:
+                        table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                    except ResourceNotFoundError:
+                        continue
+
+        self.parallel(delete, transactions(rows))
+
+    def parallel(self, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        if len(items) <= 1 or self._parallelism <= 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self._parallelism, len(items))) as pool:
+            return list(pool.map(work, items))
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A row as read: its properties, ETag and last-modified time."""
+
+    entity: Entity
+    etag: str
+    timestamp: datetime | None
+
+
+def _found(entity: Any) -> Found:
+    metadata = getattr(entity, "metadata", {}) or {}
+    return Found(dict(entity), str(metadata.get("etag", "")), metadata.get("timestamp"))
+
+
+def _create_batch(table: TableClient, batch: list[Entity]) -> dict[tuple[str, str], Found]:
+    """Create a batch's rows; the rows that already existed (created by no one here)."""
+    pending = batch
+    existing: dict[tuple[str, str], Found] = {}
+    for _ in range(5):
+        if not pending:
+            return existing
+        try:
+            table.submit_transaction([("create", entity) for entity in pending])
+            return existing
+        except (TableTransactionError, ResourceExistsError) as error:
+            if getattr(error, "error_code", None) != "EntityAlreadyExists":
+                raise
+        # Some rows exist (a redelivery, another path, another instance): read which, in one
+        # range query over the batch's keys, and create only the rest.
+        partition = pending[0]["PartitionKey"]
+        wanted = {entity["RowKey"] for entity in pending}
+        rows = table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
+            parameters={"pk": partition, "low": min(wanted), "high": max(wanted)},
+        )
+        found = {row["RowKey"]: _found(row) for row in rows if row["RowKey"] in wanted}
+        existing.update({(partition, row): value for row, value in found.items()})
+        pending = [entity for entity in pending if entity["RowKey"] not in found]
+    raise RuntimeError("an index table kept reporting conflicts for one batch")

@@ -1,0 +1,141 @@
+"""Reading records back from the archive: by place (blob and ordinal), or a blob whole.
+
+A place resolves through its blob's manifest row (no manifest: the blob is not committed, or
+is past retention, and the record is not there). The manifest's member offsets turn a record
+into one ranged read of one gzip member; members are read side by side.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shared.adapters.archive_store import ArchiveStore
+from shared.adapters.index_tables import IndexTables, as_int
+from shared.core.archive_format import (
+    decode_lines,
+    decode_record,
+    member_span,
+    unpack_offsets,
+)
+from shared.core.archive_keys import MEMBER_RECORDS, BlobRef
+from shared.core.records import NormalizedRecord
+
+Place = tuple[BlobRef, int]  # a blob and a record's ordinal in it
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What was recorded when a blob was committed."""
+
+    ref: BlobRef
+    count: int
+    sha256: str
+    offsets: tuple[int, ...]
+    low_ticks: int
+    high_ticks: int
+
+    @classmethod
+    def of_row(cls, ref: BlobRef, row: dict[str, object]) -> Manifest:
+        return cls(
+            ref,
+            as_int(row["N"]),
+            bytes(row["H"]).hex(),  # type: ignore[call-overload]
+            unpack_offsets(bytes(row["O"])),  # type: ignore[call-overload]
+            as_int(row["Lo"]),
+            as_int(row["Hi"]),
+        )
+
+
+class UnreadableRecord(Exception):
+    """A record whose archived bytes cannot be read back (damaged storage): named, never fatal."""
+
+    def __init__(self, name: str, cause: Exception) -> None:
+        super().__init__(f"record in {name} cannot be read: {type(cause).__name__}: {cause}")
+        self.row_key = name  # the name shown to users, as before the archive held bodies
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, IndexError)
+
+
+class ArchiveReader:
+    def __init__(self, tables: IndexTables, archive: ArchiveStore) -> None:
+        self._tables = tables
+        self._archive = archive
+
+    def manifest(self, ref: BlobRef) -> Manifest | None:
+        partition, row = ref.manifest_keys
+        found = self._tables.get(ref.month, partition, row)
+        return Manifest.of_row(ref, found) if found is not None else None
+
+    def manifests(self, refs: Sequence[BlobRef]) -> dict[BlobRef, Manifest | None]:
+        unique = sorted(set(refs))
+        return dict(zip(unique, self._tables.parallel(self.manifest, unique), strict=True))
+
+    def fetch(
+        self, places: Sequence[Place], manifests: dict[BlobRef, Manifest | None] | None = None
+    ) -> list[NormalizedRecord | UnreadableRecord | None]:
+        """The record at each place; None where there is none (uncommitted or deleted)."""
+        known = dict(manifests or {})
+        missing = [ref for ref, _ in places if ref not in known]
+        known.update(self.manifests(missing))
+        members: dict[tuple[BlobRef, int], tuple[int, int]] = {}
+        for ref, ordinal in places:
+            manifest = known[ref]
+            if manifest is not None and ordinal < manifest.count:
+                member, start, length = member_span(manifest.offsets, ordinal)
+                members[(ref, member)] = (start, length)
+        keys = list(members)
+        read = self._tables.parallel(lambda k: self._member(k, members[k]), keys)
+        lines = dict(zip(keys, read, strict=True))
+        out: list[NormalizedRecord | UnreadableRecord | None] = []
+        for ref, ordinal in places:
+            got = lines.get((ref, ordinal // MEMBER_RECORDS))
+            if got is None:
+                out.append(None)
+            elif isinstance(got, UnreadableRecord):
+                out.append(got)
+            else:
+                out.append(_record_at(ref, got, ordinal % MEMBER_RECORDS))
+        return out
+
+    def _member(
+        self, key: tuple[BlobRef, int], span: tuple[int, int]
+    ) -> list[bytes] | UnreadableRecord | None:
+        ref, _ = key
+        try:
+            data = self._archive.read(ref.name, span[0], span[1])
+            if data is None:
+                return None
+            return decode_lines(data)
+        except _READ_ERRORS as error:
+            return UnreadableRecord(ref.name, error)
+
+    def blob_records(self, ref: BlobRef) -> list[NormalizedRecord] | UnreadableRecord | None:
+        """Every record of a blob, in its order; None when the blob is gone."""
+        try:
+            data = self._archive.read(ref.name)
+            if data is None:
+                return None
+            return [decode_record(line) for line in decode_lines(data)]
+        except _READ_ERRORS as error:
+            return UnreadableRecord(ref.name, error)
+
+
+def _record_at(
+    ref: BlobRef, lines: list[bytes], index: int
+) -> NormalizedRecord | UnreadableRecord:
+    try:
+        return decode_record(lines[index])
+    except _READ_ERRORS as error:
+        return UnreadableRecord(ref.name, error)
+
+
+def by_blob(places: Sequence[Place]) -> dict[BlobRef, list[int]]:
+    grouped: dict[BlobRef, list[int]] = defaultdict(list)
+    for ref, ordinal in places:
+        grouped[ref].append(ordinal)
+    return grouped

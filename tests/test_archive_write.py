@@ -1,0 +1,104 @@
+"""The archive writer on Azurite: each event archived and indexed once, crashes repaired."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.bootstrap import Runtime
+from shared.core.archive_format import decode_lines
+from shared.core.archive_keys import BlobRef
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
+from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, plan_blobs
+from tests.events import activity_event, envelope
+
+
+def _records(numbers: range, **overrides: object) -> list[NormalizedRecord]:
+    records, rejections = normalize_input(
+        envelope([activity_event(n, **overrides) for n in numbers]), "test"
+    )
+    assert not rejections
+    return records
+
+
+def _archived_keys(app: Runtime) -> list[str]:
+    """Every EventKey in every committed archive blob (what an engine reading it sees)."""
+    keys = []
+    for blob in app.archive.blobs():
+        ref = BlobRef.of_name(blob.name)
+        assert ref is not None
+        if app.reader.manifest(ref) is None:
+            continue
+        data = app.archive.read(blob.name)
+        assert data is not None
+        keys += [line.split(b'"EventKey":"')[1][:32].decode() for line in decode_lines(data)]
+    return keys
+
+
+def test_each_record_is_archived_once_and_reads_back(app: Runtime) -> None:
+    records = _records(range(300))
+    first = app.writer.write(records)
+    assert len(first.indexed) == 300 and not first.duplicates
+    again = app.writer.write(records + records[:5])
+    assert not again.indexed and len(again.duplicates) == 305 and len(again.existing) == 300
+    keys = _archived_keys(app)
+    assert sorted(keys) == sorted(r["EventKey"] for r in records)
+    blob = plan_blobs(records)[0]
+    places = [(blob.ref, ordinal) for ordinal in range(len(blob.records))]
+    fetched = app.reader.fetch(places)
+    assert sorted(r["EventKey"] for r in fetched if isinstance(r, dict)) == sorted(
+        r["EventKey"] for r in records
+    )
+
+
+def test_a_different_grouping_of_the_same_events_is_all_duplicates(app: Runtime) -> None:
+    records = _records(range(50))
+    app.writer.write(records[:30])
+    second = app.writer.write(records[20:])
+    assert len(second.indexed) == 20 and len(second.existing) == 10
+    assert sorted(_archived_keys(app)) == sorted(r["EventKey"] for r in records)
+
+
+def test_a_write_stopped_before_its_commit_is_finished_by_the_retry(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _records(range(40))
+    monkeypatch.setattr(app.tables, "create", _fail_on_manifests(app.tables.create))
+    with pytest.raises(RuntimeError):
+        app.writer.write(records)
+    monkeypatch.undo()
+    assert _archived_keys(app) == []  # uploaded, not committed: not there
+    retry = app.writer.write(records)
+    assert len(retry.indexed) == 40
+    assert sorted(_archived_keys(app)) == sorted(r["EventKey"] for r in records)
+
+
+def test_a_fresh_claim_of_another_blob_is_left_to_its_writer_then_taken_over(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _records(range(10))
+    monkeypatch.setattr(app.tables, "create", _fail_on_manifests(app.tables.create))
+    with pytest.raises(RuntimeError):
+        app.writer.write(records)  # claims all ten for a blob it never commits
+    monkeypatch.undo()
+    with pytest.raises(ClaimedElsewhere):
+        app.writer.write(records[:5])  # another grouping: another blob
+    later = ArchiveWriter(
+        app.tables, app.archive, clock=lambda: datetime.now(UTC) + timedelta(hours=1)
+    )
+    taken = later.write(records[:5])
+    assert len(taken.indexed) == 5
+    rest = later.write(records)
+    assert len(rest.indexed) == 5 and len(rest.existing) == 5
+    assert sorted(_archived_keys(app)) == sorted(r["EventKey"] for r in records)
+
+
+def _fail_on_manifests(create):  # type: ignore[no-untyped-def]
+    def failing(month, entities):  # type: ignore[no-untyped-def]
+        if entities and entities[0]["PartitionKey"].startswith("m"):
+            raise RuntimeError("stopped before the commit")
+        return create(month, entities)
+
+    return failing
