@@ -40,19 +40,18 @@ def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.
         if name not in (CONTINUATION, FUNCTION_KEY)
     }
     try:
-        # A key lookup without `since` searches from the index's oldest day.
-        query = read_query(params, now, app.stores.records)
+        # A key lookup without `since` searches from the index's oldest month.
+        query = read_query(params, now, app.tables)
         page = run_query(
             query,
-            records=app.stores.records,
-            lookup=app.stores.lookup,
+            tables=app.tables,
             reader=app.reader,
             continuation=req.params.get(CONTINUATION),
         )
     except QueryError as error:
         return _json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
     answer: dict[str, object] = {"records": page.records, "continuation": page.continuation}
-    if page.unreadable:  # damaged rows are named, never silently missing
+    if page.unreadable:  # damaged archive blobs are named, never silently missing
         answer["unreadable"] = page.unreadable
     return _json(HTTPStatus.OK, answer)
 

@@ -41,8 +41,7 @@ LOGS_INGESTION_ENDPOINT = "ACTIVITYLOG_LOGS_INGESTION_ENDPOINT"
 LOGS_INGESTION_RULE_ID = "ACTIVITYLOG_LOGS_INGESTION_RULE_ID"
 LOGS_INGESTION_STREAM = "ACTIVITYLOG_LOGS_INGESTION_STREAM"
 APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
-# The access tier the app's record archive is uploaded at: Cold by default (written once, read
-# rarely; Cold is online, unlike Archive). See shared/adapters/archive_store.py.
+# The record archive's access tier (why Cold: shared/adapters/archive_store.py).
 ARCHIVE_TIER = "ACTIVITYLOG_ARCHIVE_TIER"
 
 # Well-known Azurite development storage (a published, public key: not a secret).
@@ -52,9 +51,8 @@ DEFAULT_ARCHIVE_TIER = "Cold"
 ARCHIVE_TIERS = ("Hot", "Cool", "Cold")
 
 
-# Upper bounds: every integer setting is checked against one, so that the date arithmetic
-# and the lists built from a setting stay in range (no OverflowError on every run). Private:
-# the public upper-case names of this module are the setting names (tests/test_infra.py).
+# Upper bounds keep date arithmetic in range (no OverflowError on every run). Private: the
+# public upper-case names of this module are the setting names (tests/test_infra.py).
 _MAX_RETENTION_DAYS = 36_500  # 100 years; 0 still means keep forever
 _MIN_RETENTION_DAYS = 90  # Azure already keeps 90 days: a shorter archive deletes what it has
 _MAX_CATCHUP_LOOKBACK_HOURS = 7 * 24  # the catch-up's own reach per run; a watermark covers more
@@ -143,7 +141,6 @@ class Settings:
         """Where to forward; None when forwarding is off. Raises when its settings are bad."""
         return _valid(self.logs_ingestion_section)
 
-    # Each setting by its own name, as ever: reading one of a bad section raises its error.
     @property
     def retention_days(self) -> int:
         return self.retention().days
@@ -173,10 +170,6 @@ class Settings:
         """Hours the catch-up looks back: the lookback plus the time an hour takes to seal."""
         return self.catchup_lookback_hours + -(-self.seal_after_minutes // 60)
 
-    @property
-    def forwards_to_log_analytics(self) -> bool:
-        return self.logs_ingestion() is not None
-
     # Names of what the app owns, all derived from one prefix so tests and tenants can
     # keep separate stores in one account.
     @property
@@ -203,9 +196,9 @@ class Settings:
         return f"{self.store_prefix}-deadletter"
 
 
-
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{2,29}")
 _LOOPBACK = re.compile(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
+_TIER_PATTERN = re.compile("|".join(ARCHIVE_TIERS), re.IGNORECASE)
 _CONTAINER_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 # Event Hubs' naming rules: letters, digits, periods, hyphens and underscores, starting and
 # ending with a letter or digit; a consumer group may also be the built-in `$Default`.
@@ -225,6 +218,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}", name)
     if value > maximum:
         raise SettingsError(f"{name} must be at most {maximum}, got {value}", name)
+    return value
+
+
+def _matching(env: Mapping[str, str], name: str, default: str, pattern: re.Pattern[str]) -> str:
+    value = env.get(name, "").strip() or default
+    if not pattern.fullmatch(value):
+        shown = {
+            STORE_PREFIX: "3 to 30 lowercase letters and digits, starting with a letter",
+            ARCHIVE_TIER: "one of " + ", ".join(ARCHIVE_TIERS),
+        }.get(name, f"a valid name like {default!r}")
+        raise SettingsError(f"{name} must be {shown}; got {value[:64]!r}", name)
     return value
 
 
@@ -363,34 +367,17 @@ def _section(read: Callable[[Mapping[str, str]], _T], env: Mapping[str, str]) ->
 
 
 def read_settings(env: Mapping[str, str]) -> Settings:
-    """Read every app setting. What every path needs (storage, the hub, the archive container,
-    the store prefix) raises SettingsError naming the bad setting; each function's own section
-    keeps its error instead, raised only when it is read (`Settings.invalid` lists them)."""
-    archive = env.get(ARCHIVE_CONTAINER, "").strip() or DEFAULT_ARCHIVE_CONTAINER
-    if not _CONTAINER_PATTERN.fullmatch(archive):
-        raise SettingsError(
-            f"{ARCHIVE_CONTAINER} is not a valid container name: {archive!r}", ARCHIVE_CONTAINER
-        )
-    prefix = env.get(STORE_PREFIX, "").strip() or "activitylog"
-    if not _PREFIX_PATTERN.fullmatch(prefix):
-        raise SettingsError(
-            f"{STORE_PREFIX} must be 3 to 30 lowercase letters and digits, starting with a "
-            f"letter; got {prefix!r}",
-            STORE_PREFIX,
-        )
+    """Read every app setting. What every path needs raises SettingsError naming the setting;
+    a function's own section keeps its error, raised when read (`Settings.invalid`)."""
+    archive = _matching(env, ARCHIVE_CONTAINER, DEFAULT_ARCHIVE_CONTAINER, _CONTAINER_PATTERN)
+    prefix = _matching(env, STORE_PREFIX, "activitylog", _PREFIX_PATTERN)
+    tier = _matching(env, ARCHIVE_TIER, DEFAULT_ARCHIVE_TIER, _TIER_PATTERN).capitalize()
     _event_hub(env)
-    tier = env.get(ARCHIVE_TIER, "").strip() or DEFAULT_ARCHIVE_TIER
-    tiers = {name.lower(): name for name in ARCHIVE_TIERS}
-    if tier.lower() not in tiers:
-        raise SettingsError(
-            f"{ARCHIVE_TIER} must be one of {', '.join(ARCHIVE_TIERS)}, got {tier[:20]!r}",
-            ARCHIVE_TIER,
-        )
     return Settings(
         **_storage(env),
         archive_container=archive,
         store_prefix=prefix,
-        archive_tier=tiers[tier.lower()],
+        archive_tier=tier,
         retention_section=_section(_retention, env),
         logs_ingestion_section=_section(_logs_ingestion, env),
         catchup_lookback_section=_section(

@@ -26,36 +26,33 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import azure.functions as func
 import orjson
 import pytest
+from azure.data.tables import TableClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.query_http import handle_activity
 from shared import settings as names
 from shared.adapters.blobs import ArchiveBlob
-from shared.adapters.index_store import IndexWriter, encode_body
 from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.core.archive_format import encode_line
+from shared.core.archive_keys import MAX_PACKED_BYTES, BlobRef, slot_partition
 from shared.core.decode import decode_line
-from shared.core.keys import RecordKey
 from shared.core.normalize import normalize, normalize_input
-from shared.core.query_spec import (
-    FILTER_RANGE,
-    FILTER_RANGE_CATEGORY,
-    FILTER_RESUME,
-    FILTER_RESUME_CATEGORY,
-    parse_query,
-)
+from shared.core.query_spec import QUERY_FILTERS, parse_query
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
+from shared.services.archive_write import archive_order, plan_blobs, postings
 from shared.settings import Settings, load_settings
 from shared.tools import cli
 from shared.tools.azurite import Azurite
 from shared.tools.generate import generate_events
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys
 from tests.conftest import SAMPLES
 from tests.events import activity_event, envelope, jsonl
 from tests.fault_proxy import FaultProxy
@@ -78,7 +75,6 @@ FORBIDDEN_IN_KEYS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 # orjson reads JSON nested up to 1024 deep but writes at most 254: an event nested deeper than
 # that is rejected (dead-lettered with its raw text) by the normalizer's own safety net.
 TOO_DEEP = "normalizer error: TypeError: Recursion limit reached"
-WRITER = IndexWriter(cast(Any, None), cast(Any, None), cast(Any, None))  # plan() does no I/O
 
 
 # --- what every result must satisfy ----------------------------------------------------------
@@ -101,15 +97,9 @@ def check_results(
         assert EVENT_KEY.fullmatch(record["EventKey"])
         assert CANONICAL_TIME.fullmatch(record["TimeGenerated"])
         assert isinstance(record["CategoryValue"], str)
-        encode_body(record)  # storable as a body
+        encode_line(record)  # storable in an archive blob
         orjson.dumps(record)  # and forwardable
-        RecordKey.of(record)
-    if records:
-        plan = WRITER.plan(records)
-        for batch in plan.lookup_batches + plan.record_batches:
-            for entity in batch:
-                for key in (entity["PartitionKey"], entity["RowKey"]):
-                    assert len(key) <= 512 and not FORBIDDEN_IN_KEYS.search(key), key
+    check_index_keys(records)
     for rejection in rejections:
         assert rejection.reason and rejection.source
         assert isinstance(rejection.raw, str)
@@ -117,6 +107,21 @@ def check_results(
         if rejection.reason.startswith("normalizer error"):
             # A defect caught by the safety net; the only accepted one is orjson's depth limit.
             assert deep and rejection.reason.startswith(TOO_DEEP), rejection.reason
+
+
+def check_index_keys(records: list[NormalizedRecord]) -> None:
+    """Every key the archive writer would write for these records (blob name, claim slot,
+    manifest and posting rows) is one Table and Blob storage accept, whatever the input."""
+    unique = list({record["EventKey"]: record for record in records}.values())
+    for blob in plan_blobs(unique):
+        assert BlobRef.of_name(blob.ref.name) == blob.ref
+        keys = [*blob.ref.manifest_keys]
+        keys += [slot_partition(record["TimeGenerated"]) for record in blob.records]
+        for row in postings(blob.ref, archive_order(blob.records)):
+            keys += [row["PartitionKey"], row["RowKey"]]
+            assert len(row["E"]) <= MAX_PACKED_BYTES
+        for key in keys:
+            assert len(key) <= 512 and not FORBIDDEN_IN_KEYS.search(key), key
 
 
 def run(data: bytes | str, *, events: int | None = None, deep: bool = False) -> None:
@@ -455,7 +460,9 @@ def test_an_event_with_a_huge_category_does_not_poison_its_batch(settings: Setti
 
 def assert_not_poisoned(app: Runtime, good: list[Any], hostile: dict[str, Any]) -> None:
     """The good events are indexed; the hostile one is indexed or dead-lettered as rejected."""
-    indexed = {row["RowKey"].split("_", 1)[1] for row in app.stores.records.list_entities()}
+    archived = archived_keys(app)
+    assert len(archived) == len(set(archived)), "an event is archived twice"
+    indexed = set(archived)
     assert {r["EventKey"] for r in normalize_input(envelope(good), "x")[0]} <= indexed
     (record,) = normalize_input(envelope([hostile]), "x")[0]
     rejected = [letter for letter in app.deadletters.list() if letter.kind == "rejected"]
@@ -487,7 +494,10 @@ def test_a_line_with_a_huge_category_does_not_stall_its_blob(app: Runtime) -> No
 NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
 SPAN = {"since": "2024-03-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"}
 SUBSCRIPTION = "11111111-1111-1111-1111-111111111111"
-FILTERS = {FILTER_RANGE, FILTER_RANGE_CATEGORY, FILTER_RESUME, FILTER_RESUME_CATEGORY}
+FILTERS = set(QUERY_FILTERS)
+# The one other filter a query sends: IndexTables.months() lists the month tables (a constant
+# template too, with bound parameters), to find the oldest month a key lookup reads from.
+TABLES_FILTER = "TableName ge @low and TableName lt @high"
 COLUMN_OF = {
     "subscription": "SubscriptionId",
     "resource": "ResourceId",
@@ -580,21 +590,23 @@ def expected(params: Mapping[str, str]) -> list[str]:
             if getattr(query, field) is not None
         )
     ]
-    chosen.sort(key=lambda record: RecordKey.of(record).row_key)
+    # Newest first (no two records of the data set share a TimeGenerated).
+    chosen.sort(key=lambda record: (record["TimeGenerated"], record["EventKey"]), reverse=True)
     return [record["EventKey"] for record in chosen][: query.limit]
 
 
 @pytest.fixture
 def captured(archive: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """Every (filter, parameters) the query code sends to either table."""
+    """Every (filter, parameters) the query code sends to any index table (the month tables
+    are many: the spy is on every table client)."""
     calls: list[tuple[str, Any]] = []
-    for table in (archive.stores.records, archive.stores.lookup):
+    real = TableClient.query_entities
 
-        def spy(query_filter: str, *args: Any, _real: Any = table.query_entities, **kw: Any) -> Any:
-            calls.append((query_filter, kw.get("parameters")))
-            return _real(query_filter, *args, **kw)
+    def spy(table: TableClient, query_filter: str, *args: Any, **kw: Any) -> Any:
+        calls.append((query_filter, kw.get("parameters")))
+        return real(table, query_filter, *args, **kw)
 
-        monkeypatch.setattr(table, "query_entities", spy)
+    monkeypatch.setattr(TableClient, "query_entities", spy)
     return calls
 
 
@@ -730,7 +742,7 @@ def wire_filters(app: Runtime, proxy: FaultProxy) -> None:
             expected({**SPAN, **filters})
         )
     literal = re.compile(r"'(?:[^']|'')*'")
-    shapes = {re.sub(r"@\w+", "?", template) for template in FILTERS}
+    shapes = {re.sub(r"@\w+", "?", template) for template in (*FILTERS, TABLES_FILTER)}
     sent = [
         parse_qs(urlsplit(event.target).query).get("$filter", [""])[0]
         for event in proxy.events

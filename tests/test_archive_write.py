@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.bootstrap import Runtime
-from shared.core.archive_format import decode_lines
-from shared.core.archive_keys import BlobRef
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, plan_blobs
+from tests.archive_view import archived_keys
 from tests.events import activity_event, envelope
 
 
@@ -23,28 +22,14 @@ def _records(numbers: range, **overrides: object) -> list[NormalizedRecord]:
     return records
 
 
-def _archived_keys(app: Runtime) -> list[str]:
-    """Every EventKey in every committed archive blob (what an engine reading it sees)."""
-    keys = []
-    for blob in app.archive.blobs():
-        ref = BlobRef.of_name(blob.name)
-        assert ref is not None
-        if app.reader.manifest(ref) is None:
-            continue
-        data = app.archive.read(blob.name)
-        assert data is not None
-        keys += [line.split(b'"EventKey":"')[1][:32].decode() for line in decode_lines(data)]
-    return keys
-
-
 def test_each_record_is_archived_once_and_reads_back(app: Runtime) -> None:
     records = _records(range(300))
     first = app.writer.write(records)
     assert len(first.indexed) == 300 and not first.duplicates
     again = app.writer.write(records + records[:5])
     assert not again.indexed and len(again.duplicates) == 305 and len(again.existing) == 300
-    keys = _archived_keys(app)
-    assert sorted(keys) == sorted(r["EventKey"] for r in records)
+    keys = archived_keys(app)
+    assert keys == sorted(r["EventKey"] for r in records)
     blob = plan_blobs(records)[0]
     places = [(blob.ref, ordinal) for ordinal in range(len(blob.records))]
     fetched = app.reader.fetch(places)
@@ -58,7 +43,7 @@ def test_a_different_grouping_of_the_same_events_is_all_duplicates(app: Runtime)
     app.writer.write(records[:30])
     second = app.writer.write(records[20:])
     assert len(second.indexed) == 20 and len(second.existing) == 10
-    assert sorted(_archived_keys(app)) == sorted(r["EventKey"] for r in records)
+    assert sorted(archived_keys(app)) == sorted(r["EventKey"] for r in records)
 
 
 def test_a_write_stopped_before_its_commit_is_finished_by_the_retry(
@@ -69,10 +54,10 @@ def test_a_write_stopped_before_its_commit_is_finished_by_the_retry(
     with pytest.raises(RuntimeError):
         app.writer.write(records)
     monkeypatch.undo()
-    assert _archived_keys(app) == []  # uploaded, not committed: not there
+    assert archived_keys(app) == []  # uploaded, not committed: not there
     retry = app.writer.write(records)
     assert len(retry.indexed) == 40
-    assert sorted(_archived_keys(app)) == sorted(r["EventKey"] for r in records)
+    assert sorted(archived_keys(app)) == sorted(r["EventKey"] for r in records)
 
 
 def test_a_fresh_claim_of_another_blob_is_left_to_its_writer_then_taken_over(
@@ -92,7 +77,7 @@ def test_a_fresh_claim_of_another_blob_is_left_to_its_writer_then_taken_over(
     assert len(taken.indexed) == 5
     rest = later.write(records)
     assert len(rest.indexed) == 5 and len(rest.existing) == 5
-    assert sorted(_archived_keys(app)) == sorted(r["EventKey"] for r in records)
+    assert sorted(archived_keys(app)) == sorted(r["EventKey"] for r in records)
 
 
 def _fail_on_manifests(create):  # type: ignore[no-untyped-def]

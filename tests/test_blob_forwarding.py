@@ -27,6 +27,7 @@ from shared.services.delivery import RetryableDeliveryError
 from shared.settings import Settings
 from shared.tools import cli
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys, forwarded_keys
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer
 from tests.test_blobindex import pt1h_name
@@ -83,13 +84,15 @@ def keys_of(data: bytes) -> set[str]:
 
 
 def indexed_keys(app: Runtime) -> set[str]:
-    rows = app.stores.records.list_entities(select=["RowKey"])
-    return {row["RowKey"].split("_", 1)[1] for row in rows}
+    """EventKeys in the archive, each there once (a duplicate fails here)."""
+    keys = archived_keys(app)
+    assert len(keys) == len(set(keys)), "an event is archived twice"
+    return set(keys)
 
 
 def marked_keys(app: Runtime) -> set[str]:
-    rows = app.stores.records.list_entities(select=["RowKey", "Forwarded"])
-    return {row["RowKey"].split("_", 1)[1] for row in rows if row.get("Forwarded")}
+    """EventKeys of archived records marked as accepted by Log Analytics."""
+    return forwarded_keys(app)
 
 
 def sent_counts(server: LogsIngestionServer) -> Counter[str]:

@@ -26,6 +26,7 @@ import pytest
 from shared import settings as names
 from shared.adapters import deadletters as deadletter_module
 from shared.adapters import log_analytics as forward
+from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.deadletters import (
     NOT_FORWARDED,
     REJECTED,
@@ -33,13 +34,15 @@ from shared.adapters.deadletters import (
     DeadLetter,
     DeadLetterStore,
 )
-from shared.adapters.index_store import IndexWriter
+from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.normalize import normalize_input
+from shared.services.archive_write import ArchiveWriter
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys, archived_records
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer, StaticTokenCredential
 from tests.test_cli import shared_cli
@@ -54,12 +57,12 @@ REPLACEMENT = "\ufffd"
 
 
 def indexed_keys(app: Runtime) -> list[str]:
-    rows = app.stores.records.list_entities(select=["RowKey"])
-    return sorted(row["RowKey"].split("_", 1)[1] for row in rows)
+    """EventKeys of every record in a committed archive blob, sorted, duplicates kept."""
+    return archived_keys(app)
 
 
 def indexed_bodies(app: Runtime) -> list[Any]:
-    return [app.reader.body_of(row) for row in app.stores.records.list_entities()]
+    return list(archived_records(app))
 
 
 def stored_letters(app: Runtime) -> dict[str, bytes]:
@@ -74,17 +77,19 @@ def keys_of(records: list[dict[str, Any]]) -> list[str]:
     return sorted(str(record["EventKey"]) for record in records)
 
 
-def unreachable_writer(settings: Settings) -> IndexWriter:
-    """An index whose table endpoint refuses connections: storage is down."""
+def unreachable_writer(settings: Settings) -> ArchiveWriter:
+    """An archive whose table and blob endpoints refuse connections: storage is down."""
     from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
 
     from shared.tools.azurite import connection_string
 
-    tables = TableServiceClient.from_connection_string(connection_string(1, 1, 1), retry_total=0)
-    return IndexWriter(
-        tables.get_table_client(settings.records_table),
-        tables.get_table_client(settings.lookup_table),
-        build_runtime(settings).stores.oversize,
+    dead = connection_string(1, 1, 1)
+    tables = TableServiceClient.from_connection_string(dead, retry_total=0)
+    blobs = BlobServiceClient.from_connection_string(dead, retry_total=0)
+    return ArchiveWriter(
+        IndexTables(tables, settings.index_table_prefix),
+        ArchiveStore(blobs.get_container_client(settings.records_container)),
     )
 
 
@@ -293,8 +298,7 @@ def test_two_replays_at_once_forward_each_not_forwarded_record_once(
     assert all(summary["still_failing"] == 0 for summary in summaries)
     for summary in summaries:  # what one replay did not do, it counted as claimed elsewhere
         assert summary["replayed"] + summary.get("claimed_elsewhere", 0) <= 50
-    flags = app.stores.records.list_entities(select=["Forwarded"])
-    assert all(row["Forwarded"] for row in flags)
+    assert app.marks.unforwarded(archived_records(app)) == set()  # every record marked
 
 
 def test_two_replays_at_once_deliver_each_undelivered_body_once(

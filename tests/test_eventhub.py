@@ -1,4 +1,4 @@
-"""The Event Hub path: every record delivered once, to the index and to Log Analytics.
+"""The Event Hub path: every record delivered once, to the archive and to Log Analytics.
 
 The function registered by function_app is driven with real EventHubEvent objects on
 Azurite; Log Analytics is the loopback endpoint that enforces the Logs Ingestion contract.
@@ -15,15 +15,17 @@ import pytest
 
 from shared import settings as names
 from shared.adapters import log_analytics as forward
+from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
-from shared.adapters.index_store import IndexWriter
+from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime, build_runtime, runtime
-from shared.core.keys import RecordKey
 from shared.core.normalize import normalize_input
+from shared.services.archive_write import ArchiveWriter
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys, archived_records, committed_blobs, index_rows
 from tests.events import activity_event, envelope
 from tests.logs_ingestion_server import LogsIngestionServer
 
@@ -31,12 +33,13 @@ RULE_ID = "dcr-00000000000000000000000000000000"
 STREAM = "Custom-ActivityLog_CL"
 
 
-def index_rows(app: Runtime) -> list[dict[str, Any]]:
-    return list(app.stores.records.list_entities(select=["PartitionKey", "RowKey"]))
-
-
 def indexed_event_keys(app: Runtime) -> list[str]:
-    return sorted(row["RowKey"].split("_", 1)[1] for row in index_rows(app))
+    """EventKeys of every record in a committed archive blob, sorted, duplicates kept."""
+    return archived_keys(app)
+
+
+def keys_of(events: list[Any]) -> list[str]:
+    return sorted(record["EventKey"] for record in normalize_input(envelope(events), "x")[0])
 
 
 def letters(app: Runtime, kind: str | None = None) -> list[Any]:
@@ -115,7 +118,7 @@ def test_counts_reconcile_and_a_redelivered_batch_indexes_nothing_twice(app: Run
     assert (first.events, first.indexed, first.duplicates, first.deadlettered) == (251, 250, 0, 1)
     assert (again.indexed, again.duplicates, again.deadlettered) == (0, 250, 1)
     assert third.indexed == 0
-    assert len(index_rows(app)) == 250
+    assert indexed_event_keys(app) == keys_of(events)  # each once
     assert len(letters(app)) == 1  # the same rejection dead-lettered once, however often seen
 
 
@@ -127,7 +130,7 @@ def test_the_same_event_twice_in_one_batch_is_one_row(app: Runtime) -> None:
         deadletters=app.deadletters,
     )
     assert (report.events, report.indexed, report.duplicates) == (3, 1, 2)
-    assert len(index_rows(app)) == 1
+    assert indexed_event_keys(app) == keys_of([event])
 
 
 def test_a_five_megabyte_batch(app: Runtime) -> None:
@@ -140,7 +143,7 @@ def test_a_five_megabyte_batch(app: Runtime) -> None:
     assert sum(len(body.body) for body in bodies) > 5_000_000
     report = deliver(bodies, writer=app.writer, deadletters=app.deadletters)
     assert (report.events, report.indexed, report.deadlettered) == (1300, 1300, 0)
-    assert len(index_rows(app)) == 1300
+    assert indexed_event_keys(app) == keys_of(events)
 
 
 def test_long_resource_ids_and_key_forbidden_characters_in_every_field(app: Runtime) -> None:
@@ -182,39 +185,40 @@ def test_long_resource_ids_and_key_forbidden_characters_in_every_field(app: Runt
     assert (report.events, report.indexed, report.deadlettered) == (3, 3, 0)
     records = normalize_input(envelope(events), "x")[0]
     assert any(record["Caller"] == hostile for record in records)
-    for record in records:
-        assert app.reader.get(RecordKey.of(record)) == record
-    for row in app.stores.lookup.list_entities():
+    archived = {record["EventKey"]: record for record in archived_records(app)}
+    assert archived == {record["EventKey"]: record for record in records}  # whole, once each
+    for row in index_rows(app):
         for key in (row["PartitionKey"], row["RowKey"]):
             assert len(key) <= 512
             assert not any(ch in key for ch in "/\\#?\u0001")
 
 
-def test_a_record_too_big_for_an_entity_is_kept_whole_in_a_blob(app: Runtime) -> None:
+def test_a_record_too_big_for_a_table_entity_is_archived_whole(app: Runtime) -> None:
     import random
 
     noise = random.Random(7).randbytes(1_500_000).hex()  # incompressible, 3 MB of text
     event = activity_event(5, properties={"statusCode": "OK", "blob": noise})
-    deliver([EventBody(envelope([event]))], writer=app.writer, deadletters=app.deadletters)
+    report = deliver([EventBody(envelope([event]))], writer=app.writer, deadletters=app.deadletters)
+    assert (report.indexed, report.deadlettered) == (1, 0)
     (record,) = normalize_input(envelope([event]), "x")[0]
-    (row,) = list(app.stores.records.list_entities())
-    assert "BodyBlob" in row and "Body" not in row
-    assert app.reader.get(RecordKey.of(record)) == record
+    assert archived_records(app) == [record]
+    (ref,) = committed_blobs(app)
+    assert app.reader.fetch([(ref, 0)]) == [record]  # read back by its place too
 
 
-def _unreachable_writer(settings: Settings) -> IndexWriter:
-    """An index whose table endpoint refuses connections: a storage outage."""
+def _unreachable_writer(settings: Settings) -> ArchiveWriter:
+    """An archive whose table and blob endpoints refuse connections: a storage outage."""
     from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
 
     from shared.tools.azurite import connection_string
 
     dead = connection_string(1, 1, 1)
     tables = TableServiceClient.from_connection_string(dead, retry_total=0)
-    app = build_runtime(settings)
-    return IndexWriter(
-        tables.get_table_client(settings.records_table),
-        tables.get_table_client(settings.lookup_table),
-        app.stores.oversize,
+    blobs = BlobServiceClient.from_connection_string(dead, retry_total=0)
+    return ArchiveWriter(
+        IndexTables(tables, settings.index_table_prefix),
+        ArchiveStore(blobs.get_container_client(settings.records_container)),
     )
 
 
@@ -234,7 +238,7 @@ def test_storage_outage_raises_while_retries_remain_then_dead_letters_whole_bodi
     assert {letter.raw for letter in undelivered} == {b.body.decode() for b in bodies}
     # The cause is fixed: replay delivers them, once.
     assert replay(app) == {"replayed": 2, "still_failing": 0}
-    assert len(index_rows(app)) == 20
+    assert indexed_event_keys(app) == keys_of(events)
     assert letters(app) == []
     assert replay(app) == {"replayed": 0, "still_failing": 0}
 
@@ -304,7 +308,7 @@ def test_log_analytics_failing_mid_batch_then_recovering(
         function(batch, Invocation("activity_events", Retry(1, 8)))
     sent = [record["EventKey"] for record in logs_ingestion.records]
     assert len(sent) == 100 and len(set(sent)) == 100  # the first call's records not re-sent
-    assert len(index_rows(app)) == 100
+    assert indexed_event_keys(app) == sorted(sent)
     assert letters(app) == []
 
 
@@ -325,7 +329,7 @@ def test_a_record_too_large_for_any_call_is_dead_lettered_and_its_neighbours_for
     (letter,) = letters(app, NOT_FORWARDED)
     assert "1 MB" in letter.reason or "limit" in letter.reason.lower()
     assert orjson.loads(letter.raw)["EventKey"] in indexed_event_keys(app)
-    assert len(index_rows(app)) == 6
+    assert indexed_event_keys(app) == keys_of(events)
 
 
 def test_only_storage_configured_indexes_alone(settings: Settings) -> None:
@@ -337,11 +341,13 @@ def test_only_storage_configured_indexes_alone(settings: Settings) -> None:
     )
 
 
-def test_marking_a_record_forwarded_never_creates_a_bodiless_row(app: Runtime) -> None:
+def test_marking_a_record_forwarded_never_makes_it_look_archived(app: Runtime) -> None:
     kept, gone = normalize_input(envelope([activity_event(1), activity_event(2)]), "x")[0]
     app.writer.write([kept])
-    app.marks.mark([kept, gone])  # `gone` was never indexed (or retention took it)
-    rows = list(app.stores.records.list_entities())
-    assert len(rows) == 1
-    assert rows[0]["Forwarded"] is True
-    assert app.reader.body_of(rows[0]) == kept
+    app.marks.mark([kept, gone])  # `gone` was never archived (or retention took it)
+    assert archived_records(app) == [kept]
+    assert app.marks.unforwarded([kept]) == set()
+    # The mark claimed nothing: `gone`, when it comes, is archived, not taken for a duplicate.
+    written = app.writer.write([gone])
+    assert (len(written.indexed), written.duplicates) == (1, [])
+    assert archived_keys(app) == sorted([kept["EventKey"], gone["EventKey"]])

@@ -445,6 +445,7 @@ def test_deployment_defaults_are_the_apps_defaults(bicep: dict[str, Bicep]) -> N
     assert defaults["catchupLookbackHours"] == app.catchup_lookback_hours
     assert defaults["sealAfterMinutes"] == app.seal_after_minutes
     assert defaults["storePrefix"] == app.store_prefix
+    assert defaults["archiveAccessTier"] == app.archive_tier
     # The schedules have no code default: the example's values are the documented ones.
     assert defaults["catchupSchedule"] == example["Values"][settings.CATCHUP_SCHEDULE]
     assert defaults["retentionSchedule"] == example["Values"][settings.RETENTION_SCHEDULE]
@@ -989,27 +990,53 @@ def test_management_group_policy_deploys_the_setting_everywhere(bicep: dict[str,
     assert re.search(r"remediations@[\d-]+' = if \(!empty\(remediationName\)\)", source.text)
 
 
-def test_raw_export_lifecycle_rule(bicep: dict[str, Bicep]) -> None:
+def bicep_rule_var(source: Bicep, name: str, condition: str) -> str:
+    """The array text of a `var <name> = (<condition>) ? [ ... ] : []` (the brackets' inside)."""
+    head = f"var {name} = ({condition}) ? ["
+    offset = source.text.index(head)
+    start, end = source.block_after(offset + len(head) - 1, "[")
+    assert source.text[end : end + 7] == "] : []\n", f"{name}: not `... ] : []`"
+    return source.text[start:end]
+
+
+def test_lifecycle_policy_exists_only_with_a_rule(bicep: dict[str, Bicep]) -> None:
     storage = bicep["modules/storage.bicep"]
-    main = bicep["main.bicep"]
     ((_, _, start, end),) = resources(
         storage, "Microsoft.Storage/storageAccounts/managementPolicies"
     )
-    policy = storage.text[start:end]
-    assert re.search(r"managementPolicies@[\d-]+' = if \(rawArchiveExpiryDays > 0\)", storage.text)
+    # One policy per account, holding whichever optional rules are on, and none when neither is
+    # (a policy needs at least one rule).
+    assert re.search(
+        r"managementPolicies@[\d-]+' = if \(!empty\(lifecycleRules\)\) \{", storage.text
+    )
+    assert "var lifecycleRules = concat(rawExportRules, recordsArchiveRules)" in storage.text
+    assert re.search(r"policy: \{\s*rules: lifecycleRules\s*\}", storage.text[start:end])
+    for page in (
+        "learn.microsoft.com/azure/storage/blobs/lifecycle-management-overview",
+        "learn.microsoft.com/azure/storage/blobs/lifecycle-management-policy-structure",
+        "learn.microsoft.com/azure/templates/microsoft.storage/storageaccounts/managementpolicies",
+    ):
+        assert page in storage.text, page
+
+
+def test_raw_export_lifecycle_rule(bicep: dict[str, Bicep]) -> None:
+    storage = bicep["modules/storage.bicep"]
+    main = bicep["main.bicep"]
+    rule = bicep_rule_var(storage, "rawExportRules", "rawArchiveExpiryDays > 0")
+    assert "name: 'expire-raw-activity-log-export'" in rule
     # Azure's own raw export only, and only deletes (the one action append blobs support).
-    assert "'${archiveContainerName}/'" in policy.split("prefixMatch:")[1]
+    assert re.search(r"prefixMatch: \[\s*'\$\{archiveContainerName\}/'\s*\]", rule)
     assert "archiveContainerName: archiveContainerName" in main.text
     assert f"var archiveContainerName = '{settings.DEFAULT_ARCHIVE_CONTAINER}'" in main.text
-    assert "'appendBlob'" in policy
-    actions = policy.split("actions:")[1]
+    assert "'appendBlob'" in rule
+    actions = rule.split("actions:")[1]
     assert "delete:" in actions and "tierTo" not in actions
     assert (
         "daysAfterModificationGreaterThan: max(rawArchiveExpiryDays, rawArchiveExpiryFloorDays)"
-        in policy
+        in rule
     )
-    # Off by default (0 keeps: the raw blobs are the only byte-exact copy for now), and never
-    # sooner than twice the longest window in which the app may still need to read a blob.
+    # Off by default (0 keeps: the raw blobs are the only byte-exact copy of Azure's export),
+    # and never sooner than twice the longest window in which the app may still need a blob.
     assert parameter_defaults(main)["rawArchiveExpiryDays"] == 0
     assert parameter_defaults(storage)["rawArchiveExpiryDays"] == 0
     floor_days = int(bicep_var(storage, "rawArchiveExpiryFloorDays"))
@@ -1017,6 +1044,295 @@ def test_raw_export_lifecycle_rule(bicep: dict[str, Bicep]) -> None:
     lookback_hours = bound(main, "catchupLookbackHours", "maxValue")
     assert floor_days * 24 * 60 >= 2 * (seal_minutes + lookback_hours * 60)
     assert "rawArchiveExpiryDays: rawArchiveExpiryDays" in main.text
+    assert "learn.microsoft.com/azure/storage/blobs/lifecycle-management-policy-delete" in (
+        storage.text
+    )
+
+
+def test_records_container_is_created_private(bicep: dict[str, Bicep]) -> None:
+    storage, main = bicep["modules/storage.bicep"], bicep["main.bicep"]
+    # Named as the app names it, from the store prefix (shared/settings.py).
+    assert "var recordsContainerName = '${storePrefix}-records'" in main.text
+    prefix = parameter_defaults(main)["storePrefix"]
+    assert f"{prefix}-records" == load_settings({}).records_container
+    assert "recordsContainerName: recordsContainerName" in main.text
+    containers = {
+        symbol: entries(storage, start, end)
+        for symbol, _, start, end in resources(
+            storage, "Microsoft.Storage/storageAccounts/blobServices/containers"
+        )
+    }
+    assert containers["recordsContainer"]["name"] == "recordsContainerName"
+    assert containers["recordsContainer"]["parent"] == "blobService"
+    ((_, _, start, end),) = [
+        r
+        for r in resources(storage, "Microsoft.Storage/storageAccounts/blobServices/containers")
+        if r[0] == "recordsContainer"
+    ]
+    assert re.search(r"properties: \{\s*publicAccess: 'None'\s*\}", storage.text[start:end])
+    # Once: not in the list of other containers as well.
+    listed = main.text[main.text.index("containerNames: [") :]
+    assert "recordsContainerName" not in listed[: listed.index("]")]
+    assert re.search(
+        r"^output RECORDS_CONTAINER string = storage\.outputs\.recordsContainerName$",
+        main.text,
+        re.M,
+    )
+
+
+def test_no_template_creates_what_the_app_creates_or_dropped(bicep: dict[str, Bicep]) -> None:
+    # Index tables are one a month, created and deleted whole by the app at run time; the old
+    # records and lookup tables and the oversize container no longer exist.
+    for name, source in bicep.items():
+        assert not resources(source, "Microsoft.Storage/storageAccounts/tableServices/tables"), name
+        assert not resources(source, "Microsoft.Storage/storageAccounts/tableServices"), name
+        for gone in ("${storePrefix}records", "${storePrefix}lookup", "-oversize"):
+            assert gone not in source.text, (name, gone)
+
+
+def test_archive_tier_setting_defaults_to_cold(bicep: dict[str, Bicep]) -> None:
+    main, app = bicep["main.bicep"], bicep["modules/function-app.bicep"]
+    tiers = list(settings.ARCHIVE_TIERS)
+    assert settings.DEFAULT_ARCHIVE_TIER == "Cold"
+    assert sorted(tiers) == ["Cold", "Cool", "Hot"]  # online tiers only: never Archive
+    assert allowed_values(main, "archiveAccessTier") == tiers
+    assert parameter_defaults(main)["archiveAccessTier"] == settings.DEFAULT_ARCHIVE_TIER
+    assert allowed_values(app, "archiveTier") == tiers
+    assert parameter_defaults(app)["archiveTier"] == settings.DEFAULT_ARCHIVE_TIER
+    assert "archiveTier: archiveAccessTier" in main.text
+    assert infra_app_setting_values(bicep)[settings.ARCHIVE_TIER] == "archiveTier"
+    assert load_settings({}).archive_tier == settings.DEFAULT_ARCHIVE_TIER
+    example = json.loads((ROOT / "local.settings.example.json").read_text(encoding="utf-8"))
+    assert example["Values"][settings.ARCHIVE_TIER] == settings.DEFAULT_ARCHIVE_TIER
+    # Why Cold: online unlike Archive; its 90-day early deletion fits the 90-day minimum retention.
+    description = param_decorators(main, "archiveAccessTier")
+    assert "online" in description and "90-day" in description
+    assert "learn.microsoft.com/azure/storage/blobs/access-tiers-overview" in main.text
+
+
+def test_records_archive_tier_rule_is_optional_and_off(bicep: dict[str, Bicep]) -> None:
+    storage, main = bicep["modules/storage.bicep"], bicep["main.bicep"]
+    for source in (main, storage):
+        assert parameter_defaults(source)["archiveToArchiveTierAfterDays"] == 0
+        assert bound(source, "archiveToArchiveTierAfterDays", "minValue") == 0
+        # Why off: archived blobs are offline, unreadable by the app until rehydrated.
+        description = param_decorators(source, "archiveToArchiveTierAfterDays")
+        assert "offline" in description and "rehydrated" in description
+    assert "archiveToArchiveTierAfterDays: archiveToArchiveTierAfterDays" in main.text
+    rule = bicep_rule_var(storage, "recordsArchiveRules", "archiveToArchiveTierAfterDays > 0")
+    assert "name: 'archive-tier-app-records'" in rule
+    # The app's records container, block blobs (the only ones it writes; the only ones that tier).
+    assert re.search(r"prefixMatch: \[\s*'\$\{recordsContainerName\}/'\s*\]", rule)
+    assert re.search(r"blobTypes: \[\s*'blockBlob'\s*\]", rule)
+    # Tiering only: the app enforces per-category retention itself, so no lifecycle delete.
+    actions = rule.split("actions:")[1]
+    assert re.search(
+        r"tierToArchive: \{\s*(//[^\n]*\n\s*)*daysAfterModificationGreaterThan: "
+        r"archiveToArchiveTierAfterDays\s*\}",
+        actions,
+    )
+    assert "delete" not in actions and "tierToCool" not in actions and "tierToCold" not in actions
+    why = comment_above(storage, storage.text.index("var recordsArchiveRules"))
+    assert "no delete action" in why and "retention itself" in why
+    assert "learn.microsoft.com/azure/storage/blobs/lifecycle-management-policy-access-tiers" in why
+
+
+def test_records_immutability_is_optional_unlocked_and_off(bicep: dict[str, Bicep]) -> None:
+    storage, main = bicep["modules/storage.bicep"], bicep["main.bicep"]
+    found = [
+        (name, resource)
+        for name, source in bicep.items()
+        for resource in resources(
+            source, "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies"
+        )
+    ]
+    assert [(name, symbol) for name, (symbol, *_) in found] == [
+        ("modules/storage.bicep", "recordsImmutability")
+    ]
+    ((_, (_, _, start, end)),) = found
+    body = entries(storage, start, end)
+    assert body["parent"] == "recordsContainer"
+    assert body["name"] == "'default'"
+    properties = entries(
+        storage, *storage.block_after(storage.code.index("properties: {", start, end))
+    )
+    assert properties == {
+        "immutabilityPeriodSinceCreationInDays": "archiveImmutabilityDays",
+        "allowProtectedAppendWrites": "false",
+    }
+    assert re.search(
+        r"immutabilityPolicies@[\d-]+' = if \(archiveImmutabilityDays > 0\) \{", storage.text
+    )
+    # Never locked by the template (no lock resource, no state): the user locks it after review.
+    assert "/lock" not in storage.code and "state:" not in storage.text[start:end]
+    for source in (main, storage):
+        assert parameter_defaults(source)["archiveImmutabilityDays"] == 0
+        assert bound(source, "archiveImmutabilityDays", "minValue") == 0
+        assert bound(source, "archiveImmutabilityDays", "maxValue") == 146000  # 400 years
+    assert "archiveImmutabilityDays: archiveImmutabilityDays" in main.text
+    why = comment_above(storage, storage.text.index("resource recordsImmutability "))
+    assert "skips" in why and "reports" in why and "shortest retention" in why
+    assert "unlocked" in why
+    for page in (
+        "learn.microsoft.com/azure/templates/microsoft.storage/storageaccounts/blobservices/containers/immutabilitypolicies",
+        "learn.microsoft.com/azure/storage/blobs/immutable-storage-overview",
+        "learn.microsoft.com/rest/api/storagerp/blob-containers/lock-immutability-policy",
+    ):
+        assert page in why, page
+    retention_page = "immutable-time-based-retention-policy-overview"
+    assert f"learn.microsoft.com/azure/storage/blobs/{retention_page}" in storage.text
+
+
+# A small evaluator of pycep's expression trees: enough to compute, for given parameter values,
+# which lifecycle rules and which immutability policy storage.bicep deploys.
+def evaluate(node: Any, lookup: Any) -> Any:
+    if isinstance(node, (bool, int)) or node is None:
+        return node
+    if isinstance(node, str):
+        found = lookup(node)
+        if found is not None:
+            return found
+        return re.sub(r"\$\{(\w+)\}", lambda m: str(evaluate(m.group(1), lookup)), node)
+    if isinstance(node, list):
+        return [evaluate(item, lookup) for item in node]
+    if set(node) == {"operator"}:
+        kind, operands = node["operator"]["type"], node["operator"]["operands"]
+        if kind == "conditional":
+            chosen = "true_value" if evaluate(operands["condition"], lookup) else "false_value"
+            return evaluate(operands[chosen], lookup)
+        if kind == "not":
+            return not evaluate(operands["bool_value"], lookup)
+        first, second = (evaluate(operands[k], lookup) for k in ("operand_1", "operand_2"))
+        return {
+            "greater_than": lambda: first > second,
+            "or": lambda: first or second,
+            "and": lambda: first and second,
+        }[kind]()
+    if set(node) == {"function"}:
+        kind = node["function"]["type"]
+        arguments = [evaluate(v, lookup) for v in node["function"]["parameters"].values()]
+        if kind == "concat":
+            return [item for argument in arguments for item in argument]
+        if kind == "empty":
+            return not arguments[0]
+        if kind == "max":
+            return max(arguments)
+        raise AssertionError(f"no evaluator for {kind}()")
+    return {key: evaluate(value, lookup) for key, value in node.items()}
+
+
+def deployed_storage(parsed: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """What storage.bicep deploys for these parameter values (defaults for the rest):
+    the lifecycle rules (None without a policy) and the immutability policy's properties."""
+    parameters = {name: p.get("default") for name, p in parsed["parameters"].items()}
+    parameters.update(values)
+
+    def lookup(name: str) -> Any:
+        if name in parameters:
+            return parameters[name]
+        if name in parsed["variables"]:
+            return evaluate(parsed["variables"][name]["value"], lookup)
+        return None
+
+    resources_ = parsed["resources"]
+    lifecycle, immutability = resources_["lifecycle"]["config"], resources_["recordsImmutability"]
+    return {
+        "rules": evaluate(lifecycle["config"]["properties"]["policy"]["rules"], lookup)
+        if evaluate(lifecycle["condition"], lookup)
+        else None,
+        "immutability": evaluate(immutability["config"]["config"]["properties"], lookup)
+        if evaluate(immutability["config"]["condition"], lookup)
+        else None,
+    }
+
+
+def test_storage_lifecycle_and_immutability_as_deployed(pycep_parser: Any) -> None:
+    parsed = pycep_parser.parse(text=(INFRA / "modules" / "storage.bicep").read_text("utf-8"))
+    main = pycep_parser.parse(text=(INFRA / "main.bicep").read_text("utf-8"))
+    records = evaluate(
+        main["variables"]["recordsContainerName"]["value"],
+        lambda name: main["parameters"][name]["default"] if name in main["parameters"] else None,
+    )
+    assert records == load_settings({}).records_container == "activitylog-records"
+    base = {"recordsContainerName": records}
+    # Defaults: no lifecycle policy at all, no immutability policy.
+    assert deployed_storage(parsed, **base) == {"rules": None, "immutability": None}
+    # The raw export rule alone, raised to its floor.
+    (raw,) = deployed_storage(parsed, **base, rawArchiveExpiryDays=7)["rules"]
+    assert raw["name"] == "expire-raw-activity-log-export"
+    assert raw["definition"]["filters"]["prefixMatch"] == ["insights-activity-logs/"]
+    assert raw["definition"]["actions"] == {
+        "baseBlob": {"delete": {"daysAfterModificationGreaterThan": 30}}
+    }
+    # The records archive rule alone: tier to Archive, nothing else.
+    (tier,) = deployed_storage(parsed, **base, archiveToArchiveTierAfterDays=365)["rules"]
+    assert tier["name"] == "archive-tier-app-records"
+    assert tier["enabled"] is True and tier["type"] == "Lifecycle"
+    assert tier["definition"]["filters"] == {
+        "blobTypes": ["blockBlob"],
+        "prefixMatch": ["activitylog-records/"],
+    }
+    assert tier["definition"]["actions"] == {
+        "baseBlob": {"tierToArchive": {"daysAfterModificationGreaterThan": 365}}
+    }
+    # Both: one policy, two rules.
+    both = deployed_storage(
+        parsed, **base, rawArchiveExpiryDays=45, archiveToArchiveTierAfterDays=200
+    )["rules"]
+    assert [rule["name"] for rule in both] == [raw["name"], tier["name"]]
+    # Immutability: only when asked, unlocked, no protected append writes.
+    assert deployed_storage(parsed, **base, archiveImmutabilityDays=90)["immutability"] == {
+        "immutabilityPeriodSinceCreationInDays": 90,
+        "allowProtectedAppendWrites": False,
+    }
+    # main.bicep passes all three through with the same (off) defaults.
+    params = main["modules"]["storage"]["config"]["params"]
+    for name in (
+        "rawArchiveExpiryDays",
+        "archiveToArchiveTierAfterDays",
+        "archiveImmutabilityDays",
+    ):
+        assert params[name] == name
+        assert main["parameters"][name]["default"] == parsed["parameters"][name]["default"] == 0
+    tier_param = main["parameters"]["archiveAccessTier"]
+    assert tier_param["default"] == "Cold"
+    (allowed,) = [d["argument"] for d in tier_param["decorators"] if d["type"] == "allowed"]
+    assert allowed == list(settings.ARCHIVE_TIERS)
+
+
+def test_app_identity_can_manage_month_tables_and_tiered_blobs(bicep: dict[str, Bicep]) -> None:
+    rbac = bicep["modules/rbac.bicep"]
+    roles = dict(re.findall(r"^  (\w+): '([0-9a-f-]{36})'$", rbac.text, re.M))
+    # Built-in role ids (Learn, "Azure built-in roles for Storage").
+    assert roles["storageTableDataContributor"] == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+    assert roles["storageBlobDataOwner"] == "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+    tables = comment_above(rbac, rbac.text.index("resource tableDataContributor "))
+    # Creates a month's table and deletes it whole: the role's table write and delete actions.
+    assert "one a month" in tables and "tables/write" in tables and "tables/delete" in tables
+    assert "built-in-roles/storage#storage-table-data-contributor" in tables
+    blobs = comment_above(rbac, rbac.text.index("resource blobDataOwner "))
+    assert "{storePrefix}-records" in blobs and "ACTIVITYLOG_ARCHIVE_TIER" in blobs
+    assert "built-in-roles/storage#storage-blob-data-owner" in blobs
+    assert "oversize" not in rbac.text and "lookup" not in rbac.text
+
+
+def test_storage_parameters_are_documented() -> None:
+    readme = (INFRA / "README.md").read_text("utf-8")
+    for row in (
+        "| `archiveAccessTier` | `Cold` |",
+        "| `archiveToArchiveTierAfterDays` | `0` |",
+        "| `archiveImmutabilityDays` | `0` |",
+        "| `rawArchiveExpiryDays` | `0` |",
+        f"| `{settings.ARCHIVE_TIER}` |",
+    ):
+        assert row in readme, row
+    for output in (
+        "RECORDS_CONTAINER",
+        "ARCHIVE_TO_ARCHIVE_TIER_AFTER_DAYS",
+        "ARCHIVE_IMMUTABILITY_DAYS",
+    ):
+        assert f"`{output}`" in readme, output
+    assert "## Records archive" in readme
 
 
 # Each role the app's identity holds, the resource it is on, and the Learn page giving why.

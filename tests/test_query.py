@@ -7,7 +7,7 @@ import base64
 import io
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -16,11 +16,23 @@ import pytest
 
 from functions.query_http import handle_activity
 from shared.bootstrap import Runtime, build_runtime
-from shared.core.keys import RecordKey, lookup_partition, row_key_for
+from shared.core.archive_keys import (
+    BlobRef,
+    pack_postings,
+    posting_row,
+    value_hash,
+)
 from shared.core.normalize import normalize
-from shared.core.query_spec import ActivityQuery, QueryError, encode_continuation, parse_query
+from shared.core.query_spec import (
+    ActivityQuery,
+    Continuation,
+    QueryError,
+    encode_continuation,
+    parse_query,
+)
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 from shared.services import query as query_module
+from shared.services.archive_write import plan_blobs
 from shared.services.query import QueryPage, run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
@@ -109,8 +121,8 @@ DATASET = build_dataset()
 
 
 def newest_first(records: list[NormalizedRecord]) -> list[NormalizedRecord]:
-    # The index's own order: inverted time, then EventKey.
-    return sorted(records, key=lambda record: RecordKey.of(record).row_key)
+    # The query's order: TimeGenerated, then EventKey, both descending.
+    return sorted(records, key=lambda r: (r["TimeGenerated"], r["EventKey"]), reverse=True)
 
 
 def canonical(moment: datetime) -> str:
@@ -144,11 +156,7 @@ def expected(params: Mapping[str, str], records: list[NormalizedRecord]) -> list
 
 def search(app: Runtime, params: Mapping[str, str], continuation: str | None = None) -> QueryPage:
     return run_query(
-        parse_query(params, NOW),
-        records=app.stores.records,
-        lookup=app.stores.lookup,
-        reader=app.reader,
-        continuation=continuation,
+        parse_query(params, NOW), tables=app.tables, reader=app.reader, continuation=continuation
     )
 
 
@@ -282,74 +290,115 @@ def test_paging_returns_every_record_exactly_once(
     assert keys(got) == keys(expected(params, DATASET))
 
 
+class Spies:
+    """What a query asked of storage: index reads by (month, PartitionKey), and fetches."""
+
+    def __init__(self, app: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.asked: list[tuple[str, str]] = []
+        self.places: list[int] = []  # places per reader.fetch call
+        self.blobs: list[str] = []  # blobs read whole
+        query, fetch, blob_records = app.tables.query, app.reader.fetch, app.reader.blob_records
+
+        def query_spy(month: str, query_filter: str, parameters: Any, **kwargs: Any) -> Any:
+            self.asked.append((month, parameters["pk"]))
+            return query(month, query_filter, parameters, **kwargs)
+
+        def fetch_spy(places: Any, manifests: Any = None) -> Any:
+            self.places.append(len(places))
+            return fetch(places, manifests)
+
+        def blob_records_spy(ref: BlobRef) -> Any:
+            self.blobs.append(ref.name)
+            return blob_records(ref)
+
+        monkeypatch.setattr(app.tables, "query", query_spy)
+        monkeypatch.setattr(app.reader, "fetch", fetch_spy)
+        monkeypatch.setattr(app.reader, "blob_records", blob_records_spy)
+
+    def clear(self) -> None:
+        self.asked.clear()
+        self.places.clear()
+        self.blobs.clear()
+
+
 def test_a_page_reads_no_more_than_it_needs(
     archive: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each partition is asked for what the page still lacks; bodies come in groups that size."""
-    asked: list[tuple[str, int]] = []
-    fetched: list[int] = []
-    tables = (archive.stores.records, archive.stores.lookup)
-    for table in tables:
-
-        def spy(*args: Any, _real: Any = table.query_entities, **kwargs: Any) -> Any:
-            asked.append((kwargs["parameters"]["pk"], kwargs["results_per_page"]))
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(table, "query_entities", spy)
-    real_get_many = archive.reader.get_many
-
-    def get_many_spy(keys: Any, parallelism: int = 8) -> Any:
-        fetched.append(len(keys))
-        return real_get_many(keys, parallelism)
-
-    monkeypatch.setattr(archive.reader, "get_many", get_many_spy)
-
+    """Days are read newest first until the page is full; blobs and records no more."""
+    spies = Spies(archive, monkeypatch)
     page = search(archive, {**SPAN, "limit": "2"})
     assert keys(page.records) == keys(newest_first(DATASET)[:2])
     assert page.continuation is not None
-    # Empty days, then the newest record's day; the day after that is asked for one more.
-    assert asked[-2:] == [("20240322", 2), ("20240321", 1)]
-    assert asked[:-2] == [(f"202403{day}", 2) for day in range(31, 22, -1)]
+    # Empty days, then the newest record's day, then the day before it for the second.
+    assert spies.asked == [("202403", f"m{day}") for day in range(31, 20, -1)]
+    assert len(spies.blobs) == 2 and spies.places == []
 
-    asked.clear()
+    # A key lookup: the month's posting ranges, and only the records the page needs,
+    # fetched together across days.
+    spies.clear()
     params = {**SPAN, "subscription": S1, "limit": "3"}
     page = search(archive, params)
     assert keys(page.records) == keys(expected(params, DATASET)[:3])
-    assert [size for _, size in asked] == [3]
-    assert fetched == [3]
+    assert {month for month, _ in spies.asked} == {"202403"}
+    assert spies.places == [3] and spies.blobs == []
+
+    # A category with a key filter: other classes' postings are passed over unread.
+    spies.clear()
+    params = {**SPAN, "subscription": S1, "category": "Security", "limit": "1000"}
+    page = search(archive, params)
+    assert keys(page.records) == keys(expected(params, DATASET))
+    assert sum(spies.places) == len(page.records)
 
 
 def test_long_sparse_ranges_page_by_partitions(
     archive: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 4)
-    for params in (
-        # 17 empty days before the data, then months of empty days after it
-        {"since": "2023-10-01", "until": "2024-04-10", "limit": "1000"},
-        # 11 months: April 2024 (empty) first, then 2023-06 to 2023-12 (empty) after the data
-        {"since": "2023-06-01", "until": "2024-04-10", "limit": "1000", "subscription": S3},
-    ):
-        pages = []
-        continuation = None
-        while True:
-            page = search(archive, params, continuation)
-            pages.append(page)
-            continuation = page.continuation
-            if continuation is None:
-                break
-        assert len(pages) > 2
-        assert any(page.records == [] and page.continuation for page in pages)
-        found = [record for page in pages for record in page.records]
-        assert keys(found) == keys(expected(params, DATASET))
+    # 17 empty days before the data, empty days after it, and months without a table
+    params = {"since": "2023-10-01", "until": "2024-04-10", "limit": "1000"}
+    pages = search_pages(archive, params)
+    assert len(pages) > 2
+    assert any(page.records == [] and page.continuation for page in pages)
+    found = [record for page in pages for record in page.records]
+    assert keys(found) == keys(expected(params, DATASET))
+
+
+def test_a_key_lookup_over_empty_months_pages_by_months(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 2)
+    # S3 in 2024-03 and 2023-06; only S1 in the months between (their tables exist).
+    wanted = [
+        make_record(f"{month}-15T10:00:00Z", subscription=S3) for month in ("2024-03", "2023-06")
+    ]
+    others = [make_record(f"2023-{month:02d}-10T10:00:00Z") for month in range(7, 13)]
+    app.writer.write(wanted + others)
+    params = {"since": "2023-01-01", "until": "2024-04-10", "limit": "1000", "subscription": S3}
+    pages = search_pages(app, params)
+    assert len(pages) > 2
+    assert any(page.records == [] and page.continuation for page in pages)
+    assert keys([record for page in pages for record in page.records]) == keys(wanted)
+
+
+def search_pages(app: Runtime, params: Mapping[str, str]) -> list[QueryPage]:
+    pages = []
+    continuation = None
+    for _ in range(1000):
+        page = search(app, params, continuation)
+        pages.append(page)
+        continuation = page.continuation
+        if continuation is None:
+            return pages
+    raise AssertionError("paging did not end")
 
 
 def test_a_token_older_than_a_moved_since_means_nothing_is_left(archive: Runtime) -> None:
     page = search(archive, {**SPAN, "limit": "1"})
     assert page.continuation is not None
     later = {"since": "2024-03-31T12:00:00Z", "until": "2024-04-01"}
-    token = encode_continuation("20240101", "")
+    token = encode_continuation(parse_query(later, NOW), Continuation(date(2024, 1, 1), None))
     assert search(archive, later, token) == QueryPage([], None)
-    with pytest.raises(QueryError, match="continuation"):
+    with pytest.raises(QueryError, match="continuation does not belong"):
         search(archive, {"since": "2023-12-01", "until": "2023-12-20"}, page.continuation)
 
 
@@ -386,20 +435,38 @@ def test_long_and_awkward_values_are_found_exactly(app: Runtime) -> None:
     assert found(resource=stem) == []
 
 
-def test_a_lookup_row_without_its_record_is_skipped(app: Runtime) -> None:
+def test_postings_of_an_uncommitted_or_deleted_blob_or_another_value_are_skipped(
+    app: Runtime,
+) -> None:
     record = make_record("2024-03-05T10:00:00Z", caller="ghost@contoso.com")
-    orphan = row_key_for("2024-03-05T11:00:00.0000000Z", "f" * 32)
-    app.stores.lookup.create_entity(
-        {
-            "PartitionKey": lookup_partition("c", "202403", "ghost@contoso.com"),
-            "RowKey": orphan,
-            "CategoryValue": "Administrative",
-        }
+    gone = make_record("2024-03-05T09:00:00Z", caller="ghost@contoso.com")
+    other = make_record("2024-03-05T08:00:00Z", caller="someone@contoso.com")
+    for written in (record, gone, other):
+        app.writer.write([written])  # a blob each
+    bucket, digest = value_hash("ghost@contoso.com")
+
+    def posting(ref: BlobRef, second: int) -> dict[str, Any]:
+        places = pack_postings({digest: [(second, 0)]})[0]
+        return {"PartitionKey": "c", "RowKey": posting_row(bucket, ref, 7), "E": places}
+
+    app.tables.upsert(
+        "202403",
+        [
+            # a blob that was never committed (its writer stopped before the manifest)
+            posting(BlobRef(date(2024, 3, 5), "administrative", 12345), 11 * 3600),
+            # another value's record under this value's hash (as a hash collision would be)
+            posting(plan_blobs([other])[0].ref, 8 * 3600),
+        ],
     )
-    app.writer.write([record])
-    assert keys(search(app, {**SPAN, "caller": "ghost@contoso.com"}).records) == [
-        record["EventKey"]
-    ]
+    # and a committed blob whose bytes are gone (deleted under the index).
+    assert app.archive.delete([plan_blobs([gone])[0].ref.name]) == {}
+    for filters, found in (
+        ({"caller": "ghost@contoso.com"}, [record]),
+        ({"since": "2024-03-05", "until": "2024-03-06"}, [record, other]),
+    ):
+        page = search(app, {**SPAN, **filters})
+        assert keys(page.records) == keys(found)
+        assert page.unreadable == []
 
 
 def test_a_body_kept_in_a_blob_comes_back_whole(app: Runtime) -> None:
@@ -478,6 +545,14 @@ def _token(value: object) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(value)).decode().rstrip("=")
 
 
+def _sealed(params: Mapping[str, str], day: date, after: tuple[str, str] | None = None) -> str:
+    return encode_continuation(parse_query(params, NOW), Continuation(day, after))
+
+
+TIME = "2024-03-01T10:00:00.0000000Z"
+KEY = "0123456789abcdef" * 2
+
+
 @pytest.mark.parametrize(
     "token",
     [
@@ -488,20 +563,38 @@ def _token(value: object) -> str:
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
         _token({"p": "20240301", "r": ""}),
         _token(["20240301"]),
-        _token(["20240301", "", "x"]),
-        _token([20240301, ""]),
-        _token(["20240301", "' or 1 eq 1"]),
-        _token(["20240301", "9" * 19]),
-        _token(["2024030", ""]),
-        _token(["20240231", ""]),
-        _token(["20990101", ""]),
-        _token(["' or 1 eq 1", ""]),
-        _token([f"s|202403|{S1}", ""]),
+        _token(["20240301", "", "", "x", "y"]),
+        _token([20240301, "", "", "x"]),
+        _token(["20240301", "' or 1 eq 1", KEY, "x"]),
+        _token(["20240301", TIME, "' or 1 eq 1", "x"]),
+        _token(["20240301", TIME, "", "x"]),
+        _token(["20240302", TIME, KEY, "x"]),  # the record is not of the token's day
+        _token(["20240301", "9" * 19, KEY, "x"]),
+        _token(["2024030", "", "", "x"]),
+        _token(["20240231", "", "", "x"]),
+        _token(["' or 1 eq 1", "", "", "x"]),
+        _token(["20240301", "", "", "x"]),  # well formed, but its seal is not
+        _sealed({"subscription": S1}, date(2024, 3, 1)),  # sealed for another query
+        _sealed(SPAN, date(2099, 1, 1)),  # a day after the range
     ],
 )
 def test_bad_continuations_are_refused(archive: Runtime, token: str) -> None:
     with pytest.raises(QueryError, match="continuation"):
         search(archive, SPAN, token)
+
+
+def test_a_tampered_continuation_is_refused(archive: Runtime) -> None:
+    page = search(archive, {**SPAN, "limit": "2"})
+    assert page.continuation is not None
+    fields = orjson.loads(base64.urlsafe_b64decode(page.continuation + "==="))
+    for index, value in ((0, "20240320"), (1, fields[1][:-3] + "42Z"), (2, "f" * 32)):
+        edited = [*fields]
+        edited[index] = value
+        with pytest.raises(QueryError, match="continuation does not belong to this query"):
+            search(archive, {**SPAN, "limit": "2"}, _token(edited))
+    # The token itself goes on where it left off.
+    rest = search(archive, {**SPAN, "limit": "2"}, page.continuation).records
+    assert keys(rest) == keys(newest_first(DATASET)[2:4])
 
 
 def test_a_continuation_for_other_values_is_refused(archive: Runtime) -> None:
@@ -511,13 +604,21 @@ def test_a_continuation_for_other_values_is_refused(archive: Runtime) -> None:
         search(archive, {**SPAN, "subscription": S2}, page.continuation)
     with pytest.raises(QueryError, match="continuation"):
         search(archive, {**SPAN, "caller": "alice@contoso.com"}, page.continuation)
+    with pytest.raises(QueryError, match="continuation"):
+        search(archive, {**SPAN, "subscription": S1, "category": "Policy"}, page.continuation)
 
 
 def test_a_forged_position_cannot_widen_the_range(archive: Runtime) -> None:
-    # "After" a RowKey far newer than until, in the partition that also holds a record newer
-    # than until (2024-02-14T19:00): the range's own bound still holds.
-    forged = encode_continuation("20240214", row_key_for("2099-01-01T00:00:00.0000000Z", "0"))
+    # "After" a record later than until, on the day that also holds a record later than
+    # until (2024-02-14T19:00): the range's own bound still holds.
     params = {"since": "2024-02-13", "until": "2024-02-14T18:00:00Z", "limit": "1000"}
+    for filters in ({}, {"correlation_id": "corr-24"}, {"correlation_id": "corr-23"}):
+        forged = _sealed(
+            {**params, **filters}, date(2024, 2, 14), ("2024-02-14T23:59:59.9999999Z", "f" * 32)
+        )
+        got = search(archive, {**params, **filters}, forged).records
+        assert keys(got) == keys(expected({**params, **filters}, DATASET))
+    forged = _sealed(params, date(2024, 2, 14), ("2024-02-14T23:59:59.9999999Z", "f" * 32))
     got = search(archive, params, forged).records
     assert [record["TimeGenerated"][:13] for record in got] == ["2024-02-13T06"]
 

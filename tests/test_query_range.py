@@ -14,12 +14,14 @@ import pytest
 
 from functions.query_http import handle_activity
 from shared.bootstrap import Runtime, build_runtime
-from shared.core.keys import RecordKey
 from shared.core.normalize import normalize_input
 from shared.core.query_spec import DEFAULT_SPAN, parse_query
 from shared.core.records import NormalizedRecord
 from shared.services import query as query_module
+from shared.services.archive_write import plan_blobs
+from shared.services.query import run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
+from shared.tools import query_cli
 from shared.tools.azurite import Azurite
 from shared.tools.query_cli import query_main
 from tests.events import SUBSCRIPTION, activity_event, jsonl
@@ -38,7 +40,7 @@ def records_of(events: list[dict[str, Any]]) -> list[NormalizedRecord]:
 
 
 def newest_first(records: list[NormalizedRecord]) -> list[NormalizedRecord]:
-    return sorted(records, key=lambda record: RecordKey.of(record).row_key)
+    return sorted(records, key=lambda r: (r["TimeGenerated"], r["EventKey"]), reverse=True)
 
 
 def event_keys(records: list[Any]) -> list[str]:
@@ -152,16 +154,17 @@ def test_an_empty_index_keeps_30_days_for_key_lookups_and_says_it_is_empty(
     result = shared_cli("query", "--caller", "anyone@contoso.com", settings=settings)
     assert (result.returncode, result.stdout) == (0, b"")
     assert "the index is empty" in result.stderr.decode()
-    assert query_module.oldest_indexed_day(app.stores.records) is None
+    assert query_module.oldest_indexed_day(app.tables) is None
     now = datetime.now(UTC)
-    query = query_module.read_query({"caller": "x"}, now, app.stores.records)
+    query = query_module.read_query({"caller": "x"}, now, app.tables)
     assert query.since == now - DEFAULT_SPAN
 
 
 def test_the_oldest_indexed_day_and_the_default_since_it_gives(
     app: Runtime, years: list[NormalizedRecord]
 ) -> None:
-    oldest = query_module.oldest_indexed_day(app.stores.records)
+    # The first day of the oldest month table (the record is of 2019-03-01 10:00).
+    oldest = query_module.oldest_indexed_day(app.tables)
     assert oldest == datetime(2019, 3, 1, tzinfo=UTC)
     now = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
     for key in ("subscription", "resource", "caller", "correlation_id", "operation"):
@@ -267,21 +270,30 @@ def test_cli_pages_ask_for_at_most_1000(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, app, records = bulk
-    asked: list[int] = []
-    for table in (app.stores.records, app.stores.lookup):
+    asked: list[int] = []  # each page's limit
+    fetched: list[int] = []  # places per fetch
+    fetch = app.reader.fetch
 
-        def spy(*args: Any, _real: Any = table.query_entities, **kwargs: Any) -> Any:
-            asked.append(kwargs["results_per_page"])
-            return _real(*args, **kwargs)
+    def run_spy(query: Any, **kwargs: Any) -> Any:
+        asked.append(query.limit)
+        return run_query(query, **kwargs)
 
-        monkeypatch.setattr(table, "query_entities", spy)
+    def fetch_spy(places: Any, manifests: Any = None) -> Any:
+        fetched.append(len(places))
+        return fetch(places, manifests)
+
+    monkeypatch.setattr(query_cli, "run_query", run_spy)
+    monkeypatch.setattr(app.reader, "fetch", fetch_spy)
     for filters in ({}, {"subscription": SUBSCRIPTION}):
         asked.clear()
         out = io.StringIO()
         args = cli_args(since="2024-05-01", until="2024-05-02", limit="2001", **filters)
         assert query_main(args, app, out) == 0, capsys.readouterr().err
         assert event_keys(json_lines(out.getvalue().encode())) == event_keys(records[:2001])
-        assert max(asked) == 1000 and asked.count(1000) >= 2
+        assert asked == [1000, 1000, 1, 1]  # the last: whether more match
+    # A key lookup fetches what each page needs in one go (the records are a second apart),
+    # and a page after a token the second of its last record again (checked exactly).
+    assert fetched == [1000, 1001, 2, 2]
 
 
 @pytest.mark.parametrize("limit", ["0", "-5", "10000001", "1e3", "2_000"])
@@ -345,20 +357,17 @@ def test_a_damaged_record_is_named_and_the_others_still_come_back(
             for n in range(1, 4)
         ]
     )
-    app.writer.write(records)
-    damaged = RecordKey.of(records[1])
-    app.stores.records.upsert_entity(
-        {"PartitionKey": damaged.partition_key, "RowKey": damaged.row_key, "Body": b"\x00garbage"}
-    )
+    app.writer.write([records[0], records[2]])
+    app.writer.write([records[1]])  # a blob of its own, whose bytes are then damaged
+    damaged = plan_blobs([records[1]])[0].ref.name
+    size = len(app.archive.read(damaged) or b"")
+    app.stores.records.upload_blob(damaged, b"\x00garbage" * (size // 8 + 2), overwrite=True)
     result = shared_cli("query", *filters, settings=settings)
     assert result.returncode == 0, result.stderr
     assert b"Traceback" not in result.stderr
     assert event_keys(json_lines(result.stdout)) == [records[0]["EventKey"], records[2]["EventKey"]]
-    assert damaged.row_key.encode() in result.stderr  # named, not silently gone
-    page = handle_activity(request({"caller": "early@contoso.com"}), build_runtime(settings), now)
-    body = orjson.loads(page.get_body())
-    assert (page.status_code, len(body["records"]), body["unreadable"]) == (
-        200,
-        2,
-        [damaged.row_key],
-    )
+    assert damaged.encode() in result.stderr  # named, not silently gone
+    for params in ({"caller": "early@contoso.com"}, {"since": "2d"}):
+        page = handle_activity(request(params), build_runtime(settings), now)
+        body = orjson.loads(page.get_body())
+        assert (page.status_code, len(body["records"]), body["unreadable"]) == (200, 2, [damaged])

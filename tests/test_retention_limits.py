@@ -1,4 +1,4 @@
-"""Retention at its limits, on Azurite: odd names, long limits, killed runs, leases, far dates.
+"""Retention at its limits, on Azurite: odd names, leases, orphans, killed runs, far dates.
 
 No storage is mocked. Where a failure has to happen at a chosen point, a thin wrapper around
 the real client performs the real call and then "dies" (every later call on any client
@@ -11,45 +11,41 @@ import contextlib
 import dataclasses
 import itertools
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import orjson
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 
 from shared import settings as names
 from shared.adapters.cursors import Cursor, CursorStore
 from shared.adapters.deadletters import UNDELIVERED, DeadLetter
 from shared.adapters.storage import Stores
 from shared.bootstrap import Runtime
-from shared.core.keys import day_partition, days_between, month_bucket
+from shared.core.archive_format import encode_blob
+from shared.core.archive_keys import category_class, id_text
 from shared.core.pt1h import hour_key
 from shared.core.records import CATEGORIES, NormalizedRecord
-from shared.core.retention_policy import RetentionPolicy
-from shared.services import retention
-from shared.services.retention import DEFAULT_BUDGET_SECONDS, Budget, enforce_retention
+from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
+from shared.services import retention_archive
+from shared.services.retention import enforce_retention
+from shared.services.retention_archive import OUTSIDE_LAYOUT
 from shared.settings import Settings
 from tests.events import SUBSCRIPTION
-from tests.test_retention import AS_OF, record_at, stored_keys
+from tests.test_retention import (
+    AS_OF,
+    blob_names,
+    committed_keys,
+    record_at,
+    report_blobs_left,
+    write,
+)
 
-OUTSIDE_LAYOUT = "name outside the PT1H.json layout"
 NOW = datetime.now(UTC).replace(microsecond=0)
-# Counts in the audit row, by what they count.
-AUDITED = {
-    "records": "records_deleted",
-    "lookups": "lookups_deleted",
-    "bodies": "oversize_blobs_deleted",
-    "blobs": "blobs_deleted",
-    "cursors": "cursors_deleted",
-    "deadletters": "deadletters_deleted",
-}
+EXPORT_OUTSIDE_LAYOUT = "name outside the PT1H.json layout"
 
 
 def audit_rows(stores: Stores) -> dict[str, dict[str, Any]]:
@@ -59,9 +55,9 @@ def audit_rows(stores: Stores) -> dict[str, dict[str, Any]]:
     }
 
 
-def pt1h(hour: datetime, subscription: str = SUBSCRIPTION) -> str:
+def pt1h(hour: datetime) -> str:
     return (
-        f"resourceId=/SUBSCRIPTIONS/{subscription.upper()}/y={hour.year:04d}/m={hour:%m}"
+        f"resourceId=/SUBSCRIPTIONS/{SUBSCRIPTION.upper()}/y={hour.year:04d}/m={hour:%m}"
         f"/d={hour:%d}/h={hour:%H}/m=00/PT1H.json"
     )
 
@@ -72,7 +68,7 @@ def upload(stores: Stores, name: str) -> str:
 
 
 def with_cursor(stores: Stores, hour: datetime) -> str:
-    """An archive blob of that hour, and the cursor a backfill would have left for it."""
+    """An export blob of that hour, and the cursor a backfill would have left for it."""
     name = upload(stores, pt1h(hour))
     assert CursorStore(stores.cursors).save(Cursor(blob=name, hour=hour_key(hour), offset=3))
     return name
@@ -82,158 +78,150 @@ def cursor_blobs(stores: Stores) -> set[str]:
     return {row["Blob"] for row in stores.cursors.list_entities(select=["Blob"])}
 
 
-def old_records(
-    app: Runtime, as_of: datetime, *, days: int = 3 * 365, step: int = 9
-) -> list[NormalizedRecord]:
-    """A record every `step` days back from `as_of`, two categories at a time."""
-    numbers = itertools.count(10_000)
-    records = [
-        record_at(as_of - timedelta(days=back, hours=number % 24), number, category)
-        for back in range(0, days, step)
-        for category in CATEGORIES[(back // step) % 8 : (back // step) % 8 + 2]
-        if (number := next(numbers)) >= 0
-    ]
-    app.writer.write(records)
-    return records
-
-
-def oversize_record(moment: datetime, number: int, category: str) -> NormalizedRecord:
-    return record_at(moment, number, category, properties={"blob": os.urandom(60_000).hex()})
-
-
 def deadletter(app: Runtime, number: int) -> str:
-    letter = DeadLetter(UNDELIVERED, "index unavailable", "eventhub", f"body {number}")
-    return app.deadletters.put(letter)
+    return app.deadletters.put(DeadLetter(UNDELIVERED, "unavailable", "eventhub", f"{number}"))
 
 
-# --- 1. a name outside the layout is that blob's problem only ------------------------------
+def junk(app: Runtime, name: str) -> str:
+    app.stores.records.get_blob_client(name).upload_blob(b"x", overwrite=True)
+    return name
 
 
-def test_an_archive_name_outside_the_layout_is_kept_and_reported_and_the_run_goes_on(
-    archive_app: Runtime,
-) -> None:
-    app = archive_app
-    old = AS_OF - timedelta(days=800)
-    gone_record = record_at(old, 1)
-    app.writer.write([gone_record, record_at(AS_OF - timedelta(days=1), 2)])
-    prefix = f"resourceId=/SUBSCRIPTIONS/{SUBSCRIPTION.upper()}/y=2024"
-    impossible = [
-        upload(app.stores, f"{prefix}/m=02/d=30/h=10/m=00/PT1H.json"),
-        upload(app.stores, f"{prefix}/m=03/d=01/h=24/m=00/PT1H.json"),
-        upload(app.stores, f"{prefix}/m=03/notes.txt"),
+# --- 1. what cannot be judged is kept and reported; the run goes on --------------------------
+
+
+def test_names_outside_the_layout_are_kept_and_reported(app: Runtime) -> None:
+    old = [record_at(datetime(2024, 5, 1, 10, tzinfo=UTC), 1)]  # a month that is dropped
+    staying = [record_at(AS_OF - timedelta(days=366), 2), record_at(AS_OF, 3)]  # a day goes
+    write(app, [*old, *staying])
+    odd = [
+        junk(app, "class=administrative/y=2024/m=05/d=01/notes.txt"),
+        junk(app, "class=administrative/y=2024/m=05/d=1/aaaaaaaaaaaaa.jsonl.gz"),
+        junk(app, "class=administrative/y=2025/m=06/d=14/AAAAAAAAAAAAA.jsonl.gz"),
+        junk(app, "class=administrative/y=2025/m=6/d=14/x.jsonl.gz"),
+        junk(app, "class=administrative/y=20x5/m=06/d=14/x.jsonl.gz"),
+        junk(app, "class=nosuchclass/y=2024/m=05/d=01/x.jsonl.gz"),
+        junk(app, "elsewhere/readme.txt"),
     ]
-    expired = upload(app.stores, pt1h(datetime(2024, 5, 1, 10, tzinfo=UTC)))  # listed after them
     report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
     assert report.complete and report.error is None
-    assert report.records_deleted == 1 and report.blobs_deleted == 1
-    assert sorted(report.blobs_skipped, key=lambda skip: skip["blob"]) == [
-        {"blob": name, "reason": OUTSIDE_LAYOUT} for name in sorted(impossible)
-    ]
-    remaining = {blob.name for blob in app.stores.archive.list_blobs()}
-    assert remaining == set(impossible) and expired not in remaining
-    (row,) = audit_rows(app.stores).values()
-    assert row["complete"] is True and row["blobs_deleted"] == 1
-    assert orjson.loads(row["blobs_skipped"]) == report.blobs_skipped
+    assert (report.records_deleted, report.records_kept) == (2, 1)
+    skipped = {skip["blob"] for skip in report.blobs_skipped}
+    assert {skip["reason"] for skip in report.blobs_skipped} == {OUTSIDE_LAYOUT}
+    assert set(odd[:3]) <= skipped  # names, and folders for those whose folder is odd
+    assert {"class=administrative/y=2025/m=6/", "class=administrative/y=20x5/"} <= skipped
+    assert {"class=nosuchclass/", "elsewhere/"} <= skipped
+    assert blob_names(app) >= set(odd) and committed_keys(app) == {staying[1]["EventKey"]}
 
 
-def test_archive_blobs_of_any_year_are_judged(archive_app: Runtime) -> None:
-    """Not only 2015 onwards: a copied-in 2014 or year-999 blob expires like any other."""
-    app = archive_app
-    old = [
-        upload(app.stores, pt1h(datetime(2014, 12, 31, 23, tzinfo=UTC))),
-        upload(app.stores, pt1h(datetime(999, 1, 1, 0, tzinfo=UTC))),
-        upload(app.stores, pt1h(datetime(1, 1, 1, 0, tzinfo=UTC))),
-    ]
-    young = upload(app.stores, pt1h(AS_OF - timedelta(days=10)))
+def test_a_manifest_row_that_names_no_blob_is_kept_and_counted(app: Runtime) -> None:
+    write(app, [record_at(AS_OF - timedelta(days=366), 1), record_at(AS_OF, 2)])
+    app.tables.upsert("202506", [{"PartitionKey": "m14", "RowKey": "zbad", "N": 5}])
     report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert report.blobs_deleted == len(old) and report.blobs_skipped == []
-    assert {blob.name for blob in app.stores.archive.list_blobs()} == {young}
+    assert report.complete and report.rows_unreadable == 1
+    assert (report.records_deleted, report.records_kept) == (1, 1)
+    assert app.tables.get("202506", "m14", "zbad") is not None
 
 
-def test_many_skipped_blobs_still_fit_the_audit_row(archive_app: Runtime) -> None:
-    app = archive_app
-    prefix = f"resourceId=/SUBSCRIPTIONS/{SUBSCRIPTION.upper()}/y=2023/m=02/d=30"
-    for number in range(300):
-        upload(app.stores, f"{prefix}/h={number:03d}/{'x' * 100}/m=00/PT1H.json")
+# --- 2. protected blobs are skipped and reported -------------------------------------------------
+
+
+def test_a_leased_archive_blob_is_skipped_reported_and_goes_once_free(app: Runtime) -> None:
+    leased, free = (
+        record_at(AS_OF - timedelta(days=400), 1),
+        record_at(AS_OF - timedelta(days=401), 2),
+    )
+    write(app, [leased, free, record_at(AS_OF, 3)])
+    (name,) = [b for b in blob_names(app) if "/d=11/" in b]  # 400 days back: 2025-05-11
+    lease = app.stores.records.get_blob_client(name).acquire_lease(lease_duration=-1)
+    dry = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF, dry_run=True)
+    assert dry.records_deleted == 2 and dry.blobs_skipped == []
     report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert len(report.blobs_skipped) == 300
-    (row,) = audit_rows(app.stores).values()
-    assert row["blobs_skipped_total"] == 300
-    assert 0 < len(orjson.loads(row["blobs_skipped"])) < 300
+    assert report.complete and report.blobs_skipped == [{"blob": name, "reason": "LeaseIdMissing"}]
+    assert (report.records_deleted, report.archive_blobs_deleted) == (1, 1)
+    assert report.deleted_by_category == {"Administrative": 1}
+    assert name in blob_names(app)  # kept in the archive, out of the index
+    lease.release()
+    retention_archive_orphans_now()
+    later = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
+    assert later.orphans_swept == 1 and name not in blob_names(app)
 
 
-class Boom(RuntimeError):
-    pass
+def retention_archive_orphans_now() -> None:
+    """Orphans are idle at once (tests): undone at the end of the test by `_orphans_idle`."""
+    retention_archive.ORPHAN_AFTER = timedelta(0)
 
 
-class Failing:
-    """The real client, except that `method` raises (after doing nothing)."""
-
-    def __init__(self, client: Any, method: str) -> None:
-        self._client = client
-        self._method = method
-
-    def __getattr__(self, attribute: str) -> Any:
-        if attribute == self._method:
-
-            def fail(*args: Any, **kwargs: Any) -> Any:
-                raise Boom(f"{attribute} failed")
-
-            return fail
-        return getattr(self._client, attribute)
+@pytest.fixture(autouse=True)
+def _orphans_idle() -> Any:
+    saved = retention_archive.ORPHAN_AFTER
+    yield
+    retention_archive.ORPHAN_AFTER = saved
 
 
-def test_a_step_that_raises_leaves_an_audit_row_and_the_error_goes_on(
-    archive_app: Runtime,
-) -> None:
-    app = archive_app
-    records = [record_at(AS_OF - timedelta(days=500 + n), n) for n in range(5)]
-    app.writer.write(records)
-    upload(app.stores, pt1h(AS_OF - timedelta(days=600)))
-    archive = cast(Any, Failing(app.stores.archive, "delete_blob"))
-    stores = dataclasses.replace(app.stores, archive=archive)
-    with pytest.raises(Boom):
-        enforce_retention(stores, RetentionPolicy(365), as_of=AS_OF)
-    assert stored_keys(app) == set()
-    (row,) = audit_rows(app.stores).values()
-    assert row["complete"] is False
-    assert "Boom" in row["error"] and "delete_blob failed" in row["error"]
-    assert row["records_deleted"] == len(records)
-    assert row["blobs_deleted"] >= 0  # at most over-reported: the blob is still there
+# --- 3. orphans: uploaded, never committed ---------------------------------------------------
 
 
-# --- 2. dead letters last as long as the longest limit --------------------------------------
+def orphan(app: Runtime, moment: datetime, number: int) -> str:
+    """An archive blob uploaded by a write that died before its manifest (its commit)."""
+    record = record_at(moment, number)
+    name = f"class=administrative/y={moment:%Y}/m={moment:%m}/d={moment:%d}/{id_text(number)}"
+    name += ".jsonl.gz"
+    app.archive.put(name, encode_blob([record]))
+    return name
+
+
+def test_blobs_that_never_committed_are_swept_once_no_writer_can_be_at_them(app: Runtime) -> None:
+    young = [orphan(app, AS_OF - timedelta(days=3), 1), orphan(app, AS_OF - timedelta(days=400), 2)]
+    kept = write(app, [record_at(AS_OF - timedelta(days=3), 3)])
+    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
+    assert report.orphans_swept == 0 and set(young) <= blob_names(app)  # maybe still writing
+    retention_archive_orphans_now()
+    dry = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF, dry_run=True)
+    assert dry.orphans_swept == 2 and set(young) <= blob_names(app)
+    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
+    assert report.orphans_swept == 2 and report.records_deleted == 0
+    assert not set(young) & blob_names(app)
+    assert committed_keys(app) == {kept[0]["EventKey"]}
+
+
+# --- 4. dead letters and export blobs: the longest limit ----------------------------------
 
 
 def test_a_dead_letter_stays_as_long_as_the_longest_limit(app: Runtime) -> None:
     name = deadletter(app, 1)
     policy = RetentionPolicy(365, {"Administrative": 2555})
     report = enforce_retention(app.stores, policy, as_of=NOW + timedelta(days=400))
-    assert report.deadletters_deleted == 0
-    assert app.deadletters.get(name) is not None
+    assert report.deadletters_deleted == 0 and app.deadletters.get(name) is not None
     forever = RetentionPolicy(365, {"Administrative": 2555, "Security": 0})
     report = enforce_retention(app.stores, forever, as_of=NOW + timedelta(days=3000))
     assert report.deadletters_deleted == 0
     report = enforce_retention(app.stores, policy, as_of=NOW + timedelta(days=2557))
-    assert report.deadletters_deleted == 1
-    assert app.deadletters.get(name) is None
+    assert report.deadletters_deleted == 1 and app.deadletters.get(name) is None
 
 
-def test_a_dead_letter_at_work_in_a_replay_is_kept_and_reported(app: Runtime) -> None:
-    """A replay holds its letter under a lease: retention leaves it, and the run goes on."""
-    leased, free = deadletter(app, 1), deadletter(app, 2)
-    lease = app.stores.deadletter.get_blob_client(leased).acquire_lease(lease_duration=-1)
-    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=NOW + timedelta(days=400))
-    assert report.complete and report.deadletters_deleted == 1
-    assert [skip["blob"] for skip in report.blobs_skipped] == [
-        f"{app.stores.deadletter.container_name}/{leased}"
-    ]
-    assert app.deadletters.get(free) is None
+def test_a_leased_expired_export_blob_keeps_its_cursor(archive_app: Runtime) -> None:
+    app = archive_app
+    cutoff = AS_OF - timedelta(days=365)
+    leased = with_cursor(app.stores, cutoff - timedelta(days=3, minutes=30))
+    free = with_cursor(app.stores, cutoff - timedelta(days=2, minutes=30))
+    gone_earlier = with_cursor(app.stores, cutoff - timedelta(days=1, minutes=30))
+    app.stores.archive.delete_blob(gone_earlier)
+    young = with_cursor(app.stores, cutoff + timedelta(hours=1))
+    lease = app.stores.archive.get_blob_client(leased).acquire_lease(lease_duration=-1)
+    upload(app.stores, "resourceId=/SUBSCRIPTIONS/X/y=2024/m=02/d=30/h=10/m=00/PT1H.json")
+    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
+    reasons = {skip["reason"]: skip["blob"] for skip in report.blobs_skipped}
+    assert len(reasons) == 2 and reasons[EXPORT_OUTSIDE_LAYOUT].endswith("d=30/h=10/m=00/PT1H.json")
+    assert leased in reasons.values()
+    assert report.blobs_deleted == 1 and report.cursors_deleted == 2
+    assert cursor_blobs(app.stores) == {leased, young} and free not in cursor_blobs(app.stores)
     lease.release()
-    assert app.deadletters.get(leased) is not None
+    again = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
+    assert (again.blobs_deleted, again.cursors_deleted) == (1, 1)
 
 
-# --- 3. a killed run never under-reports -----------------------------------------------------
+# --- 5. a killed run never under-reports ---------------------------------------------------
 
 
 class Killed(Exception):
@@ -251,9 +239,12 @@ class KillSwitch:
 
 class Doomed:
     """A real client that dies right after the switch's deletion call went through: that
-    call and every earlier one happened; every later call, on any client, raises."""
+    call and every earlier one happened; every later call, on any client, raises. Table
+    clients it hands out are doomed too."""
 
-    DELETIONS = frozenset({"submit_transaction", "delete_entity", "delete_blob"})
+    DELETIONS = frozenset(
+        {"submit_transaction", "delete_entity", "delete_blob", "delete_blobs", "delete_table"}
+    )
 
     def __init__(self, client: Any, switch: KillSwitch, name: str) -> None:
         self._client = client
@@ -271,6 +262,8 @@ class Doomed:
             if switch.killed:
                 raise Killed(attribute)
             result = real(*args, **kwargs)
+            if attribute == "get_table_client":
+                return Doomed(result, switch, self._name)
             if counts:
                 switch.calls -= 1
                 if switch.calls <= 0:
@@ -282,234 +275,139 @@ class Doomed:
 
 
 def doomed(stores: Stores, switch: KillSwitch) -> Stores:
-    clients = ("records", "lookup", "cursors", "runs", "archive", "deadletter", "oversize")
-    wrapped = {name: cast(Any, Doomed(getattr(stores, name), switch, name)) for name in clients}
+    clients = {"table_service": "index", "records": "records", "cursors": "cursors"}
+    clients |= {"runs": "runs", "archive": "export", "deadletter": "deadletter"}
+    wrapped = {
+        field: cast(Any, Doomed(getattr(stores, field), switch, name))
+        for field, name in clients.items()
+    }
     return dataclasses.replace(stores, **wrapped)
 
 
-def snapshot(stores: Stores) -> dict[str, set[Any]]:
-    def keys(rows: Any) -> set[tuple[str, str]]:
-        return {(row["PartitionKey"], row["RowKey"]) for row in rows}
-
+def snapshot(app: Runtime) -> dict[str, Any]:
+    keys = committed_keys(app)
     return {
-        "records": {
-            (row["RowKey"], row["CategoryValue"])
-            for row in stores.records.list_entities(select=["RowKey", "CategoryValue"])
-        },
-        "lookups": keys(stores.lookup.list_entities(select=["PartitionKey", "RowKey"])),
-        "cursors": keys(stores.cursors.list_entities(select=["PartitionKey", "RowKey"])),
-        "blobs": {blob.name for blob in stores.archive.list_blobs()}
-        if stores.archive.exists()
-        else set(),
-        "deadletters": {blob.name for blob in stores.deadletter.list_blobs()},
-        "bodies": {blob.name for blob in stores.oversize.list_blobs()},
+        "records": keys,
+        "categories": Counter(WORLD[key]["CategoryValue"] for key in keys),
+        "blobs": blob_names(app),
+        "tables": set(app.tables.months()),
+        "cursors": cursor_blobs(app.stores),
+        "export": {blob.name for blob in app.stores.archive.list_blobs()},
+        "deadletters": {blob.name for blob in app.stores.deadletter.list_blobs()},
     }
 
 
-def assert_never_under_reports(
-    row: dict[str, Any], before: dict[str, set[Any]], after: dict[str, set[Any]]
-) -> None:
-    for what, counter in AUDITED.items():
-        gone = len(before[what] - after[what])
-        assert row.get(counter, 0) >= gone, (what, row.get(counter), gone)
-    gone_by_category = Counter(category for _, category in before["records"] - after["records"])
-    audited = orjson.loads(row.get("deleted_by_category", "{}"))
-    for category, gone in gone_by_category.items():
-        assert audited.get(category, 0) >= gone, (category, audited, gone_by_category)
+WORLD: dict[str, NormalizedRecord] = {}  # expired_world's records, by EventKey
 
 
-def expired_world(app: Runtime, as_of: datetime, policy: RetentionPolicy) -> set[str]:
-    """Records (two with oversize bodies), archive blobs with cursors, dead letters; the
-    EventKeys that stay."""
-    records = old_records(app, as_of)
-    bodies = [
-        oversize_record(as_of - timedelta(days=800), 90_001, "Policy"),
-        oversize_record(as_of - timedelta(days=500), 90_002, "ResourceHealth"),
-    ]
-    app.writer.write(bodies)
-    records += bodies
-    longest = as_of - timedelta(days=730)
-    for back in range(5):
-        with_cursor(app.stores, (longest - timedelta(days=2 + back)).replace(minute=0))
-    with_cursor(app.stores, (as_of - timedelta(days=3)).replace(minute=0))
-    for number in range(3):
-        deadletter(app, number)
+def staying(policy: RetentionPolicy, as_of: datetime) -> set[str]:
+    """The world's records whose day is not wholly past their class's limit."""
     return {
-        record["EventKey"]
-        for record in records
-        if not policy.expired(
-            record["CategoryValue"],
-            datetime.fromisoformat(record["TimeGenerated"][:26] + "+00:00"),
-            as_of,
+        key
+        for key, record in WORLD.items()
+        if not wholly_past(
+            day_end(date.fromisoformat(record["TimeGenerated"][:10])),
+            policy.class_cutoff(category_class(record["CategoryValue"]), as_of),
         )
     }
 
 
+def assert_never_under_reports(
+    row: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    gone = {what: len(before[what] - after[what]) for what in before if what != "categories"}
+    assert row.get("records_deleted", 0) >= gone["records"], (row, gone)
+    blobs = row.get("archive_blobs_deleted", 0) + row.get("orphans_swept", 0)
+    assert blobs >= gone["blobs"], (row, gone)
+    assert row.get("tables_dropped", 0) >= gone["tables"], (row, gone)
+    assert row.get("cursors_deleted", 0) >= gone["cursors"], (row, gone)
+    assert row.get("blobs_deleted", 0) >= gone["export"], (row, gone)
+    assert row.get("deadletters_deleted", 0) >= gone["deadletters"], (row, gone)
+    audited = orjson.loads(row.get("deleted_by_category", "{}"))
+    for category, count in (before["categories"] - after["categories"]).items():
+        assert audited.get(category, 0) >= count, (category, audited)
+
+
+def expired_world(app: Runtime, as_of: datetime) -> None:
+    """Records in months dropped and in a month whose days go one by one, across categories;
+    export blobs with cursors; dead letters."""
+    numbers = itertools.count()
+    records = [
+        record_at(as_of - timedelta(days=back, hours=hour), next(numbers), category)
+        for back in (*range(360, 380), 500, 540, 800)
+        for hour in (2, 14)
+        for category in CATEGORIES[back % 8 : back % 8 + 2]
+    ]
+    write(app, records)
+    WORLD.clear()
+    WORLD.update({r["EventKey"]: r for r in records})
+    longest = as_of - timedelta(days=730)
+    for back in range(3):
+        with_cursor(app.stores, (longest - timedelta(days=2 + back)).replace(minute=0))
+    with_cursor(app.stores, (as_of - timedelta(days=3)).replace(minute=0))
+    for number in range(3):
+        deadletter(app, number)
+
+
 def test_a_run_killed_at_any_step_leaves_a_row_that_never_under_reports(
-    archive_app: Runtime, monkeypatch: pytest.MonkeyPatch
+    archive_app: Runtime,
 ) -> None:
     app = archive_app
-    # Bodies a killed run left behind go on the next run, however recently they were written.
-    monkeypatch.setattr(retention, "ORPHAN_AFTER", timedelta(0), raising=False)
-    as_of = (NOW + timedelta(days=800)).replace(minute=30)  # past the dead letters' limit
+    retention_archive_orphans_now()  # what a killed run left goes on the next
+    as_of = (NOW + timedelta(days=800)).replace(minute=30)
     policy = RetentionPolicy(365, {"Security": 730})
-    survivors = expired_world(app, as_of, policy)
-    # Killed in every step, at its first deletion and later on; then a run to the end.
-    kills = [("lookup", 1), ("lookup", 5), ("records", 1), ("records", 2), ("oversize", 1)]
-    kills += [("archive", 1), ("archive", 3), ("cursors", 1), ("cursors", 2)]
-    kills += [("deadletter", 1), ("deadletter", 2), ("nothing", 1)]
+    expired_world(app, as_of)
+    kills = [("index", 1), ("index", 2), ("index", 4), ("records", 1), ("records", 2)]
+    kills += [("index", 6), ("export", 1), ("cursors", 1), ("deadletter", 1), ("nothing", 1)]
     for target, calls in kills:
-        before = snapshot(app.stores)
-        seen = set(audit_rows(app.stores))
+        before, seen = snapshot(app), set(audit_rows(app.stores))
         switch = KillSwitch(target, calls)
         with contextlib.suppress(Killed):
             enforce_retention(doomed(app.stores, switch), policy, as_of=as_of)
         (row,) = [row for key, row in audit_rows(app.stores).items() if key not in seen]
-        assert_never_under_reports(row, before, snapshot(app.stores))
+        assert_never_under_reports(row, before, snapshot(app))
         assert switch.killed is (target != "nothing"), target
         assert row["complete"] is not switch.killed
-    after = snapshot(app.stores)
-    assert stored_keys(app) == survivors
-    assert after["blobs"] == cursor_blobs(app.stores) and len(after["blobs"]) == 1
-    assert after["deadletters"] == set() and after["bodies"] == set()
+    after = snapshot(app)
+    assert after["records"] == staying(policy, as_of) and 0 < len(after["records"]) < len(WORLD)
+    assert len(after["blobs"]) == report_blobs_left(app)  # every blob left is committed
+    assert len(after["export"]) == 1 and after["export"] == after["cursors"]
+    assert after["deadletters"] == set()
 
 
-def test_a_killed_command_line_run_leaves_a_row_that_never_under_reports(
-    app: Runtime, settings: Settings
-) -> None:
-    numbers = itertools.count()
-    app.writer.write(
-        [
-            record_at(AS_OF - timedelta(days=400 + number % 300, minutes=number), number)
-            for number in itertools.islice(numbers, 1500)
-        ]
-    )
-    before = snapshot(app.stores)
-    environment = {
-        **os.environ,
-        names.STORAGE_CONNECTION: settings.storage_connection,
-        names.STORE_PREFIX: settings.store_prefix,
-        names.RETENTION_DAYS: "365",
-    }
-    command = [sys.executable, "-m", "shared", "retention", "--json", "--as-of", AS_OF.isoformat()]
-    process = subprocess.Popen(
-        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        # Kill it once its row says a third step has begun: the first is surely done.
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            rows = list(audit_rows(app.stores).values())
-            if rows and rows[0].get("lookups_deleted", 0) >= 2000:
-                break
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    after = snapshot(app.stores)
-    assert len(before["lookups"] - after["lookups"]) >= 1000
+def test_a_step_that_raises_leaves_an_audit_row_and_the_error_goes_on(app: Runtime) -> None:
+    records = write(app, [record_at(AS_OF - timedelta(days=500 + n), n) for n in range(5)])
+
+    class Failing:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def delete_blobs(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("delete_blobs failed")
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(self._client, attribute)
+
+    stores = dataclasses.replace(app.stores, records=cast(Any, Failing(app.stores.records)))
+    with pytest.raises(RuntimeError, match="delete_blobs failed"):
+        enforce_retention(stores, RetentionPolicy(365), as_of=AS_OF)
+    assert committed_keys(app) == set()  # the table went first: nothing is visible
     (row,) = audit_rows(app.stores).values()
-    assert row["complete"] is False
-    assert_never_under_reports(row, before, after)
+    assert row["complete"] is False and "delete_blobs failed" in row["error"]
+    assert row["records_deleted"] == len(records) and row["tables_dropped"] == 1
 
 
-# --- 4. a blob that stays keeps its cursor --------------------------------------------------
-
-
-def test_a_leased_expired_blob_keeps_its_cursor(archive_app: Runtime) -> None:
-    app = archive_app
-    cutoff = AS_OF - timedelta(days=365)
-    leased = with_cursor(app.stores, cutoff - timedelta(days=3, minutes=30))
-    free = with_cursor(app.stores, cutoff - timedelta(days=2, minutes=30))
-    gone_earlier = with_cursor(app.stores, cutoff - timedelta(days=1, minutes=30))
-    app.stores.archive.delete_blob(gone_earlier)
-    young = with_cursor(app.stores, cutoff + timedelta(hours=1))
-    lease = app.stores.archive.get_blob_client(leased).acquire_lease(lease_duration=-1)
-    dry = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF, dry_run=True)
-    assert (dry.blobs_deleted, dry.cursors_deleted) == (2, 3)
-    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert [skip["blob"] for skip in report.blobs_skipped] == [leased]
-    assert report.blobs_deleted == 1 and report.cursors_deleted == 2
-    assert {blob.name for blob in app.stores.archive.list_blobs()} == {leased, young}
-    assert cursor_blobs(app.stores) == {leased, young}
-    assert free not in cursor_blobs(app.stores)
-    lease.release()
-    again = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert (again.blobs_deleted, again.cursors_deleted) == (1, 1)
-    assert cursor_blobs(app.stores) == {young}
-
-
-class TimesUpAfterFirstDelete:
-    """The real archive container; the clock runs out once its first blob is deleted."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.late = False
-
-    def clock(self) -> float:
-        return 1e12 if self.late else 0.0
-
-    def delete_blob(self, name: str) -> None:
-        self._client.delete_blob(name)
-        self.late = True
-
-    def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._client, attribute)
-
-
-def test_a_blob_not_reached_within_the_budget_keeps_its_cursor(archive_app: Runtime) -> None:
-    app = archive_app
-    cutoff = AS_OF - timedelta(days=365)
-    first = with_cursor(app.stores, cutoff - timedelta(days=20))
-    second = with_cursor(app.stores, cutoff - timedelta(days=10))
-    archive = TimesUpAfterFirstDelete(app.stores.archive)
-    stores = dataclasses.replace(app.stores, archive=cast(Any, archive))
-    clock: Callable[[], float] = archive.clock
-    stopped = enforce_retention(
-        stores, RetentionPolicy(365), as_of=AS_OF, budget=Budget(DEFAULT_BUDGET_SECONDS, clock)
-    )
-    assert not stopped.complete and stopped.blobs_deleted == 1
-    assert {blob.name for blob in app.stores.archive.list_blobs()} == {second}
-    assert second in cursor_blobs(app.stores)
-    finished = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert finished.complete and finished.blobs_deleted == 1
-    assert cursor_blobs(app.stores) == set() and first != second
-
-
-# --- 5. every year 0001-9999, every setting bounded ---------------------------------------
-
-
-def test_day_and_month_keys_are_fixed_width_in_every_year() -> None:
-    moments = [datetime(year, 3, 1, tzinfo=UTC) for year in (1, 9, 99, 999, 1000, 2024, 9999)]
-    days = [day_partition(moment) for moment in moments]
-    assert days[0] == "00010301" and days[3] == "09990301"
-    assert all(len(day) == 8 for day in days) and days == sorted(days)
-    months = [month_bucket(moment) for moment in moments]
-    assert months[3] == "099903" and months == sorted(months)
-    first = datetime(1, 1, 1, tzinfo=UTC)
-    assert days_between(first, first + timedelta(days=2)) == ["00010103", "00010102", "00010101"]
-
-
-def canonical(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.0000000Z"
+# --- 6. every year 0001-9999 ----------------------------------------------------------------
 
 
 def test_events_before_year_1000_expire(app: Runtime) -> None:
-    from shared.core.normalize import normalize_input
-    from tests.events import activity_event, envelope
-
     moments = [datetime(1, 1, 1, tzinfo=UTC), datetime(999, 3, 1, 10, tzinfo=UTC)]
     moments += [datetime(1500, 6, 1, tzinfo=UTC), AS_OF - timedelta(days=1)]
-    events = [activity_event(n, time=canonical(m)) for n, m in enumerate(moments)]
-    records, rejections = normalize_input(envelope(events), "test")
-    assert rejections == [] and len(records) == 4
-    app.writer.write(records)
+    records = write(app, [record_at(moment, n) for n, moment in enumerate(moments)])
     report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert report.records_deleted == 3 and report.records_kept == 1
-    assert stored_keys(app) == {records[-1]["EventKey"]}
-    assert report.lookups_deleted == 3 * 5
-    assert sum(1 for _ in app.stores.lookup.list_entities(select=["RowKey"])) == 5
+    assert (report.records_deleted, report.records_kept, report.tables_dropped) == (3, 1, 3)
+    assert committed_keys(app) == {records[-1]["EventKey"]}
+    assert app.tables.months() == ["202606"]
 
 
 def retention_cli(
@@ -536,7 +434,6 @@ def retention_cli(
     [
         ("0001-01-01", 0),
         ("0001-01-01T00:00:00+05:00", 0),  # before 0001-01-01 in UTC
-        ("0002-06-01", 0),
         ("9999-12-31T23:59:59", 3),
         ("9999-12-31T23:59:59-05:00", 3),  # after 9999-12-31 in UTC
     ],
@@ -544,7 +441,7 @@ def retention_cli(
 def test_the_command_line_takes_any_as_of(
     app: Runtime, settings: Settings, as_of: str, deleted: int
 ) -> None:
-    app.writer.write([record_at(AS_OF - timedelta(days=n * 100), n) for n in range(3)])
+    write(app, [record_at(AS_OF - timedelta(days=n * 100), n) for n in range(3)])
     result = retention_cli(settings, "--as-of", as_of, days="36500")
     assert result.returncode == 0, result.stderr
     report = orjson.loads(result.stdout)
@@ -552,61 +449,18 @@ def test_the_command_line_takes_any_as_of(
     assert (report["records_deleted"], report["records_kept"]) == (deleted, 3 - deleted)
 
 
-def test_the_longest_limits_at_the_first_dates_delete_nothing(archive_app: Runtime) -> None:
-    app = archive_app
-    app.writer.write([record_at(AS_OF, 1)])
+def test_the_longest_limits_at_the_first_dates_delete_nothing(app: Runtime) -> None:
+    write(app, [record_at(AS_OF, 1)])
     policy = RetentionPolicy(36500, {category: 36500 for category in CATEGORIES})
     for as_of in (datetime(1, 1, 1, tzinfo=UTC), datetime(50, 1, 1, tzinfo=UTC)):
         report = enforce_retention(app.stores, policy, as_of=as_of)
         assert report.complete and report.records_deleted == 0 and report.records_kept == 1
 
 
-def test_an_out_of_range_retention_setting_stops_the_command_with_its_name(
-    settings: Settings,
-) -> None:
-    result = retention_cli(settings, "--dry-run", days="1000000")
-    assert result.returncode == 2
-    assert names.RETENTION_DAYS in result.stderr and "36500" in result.stderr
-    assert result.stderr.count("\n") == 1
-
-
-# --- siblings: what one bad row or a killed run must not leave behind ------------------------
-
-
-def test_a_row_whose_key_gives_no_time_is_kept_and_counted(app: Runtime) -> None:
-    gone = record_at(AS_OF - timedelta(days=400), 1)
-    app.writer.write([gone, record_at(AS_OF, 2)])
-    for row_key in ("not-a-time", "0000000000000000000_x"):  # no number / out of range
-        app.stores.records.create_entity(
-            {"PartitionKey": "20240101", "RowKey": row_key, "CategoryValue": "Administrative"}
-        )
-    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert report.complete and report.records_deleted == 1
-    assert report.rows_unreadable == 2 and report.records_kept == 3
-
-
-def test_an_oversize_body_left_by_a_killed_run_goes_on_the_next(
-    app: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(retention, "ORPHAN_AFTER", timedelta(0), raising=False)
-    orphan = oversize_record(AS_OF - timedelta(days=500), 1, "Policy")
-    kept = oversize_record(AS_OF - timedelta(days=500), 2, "Administrative")
-    young = oversize_record(AS_OF - timedelta(days=10), 3, "Policy")
-    app.writer.write([orphan, kept, young])
-    bodies = {blob.name for blob in app.stores.oversize.list_blobs()}
-    assert len(bodies) == 3
-    (orphan_row,) = [
-        row
-        for row in app.stores.records.list_entities(select=["PartitionKey", "RowKey", "BodyBlob"])
-        if row["RowKey"].endswith(orphan["EventKey"])
-    ]
-    app.stores.records.delete_entity(orphan_row["PartitionKey"], orphan_row["RowKey"])
+def test_the_last_day_and_month_of_the_calendar_are_never_wholly_past(app: Runtime) -> None:
+    write(app, [record_at(datetime(9999, 12, 31, 23, tzinfo=UTC), 1)])
     report = enforce_retention(
-        app.stores, RetentionPolicy(365, {"Administrative": 2555}), as_of=AS_OF
+        app.stores, RetentionPolicy(1), as_of=datetime.max.replace(tzinfo=UTC)
     )
-    assert report.oversize_blobs_deleted == 1
-    assert {blob.name for blob in app.stores.oversize.list_blobs()} == bodies - {
-        orphan_row["BodyBlob"]
-    }
-    with pytest.raises(ResourceNotFoundError):
-        app.stores.oversize.get_blob_client(orphan_row["BodyBlob"]).get_blob_properties()
+    assert report.complete and (report.records_deleted, report.records_kept) == (0, 1)
+    assert date(9999, 12, 31).isoformat() in str(report.oldest_kept)

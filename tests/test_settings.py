@@ -13,7 +13,7 @@ def test_defaults_point_at_development_storage() -> None:
     assert settings.storage_connection == DEVELOPMENT_STORAGE
     assert settings.archive_container == "insights-activity-logs"
     assert settings.retention_days == 365
-    assert not settings.forwards_to_log_analytics
+    assert settings.logs_ingestion() is None
 
 
 def test_identity_based_storage_from_account_name() -> None:
@@ -126,6 +126,6 @@ def test_log_analytics_forwarding_needs_all_three_settings() -> None:
             names.LOGS_INGESTION_STREAM: "Custom-ActivityLog_CL",
         }
     )
-    assert settings.forwards_to_log_analytics
+    assert settings.logs_ingestion() is not None
     with pytest.raises(SettingsError, match=names.LOGS_INGESTION_STREAM):
         load_settings({names.LOGS_INGESTION_RULE_ID: "x", names.LOGS_INGESTION_ENDPOINT: "y"})

@@ -33,6 +33,7 @@ from shared.core.normalize import normalize_input
 from shared.settings import Settings, SettingsError, load_settings, read_settings
 from shared.tools import cli
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.test_blobindex import pt1h_name
 
@@ -159,8 +160,10 @@ def deliver_batch(first: int) -> set[str]:
 
 
 def indexed_keys() -> set[str]:
-    rows = runtime().stores.records.list_entities(select=["RowKey"])
-    return {row["RowKey"].split("_", 1)[1] for row in rows}
+    """EventKeys in the archive, each there once (a duplicate fails here)."""
+    keys = archived_keys(runtime())
+    assert len(keys) == len(set(keys)), "an event is archived twice"
+    return set(keys)
 
 
 def index_a_blob(number: int) -> set[str]:

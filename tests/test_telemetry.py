@@ -28,6 +28,7 @@ from unittest.mock import MagicMock
 import azure.functions as func
 import orjson
 import pytest
+from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import ContainerClient
 from opentelemetry import trace
@@ -43,13 +44,17 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 from shared import settings as names
 from shared.adapters import telemetry
 from shared.adapters.blobs import ArchiveBlob
-from shared.bootstrap import Runtime, runtime
+from shared.adapters.index_tables import IndexTables
+from shared.bootstrap import Runtime, build_runtime, runtime
+from shared.services.archive_write import ArchiveWriter
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.settings import Settings
+from shared.tools.azurite import connection_string
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys
 from tests.events import BASE_TIME, SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer
-from tests.test_eventhub import RULE_ID, STREAM, _credential_for_tests, _unreachable_writer
+from tests.test_eventhub import RULE_ID, STREAM, _credential_for_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,6 +258,13 @@ def test_a_redelivered_batch_indexes_nothing_and_records_no_lag(
     lag = sdk.histogram(telemetry.LAG_SECONDS)
     assert lag is not None and lag.count == 1  # the second invocation indexed nothing
     assert [attributes_of(s)["activitylog.duplicates"] for s in sdk.spans()] == [0, 6]
+
+
+def _unreachable_writer(settings: Settings) -> ArchiveWriter:
+    """An archive writer whose index tables refuse connections: a storage outage."""
+    dead = TableServiceClient.from_connection_string(connection_string(1, 1, 1), retry_total=0)
+    app = build_runtime(settings)
+    return ArchiveWriter(IndexTables(dead, app.tables.prefix), app.archive)
 
 
 def test_retries_and_the_last_attempt_with_the_index_down(
@@ -470,7 +482,7 @@ def test_telemetry_failures_cannot_break_a_handler(
             _ = 1 / 0
     finally:
         telemetry.reset()
-    assert len(list(runtime().stores.records.list_entities(select=["RowKey"]))) == 5
+    assert len(archived_keys(runtime())) == 5
     (record, _) = function_logs.records[-1]
     assert (record.__dict__["events"], record.__dict__["indexed"]) == (5, 5)
 

@@ -155,8 +155,11 @@ resource recordsContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
 // tier stays allowed ("All blob access tiers support immutable storage. You can change the
 // access tier of a blob with the Set Blob Tier operation": Learn, "Store business-critical blob
 // data with immutable storage": https://learn.microsoft.com/azure/storage/blobs/immutable-storage-overview),
-// so the Archive lifecycle rule works with it. No protected append writes: the app writes
-// block blobs once. Deployed unlocked, "for testing purposes": both states protect, but only a
+// so the Archive lifecycle rule works with it. No protected append writes: the app uploads
+// block blobs, each once. It must not overwrite one: even after the period, an overwrite (and
+// Set Blob Metadata or Set Blob Properties) is refused (Learn, "Container-level WORM policies for immutable blob
+// data": https://learn.microsoft.com/azure/storage/blobs/immutable-container-level-worm-policies).
+// Deployed unlocked, "for testing purposes": both states protect, but only a
 // locked policy is compliant (SEC 17a-4(f)), and "The only action allowed on a Locked policy is
 // ExtendImmutabilityPolicy action" (Learn, "Blob Containers - Lock Immutability Policy":
 // https://learn.microsoft.com/rest/api/storagerp/blob-containers/lock-immutability-policy). So

@@ -15,13 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import (
     EdmType,
     EntityProperty,
@@ -139,12 +133,6 @@ class IndexTables:
         except ResourceNotFoundError:
             return None
 
-    def get_found(self, month: str, partition: str, row: str) -> Found | None:
-        try:
-            return _found(self.table(month).get_entity(partition, row))
-        except ResourceNotFoundError:
-            return None
-
     # --- writes --------------------------------------------------------------------------
 
     def upsert(self, month: str, entities: Sequence[Entity]) -> None:
@@ -166,22 +154,10 @@ class IndexTables:
             found.update(batch_found)
         return found
 
-    def replace_if_unchanged(self, month: str, entity: Entity, etag: str) -> bool:
-        """Replace a row only if it is still as read (its ETag); False if someone changed it."""
-        try:
-            self.table(month).update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        except HttpResponseError as error:
-            if error.status_code == 412:  # noqa: PLR2004 - precondition failed
-                return False
-            raise
-        return True
+    def append(self, month: str, entities: Sequence[Entity]) -> None:
+        """Insert rows of one partition in one transaction: all or none. Raises the
+        service's EntityAlreadyExists error when any of them exists."""
+        self.ensure(month).submit_transaction([("create", entity) for entity in entities])
 
     def merge_existing(self, month: str, entities: Sequence[Entity]) -> None:
         """Merge properties into rows that exist; a row that is gone stays gone."""

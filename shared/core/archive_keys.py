@@ -4,28 +4,37 @@ The archive (the system of record) is gzip JSON Lines in block blobs named
 `class={class}/y=YYYY/m=MM/d=DD/{blob id}.jsonl.gz`: a category class and a day of
 TimeGenerated are a prefix, so retention deletes a class's day as a whole.
 
-The index is one table a month, `{prefix}idx{YYYYMM}`, holding three kinds of row:
+The index is one table a month, `{prefix}idx{YYYYMM}`, holding few rows, each listing many
+events (a row per event would cost more to keep than Log Analytics, and Table storage is
+billed and throttled by the entity):
 
-* key row, one per event: PartitionKey `k{DD}{bucket}`, RowKey `{class code}{event id}`,
-  property `B` (the id of the blob holding the event). Created with an insert, so one event
-  is claimed by one blob, whichever path brings it; the forward mark `F` is merged onto it.
+* claim rows, in the hour (slot) of the events' TimeGenerated: PartitionKey `k{DD}{HH}`,
+  RowKey `c{sequence:07d}`: `B` the blob id, `C` its class code, `K`
+  the 12-byte ids of the events it claims. Sequence numbers make a slot's claims one ordered
+  log: a writer appends after reading the whole slot, with an insert that fails if another
+  writer took the number first, so no two live claims hold one event (shared.services.
+  archive_write).
+* forward-mark rows in the same slots, RowKey `f{random}`, `K` the ids Log Analytics took.
 * manifest row, one per blob: PartitionKey `m{DD}`, RowKey `{class code}{blob id}`. Its
-  creation commits the blob: it records the count, SHA-256, size, member offsets and time span.
-* posting row, one per distinct key value per blob: PartitionKey `{kind}{bucket}`, RowKey
-  `{value hash}{31 - DD}{class code}{blob id}`, property `E` listing the value's records in
-  the blob (see `pack_entries`), so a value's rows read newest day first.
+  creation commits the blob: it records the count, SHA-256, member offsets and time span.
+* posting rows, one per blob, kind and value bucket: PartitionKey `{kind}`, RowKey
+  `{bucket}{31 - DD}{class code}{blob id}{part}`, `E` listing, for each distinct value of
+  that bucket in the blob, its 6-byte hash and where its records are (second of day,
+  ordinal). A blob with few distinct values of a kind has one row for all (bucket `-`).
+  A write's postings are one transaction a kind; a value's lookup reads two RowKey ranges,
+  newest day first: the single rows, and its bucket's rows (about 1/16 of the rest).
 
-Buckets (16) spread one busy hour, or one busy value, over partitions. Hashes are short: a
-value hash that collides costs a record fetched and dropped by the exact filter, never a
-wrong answer; an event id is 96 bits of the EventKey.
+Hashes are short: a value hash that collides costs a record fetched and dropped by the exact
+filter, never a wrong answer; an event id is 96 bits of the EventKey.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -49,16 +58,24 @@ _CATEGORY_CLASSES = {category.lower(): category.lower() for category in CATEGORI
 CLASS_CATEGORIES: dict[str, str] = {category.lower(): category for category in CATEGORIES}
 
 BUCKETS = 16
+# A blob with at most this many distinct values of a kind lists them all in one posting row
+# (bucket SINGLE_ROW): small writes then cost a row a kind, not one a bucket.
+SINGLE_ROW_VALUES = 64
+SINGLE_ROW = "-"
+CLAIM = "c"
+MARK = "f"
+EVENT_ID_BYTES = 12
+VALUE_HASH_BYTES = 6
+MAX_PACKED_BYTES = 60_000  # a binary property holds 64 KiB
 MAX_BLOB_RECORDS = 16_000  # a posting lists at most this many: 4 bytes each in a 64 KiB property
 MEMBER_RECORDS = 256  # records per gzip member: what one ranged read decompresses
 BLOB_SUFFIX = ".jsonl.gz"
 KEY_ROW = "k"
 MANIFEST_ROW = "m"
 _ENTRY = struct.Struct(">I")
+_GROUP = struct.Struct(">6sH")  # value hash, number of entries
 _ORDINAL_BITS = 15
 _ID_CHARS = 13  # 63 bits in lowercase base32: safe in any file system, case-folding or not
-_HASH_CHARS = 8
-_EVENT_ID_BYTES = 12
 _LAST_DAY = 31
 
 
@@ -173,18 +190,40 @@ def day_prefix(archive_class: str, day: date) -> str:
     return f"class={archive_class}/y={day.year:04d}/m={day.month:02d}/d={day.day:02d}/"
 
 
-# --- key rows --------------------------------------------------------------------------
+# --- claim and mark rows -----------------------------------------------------------------
 
 
-def key_row(event_key: str, archive_class: str, day: date) -> tuple[str, str]:
-    """(PartitionKey, RowKey) of an event's key row in its month's table."""
-    event_id = base64.urlsafe_b64encode(bytes.fromhex(event_key)[:_EVENT_ID_BYTES]).decode()
-    return f"{KEY_ROW}{day.day:02d}{event_key[0]}", CLASS_CODES[archive_class] + event_id
+def event_id(event_key: str) -> bytes:
+    return bytes.fromhex(event_key)[:EVENT_ID_BYTES]
 
 
-def key_partitions(day: date) -> list[str]:
-    """Every key-row partition of a day."""
-    return [f"{KEY_ROW}{day.day:02d}{bucket:x}" for bucket in range(BUCKETS)]
+def slot_partition(time_generated: str) -> str:
+    """The claim slot (an hour) of a canonical time: `k{DD}{HH}`."""
+    return f"{KEY_ROW}{time_generated[8:10]}{time_generated[11:13]}"
+
+
+def slot_partitions(day: date) -> list[str]:
+    """Every claim slot of a day."""
+    return [f"{KEY_ROW}{day.day:02d}{hour:02d}" for hour in range(24)]
+
+
+def claim_row(sequence: int) -> str:
+    return f"{CLAIM}{sequence:07d}"
+
+
+def pack_ids(ids: Iterable[bytes]) -> bytes:
+    return b"".join(ids)
+
+
+def unpack_ids(data: bytes) -> list[bytes]:
+    return [data[i : i + EVENT_ID_BYTES] for i in range(0, len(data), EVENT_ID_BYTES)]
+
+
+def id_chunks(ids: list[bytes]) -> Iterator[list[bytes]]:
+    """Ids in groups that fit one binary property."""
+    size = MAX_PACKED_BYTES // EVENT_ID_BYTES
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 # --- posting rows ----------------------------------------------------------------------
@@ -194,35 +233,69 @@ def fold(value: str) -> str:
     return value.strip().lower()
 
 
-def value_hash(value: str) -> tuple[str, str]:
-    """(bucket, hash) of a key value, folded (trimmed, lower case) as queries match it."""
+@functools.lru_cache(maxsize=65_536)  # a write repeats its subscriptions, callers, operations
+def value_hash(value: str) -> tuple[str, bytes]:
+    """(bucket, 6-byte hash) of a key value, folded (trimmed, lower case) as queries match."""
     digest = hashlib.sha256(fold(value).encode("utf-8", "surrogatepass")).digest()
-    return f"{digest[6] % BUCKETS:x}", base64.urlsafe_b64encode(digest[:6]).decode()
+    return f"{digest[VALUE_HASH_BYTES] % BUCKETS:x}", digest[:VALUE_HASH_BYTES]
 
 
-def posting_partition(kind: str, value: str) -> str:
-    return kind + value_hash(value)[0]
+def posting_partition(kind: str, value: str = "") -> str:
+    """The PartitionKey of a kind's posting rows (the kind: values differ by RowKey)."""
+    del value  # every value of a kind shares the partition; posting_range narrows it
+    return kind
 
 
-def posting_row(value: str, ref: BlobRef) -> str:
-    inverted = _LAST_DAY - ref.day.day
-    return f"{value_hash(value)[1]}{inverted:02d}{ref.code}{id_text(ref.blob_id)}"
+def posting_row(bucket: str, ref: BlobRef, part: int) -> str:
+    return f"{bucket}{_LAST_DAY - ref.day.day:02d}{ref.code}{id_text(ref.blob_id)}{part:x}"
 
 
-def posting_range(value: str, newest_day: int, oldest_day: int) -> tuple[str, str]:
-    """RowKeys [low, high) of a value's rows from `newest_day` back to `oldest_day` of a
-    month (days of the month): newest day first."""
-    digest = value_hash(value)[1]
-    low = f"{digest}{_LAST_DAY - newest_day:02d}"
-    high = f"{digest}{_LAST_DAY - oldest_day:02d}~"  # "~" sorts after every id character
-    return low, high
+def posting_ranges(value: str, newest_day: int, oldest_day: int) -> list[tuple[str, str]]:
+    """RowKey ranges [low, high) of the posting rows that can hold a value, from `newest_day`
+    back to `oldest_day` of a month (days of the month), each newest day first: the small
+    blobs' single rows, and the value's bucket of the larger blobs'. The PartitionKey is the
+    kind."""
+    newest, oldest = f"{_LAST_DAY - newest_day:02d}", f"{_LAST_DAY - oldest_day:02d}~"
+    bucket = value_hash(value)[0]
+    return [(SINGLE_ROW + newest, SINGLE_ROW + oldest), (bucket + newest, bucket + oldest)]
 
 
 def posting_ref(month: str, row: str) -> BlobRef:
     """The blob a posting row's RowKey names."""
-    rest = row[_HASH_CHARS:]
-    day = date(int(month[:4]), int(month[4:6]), _LAST_DAY - int(rest[:2]))
-    return BlobRef(day, CODE_CLASSES[rest[2]], id_of_text(rest[3:]))
+    day = date(int(month[:4]), int(month[4:6]), _LAST_DAY - int(row[1:3]))
+    return BlobRef(day, CODE_CLASSES[row[3]], id_of_text(row[4 : 4 + _ID_CHARS]))
+
+
+def pack_postings(groups: Mapping[bytes, list[tuple[int, int]]]) -> list[bytes]:
+    """Values' places as `E` properties, each under MAX_PACKED_BYTES (as many as needed)."""
+    parts: list[bytes] = []
+    current = bytearray()
+    for digest, places in sorted(groups.items()):
+        for start in range(0, len(places), 10_000):
+            chunk = places[start : start + 10_000]
+            group = _GROUP.pack(digest, len(chunk)) + pack_entries(chunk)
+            if current and len(current) + len(group) > MAX_PACKED_BYTES:
+                parts.append(bytes(current))
+                current = bytearray()
+            current += group
+    if current:
+        parts.append(bytes(current))
+    return parts
+
+
+def places_of(packed: bytes, value: str) -> list[tuple[int, int]]:
+    """(second of day, ordinal) of a value's records in one posting row's `E`."""
+    wanted = value_hash(value)[1]
+    places: list[tuple[int, int]] = []
+    offset = 0
+    while offset < len(packed):
+        digest, count = _GROUP.unpack_from(packed, offset)
+        offset += _GROUP.size
+        end = offset + count * _ENTRY.size
+        if digest == wanted:
+            places.extend(unpack_entries(packed[offset:end]))
+        offset = end
+    return places
 
 
 def pack_entries(entries: Iterable[tuple[int, int]]) -> bytes:

@@ -1,26 +1,33 @@
 """What a query is: its parameters checked into an ActivityQuery, and its continuation token.
 
 Pure: no I/O. A key filter (correlation id, resource, caller, operation, subscription) is read
-from the lookup table, the first one given in KEY_ORDER; every other given filter is applied
-exactly to the records fetched (`matches`). The filters sent to Table storage are the constant
-templates below; user input only ever travels as a bound parameter.
+from the index's posting rows, the first one given in KEY_ORDER; every other given filter is
+applied exactly to the records fetched (`matches`). The filters sent to Table storage are the
+constant templates below; user input only ever travels as a bound parameter.
 
-Without `since`, a key lookup searches the whole index (from its oldest day, when known: see
+Without `since`, a key lookup searches the whole index (from its oldest month, when known: see
 `oldest_day`); a query without a key filter searches the last 30 days.
+
+A continuation token is opaque to callers: base64 of JSON naming the day to read on from and
+the last record returned, sealed with a digest of the query's filters and those fields: a
+token is refused by any other query, and when edited by hand. (The digest is not keyed: a
+forged token is still held to the query's own range, which bounds every read.)
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from shared.core.keys import LOOKUP_COLUMNS, record_row_key
+from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.records import CATEGORIES, NormalizedRecord
 
 DEFAULT_LIMIT = 100
@@ -44,8 +51,8 @@ MAX_CONTINUATION = 2048
 STRING_FILTERS = ("subscription", "resource", "caller", "correlation_id", "operation")
 PARAMETERS = (*STRING_FILTERS, "category", "since", "until", "limit")
 
-# Key filters, most selective first: (query field, lookup kind). The first one given is
-# read from the lookup table; the rest are checked on the records.
+# Key filters, most selective first: (query field, posting kind). The first one given is
+# read from the posting rows; the rest are checked on the records.
 KEY_ORDER: tuple[tuple[str, str], ...] = (
     ("correlation_id", "x"),
     ("resource", "r"),
@@ -55,19 +62,20 @@ KEY_ORDER: tuple[tuple[str, str], ...] = (
 )
 FIELD_COLUMNS: dict[str, str] = {field: LOOKUP_COLUMNS[kind] for field, kind in KEY_ORDER}
 
-# The only filters ever sent. `@after` resumes just past a continuation's last RowKey.
+# The only filters a query sends: a day's manifest rows (all of them, or one class's RowKey
+# range), and a value's posting rows over a range of days.
+FILTER_PARTITION = "PartitionKey eq @pk"
 FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
-FILTER_RANGE_CATEGORY = FILTER_RANGE + " and CategoryValue eq @category"
-FILTER_RESUME = "PartitionKey eq @pk and RowKey gt @after and RowKey lt @high"
-FILTER_RESUME_CATEGORY = FILTER_RESUME + " and CategoryValue eq @category"
-# The records table's first entity, in PartitionKey (day) order: the oldest day it holds.
-FILTER_OLDEST = "PartitionKey ge @low"
+QUERY_FILTERS = (FILTER_PARTITION, FILTER_RANGE)
 
 # Control characters: refused in parameters, and neutralised in text shown on a terminal.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RELATIVE = re.compile(r"(\d{1,7})([mhd])")
 _LIMIT = re.compile(r"\d{1,9}")
-_ROW_KEY = re.compile(r"\d{19}_[0-9A-Za-z_-]{1,128}")
+_TOKEN_DAY = re.compile(r"\d{8}")
+_TOKEN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z")
+_TOKEN_KEY = re.compile(r"[0-9a-f]{32}")
+_TOKEN_CHECK_BYTES = 12
 _RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _CATEGORY_NAMES = {category.lower(): category for category in CATEGORIES}
 
@@ -93,7 +101,7 @@ class ActivityQuery:
 
 
 _SHOWN_CHARS = 80  # a user's value quoted back in an error message, at most
-_TOKEN_PARTS = 2  # a continuation token: [partition, RowKey to start after]
+_TOKEN_PARTS = 4  # a continuation token: [day, TimeGenerated, EventKey, check]
 
 
 def _shown(text: str) -> str:
@@ -212,13 +220,22 @@ def parse_query(
     )
 
 
+def canonical(moment: datetime) -> str:
+    """A moment as a canonical TimeGenerated (`%Y` is not zero-padded before 1000 on Linux)."""
+    m = moment.astimezone(UTC)
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond:06d}0Z"
+    )
+
+
 def is_key_lookup(query: ActivityQuery) -> bool:
-    """Whether the query is answered from a lookup (it has a key filter)."""
+    """Whether the query is answered from posting rows (it has a key filter)."""
     return any(getattr(query, field) is not None for field, _ in KEY_ORDER)
 
 
 def _folded(value: Any) -> str:
-    # The same folding the lookup keys get (lookup_partition strips and lower-cases).
+    # The same folding the posting rows get (archive_keys.fold: trimmed, lower case).
     return str(value or "").strip().lower()
 
 
@@ -234,24 +251,70 @@ def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
 # --- continuation tokens ---------------------------------------------------------------
 
 
-def encode_continuation(partition: str, after: str) -> str:
-    """Where the next page starts: `after` the given RowKey of `partition` ("" = its start)."""
-    return base64.urlsafe_b64encode(orjson.dumps([partition, after])).decode("ascii").rstrip("=")
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """Where the next page starts: `day` and older days, past the last record returned."""
+
+    day: date
+    after: tuple[str, str] | None  # (TimeGenerated, EventKey) of that record; None: day's start
 
 
-def decode_continuation(token: str) -> tuple[str, str]:
-    malformed = QueryError("continuation is not a token this service issued")
+def _check(query: ActivityQuery, fields: list[str]) -> str:
+    """A digest binding a token's fields to the query's filters (not its range or limit: a
+    relative `since` moves between pages, and the CLI's pages differ in size)."""
+    filters = [_folded(getattr(query, field)) for field, _ in KEY_ORDER]
+    material = orjson.dumps([*filters, query.category or "", *fields])
+    digest = hashlib.sha256(b"activity-query-continuation\x00" + material).digest()
+    return base64.urlsafe_b64encode(digest[:_TOKEN_CHECK_BYTES]).decode("ascii")
+
+
+def encode_continuation(query: ActivityQuery, position: Continuation) -> str:
+    day = f"{position.day.year:04d}{position.day.month:02d}{position.day.day:02d}"
+    time_generated, event_key = position.after or ("", "")
+    fields = [day, time_generated, event_key]
+    data = orjson.dumps([*fields, _check(query, fields)])
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _token_fields(token: str) -> list[str] | None:
     if not token or len(token) > MAX_CONTINUATION:
-        raise malformed
+        return None
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, TypeError):
-        raise malformed from None
+        return None
     if not (
         isinstance(data, list)
         and len(data) == _TOKEN_PARTS
         and all(isinstance(part, str) for part in data)
-        and (data[1] == "" or _ROW_KEY.fullmatch(record_row_key(data[1])))
     ):
-        raise malformed
-    return data[0], data[1]
+        return None
+    return data
+
+
+def _token_position(fields: list[str]) -> Continuation | None:
+    day_text, time_generated, event_key = fields
+    if not _TOKEN_DAY.fullmatch(day_text):
+        return None
+    try:
+        day = date(int(day_text[:4]), int(day_text[4:6]), int(day_text[6:]))
+    except ValueError:
+        return None
+    if not time_generated and not event_key:
+        return Continuation(day, None)
+    if not (_TOKEN_TIME.fullmatch(time_generated) and _TOKEN_KEY.fullmatch(event_key)):
+        return None
+    return Continuation(day, (time_generated, event_key))
+
+
+def decode_continuation(token: str, query: ActivityQuery) -> Continuation:
+    """A token's position; QueryError if it is not a token issued for this query."""
+    fields = _token_fields(token)
+    position = _token_position(fields[:3]) if fields is not None else None
+    if fields is None or position is None:
+        raise QueryError("continuation is not a token this service issued")
+    sealed = hmac.compare_digest(fields[3], _check(query, fields[:3]))
+    # The last record returned is of the token's day.
+    if not sealed or (position.after and position.after[0][:10] != position.day.isoformat()):
+        raise QueryError("continuation does not belong to this query")
+    return position

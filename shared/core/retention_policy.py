@@ -1,21 +1,24 @@
 """What retention keeps: days per category, and the cutoffs they give on a given day.
 
 Pure: no I/O. A record goes when it is strictly older than its category's limit (by
-TimeGenerated, to the tick); what may hold any category (an archived PT1H.json blob, a dead
-letter) goes only past the longest limit. A limit of 0 keeps forever, and a cutoff before
+TimeGenerated): what is older than the cutoff goes, what is at it or younger stays. The
+archive deletes whole units, so a unit goes once all of it is past: a class's day once the
+day's end is at or before the class's cutoff, a month's table once the month's end is at or
+before the longest limit's cutoff. What may hold any category (Azure's PT1H.json blobs, dead
+letters) goes only past the longest limit. A limit of 0 keeps forever, and a cutoff before
 0001-01-01 simply takes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from shared.core.keys import day_partition, month_bucket, record_row_key, time_of_row_key
+from shared.core.archive_keys import CLASS_CATEGORIES
 
-# The time a RowKey gives (records table or lookup table).
-RowTime = Callable[[str], datetime]
+_DECEMBER = 12
+_YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def days_before(moment: datetime, days: int) -> datetime | None:
@@ -41,83 +44,50 @@ class RetentionPolicy:
         days = self.days_for(category)
         return None if days == 0 else days_before(as_of, days)
 
+    def class_cutoff(self, archive_class: str, as_of: datetime) -> datetime | None:
+        """The cutoff of an archive class: its category's, and the default's for `other`."""
+        category = CLASS_CATEGORIES.get(archive_class)
+        days = self.days_for(category) if category is not None else self.default_days
+        return None if days == 0 else days_before(as_of, days)
+
     def longest_cutoff(self, as_of: datetime) -> datetime | None:
-        """For what may hold any category (archive blobs, dead letters): past every limit."""
+        """For what may hold any category (month tables, PT1H.json blobs, dead letters)."""
         limits = (self.default_days, *self.category_days.values())
         return None if 0 in limits else days_before(as_of, max(limits))
-
-    def blob_cutoff(self, as_of: datetime) -> datetime | None:
-        """Blobs mix categories: they go only past the longest limit (never, if one is 0)."""
-        return self.longest_cutoff(as_of)
 
     def expired(self, category: str, moment: datetime, as_of: datetime) -> bool:
         cutoff = self.cutoff(category, as_of)
         return cutoff is not None and moment < cutoff
-
-    def category_groups(self, as_of: datetime) -> list[CategoryGroup]:
-        """Categories grouped by their cutoff: each override, then every other category."""
-        overridden = tuple(self.category_days)
-        groups = []
-        for category, days in self.category_days.items():
-            cutoff = days_before(as_of, days) if days else None
-            if cutoff is not None:
-                groups.append(CategoryGroup(cutoff, (category,), ()))
-        default = days_before(as_of, self.default_days) if self.default_days else None
-        if default is not None:
-            groups.append(CategoryGroup(default, (), overridden))
-        return groups
-
-
-@dataclass(frozen=True, slots=True)
-class CategoryGroup:
-    """Rows whose category is one of `only` (or, when empty, none of `besides`) and their cutoff."""
-
-    cutoff: datetime
-    only: tuple[str, ...]
-    besides: tuple[str, ...]
-
-    def filter(self) -> tuple[str, dict[str, str]]:
-        """The category condition (to follow another) and its bound parameters."""
-        names = self.only or self.besides
-        parameters = {f"category{number}": name for number, name in enumerate(names)}
-        if self.only:
-            either = " or ".join(f"CategoryValue eq @{name}" for name in parameters)
-            # The SDK finds each @name between spaces: the parentheses stand apart.
-            return f" and ( {either} )", parameters
-        return "".join(f" and CategoryValue ne @{name}" for name in parameters), parameters
 
 
 def policy_from(default_days: int, category_days: Mapping[str, int]) -> RetentionPolicy:
     return RetentionPolicy(default_days=default_days, category_days=dict(category_days))
 
 
-def lookup_time(row_key: str) -> datetime:
-    """The time of a lookup row: its record's RowKey's."""
-    return time_of_row_key(record_row_key(row_key))
-
-
-def time_or_none(row_time: RowTime, row_key: str) -> datetime | None:
-    """The time a RowKey gives; None for one that gives none (written by something else)."""
-    try:
-        return row_time(row_key)
-    except (ValueError, OverflowError):
+def day_end(day: date) -> datetime | None:
+    """The first moment after a day; None after 9999-12-31 (never wholly past)."""
+    if day == date.max:
         return None
+    following = day + timedelta(days=1)
+    return datetime(following.year, following.month, following.day, tzinfo=UTC)
 
 
-def day_after(moment: datetime) -> str:
-    """The day partition after the moment's day: an exclusive upper bound, to 9999-12-31."""
-    day = moment.date()
-    return "99991232" if day == date.max else day_partition(day + timedelta(days=1))
+def month_end(month: str) -> datetime | None:
+    """The first moment after a `YYYYMM` month; None after 9999-12 (never wholly past)."""
+    year, number = int(month[:4]), int(month[4:])
+    if number < _DECEMBER:
+        return datetime(year, number + 1, 1, tzinfo=UTC)
+    return None if year == date.max.year else datetime(year + 1, 1, 1, tzinfo=UTC)
 
 
-_DECEMBER = 12
+def wholly_past(end: datetime | None, cutoff: datetime | None) -> bool:
+    """Everything before `end` is older than `cutoff`: the unit may go whole."""
+    return end is not None and cutoff is not None and end <= cutoff
 
 
-def month_after(moment: datetime) -> str:
-    """The month bucket after the moment's month: an exclusive upper bound, to 9999-12."""
-    if moment.month < _DECEMBER:
-        return month_bucket(date(moment.year, moment.month + 1, 1))
-    return "999913" if moment.year == date.max.year else month_bucket(date(moment.year + 1, 1, 1))
+def moment_of_ticks(ticks: int) -> datetime:
+    """A time in .NET ticks (100 ns since 0001-01-01) as a datetime, to the microsecond."""
+    return _YEAR_ONE + timedelta(microseconds=ticks // 10)
 
 
 def as_utc(moment: datetime) -> datetime:

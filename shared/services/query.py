@@ -1,49 +1,56 @@
 """Searching the archive: read the index newest first for a query, page with a token.
 
-A query with a key filter (correlation id, resource, caller, operation, subscription) reads one
-lookup partition per month, `{kind}|{YYYYMM}|{value}`; without one it reads the records table's
-day partitions. Either way every read is PartitionKey equality plus a RowKey range over
-[since, until), and RowKeys are inverted time, so each partition yields newest first and the
-partitions are read newest first. What a query is, and its token, is shared.core.query_spec's.
+Results come newest first by (TimeGenerated desc, EventKey desc), a day at a time:
 
-Without `since`, a key lookup searches the whole index: from the oldest day the records table
-holds (its first PartitionKey, read in one cheap request). The HTTP API returns one page of at
-most MAX_LIMIT per request; the CLI (shared.tools.query_cli) follows continuations.
+* with a key filter (the first given in KEY_ORDER), one range query a month reads the value's
+  posting rows, newest day first. Their entries name (second of day, blob, ordinal): only as
+  many records as the page needs are fetched, in whole seconds (a second's records are
+  ordered only once read), with one ranged read per gzip member;
+* without one, a day's manifest rows (one class's, with a category) give each blob's time
+  span: blobs are read whole, newest span first, until no blob left can hold a record newer
+  than what the page already has.
+
+Every record read is checked exactly (`matches`, the range, the token's position), so a hash
+that collides or a blob spanning the range's edge costs a read, never a wrong answer. A page
+walks at most MAX_PARTITIONS_PER_PAGE days (months, for a key lookup), then hands back a
+continuation. Without `since`, a key lookup searches from its oldest month table's first day.
+The HTTP API returns one page of at most MAX_LIMIT; the CLI follows continuations.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping
+import heapq
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from itertools import groupby, takewhile
 from typing import Any
 
-from azure.data.tables import TableClient
-
-from shared.adapters.index_store import IndexReader, UnreadableRecord
-from shared.core.keys import (
-    RecordKey,
-    days_between,
-    lookup_partition,
-    lookup_value,
-    months_between,
-    record_row_key,
-    row_key_bound,
-    time_of_row_key,
+from shared.adapters.index_tables import Entity, IndexTables
+from shared.core.archive_keys import (
+    CLASS_CODES,
+    MANIFEST_ROW,
+    BlobRef,
+    category_class,
+    day_of,
+    month_of,
+    places_of,
+    posting_ranges,
+    posting_ref,
+    second_of_day,
 )
+from shared.core.keys import parse_canonical_time
 from shared.core.query_spec import (
-    EARLIEST,
-    FILTER_OLDEST,
+    FILTER_PARTITION,
     FILTER_RANGE,
-    FILTER_RANGE_CATEGORY,
-    FILTER_RESUME,
-    FILTER_RESUME_CATEGORY,
     KEY_ORDER,
     MAX_LIMIT,
     ActivityQuery,
+    Continuation,
     QueryError,
+    canonical,
     decode_continuation,
     encode_continuation,
     is_key_lookup,
@@ -51,185 +58,130 @@ from shared.core.query_spec import (
     parse_query,
 )
 from shared.core.records import NormalizedRecord
+from shared.services.archive_read import ArchiveReader, Manifest, UnreadableRecord
 
-# Partitions one page may read: a long, sparse range costs bounded work per request and
-# hands back a continuation (possibly with few or no records) instead of running away.
+# Days (months, for a key lookup) one page may walk: a long, sparse range costs bounded work
+# per request and hands back a continuation (possibly with few or no records) instead.
 MAX_PARTITIONS_PER_PAGE = 100
 
-# One past "_", the separator after a RowKey's 19-digit time: `{prefix}` + this sorts after
-# every RowKey with that time prefix and before every later prefix.
-_AFTER_PREFIX = "`"
-_DAY = re.compile(r"\d{8}")
-_MONTH = re.compile(r"\d{6}")
-_LOOKUP_PARTS = 3  # a lookup partition: {kind}|{YYYYMM}|{bucket}
+_LIST_MONTHS_FROM = 2  # months a range spans beyond its first before tables are listed
+_ONE_TICK = timedelta(microseconds=1)  # the finest a range bound can be
+
+_Entry = tuple[date, int, BlobRef, int]  # (day, second of day, blob, ordinal)
 
 
 @dataclass(frozen=True)
 class QueryPage:
     records: list[NormalizedRecord]
     continuation: str | None  # None when nothing more matches
-    # RowKeys of matching rows whose record could not be read back (damaged): named, skipped.
+    # Archive blobs holding matching records that cannot be read (damaged): named, skipped.
     unreadable: list[str] = dataclass_field(default_factory=list)
 
 
-def oldest_indexed_day(records: TableClient) -> datetime | None:
-    """Midnight (UTC) of the oldest day the records table holds; None when it is empty.
-
-    PartitionKeys are days that sort as text in time order, and Table storage returns entities
-    in PartitionKey order, so the first entity is in the oldest day. The iterator follows
-    continuations, so pages that come back empty are read past.
-    """
-    entities = records.query_entities(
-        FILTER_OLDEST,
-        parameters={"low": "0"},
-        select=["PartitionKey", "RowKey"],
-        results_per_page=1,
-    )
-    first = next(iter(entities), None)
-    if first is None:
-        return None
-    try:
-        moment = time_of_row_key(str(first["RowKey"]))
-    except (ValueError, OverflowError):
-        return EARLIEST  # a row not of the index's making: search wider, never narrower
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+def oldest_indexed_day(tables: IndexTables) -> datetime | None:
+    """Midnight (UTC) of the first day of the oldest month table; None when there is none."""
+    months = tables.months()
+    return datetime(int(months[0][:4]), int(months[0][4:]), 1, tzinfo=UTC) if months else None
 
 
 def read_query(
     params: Mapping[str, str],
     now: datetime,
-    records: TableClient,
+    tables: IndexTables,
     *,
     max_limit: int = MAX_LIMIT,
 ) -> ActivityQuery:
-    """parse_query, with the index's oldest day read when a key lookup has no `since`.
+    """parse_query, with the index's oldest month read when a key lookup has no `since`.
 
     The parameters are checked before anything is read, so a bad query costs no request.
     """
     query = parse_query(params, now, max_limit=max_limit)
     if "since" in params or not is_key_lookup(query):
         return query
-    oldest = oldest_indexed_day(records)
-    if oldest is None:
-        return query
-    return parse_query(params, now, oldest_day=oldest, max_limit=max_limit)
+    oldest = oldest_indexed_day(tables)
+    return parse_query(params, now, oldest_day=oldest, max_limit=max_limit) if oldest else query
 
 
-# --- reading ---------------------------------------------------------------------------
+def _order(record: NormalizedRecord) -> tuple[str, str]:
+    return str(record.get("TimeGenerated", "")), str(record.get("EventKey", ""))
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Which table to read, which partitions newest first, and how to name their order."""
-
-    table: TableClient
-    partitions: list[str]
-    from_lookup: bool
-    kind: str = ""
-    value: str = ""
-    # Lookup RowKeys start with the folded value: every range and token carries it.
-    prefix: str = ""
-
-    def order_of(self, partition: str) -> str | None:
-        """The sortable time part of a partition this plan could read, else None."""
-        if not self.from_lookup:
-            return partition if _DAY.fullmatch(partition) else None
-        parts = partition.split("|", _LOOKUP_PARTS - 1)
-        if len(parts) != _LOOKUP_PARTS or not _MONTH.fullmatch(parts[1]):
-            return None
-        return parts[1] if partition == lookup_partition(self.kind, parts[1], self.value) else None
+def _ticks(time_generated: str) -> int:
+    return parse_canonical_time(time_generated)[1]
 
 
-def _plan(query: ActivityQuery, records: TableClient, lookup: TableClient) -> _Plan:
-    # until is exclusive: its own day or month holds nothing when it falls on the boundary.
-    newest = query.until - timedelta(microseconds=1)
-    for field, kind in KEY_ORDER:
-        value: str | None = getattr(query, field)
-        if value is not None:
-            partitions = [
-                lookup_partition(kind, month, value)
-                for month in months_between(query.since, newest)
-            ]
-            return _Plan(
-                lookup,
-                partitions,
-                from_lookup=True,
-                kind=kind,
-                value=value,
-                prefix=lookup_value(value),
-            )
-    return _Plan(records, days_between(query.since, newest), from_lookup=False)
+class _Page:
+    """The records a page returns: within [since, until), past the token's position, and
+    matching the query exactly; collected newest first up to the query's limit."""
 
+    def __init__(self, query: ActivityQuery, after: tuple[str, str] | None) -> None:
+        self.query = query
+        self.since = canonical(query.since)
+        self.until = canonical(query.until)
+        self.after = after  # only records sorting after it (older) are returned
+        # A blob's span [Lo, Hi] in ticks meets the page's if Hi >= low and Lo < high.
+        self.low = _ticks(self.since)
+        self.high = min(_ticks(self.until), _ticks(after[0]) + 1 if after else _ticks(self.until))
+        self.token_second = (day_of(after[0]), second_of_day(after[0])) if after else None
+        self.records: list[NormalizedRecord] = []
+        self.unreadable: list[str] = []
+        self.held: set[str] | None = None  # months with a table, if listed
+        self.wanted = category_class(query.category) if query.category else None  # its class
 
-def _resume_point(plan: _Plan, continuation: str | None) -> tuple[int, str] | None:
-    """(index of the partition to read first, RowKey to start after); None: nothing is left."""
-    if continuation is None:
-        return 0, ""
-    partition, after = decode_continuation(continuation)
-    if after and not after.startswith(plan.prefix):
-        raise QueryError("continuation does not belong to this query")
-    order = plan.order_of(partition)
-    if order is None or not plan.partitions:
-        raise QueryError("continuation does not belong to this query")
-    if partition in plan.partitions:
-        return plan.partitions.index(partition), after
-    # A relative `since` moves on between pages: a token older than the range has nothing left.
-    if order < (plan.order_of(plan.partitions[-1]) or ""):
-        return None
-    raise QueryError("continuation does not belong to this query")
+    def has_table(self, month: str) -> bool:
+        return self.held is None or month in self.held
 
+    def lacking(self) -> int:
+        return self.query.limit - len(self.records)
 
-def _rows(
-    plan: _Plan,
-    query: ActivityQuery,
-    partition: str,
-    after: str,
-    page_size: int,
-) -> Iterator[dict[str, Any]]:
-    low = plan.prefix + row_key_bound(query.until) + _AFTER_PREFIX  # rows older than until
-    high = plan.prefix + row_key_bound(query.since) + _AFTER_PREFIX  # rows at or after since
-    parameters: dict[str, str] = {"pk": partition, "high": high}
-    # A token's RowKey before the range's start (a hand-made one) must not widen the range.
-    if after and after >= low:
-        query_filter = FILTER_RESUME_CATEGORY if query.category else FILTER_RESUME
-        parameters["after"] = after
-    else:
-        query_filter = FILTER_RANGE_CATEGORY if query.category else FILTER_RANGE
-        parameters["low"] = low
-    if query.category:
-        parameters["category"] = query.category
-    entities = plan.table.query_entities(
-        query_filter,
-        parameters=parameters,
-        results_per_page=page_size,
-        # A lookup row is only its keys and category; record rows need every property for
-        # the body (inline or blob).
-        select=["RowKey"] if plan.from_lookup else None,
-    )
-    for page in entities.by_page():
-        yield from page
+    def admits(self, record: NormalizedRecord) -> bool:
+        time_generated, _ = key = _order(record)
+        if not self.since <= time_generated < self.until:
+            return False
+        return (self.after is None or key < self.after) and matches(record, self.query)
 
+    def second_may_hold(self, day: date, second: int) -> bool:
+        """Whether a second of a day can hold a record for the page (checked exactly later)."""
+        start = f"{day.isoformat()}T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+        if start < self.since[:19] or start + ".0000000Z" >= self.until:
+            return False
+        return self.after is None or start <= self.after[0][:19]
 
-def _chunks(
-    rows: Iterator[dict[str, Any]], size: Callable[[], int]
-) -> Iterator[list[dict[str, Any]]]:
-    """Groups of rows, each as large as `size()` says at the time it is taken."""
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size():
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    def at_token(self, entry: _Entry) -> bool:  # of the second of the token's last record
+        return self.after is not None and entry[:2] == self.token_second
+
+    def spans(self, manifest: Manifest) -> bool:
+        return manifest.high_ticks >= self.low and manifest.low_ticks < self.high
+
+    def keep(self, got: Iterable[NormalizedRecord | UnreadableRecord | None]) -> list[Any]:
+        """What a read brought that the page admits; unreadable records are named."""
+        kept: list[NormalizedRecord] = []
+        for item in got:
+            if isinstance(item, UnreadableRecord):
+                if item.row_key not in self.unreadable:
+                    self.unreadable.append(item.row_key)
+            elif item is not None and self.admits(item):  # None: not committed, or deleted
+                kept.append(item)
+        return kept
+
+    def emit(self, newest_first: Sequence[NormalizedRecord]) -> None:
+        self.records.extend(newest_first[: self.lacking()])
+
+    def answer(self, continuation: Continuation | None) -> QueryPage:
+        token = encode_continuation(self.query, continuation) if continuation else None
+        return QueryPage(self.records, token, self.unreadable)
+
+    def full(self) -> QueryPage:
+        """The page filled up: it goes on after its last record (even if nothing follows)."""
+        last = _order(self.records[-1])
+        return self.answer(Continuation(day_of(last[0]), last))
 
 
 def run_query(
     query: ActivityQuery,
     *,
-    records: TableClient,
-    lookup: TableClient,
-    reader: IndexReader,
+    tables: IndexTables,
+    reader: ArchiveReader,
     continuation: str | None = None,
 ) -> QueryPage:
     """Up to `query.limit` matching records, newest first, and the token for the next page.
@@ -237,48 +189,212 @@ def run_query(
     A page that fills up carries a continuation even when nothing follows (the next page is
     then empty, without one); a page cut short by MAX_PARTITIONS_PER_PAGE carries one too.
     """
-    plan = _plan(query, records, lookup)
-    start = _resume_point(plan, continuation)
-    if start is None:
-        return QueryPage([], None)
-    first, after = start
+    since_day = query.since.date()
+    newest_day = (query.until - _ONE_TICK).date()  # until is exclusive
+    start, after = newest_day, None
+    if continuation is not None:
+        position = decode_continuation(continuation, query)
+        if position.day > newest_day:
+            raise QueryError("continuation does not belong to this query")
+        # A relative `since` moves on between pages: a token older than the range is done.
+        if position.day < since_day:
+            return QueryPage([], None)
+        start, after = position.day, position.after
+    page = _Page(query, after)
+    page.held = _held_months(tables, start, since_day)
+    for field, kind in KEY_ORDER:
+        value: str | None = getattr(query, field)
+        if value is not None:
+            return _by_key(page, (kind, value), start, tables, reader)
+    return _by_day(page, start, tables, reader)
+
+
+def _held_months(tables: IndexTables, newest: date, oldest: date) -> set[str] | None:
+    """The months with a table, when the range is long enough for one listing to save requests
+    (a key lookup without `since` may reach back years); None: assume every one."""
+    spanned = (newest.year - oldest.year) * 12 + newest.month - oldest.month
+    return set(tables.months()) if spanned >= _LIST_MONTHS_FROM else None
+
+
+# --- with a key filter: posting rows, month by month ---------------------------------------
+
+
+def _months(newest: date, oldest: date) -> Iterator[tuple[date, date]]:
+    """(newest day, oldest day) of each month from `newest` back to `oldest`."""
+    top = newest
+    while top >= oldest:
+        first = top.replace(day=1)
+        yield top, max(first, oldest)
+        if first == date.min:
+            return
+        top = first - timedelta(days=1)  # the last day of the month before
+
+
+def _by_key(
+    page: _Page, key: tuple[str, str], start: date, tables: IndexTables, reader: ArchiveReader
+) -> QueryPage:
+    """Entries day by day, newest first, fetched a page's worth at a time (across days, so
+    that a sparse value costs one parallel fetch a page, not one a day)."""
+    pending: list[_Entry] = []
+    stop: Continuation | None = None
+    for item in _key_days(page, key, start, tables):
+        if isinstance(item, Continuation):
+            stop = item
+            break
+        pending = _fetch(page, [*pending, *item], reader, drain=False)
+        if page.lacking() == 0:
+            return page.full()
+    _fetch(page, pending, reader, drain=True)
+    return page.full() if page.lacking() == 0 else page.answer(stop)
+
+
+def _key_days(
+    page: _Page, key: tuple[str, str], start: date, tables: IndexTables
+) -> Iterator[list[_Entry] | Continuation]:
+    """Each day's entries (newest second first), newest day first; a Continuation where the
+    walk stops at MAX_PARTITIONS_PER_PAGE months."""
+    kind, value = key
+    walked = 0
+    for top, bottom in _months(start, page.query.since.date()):
+        month = month_of(top)
+        if not page.has_table(month):
+            continue  # nothing to read, nothing to count
+        if walked == MAX_PARTITIONS_PER_PAGE:
+            yield Continuation(top, None)  # top: that month's last day
+            return
+        walked += 1
+        # The small blobs' single rows and the value's bucket, merged newest day first.
+        ranges = [
+            tables.query(
+                month, FILTER_RANGE, {"pk": kind, "low": low, "high": high}, select=["RowKey", "E"]
+            )
+            for low, high in posting_ranges(value, top.day, bottom.day)
+        ]
+        rows = heapq.merge(*ranges, key=lambda row: str(row["RowKey"])[1:3])
+        postings = _postings(month, rows, value)
+        for day, day_rows in groupby(postings, key=lambda posting: posting[0].day):
+            if bottom <= day <= top:  # the range already says so; checked all the same
+                yield _day_entries(page, day, day_rows)
+
+
+def _postings(
+    month: str, rows: Iterable[Entity], value: str
+) -> Iterator[tuple[BlobRef, list[tuple[int, int]]]]:
+    """(blob, the value's places in it) of posting rows, in their order (newest day first)."""
+    for row in rows:
+        try:
+            ref = posting_ref(month, str(row["RowKey"]))
+            places = places_of(bytes(row["E"]), value)
+        except (KeyError, ValueError, IndexError, TypeError, struct.error):
+            continue  # not a row of the index's making
+        if places:
+            yield ref, places
+
+
+def _day_entries(
+    page: _Page, day: date, rows: Iterable[tuple[BlobRef, list[tuple[int, int]]]]
+) -> list[_Entry]:
+    """A day's entries whose second may hold a record for the page, newest second first."""
+    entries: list[_Entry] = []
+    for ref, places in rows:
+        if page.wanted is not None and ref.archive_class != page.wanted:
+            continue  # the category is in the RowKey: no fetch for other classes
+        entries.extend(
+            (day, second, ref, ordinal)
+            for second, ordinal in places
+            if page.second_may_hold(day, second)
+        )
+    entries.sort(key=lambda entry: entry[1], reverse=True)
+    return entries
+
+
+def _fetch(
+    page: _Page, entries: list[_Entry], reader: ArchiveReader, *, drain: bool
+) -> list[_Entry]:
+    """Fetch entries in batches of what the page lacks, in whole seconds (a second's records
+    are ordered only once read); without `drain`, only while a whole batch is at hand.
+    Returns the entries not fetched."""
+    start = 0
+    while page.lacking() > 0 and start < len(entries):
+        # The token's own second was partly returned already: its entries come on top.
+        wanted = page.lacking() + sum(1 for _ in takewhile(page.at_token, entries[start:]))
+        if not drain and len(entries) - start < wanted:
+            break
+        end = min(start + wanted, len(entries))
+        while end < len(entries) and entries[end][:2] == entries[end - 1][:2]:
+            end += 1
+        got = reader.fetch([(ref, ordinal) for _, _, ref, ordinal in entries[start:end]])
+        page.emit(sorted(page.keep(got), key=_order, reverse=True))
+        start = end
+    return entries[start:]
+
+
+# --- without one: manifests, day by day -----------------------------------------------------
+
+
+def _by_day(page: _Page, start: date, tables: IndexTables, reader: ArchiveReader) -> QueryPage:
+    day, oldest = start, page.query.since.date()
+    walked = 0
+    while day >= oldest:
+        if not page.has_table(month_of(day)):
+            day = day.replace(day=1)  # skip the month: nothing to read, nothing to count
+        elif walked == MAX_PARTITIONS_PER_PAGE:
+            return page.answer(Continuation(day, None))
+        else:
+            walked += 1
+            _read_day(page, day, tables, reader)
+            if page.lacking() == 0:
+                return page.full()
+        if day == date.min:
+            break
+        day -= timedelta(days=1)
+    return page.answer(None)
+
+
+def _manifests(page: _Page, day: date, tables: IndexTables) -> list[Manifest]:
+    """The day's committed blobs whose span meets the page's range, newest span first."""
+    month, partition = month_of(day), f"{MANIFEST_ROW}{day.day:02d}"
+    if page.wanted is None:
+        rows = tables.query(month, FILTER_PARTITION, {"pk": partition})
+    else:
+        code = CLASS_CODES[page.wanted]
+        # "~" sorts after every id character: [code, code + "~") is one class's rows.
+        parameters = {"pk": partition, "low": code, "high": code + "~"}
+        rows = tables.query(month, FILTER_RANGE, parameters)
+    manifests = []
+    for row in rows:
+        try:
+            manifest = Manifest.of_row(BlobRef.of_manifest(month, partition, row["RowKey"]), row)
+        except (KeyError, ValueError, TypeError, IndexError):
+            continue  # not a row of the index's making
+        if page.spans(manifest):
+            manifests.append(manifest)
+    return sorted(manifests, key=lambda m: m.high_ticks, reverse=True)
+
+
+def _read_day(page: _Page, day: date, tables: IndexTables, reader: ArchiveReader) -> None:
+    """A day's records from whole blobs, read in waves: enough blobs for what the page lacks,
+    then any blob whose span could still hold a record newer than the page's last."""
+    manifests = _manifests(page, day, tables)
     found: list[NormalizedRecord] = []
-    unreadable: list[str] = []
-
-    def remaining() -> int:
-        return query.limit - len(found)
-
-    for index in range(first, len(plan.partitions)):
-        partition = plan.partitions[index]
-        if index - first >= MAX_PARTITIONS_PER_PAGE:
-            return QueryPage(found, encode_continuation(partition, ""), unreadable)
-        rows = _rows(plan, query, partition, after, remaining())
-        after = ""
-        # Bodies are fetched in groups no larger than what the page still needs, so a page
-        # reads about `limit` bodies unless the exact filters reject some.
-        for chunk in _chunks(rows, remaining):
-            if plan.from_lookup:
-                keys = [RecordKey.of_row_key(record_row_key(row["RowKey"])) for row in chunk]
-                bodies = reader.get_many(keys)
-            else:
-                bodies = [_body(reader, row) for row in chunk]
-            for row, body in zip(chunk, bodies, strict=True):
-                if isinstance(body, UnreadableRecord):
-                    unreadable.append(body.row_key)
-                    continue
-                # A lookup row without its record: written before a crash, or its record
-                # already past retention. It is simply not there.
-                if body is None or not matches(body, query):
-                    continue
-                found.append(body)
-                if remaining() == 0:
-                    token = encode_continuation(partition, row["RowKey"])
-                    return QueryPage(found, token, unreadable)
-    return QueryPage(found, None, unreadable)
-
-
-def _body(reader: IndexReader, row: dict[str, Any]) -> NormalizedRecord | UnreadableRecord:
-    try:
-        return reader.body_of(row)
-    except UnreadableRecord as error:
-        return error
+    lacking = page.lacking()
+    start = 0
+    while start < len(manifests):
+        end = start
+        if len(found) >= lacking:
+            cutoff = _ticks(_order(found[lacking - 1])[0])
+            while end < len(manifests) and manifests[end].high_ticks >= cutoff:
+                end += 1
+            if end == start:
+                break  # no blob left can hold a record newer than the page's last
+        else:
+            count = 0
+            while end < len(manifests) and (end == start or count < lacking - len(found)):
+                count += manifests[end].count
+                end += 1
+        wave = [manifest.ref for manifest in manifests[start:end]]
+        start = end
+        for got in tables.parallel(reader.blob_records, wave):
+            found.extend(page.keep(got if isinstance(got, list) else [got]))
+        found.sort(key=_order, reverse=True)
+    page.emit(found)

@@ -1,70 +1,42 @@
 """Retention: delete what is past its configured age, and nothing younger.
 
-Ages are judged from the event's own time (TimeGenerated, encoded in every index RowKey) and,
-for archived PT1H.json blobs, from the hour in the blob's path, never from Last-Modified.
-What goes when is shared.core.retention_policy's. Index rows go oldest partition first,
-lookups before the record row (the record row is the commit point, as on write), so a run
-stopped by its time budget leaves nothing half-visible that the next run does not finish.
+The app's archive and its month tables go by whole units (shared.services.retention_archive):
+a class's day of blobs, a month's table. Azure's own export (PT1H.json blobs in
+`insights-activity-logs`) may hold any category, so a blob goes past the longest limit only,
+judged by the hour in its path, never by Last-Modified; a name outside that layout is kept
+and reported. A cursor goes only once its blob is gone, so a blob that stays (leased,
+protected, not reached) is never indexed again. Dead letters, one of which may be an event's
+only copy, are kept for the longest limit. What goes when is shared.core.retention_policy's.
 
-One item that cannot be judged (an archive name outside the PT1H.json layout, an unreadable
-RowKey) is kept and reported; it never stops the run for the others. A cursor goes only once
-its blob is gone, so a blob that stays (leased, protected, not reached) is never indexed again.
-Each run keeps one audit row up to date as it goes (shared.services.retention_audit).
+Each run keeps one audit row up to date as it goes (shared.services.retention_audit) and stops
+at its time budget (`complete: false`); the next run finishes what it left.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.data.tables import TableTransactionError
 from azure.storage.blob import ContainerClient
 
-from shared.adapters.index_store import delete_rows
+from shared.adapters.index_tables import transactions
 from shared.adapters.storage import Stores
-from shared.core.keys import LOOKUP_COLUMNS, time_of_row_key
 from shared.core.pt1h import SUBSCRIPTIONS_PREFIX, BlobPath, hour_key
-from shared.core.retention_policy import (
-    CategoryGroup,
-    RetentionPolicy,
-    RowTime,
-    as_utc,
-    day_after,
-    lookup_time,
-    month_after,
-    time_or_none,
-)
-from shared.services.retention_audit import AuditRow, RetentionReport, add_counts
+from shared.core.retention_policy import RetentionPolicy, as_utc
+from shared.services.retention_archive import PROTECTED_BLOB_ERRORS, ArchiveRetention
+from shared.services.retention_audit import AuditRow, RetentionReport
 
-log = logging.getLogger(__name__)
-
-# Blob errors that mean "this blob may not be deleted": skip and report, never fail the run.
-PROTECTED_BLOB_ERRORS = frozenset(
-    {
-        "BlobImmutableDueToPolicy",
-        "BlobImmutableDueToLegalHold",
-        "LeaseIdMissing",
-        "LeaseIdMismatchWithBlobOperation",
-        "BlobIsImmutable",
-        "AuthorizationPermissionMismatch",
-        "BlobOverwritten",
-    }
-)
 OUTSIDE_LAYOUT = "name outside the PT1H.json layout"
-STEP_ROWS = 1000  # index rows or cursors per deletion step (one audit update before each)
+STEP_ROWS = 1000  # cursors per deletion step (one audit update before each)
 STEP_BLOBS = 100  # blobs per deletion step
-# An oversize body whose record row is missing is an orphan once nobody can be writing it
-# (the writer uploads the body, then creates the row, at once).
-ORPHAN_AFTER = timedelta(hours=1)
 _YEAR_FOLDER = re.compile(r"/y=(\d{4})/$")
-_BODY_NAME = re.compile(r"(\d{4})/(\d{2})/(\d{2})/(\d{19}_[^/]+)\.json")
 _T = TypeVar("_T")
+__all__ = ["PROTECTED_BLOB_ERRORS", "Budget", "RetentionJob", "enforce_retention"]
 
 
 def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
@@ -108,7 +80,7 @@ class RetentionJob:
         self._as_of = as_of
         self._dry_run = dry_run
         self._budget = budget
-        self._deleted_blobs: set[str] = set()  # archive blobs this run deleted (or would)
+        self._deleted_blobs: set[str] = set()  # PT1H.json blobs this run deleted (or would)
         self.report = RetentionReport(as_of=as_of.isoformat(), dry_run=dry_run)
         self._audit = AuditRow(stores.runs, self.report)
 
@@ -125,13 +97,10 @@ class RetentionJob:
         return self.report
 
     def _steps(self) -> None:
-        groups = self._policy.category_groups(self._as_of)
-        self._lookups(groups)
-        self._records(groups)
-        if groups and not self._budget.spent():
-            self._orphan_bodies(max(group.cutoff for group in groups))
-        self._count_kept()
-        # Archive blobs and dead letters may hold any category: past the longest limit only.
+        ArchiveRetention(
+            self._stores, self._policy, self._audit, as_of=self._as_of, spent=self._budget.spent
+        ).run()
+        # Azure's export and dead letters may hold any category: past the longest limit only.
         longest = self._policy.longest_cutoff(self._as_of)
         if longest is None:
             return
@@ -142,122 +111,21 @@ class RetentionJob:
         if not self._budget.spent():
             self._deadletters(longest)
 
-    def _delete_rows(self, table: TableClient, rows: Sequence[dict[str, Any]]) -> None:
-        if not self._dry_run:
-            delete_rows(table, rows)
-
-    def _expired_rows(
-        self, table: TableClient, group: CategoryGroup, low: str, high: str, row_time: RowTime
-    ) -> Iterator[dict[str, Any]]:
-        """Rows of the group's categories in [low, high) that are past the group's cutoff.
-
-        The category is filtered by the service (bound parameters), so rows that a longer
-        limit keeps are not even sent; the exact age is judged here, to the tick.
-        """
-        category_filter, parameters = group.filter()
-        for row in table.query_entities(
-            f"PartitionKey ge @low and PartitionKey lt @high{category_filter}",
-            parameters={"low": low, "high": high, **parameters},
-            select=["PartitionKey", "RowKey", "CategoryValue", "BodyBlob"],
-        ):
-            if self._budget.spent():
-                return
-            moment = time_or_none(row_time, row["RowKey"])
-            if moment is not None and moment < group.cutoff:
-                yield row
-
-    def _lookups(self, groups: list[CategoryGroup]) -> None:
-        for group in groups:
-            upper = month_after(group.cutoff)
-            for kind in LOOKUP_COLUMNS:
-                rows = self._expired_rows(
-                    self._stores.lookup, group, f"{kind}|", f"{kind}|{upper}", lookup_time
-                )
-                for step in _chunked(rows, STEP_ROWS):
-                    self._delete_lookups(step, by_subscription=kind == "s")
-
-    def _delete_lookups(self, rows: list[dict[str, Any]], *, by_subscription: bool) -> None:
-        self.report.lookups_deleted += len(rows)
-        if by_subscription:
-            subscriptions = Counter(row["RowKey"].rsplit("|", 1)[0] for row in rows)
-            add_counts(self.report.deleted_by_subscription, subscriptions)
-        self._audit.before_step()
-        self._delete_rows(self._stores.lookup, rows)
-
-    def _records(self, groups: list[CategoryGroup]) -> None:
-        """Delete expired record rows, oldest day partition first, group by group."""
-        for group in groups:
-            rows = self._expired_rows(
-                self._stores.records, group, "0", day_after(group.cutoff), time_of_row_key
-            )
-            for step in _chunked(rows, STEP_ROWS):
-                self._delete_records(step)
-
-    def _delete_records(self, rows: list[dict[str, Any]]) -> None:
-        bodies = [row["BodyBlob"] for row in rows if row.get("BodyBlob")]
-        self.report.records_deleted += len(rows)
-        self.report.oversize_blobs_deleted += len(bodies)
-        categories = Counter(str(row.get("CategoryValue", "")) for row in rows)
-        add_counts(self.report.deleted_by_category, categories)
-        self._audit.before_step()
-        self._delete_rows(self._stores.records, rows)
-        for name in bodies:
-            if not self._delete_body(name):
-                self.report.oversize_blobs_deleted -= 1
-
-    def _orphan_bodies(self, cutoff: datetime) -> None:
-        """Oversize bodies older than the shortest limit whose record row is gone: a run
-        stopped between the row and its body left them."""
-        self._delete_blobs(self._orphans(cutoff), self._delete_body, "oversize_blobs_deleted")
-
-    def _orphans(self, cutoff: datetime) -> Iterator[str]:
-        last_day = f"{cutoff.year:04d}/{cutoff.month:02d}/{cutoff.day:02d}"
-        idle_before = datetime.now(UTC) - ORPHAN_AFTER
-        if not self._stores.oversize.exists():
+    def _delete_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Delete cursors, a transaction per hour and hundred; one gone already is no error."""
+        if self._dry_run:
             return
-        for blob in self._stores.oversize.list_blobs():
-            if self._budget.spent():
-                return
-            match = _BODY_NAME.fullmatch(blob.name)
-            if match is None:
-                continue
-            if blob.name[:10] > last_day:
-                return  # names sort by day: the rest are younger
-            moment = time_or_none(time_of_row_key, match[4])
-            if moment is None or moment >= cutoff or blob.last_modified >= idle_before:
-                continue
+        cursors = self._stores.cursors
+        keys = [{"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"]} for r in rows]
+        for batch in transactions(keys):
             try:
-                self._stores.records.get_entity(
-                    f"{match[1]}{match[2]}{match[3]}", match[4], select=["RowKey"]
-                )
-            except ResourceNotFoundError:
-                yield blob.name
-
-    def _delete_body(self, name: str) -> bool:
-        container = self._stores.oversize
-        return self._delete_blob(container, name, f"{container.container_name}/{name}")
-
-    def _count_kept(self) -> None:
-        """Count the records that stay (one record row each) and find the oldest of them.
-
-        A dry run deleted nothing, so age is judged again here: what a real run would keep.
-        Bounded by the budget like the rest: a run that runs out reports `complete: false`.
-        """
-        oldest_kept: datetime | None = None
-        for row in self._stores.records.query_entities(
-            "PartitionKey ge @low", parameters={"low": "0"}, select=["RowKey", "CategoryValue"]
-        ):
-            if self._budget.spent():
-                break
-            moment = time_or_none(time_of_row_key, row["RowKey"])
-            if moment is None:
-                self.report.rows_unreadable += 1
-            elif self._policy.expired(row.get("CategoryValue", ""), moment, self._as_of):
-                continue
-            self.report.records_kept += 1
-            if moment is not None and (oldest_kept is None or moment < oldest_kept):
-                oldest_kept = moment
-        self.report.oldest_kept = oldest_kept.isoformat() if oldest_kept else None
+                cursors.submit_transaction([("delete", key) for key in batch])
+            except TableTransactionError:
+                for key in batch:
+                    try:
+                        cursors.delete_entity(key["PartitionKey"], key["RowKey"])
+                    except ResourceNotFoundError:
+                        continue
 
     def _delete_blobs(
         self, names: Iterable[str], delete: Callable[[str], bool], counter: str
@@ -291,13 +159,9 @@ class RetentionJob:
             code = str(getattr(error, "error_code", "") or error.status_code)
             if code not in PROTECTED_BLOB_ERRORS and error.status_code not in (403, 409, 412):
                 raise
-            self._skip(shown, code)
+            self.report.skip(shown, code)
             return False
         return True
-
-    def _skip(self, blob: str, reason: str) -> None:
-        self.report.blobs_skipped.append({"blob": blob, "reason": reason})
-        log.warning("blob kept", extra={"blob": blob, "reason": reason})
 
     def _old_archive_blobs(self, archive: ContainerClient, cutoff: datetime) -> Iterator[str]:
         """Blobs whose whole hour is past the cutoff (its last event may be at :59:59).
@@ -311,7 +175,7 @@ class RetentionJob:
                     return
                 hour = BlobPath.parse(blob.name).hour
                 if hour is None:
-                    self._skip(blob.name, OUTSIDE_LAYOUT)
+                    self.report.skip(blob.name, OUTSIDE_LAYOUT)
                 elif hour < first_hour_kept:
                     yield blob.name
 
@@ -344,7 +208,7 @@ class RetentionJob:
         for step in _chunked(self._without_blob(rows), STEP_ROWS):
             self.report.cursors_deleted += len(step)
             self._audit.before_step()
-            self._delete_rows(self._stores.cursors, step)
+            self._delete_rows(step)
 
     def _without_blob(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         archive = self._stores.archive

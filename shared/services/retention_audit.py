@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,31 +26,48 @@ MAX_ERROR_TEXT = 2_000
 
 @dataclass(slots=True)
 class RetentionReport:
+    """What a run deleted and kept. Records are counted from manifest rows (their `N`), so
+    deletions by category are known without reading a blob; by subscription they are not
+    (a manifest does not say), and are not reported."""
+
     as_of: str
     dry_run: bool
-    records_deleted: int = 0
-    records_kept: int = 0
-    rows_unreadable: int = 0  # record rows whose RowKey gives no time: kept, counted as kept
-    lookups_deleted: int = 0
-    oversize_blobs_deleted: int = 0
-    blobs_deleted: int = 0
+    records_deleted: int = 0  # records of the archive blobs deleted (manifest counts)
+    records_kept: int = 0  # records of the committed blobs that stay
+    rows_unreadable: int = 0  # manifest rows whose keys name no blob: kept, not counted
+    archive_blobs_deleted: int = 0  # committed archive blobs deleted
+    days_deleted: int = 0  # (class, day) units deleted
+    tables_dropped: int = 0  # month tables dropped whole
+    key_rows_deleted: int = 0
+    orphans_swept: int = 0  # archive blobs without a manifest (a write that never committed)
+    requests: int = 0  # storage requests the archive's retention made (see retention_archive)
+    blobs_deleted: int = 0  # Azure's PT1H.json blobs
     blobs_skipped: list[dict[str, str]] = field(default_factory=list)
     cursors_deleted: int = 0
     deadletters_deleted: int = 0
     deleted_by_category: dict[str, int] = field(default_factory=dict)
-    deleted_by_subscription: dict[str, int] = field(default_factory=dict)
     oldest_kept: str | None = None
     complete: bool = False
     error: str | None = None
     seconds: float = 0.0
 
+    def skip(self, blob: str, reason: str) -> None:
+        """A blob kept that was due to go (protected, or named outside the layout)."""
+        self.blobs_skipped.append({"blob": blob, "reason": reason})
+        log.warning("blob kept", extra={"blob": blob, "reason": reason})
+
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def add_counts(totals: dict[str, int], counts: Counter[str]) -> None:
+def add_counts(totals: dict[str, int], counts: Mapping[str, int]) -> None:
+    """Add counts (negative ones take back); a name whose total is 0 is left out."""
     for name, count in counts.items():
-        totals[name] = totals.get(name, 0) + count
+        total = totals.get(name, 0) + count
+        if total:
+            totals[name] = total
+        else:
+            totals.pop(name, None)
 
 
 def audit_json(value: dict[str, Any] | list[Any]) -> tuple[str, int | None]:

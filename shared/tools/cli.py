@@ -257,6 +257,14 @@ def cmd_query(args: argparse.Namespace) -> int:
         return query_main(args, app, sys.stdout)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from shared.tools.verify_cli import verify_main, verify_range
+
+    span = verify_range(args.since, args.until)  # bad flags: exit 2 before storage is touched
+    with _runtime() as app:
+        return verify_main(args, span, app, sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m shared",
@@ -340,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("--format", choices=("json", "table"), default="json")
     query.set_defaults(run=cmd_query)
+
+    verify = verbs.add_parser(
+        "verify",
+        help="prove the archive complete and unaltered",
+        description="Check every committed archive blob against its manifest (SHA-256, size, "
+        "count, JSON lines) and the index against the archive (claims, postings), and list "
+        "what is missing, altered, duplicated, unarchived, unindexed, dangling, orphaned or "
+        "foreign. Exit 0: the archive is proven; 3: problems, listed; 2: bad arguments.",
+    )
+    verify.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default: all")
+    verify.add_argument("--until", help="ISO 8601 time or relative; default: all")
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    verify.set_defaults(run=cmd_verify)
 
     backfill = verbs.add_parser(
         "backfill",

@@ -222,10 +222,7 @@ def _drive_source(app: Runtime, source: Path, say: Callable[[str], None]) -> int
 def _examples(app: Runtime, out: TextIO) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     newest = run_query(
-        parse_query({"limit": "1", "since": "30d"}, now),
-        records=app.stores.records,
-        lookup=app.stores.lookup,
-        reader=app.reader,
+        parse_query({"limit": "1", "since": "30d"}, now), tables=app.tables, reader=app.reader
     ).records
     if not newest:
         return []
@@ -246,12 +243,7 @@ def _examples(app: Runtime, out: TextIO) -> list[dict[str, Any]]:
     for title, params in examples:
         if any(value == "" for value in params.values()):
             continue
-        page = run_query(
-            parse_query(params, now),
-            records=app.stores.records,
-            lookup=app.stores.lookup,
-            reader=app.reader,
-        )
+        page = run_query(parse_query(params, now), tables=app.tables, reader=app.reader)
         flags = " ".join(f"--{name.replace('_', '-')} {value!r}" for name, value in params.items())
         out.write(f"\n$ python -m shared query {flags} --format table   # {title}\n")
         out.write(format_table(page.records))

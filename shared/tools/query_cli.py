@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
-from azure.data.tables import TableClient
 
+from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime
 from shared.core.query_spec import (
     CONTROL,
@@ -101,7 +101,7 @@ def _as_flags(message: str) -> str:
     return f"{_FLAGS[name]}{space}{rest}" if name in _FLAGS else message
 
 
-def _searched(query: ActivityQuery, params: Mapping[str, str], records: TableClient) -> str:
+def _searched(query: ActivityQuery, params: Mapping[str, str], tables: IndexTables) -> str:
     """Standard error's account of an empty result: which range was searched, and why."""
     if "since" in params:
         how = "the range asked for"
@@ -112,7 +112,7 @@ def _searched(query: ActivityQuery, params: Mapping[str, str], records: TableCli
             f"the last {DEFAULT_SPAN.days} days (the default without --since or a key filter; "
             "give --since to search further back)"
         )
-    oldest = oldest_indexed_day(records)
+    oldest = oldest_indexed_day(tables)
     held = f"the index holds records from {oldest.date().isoformat()} on" if oldest else ""
     held = held or "the index is empty"
     return (
@@ -136,15 +136,14 @@ def _write_pages(
     while True:
         page = run_query(
             replace(query, limit=min(MAX_LIMIT, query.limit - written)),
-            records=runtime.stores.records,
-            lookup=runtime.stores.lookup,
+            tables=runtime.tables,
             reader=runtime.reader,
             continuation=continuation,
         )
         for record in page.records:
             out.write(table_row(record) if table else orjson.dumps(record).decode("utf-8") + "\n")
-        for row_key in page.unreadable:  # damaged storage: named, never silently missing
-            err.write(f"• record {row_key} matches the index but cannot be read; skipped\n")
+        for name in page.unreadable:  # damaged storage: named, never silently missing
+            err.write(f"• records in {name} match the index but cannot be read; skipped\n")
         written += len(page.records)
         continuation = page.continuation
         if continuation is None or written >= query.limit:
@@ -157,8 +156,7 @@ def _more_match(query: ActivityQuery, runtime: Runtime, continuation: str) -> bo
     """After a full page: whether another record matches (None: not known after one page)."""
     page = run_query(
         replace(query, limit=1),
-        records=runtime.stores.records,
-        lookup=runtime.stores.lookup,
+        tables=runtime.tables,
         reader=runtime.reader,
         continuation=continuation,
     )
@@ -179,9 +177,9 @@ def query_main(
     params = {
         name: str(value) for name in PARAMETERS if (value := getattr(args, name, None)) is not None
     }
-    records = runtime.stores.records
+    tables = runtime.tables
     try:
-        query = read_query(params, datetime.now(UTC), records, max_limit=MAX_TOTAL)
+        query = read_query(params, datetime.now(UTC), tables, max_limit=MAX_TOTAL)
         written, continuation = _write_pages(query, runtime, args.format == "table", out, err)
         more = None if continuation is None else _more_match(query, runtime, continuation)
     except QueryError as error:
@@ -189,7 +187,7 @@ def query_main(
         return 2
     out.flush()
     if written == 0:
-        print(_searched(query, params, records), file=err)
+        print(_searched(query, params, tables), file=err)
     elif more is not False and continuation is not None:
         maybe = "more records match" if more else "more records may match"
         print(

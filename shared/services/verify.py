@@ -1,0 +1,387 @@
+"""`verify`: proof that the archive is complete and unaltered, read from the archive and its index.
+
+For every day in [since, until) (a day is in when any part of it is):
+
+* each committed blob (manifest row) exists (else `missing`); its bytes' SHA-256 is the
+  manifest's and the blob's `sha256` metadata, its size is the manifest's, it holds N lines,
+  each a JSON object with an EventKey (else `altered`);
+* each EventKey is in exactly one committed blob (else `duplicated`);
+* each event of a committed blob is claimed by a claim row naming that blob (else
+  `unindexed`); each event a claim row holds is in a committed blob of its day, its own or,
+  when the claim went stale and a later one took the event over, another (else
+  `unarchived`, once the claim is older than CLAIM_TIMEOUT: a younger one whose blob is not
+  committed is a write in flight, counted as `pending`);
+* each posting row's blob is committed (else `dangling`), except a posting whose blob is gone
+  and whose class-day has no manifest left: retention deletes a class-day whole and leaves
+  postings (partitioned by value, not by day) until the month's table drops;
+* each blob of the archive container is committed (else `orphaned` once older than
+  CLAIM_TIMEOUT, `pending` before) and named by the layout (else `foreign`: reported, not a
+  failure, for it is nothing the app wrote).
+
+Writes may run meanwhile: a blob committed after its manifests were read is re-read with the
+reader before it is called a problem. Memory holds one month's manifests and blob listing,
+one day's claims, and the EventKeys seen so far (16 bytes each, for duplicates).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from shared.adapters.archive_store import SHA256, ArchiveStore, StoredBlob
+from shared.adapters.index_tables import IndexTables
+from shared.core.archive_format import decode_lines, decode_record
+from shared.core.archive_keys import (
+    CLAIM,
+    CLASS_CODES,
+    BlobRef,
+    event_id,
+    month_of,
+    posting_ref,
+    slot_partitions,
+)
+from shared.core.keys import LOOKUP_COLUMNS
+from shared.services.archive_read import ArchiveReader, Manifest
+from shared.services.archive_write import CLAIM_TIMEOUT
+from shared.services.claim_log import Claim, parse_claim
+
+# What makes the archive unproven (exit 3); `foreign` is reported beside them.
+FAILURES = ("missing", "altered", "duplicated", "unarchived", "unindexed", "dangling", "orphaned")
+KINDS = (*FAILURES, "foreign")
+MAX_LISTED = 10_000  # problems listed per kind; the counts go on past it
+_EVENT_KEY = re.compile(r"[0-9a-f]{32}")
+_RANGE = "PartitionKey ge @low and PartitionKey lt @high"
+_CLAIMS = "PartitionKey ge @low and PartitionKey le @high and RowKey ge @first and RowKey lt @after"
+_PAST_CLAIMS = chr(ord(CLAIM) + 1)  # sorts after every claim's RowKey, before mark rows
+_POSTINGS = "PartitionKey eq @pk"
+# What damaged bytes raise when decoded (orjson's JSONDecodeError is a ValueError).
+_DAMAGED = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    name: str  # a blob's name, an EventKey, or a row's `month/PartitionKey/RowKey`
+    detail: str
+    blobs: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "detail": self.detail, "blobs": list(self.blobs)}
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    since: datetime | None
+    until: datetime | None
+    months: int = 0
+    blobs: int = 0  # committed blobs read
+    records: int = 0  # lines checked in them
+    bytes: int = 0
+    pending: int = 0  # writes in flight: young uncommitted blobs and claims
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: dict[str, list[Problem]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+
+    def add(self, kind: str, name: str, detail: str, blobs: tuple[str, ...] = ()) -> None:
+        self.counts[kind] += 1
+        if len(self.problems[kind]) < MAX_LISTED:
+            self.problems[kind].append(Problem(name, detail, blobs))
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts[kind] for kind in FAILURES)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "months": self.months,
+            "blobs": self.blobs,
+            "records": self.records,
+            "bytes": self.bytes,
+            "pending": self.pending,
+            "counts": {kind: self.counts[kind] for kind in KINDS},
+            **{kind: [p.as_dict() for p in self.problems[kind]] for kind in KINDS},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """One committed blob as read: its size, and its EventKeys or what is wrong with it."""
+
+    ref: BlobRef
+    size: int
+    event_keys: list[str]
+    missing: bool = False
+    altered: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """The days verified: [first, last], both inclusive (None: unbounded)."""
+
+    first: date | None
+    last: date | None
+
+    @classmethod
+    def of(cls, since: datetime | None, until: datetime | None) -> _Span:
+        last = (until.astimezone(UTC) - timedelta(microseconds=1)).date() if until else None
+        return cls(since.astimezone(UTC).date() if since else None, last)
+
+    def holds(self, day: date) -> bool:
+        return (self.first is None or day >= self.first) and (self.last is None or day <= self.last)
+
+    def days_of(self, month: str) -> list[date]:
+        first = date(int(month[:4]), int(month[4:6]), 1)
+        days = (first + timedelta(days=n) for n in range(31))
+        return [day for day in days if month_of(day) == month and self.holds(day)]
+
+
+def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock, by name
+    tables: IndexTables,
+    archive: ArchiveStore,
+    reader: ArchiveReader,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    now: datetime,
+) -> VerifyReport:
+    """Check every day of [since, until) (None: unbounded) of the archive and its index."""
+    return _Verifier(tables, archive, reader, now, VerifyReport(since, until)).run()
+
+
+class _Verifier:
+    def __init__(
+        self,
+        tables: IndexTables,
+        archive: ArchiveStore,
+        reader: ArchiveReader,
+        now: datetime,
+        report: VerifyReport,
+    ) -> None:
+        self._tables = tables
+        self._archive = archive
+        self._reader = reader
+        self._old = now - CLAIM_TIMEOUT  # what was written before this has no live writer
+        self._span = _Span.of(report.since, report.until)
+        self.report = report
+        self._seen: dict[bytes, int] = {}  # EventKey -> index of its first blob in _names
+        self._names: list[str] = []
+        self._duplicates: dict[str, list[str]] = defaultdict(list)
+        # The month being verified: its committed blobs, its listed blobs, and those of its
+        # committed blobs that are missing or altered (their key rows are not judged again).
+        self._manifests: dict[BlobRef, Manifest] = {}
+        self._stored: dict[BlobRef, StoredBlob] = {}
+        self._unreadable: set[BlobRef] = set()
+
+    def run(self) -> VerifyReport:
+        months = set(self._tables.months())
+        for blob in self._archive.blobs():  # one pass for names outside the layout
+            ref = BlobRef.of_name(blob.name)
+            if ref is None:
+                self.report.add("foreign", blob.name, "a name outside the archive's layout")
+            elif self._span.holds(ref.day):
+                months.add(ref.month)
+        for month in sorted(months):
+            days = self._span.days_of(month)
+            if days:
+                self.report.months += 1
+                self._month(month, days)
+        for event_key, names in self._duplicates.items():
+            first = self._names[self._seen[bytes.fromhex(event_key)]]
+            self.report.add("duplicated", event_key, "one event in several blobs", (first, *names))
+        return self.report
+
+    def _month(self, month: str, days: list[date]) -> None:
+        self._manifests = manifests = self._read_manifests(month, days[0], days[-1])
+        self._stored = stored = {}
+        self._unreadable = set()
+        for archive_class in CLASS_CODES:
+            prefix = f"class={archive_class}/y={month[:4]}/m={month[4:]}/"
+            for blob in self._archive.blobs(prefix):
+                ref = BlobRef.of_name(blob.name)
+                if ref is not None and ref.day in days:
+                    stored[ref] = blob
+        for day in days:
+            self._day(month, day)
+        for ref, blob in stored.items():
+            if ref not in manifests:
+                self._uncommitted_blob(ref, blob)
+        self._postings(month, days)
+
+    def _read_manifests(self, month: str, first: date, last: date) -> dict[BlobRef, Manifest]:
+        bounds = {"low": f"m{first.day:02d}", "high": f"m{last.day + 1:02d}"}
+        manifests: dict[BlobRef, Manifest] = {}
+        for row in self._tables.query(month, _RANGE, bounds):
+            partition, row_key = row["PartitionKey"], row["RowKey"]
+            try:
+                ref = BlobRef.of_manifest(month, partition, row_key)
+                manifests[ref] = Manifest.of_row(ref, row)
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                name = f"{month}/{partition}/{row_key}"
+                self.report.add("altered", name, f"manifest row unreadable: {error}")
+        return manifests
+
+    # --- one day: its committed blobs and its claims ---------------------------------------
+
+    def _day(self, month: str, day: date) -> None:
+        claims = self._claims(month, day)
+        # (event id, blob id) of every claim, packed: one small bytes object each.
+        claimed = {event + _blob_bytes(claim.ref) for _, claim in claims for event in claim.ids}
+        manifests, stored = self._manifests, self._stored
+        refs = sorted(ref for ref in manifests if ref.day == day)
+        checked = self._tables.parallel(
+            lambda ref: _check_blob(self._archive, manifests[ref], stored.get(ref)), refs
+        )
+        archived: set[bytes] = set()  # event ids of the day's intact committed blobs
+        for blob in checked:
+            if blob.missing:
+                self.report.add("missing", blob.ref.name, "committed, and the blob is gone")
+            elif blob.altered is not None:
+                self.report.add("altered", blob.ref.name, blob.altered)
+            if blob.missing or blob.altered is not None:
+                self._unreadable.add(blob.ref)
+                continue
+            self.report.blobs += 1
+            self.report.bytes += blob.size
+            self.report.records += len(blob.event_keys)
+            archived.update(self._events(blob, claimed))
+        del claimed
+        for name, claim in claims:
+            self._settle_claim(name, claim, archived)
+
+    def _claims(self, month: str, day: date) -> list[tuple[str, Claim]]:
+        """The day's claim rows (every slot), each with its `month/PartitionKey/RowKey`."""
+        slots = slot_partitions(day)
+        bounds = {"low": slots[0], "high": slots[-1], "first": CLAIM, "after": _PAST_CLAIMS}
+        claims: list[tuple[str, Claim]] = []
+        for row in self._tables.query(month, _CLAIMS, bounds):
+            name = f"{month}/{row['PartitionKey']}/{row['RowKey']}"
+            try:
+                claims.append((name, parse_claim(day, row)))
+            except (KeyError, ValueError, TypeError) as error:
+                self.report.add("unarchived", name, f"claim row unreadable: {error!r}")
+        return claims
+
+    def _events(self, blob: _Checked, claimed: set[bytes]) -> Iterator[bytes]:
+        """Each event's duplicate and claim checks; the blob's event ids."""
+        ref = blob.ref
+        index = len(self._names)
+        self._names.append(ref.name)
+        in_blob: set[bytes] = set()
+        suffix = _blob_bytes(ref)
+        for event_key in blob.event_keys:
+            compact = bytes.fromhex(event_key)
+            if self._seen.setdefault(compact, index) != index or compact in in_blob:
+                self._duplicates[event_key].append(ref.name)
+            in_blob.add(compact)
+            event = event_id(event_key)
+            if event + suffix not in claimed:
+                self.report.add("unindexed", event_key, "no claim names its blob", (ref.name,))
+            yield event
+
+    def _settle_claim(self, name: str, claim: Claim, archived: set[bytes]) -> None:
+        """A claim whose events are not all archived: a write in flight, or events lost."""
+        ref = claim.ref
+        lost = [event for event in claim.ids if event not in archived]
+        if not lost or ref in self._unreadable:
+            return  # all archived (here or by a later claim), or reported with its blob
+        young = claim.written is not None and claim.written >= self._old
+        if ref not in self._manifests and (young or self._reader.manifest(ref) is not None):
+            self.report.pending += 1  # in flight, or committed while verify ran
+            return
+        detail = f"{len(lost)} claimed events in no committed blob, e.g. {lost[0].hex()}"
+        self.report.add("unarchived", name, detail, (ref.name,))
+
+    # --- blobs without a manifest, and postings ---------------------------------------------
+
+    def _uncommitted_blob(self, ref: BlobRef, blob: StoredBlob) -> None:
+        if blob.last_modified >= self._old or self._reader.manifest(ref) is not None:
+            self.report.pending += 1
+        else:
+            self.report.add("orphaned", ref.name, "uploaded, never committed")
+
+    def _postings(self, month: str, days: list[date]) -> None:
+        manifests, stored = self._manifests, self._stored
+        kinds = list(LOOKUP_COLUMNS)  # a posting partition is its kind
+        found = self._tables.parallel(lambda kind: self._posting_refs(month, kind), kinds)
+        named: dict[BlobRef, str] = {}
+        for refs in found:
+            for ref, row in refs.items():
+                named.setdefault(ref, row)
+        committed_days = {(ref.archive_class, ref.day) for ref in manifests}
+        for ref, row in sorted(named.items()):
+            if ref in manifests or ref.day not in days:
+                continue
+            blob = stored.get(ref)
+            if blob is None and (ref.archive_class, ref.day) not in committed_days:
+                continue  # the class-day is gone (retention): postings stay till the month goes
+            if self._reader.manifest(ref) is not None or (
+                blob is not None and blob.last_modified >= self._old
+            ):
+                self.report.pending += 1
+            else:
+                detail = "posting names an uncommitted blob"
+                self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
+
+    def _posting_refs(self, month: str, partition: str) -> dict[BlobRef, str]:
+        """The blobs a posting partition names, each with one of its rows."""
+        refs: dict[BlobRef, str] = {}
+        for row in self._tables.query(month, _POSTINGS, {"pk": partition}, select=["RowKey"]):
+            try:
+                ref = posting_ref(month, row["RowKey"])
+            except (ValueError, KeyError, IndexError):
+                continue  # not a posting row this layout writes
+            refs.setdefault(ref, f"{partition}/{row['RowKey']}")
+        return refs
+
+
+def _blob_bytes(ref: BlobRef) -> bytes:
+    return ref.blob_id.to_bytes(8, "big")
+
+
+def _check_blob(archive: ArchiveStore, manifest: Manifest, stored: StoredBlob | None) -> _Checked:
+    """Read one committed blob whole and check it against its manifest and metadata."""
+    ref = manifest.ref
+    data = archive.read(ref.name) if stored is not None else None
+    if stored is None or data is None:
+        return _Checked(ref, 0, [], missing=True)
+    keys: list[str] = []
+    problem = _bytes_problem(data, manifest, stored) or _lines_problem(data, manifest, keys)
+    return _Checked(ref, len(data), [] if problem else keys, altered=problem)
+
+
+def _bytes_problem(data: bytes, manifest: Manifest, stored: StoredBlob) -> str | None:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest.sha256:
+        return "its SHA-256 is not the manifest's"
+    if stored.metadata.get(SHA256) != digest:
+        return "its SHA-256 is not its metadata's"
+    if manifest.offsets and manifest.offsets[-1] != len(data):
+        return f"{len(data)} bytes, the manifest says {manifest.offsets[-1]}"
+    return None
+
+
+def _lines_problem(data: bytes, manifest: Manifest, keys: list[str]) -> str | None:
+    """What is wrong with a blob's lines, if anything; their EventKeys go to `keys`."""
+    try:
+        lines = decode_lines(data)
+    except _DAMAGED as error:
+        return f"not gzip JSON lines: {error}"
+    if len(lines) != manifest.count:
+        return f"{len(lines)} lines, N is {manifest.count}"
+    for number, line in enumerate(lines, start=1):
+        try:
+            event_key = decode_record(line).get("EventKey")
+        except _DAMAGED:
+            return f"line {number} is not a JSON object"
+        if not isinstance(event_key, str) or not _EVENT_KEY.fullmatch(event_key):
+            return f"line {number} has no EventKey"
+        keys.append(event_key)
+    return None

@@ -1,0 +1,246 @@
+"""`verify` on Azurite: a clean archive is proven; each kind of damage is found and named."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from shared import settings as names
+from shared.adapters.index_tables import as_int, int64
+from shared.bootstrap import Runtime
+from shared.core.archive_format import encode_blob, pack_offsets
+from shared.core.archive_keys import (
+    BlobRef,
+    claim_row,
+    event_id,
+    pack_ids,
+    slot_partition,
+    unpack_ids,
+)
+from shared.core.keys import parse_canonical_time
+from shared.core.normalize import normalize_input
+from shared.core.records import NormalizedRecord
+from shared.services.archive_write import plan_blobs
+from shared.services.verify import VerifyReport, verify
+from shared.settings import Settings
+from shared.tools.verify_cli import format_report
+from tests.archive_view import committed_blobs
+from tests.events import activity_event, envelope
+
+LATER = timedelta(hours=1)  # past CLAIM_TIMEOUT: nothing written by the test is in flight
+
+
+def _records(numbers: range, **overrides: object) -> list[NormalizedRecord]:
+    records, rejections = normalize_input(
+        envelope([activity_event(n, **overrides) for n in numbers]), "test"
+    )
+    assert not rejections
+    return records
+
+
+def _verify(app: Runtime, *, later: bool = False, **span: datetime) -> VerifyReport:
+    now = datetime.now(UTC) + (LATER if later else timedelta())
+    return verify(
+        app.tables,
+        app.archive,
+        app.reader,
+        since=span.get("since"),
+        until=span.get("until"),
+        now=now,
+    )
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
+    environment = {
+        **os.environ,
+        names.STORAGE_CONNECTION: settings.storage_connection,
+        names.STORE_PREFIX: settings.store_prefix,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "shared", "verify", *args],
+        env=environment,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def _names(report: VerifyReport, kind: str) -> list[str]:
+    return [problem.name for problem in report.problems[kind]]
+
+
+def _archived(app: Runtime, count: int = 300) -> list[NormalizedRecord]:
+    records = _records(range(count)) + _records(range(20), category="Policy")
+    assert len(app.writer.write(records).indexed) == len(records)
+    return records
+
+
+def test_a_clean_archive_is_proven_by_the_service_and_the_cli(
+    app: Runtime, settings: Settings
+) -> None:
+    records = _archived(app)
+    report = _verify(app, later=True)
+    assert report.ok and report.counts.total() == 0 and report.pending == 0
+    assert report.blobs == 2 and report.records == len(records) and report.bytes > 0
+    result = _cli(settings, "--json")
+    assert result.returncode == 0, result.stderr
+    shown = orjson.loads(result.stdout)
+    assert shown["ok"] is True and shown["records"] == len(records) and shown["missing"] == []
+    plain = _cli(settings, "--since", "2024-05-01", "--until", "2024-05-02")
+    assert plain.returncode == 0, plain.stderr
+    assert b"complete and unaltered" in plain.stdout
+
+
+def test_altered_bytes_are_found(app: Runtime, settings: Settings) -> None:
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    other = encode_blob(_records(range(1000, 1005)))
+    blob = app.stores.records.get_blob_client(victim.name)
+    metadata = blob.get_blob_properties().metadata
+    blob.upload_blob(other.data, overwrite=True, metadata=metadata)
+    report = _verify(app)
+    assert _names(report, "altered") == [victim.name] and not report.ok
+    assert report.counts.total() == 1  # its key rows are not judged again
+    result = _cli(settings, "--json")
+    assert result.returncode == 3
+    assert [p["name"] for p in orjson.loads(result.stdout)["altered"]] == [victim.name]
+
+
+def test_a_deleted_blob_is_missing(app: Runtime, settings: Settings) -> None:
+    _archived(app)
+    victim = committed_blobs(app)[-1]
+    assert app.archive.delete([victim.name]) == {}
+    report = _verify(app, later=True)
+    assert _names(report, "missing") == [victim.name] and not report.ok
+    result = _cli(settings)
+    assert result.returncode == 3
+    assert f"missing  {victim.name}".encode() in result.stdout
+
+
+def test_a_deleted_manifest_leaves_a_blob_pending_then_orphaned(app: Runtime) -> None:
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    partition, row = victim.manifest_keys
+    app.tables.delete(victim.month, [{"PartitionKey": partition, "RowKey": row}])
+    young = _verify(app)
+    assert young.ok and young.pending > 0  # as a write in flight looks
+    old = _verify(app, later=True)
+    assert _names(old, "orphaned") == [victim.name] and not old.ok
+    # Its claims and postings now name an uncommitted blob too.
+    assert old.counts["unarchived"] > 0 and old.counts["dangling"] > 0
+
+
+def test_an_event_in_a_second_committed_blob_is_duplicated(app: Runtime) -> None:
+    records = _archived(app)
+    original = committed_blobs(app)
+    copy = records[5]
+    ref = plan_blobs([copy])[0].ref
+    encoded = encode_blob([copy])
+    app.archive.put(ref.name, encoded)
+    partition, row = ref.manifest_keys
+    ticks = parse_canonical_time(copy["TimeGenerated"])[1]
+    manifest: dict[str, Any] = {
+        "PartitionKey": partition,
+        "RowKey": row,
+        "N": 1,
+        "H": bytes.fromhex(encoded.sha256),
+        "O": pack_offsets(encoded.offsets),
+        "Lo": int64(ticks),
+        "Hi": int64(ticks),
+    }
+    assert app.tables.create(ref.month, [manifest]) == {}
+    report = _verify(app, later=True)
+    [duplicated] = report.problems["duplicated"]
+    assert duplicated.name == copy["EventKey"]
+    first = next(blob.name for blob in original if blob.archive_class == ref.archive_class)
+    assert sorted(duplicated.blobs) == sorted([first, ref.name])
+    assert _names(report, "unindexed") == [copy["EventKey"]]  # its key row names the first
+    assert not report.ok
+
+
+def _claim_rows(app: Runtime, ref: BlobRef) -> list[dict[str, Any]]:
+    """The claim rows naming a blob."""
+    rows = app.tables.query(
+        ref.month,
+        "PartitionKey ge @low and PartitionKey lt @high and RowKey ge @first and RowKey lt @after",
+        {"low": f"k{ref.day.day:02d}", "high": f"k{ref.day.day:02d}~", "first": "c", "after": "d"},
+    )
+    return [dict(row) for row in rows if as_int(row["B"]) == ref.blob_id]
+
+
+def test_an_event_its_claim_lost_is_unindexed(app: Runtime, settings: Settings) -> None:
+    records = _archived(app)
+    ref = committed_blobs(app)[0]
+    [claim] = _claim_rows(app, ref)
+    ids = unpack_ids(bytes(claim["K"]))
+    dropped = next(r for r in records if event_id(r["EventKey"]) == ids[3])
+    app.tables.upsert(ref.month, [{**claim, "K": pack_ids(ids[:3] + ids[4:])}])
+    report = _verify(app)
+    assert _names(report, "unindexed") == [dropped["EventKey"]] and not report.ok
+    assert report.problems["unindexed"][0].blobs == (ref.name,)
+    assert _cli(settings).returncode == 3
+
+
+def test_a_claim_never_committed_is_pending_then_unarchived(app: Runtime) -> None:
+    _archived(app)
+    [lost] = _records(range(5000, 5001))
+    ref = plan_blobs([lost])[0].ref
+    partition = slot_partition(lost["TimeGenerated"])
+    claim = {
+        "PartitionKey": partition,
+        "RowKey": claim_row(99),
+        "B": int64(ref.blob_id),
+        "C": ref.code,
+        "K": pack_ids([event_id(lost["EventKey"])]),
+    }
+    assert app.tables.create(ref.month, [claim]) == {}
+    young = _verify(app)
+    assert young.ok and young.pending == 1
+    old = _verify(app, later=True)
+    assert _names(old, "unarchived") == [f"{ref.month}/{partition}/{claim_row(99)}"]
+    assert old.problems["unarchived"][0].blobs == (ref.name,) and not old.ok
+
+
+def test_a_foreign_name_is_reported_without_failing(app: Runtime, settings: Settings) -> None:
+    _archived(app, 10)
+    weird = "class=administrative/y=2024/m=05/notes.txt"
+    app.stores.records.upload_blob(weird, b"hello")
+    report = _verify(app, later=True)
+    assert report.ok and _names(report, "foreign") == [weird]
+    result = _cli(settings)
+    assert result.returncode == 0, result.stderr
+    assert f"foreign  {weird}".encode() in result.stdout
+
+
+def test_names_shown_to_a_terminal_carry_no_control_characters() -> None:
+    report = VerifyReport(None, None)
+    report.add("orphaned", "class=other/\x1b[31mx.jsonl.gz", "uploaded, never committed")
+    shown = format_report(report)
+    assert "\x1b" not in shown and "orphaned  class=other/?[31mx.jsonl.gz" in shown
+    assert "NOT proven" in shown
+
+
+def test_damage_outside_the_range_is_not_looked_at(app: Runtime) -> None:
+    _archived(app, 10)
+    later_day = _records(range(10), time="2024-05-03T10:00:00.0000000Z")
+    app.writer.write(later_day)
+    victim = next(ref for ref in committed_blobs(app) if ref.day.day == 3)
+    app.archive.delete([victim.name])
+    may_first = datetime(2024, 5, 1, tzinfo=UTC)
+    assert _verify(app, since=may_first, until=may_first + timedelta(days=2)).ok
+    assert not _verify(app, since=may_first).ok
+    report = _verify(app, since=may_first, until=may_first + timedelta(days=2, seconds=1))
+    assert _names(report, "missing") == [victim.name]
+
+
+def test_bad_arguments_are_exit_two_with_one_line(settings: Settings) -> None:
+    for args in (["--since", "yesterday"], ["--since", "2024-05-02", "--until", "2024-05-01"]):
+        result = _cli(settings, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        message = result.stderr.decode().strip()
+        assert message.count("\n") == 0 and "--since" in message, message
