@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -10,7 +14,7 @@ from shared.bootstrap import Runtime
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, plan_blobs
-from tests.archive_view import archived_keys
+from tests.archive_view import archived_keys, index_rows
 from tests.events import activity_event, envelope
 
 
@@ -80,10 +84,68 @@ def test_a_fresh_claim_of_another_blob_is_left_to_its_writer_then_taken_over(
     assert sorted(archived_keys(app)) == sorted(r["EventKey"] for r in records)
 
 
-def _fail_on_manifests(create):  # type: ignore[no-untyped-def]
-    def failing(month, entities):  # type: ignore[no-untyped-def]
+def _fail_on_manifests(
+    create: Callable[[str, Sequence[dict[str, Any]]], Any],
+) -> Callable[[str, Sequence[dict[str, Any]]], Any]:
+    """`IndexTables.create`, failing when asked for manifests: a crash before the commit."""
+
+    def failing(month: str, entities: Sequence[dict[str, Any]]) -> Any:
         if entities and entities[0]["PartitionKey"].startswith("m"):
             raise RuntimeError("stopped before the commit")
         return create(month, entities)
 
     return failing
+
+
+def test_a_writer_that_knows_an_old_log_rereads_it_and_doubles_nothing(app: Runtime) -> None:
+    """Two processes (two writers, two claim caches): the one whose cache is behind finds out
+    by its failed append, reads what is new and takes none of the other's events."""
+    records = _records(range(60))
+    first = ArchiveWriter(app.tables, app.archive)
+    second = ArchiveWriter(app.tables, app.archive)
+    first.write(records[:10])  # `first` now knows the slot's log
+    second.write(records[10:40])  # appended behind `first`'s back
+    again = first.write(records[30:60])
+    assert len(again.indexed) == 20 and len(again.existing) == 10
+    assert archived_keys(app) == sorted(r["EventKey"] for r in records)
+
+
+def test_writers_at_once_on_overlapping_batches_archive_each_event_once(app: Runtime) -> None:
+    records = _records(range(200))
+    batches = [records[start : start + 80] for start in range(0, 200, 40)]
+    writers = [ArchiveWriter(app.tables, app.archive) for _ in batches]
+
+    def write(item: tuple[ArchiveWriter, list[NormalizedRecord]]) -> int:
+        writer, batch = item
+        for _ in range(50):  # as a retry policy would
+            try:
+                return len(writer.write(batch).indexed)
+            except ClaimedElsewhere:
+                time.sleep(0.05)
+        raise AssertionError("a writer never got through")
+
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        indexed = sum(pool.map(write, zip(writers, batches, strict=True)))
+    assert indexed == 200
+    assert archived_keys(app) == sorted(r["EventKey"] for r in records)
+
+
+def test_a_write_held_up_elsewhere_takes_back_its_own_claims(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that finds some of its events held by a live writer claims none of them, so
+    the other writer, retrying another grouping, is never held up by it in turn."""
+    records = _records(range(20))
+    monkeypatch.setattr(app.tables, "create", _fail_on_manifests(app.tables.create))
+    with pytest.raises(RuntimeError):
+        app.writer.write(records[:10])  # holds 0-9, never commits
+    monkeypatch.undo()
+    claims_before = index_rows(app, "k")
+    with pytest.raises(ClaimedElsewhere):
+        ArchiveWriter(app.tables, app.archive).write(records[5:20])
+    assert index_rows(app, "k") == claims_before
+    # The first writer's retry of its own batch goes through; the rest follows.
+    assert len(app.writer.write(records[:10]).indexed) == 10
+    rest = ArchiveWriter(app.tables, app.archive).write(records[5:20])
+    assert len(rest.indexed) == 10 and len(rest.existing) == 5
+    assert archived_keys(app) == sorted(r["EventKey"] for r in records)

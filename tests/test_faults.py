@@ -39,7 +39,13 @@ from shared.adapters.blobs import ArchiveBlob
 from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
 from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime, build_runtime, runtime
-from shared.core.archive_keys import KEY_ROW, MANIFEST_ROW, BlobRef, posting_ref
+from shared.core.archive_keys import (
+    KEY_ROW,
+    MANIFEST_ROW,
+    BlobRef,
+    posting_ref,
+    slot_partition,
+)
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.normalize import normalize_input
 from shared.core.pt1h import BlobPath
@@ -904,7 +910,7 @@ def write_at_once(writers: list[CountingWriter], batches: list[list[NormalizedRe
 
 
 def slot_time(round_number: int, n: int) -> str:
-    moment = HOUR + timedelta(hours=2 * round_number, seconds=40 * n)
+    moment = HOUR + timedelta(hours=2 * round_number, minutes=4 * n)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.0000000Z"
 
 
@@ -913,8 +919,8 @@ def test_two_writers_at_once_on_overlapping_batches_archive_each_event_once(
 ) -> None:
     expected = Expected()
     for round_number in range(3):
-        # Forty seconds apart: the batches span several ten-minute claim slots, claimed side
-        # by side, so each writer may win some slots of the overlap and lose others.
+        # Four minutes apart: the batches span several claim slots, claimed side by side, so
+        # each writer may win some slots of the overlap and lose others.
         events = [
             activity_event(1000 * round_number + n, time=f"{slot_time(round_number, n)}")
             for n in range(90)
@@ -927,6 +933,55 @@ def test_two_writers_at_once_on_overlapping_batches_archive_each_event_once(
         assert sum(writer.archived for writer in writers) == len(records)
     assert archived_keys(app) == sorted(expected.records)
     assert_exact(app, expected)
+
+
+def hold_append(
+    instance: Runtime, slot: str, until: threading.Event, done: threading.Event | None = None
+) -> None:
+    """Hold an instance's first claim append to `slot` until `until` is set; set `done` after
+    it. Other slots' appends go on (they run side by side)."""
+    tables = instance.tables
+    if not hasattr(tables, "append"):
+        return  # claims made another way: nothing to hold
+    real = tables.append
+    held = threading.Event()
+
+    def append(month: str, entities: Any) -> Any:
+        first = bool(entities) and entities[0]["PartitionKey"] == slot and not held.is_set()
+        if first:
+            held.set()
+            until.wait(10)
+        try:
+            return real(month, entities)
+        finally:
+            if first and done is not None:
+                done.set()
+
+    object.__setattr__(tables, "append", append)
+
+
+def test_two_writers_each_winning_a_slot_of_the_overlap_archive_each_event_once(
+    app: Runtime,
+) -> None:
+    events = [activity_event(n, time=slot_time(0, n)) for n in range(90)]
+    records = normalize_input(envelope(events), "x")[0]
+    first, last = (
+        slot_partition(records[30]["TimeGenerated"]),
+        slot_partition(records[59]["TimeGenerated"]),
+    )
+    assert first != last  # the overlap spans two claim slots
+    first_by_a, last_by_b, now = threading.Event(), threading.Event(), threading.Event()
+    now.set()
+    a, b = build_runtime(app.settings), build_runtime(app.settings)
+    # A claims the overlap's first slot before B does, B the last slot before A does.
+    hold_append(a, first, until=now, done=first_by_a)
+    hold_append(a, last, until=last_by_b)
+    hold_append(b, first, until=first_by_a)
+    hold_append(b, last, until=now, done=last_by_b)
+    writers = [CountingWriter(instance.tables, instance.archive) for instance in (a, b)]
+    write_at_once(writers, [records[:60], records[30:]])
+    assert sum(writer.archived for writer in writers) == len(records)
+    assert_exact(app, Expected().add(envelope(events), "x"))
 
 
 STALE_CLAIM_DOUBLED = (

@@ -73,9 +73,7 @@ def transactions(entities: Iterable[Entity]) -> list[list[Entity]]:
 class IndexTables:
     """The month tables of one store prefix."""
 
-    def __init__(
-        self, service: TableServiceClient, prefix: str, *, parallelism: int = 8
-    ) -> None:
+    def __init__(self, service: TableServiceClient, prefix: str, *, parallelism: int = 8) -> None:
         self._service = service
         self.prefix = prefix
         self._parallelism = parallelism
@@ -165,9 +163,7 @@ class IndexTables:
 
         def merge(batch: list[Entity]) -> None:
             try:
-                table.submit_transaction(
-                    [("update", e, {"mode": UpdateMode.MERGE}) for e in batch]
-                )
+                table.submit_transaction([("update", e, {"mode": UpdateMode.MERGE}) for e in batch])
             except TableTransactionError as error:
                 if getattr(error, "error_code", None) != "ResourceNotFound":
                     raise

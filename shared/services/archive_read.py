@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from azure.core.exceptions import HttpResponseError
+
 from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables, as_int
 from shared.core.archive_format import (
@@ -113,6 +115,11 @@ class ArchiveReader:
             return decode_lines(data)
         except _READ_ERRORS as error:
             return UnreadableRecord(ref.name, error)
+        except HttpResponseError as error:
+            # Bytes shorter than the manifest says (the blob was replaced): damaged, not down.
+            if error.status_code != 416:  # noqa: PLR2004 - Range Not Satisfiable
+                raise
+            return UnreadableRecord(ref.name, error)
 
     def blob_records(self, ref: BlobRef) -> list[NormalizedRecord] | UnreadableRecord | None:
         """Every record of a blob, in its order; None when the blob is gone."""
@@ -125,9 +132,7 @@ class ArchiveReader:
             return UnreadableRecord(ref.name, error)
 
 
-def _record_at(
-    ref: BlobRef, lines: list[bytes], index: int
-) -> NormalizedRecord | UnreadableRecord:
+def _record_at(ref: BlobRef, lines: list[bytes], index: int) -> NormalizedRecord | UnreadableRecord:
     try:
         return decode_record(lines[index])
     except _READ_ERRORS as error:

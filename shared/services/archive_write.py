@@ -21,51 +21,34 @@ ClaimedElsewhere before archiving anything, and the caller's retry or dead lette
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableTransactionError
-
 from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables, int64
 from shared.core.archive_format import encode_blob, pack_offsets
 from shared.core.archive_keys import (
-    CLASS_CODES,
     MAX_BLOB_RECORDS,
     SINGLE_ROW,
     SINGLE_ROW_VALUES,
     BlobRef,
     blob_id_for,
     category_class,
-    claim_row,
     day_of,
-    event_id,
-    id_chunks,
-    pack_ids,
     pack_postings,
     posting_row,
     second_of_day,
-    slot_partition,
     value_hash,
 )
 from shared.core.keys import LOOKUP_COLUMNS, parse_canonical_time
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
-from shared.services.claim_log import Claim, ClaimLogs
+from shared.services.claims import CLAIM_TIMEOUT, ClaimedElsewhere, Claimer
 
-# host.json's functionTimeout is 10 minutes: a claim older than this has no live writer.
-CLAIM_TIMEOUT = timedelta(minutes=15)
-CLAIM_ATTEMPTS = 20  # appends lost to other writers of the same slot before giving up
-APPEND_ROWS = 50  # claim rows of at most 60 KB each in one transaction: under its 4 MiB
-
-
-class ClaimedElsewhere(Exception):
-    """Some events are being archived right now by another writer: try again later."""
+__all__ = ["CLAIM_TIMEOUT", "ArchiveWriter", "ClaimedElsewhere", "plan_blobs", "postings"]
 
 
 @dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per planned blob
@@ -124,35 +107,6 @@ def archive_order(records: list[NormalizedRecord]) -> list[NormalizedRecord]:
     return sorted(records, key=lambda r: (r["TimeGenerated"], r["EventKey"]))
 
 
-@dataclass(slots=True)
-class SlotOutcome:
-    owned: list[tuple[PlannedBlob, NormalizedRecord]] = field(default_factory=list)
-    existing: list[NormalizedRecord] = field(default_factory=list)
-    held: int = 0
-
-
-class _Committed:
-    """Which blobs have their manifest, read once per write (threads share it)."""
-
-    def __init__(self, tables: IndexTables) -> None:
-        self._tables = tables
-        self._known: dict[BlobRef, bool] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, ref: BlobRef) -> bool:
-        with self._lock:
-            known = self._known.get(ref)
-        if known is None:
-            partition, row = ref.manifest_keys
-            known = self._tables.get(ref.month, partition, row) is not None
-            with self._lock:
-                self._known[ref] = known
-        return known
-
-
-Slot = tuple[str, date, str]  # month, day, claim partition
-
-
 class ArchiveWriter:
     """Writes records once each; a record already archived counts as a duplicate."""
 
@@ -167,8 +121,7 @@ class ArchiveWriter:
         self._tables = tables
         self._archive = archive
         self._clock = clock
-        self._claim_timeout = claim_timeout
-        self._logs = ClaimLogs(tables)
+        self._claims = Claimer(tables, clock, claim_timeout)
 
     def write(self, records: Sequence[NormalizedRecord]) -> WriteResult:
         result = WriteResult()
@@ -179,7 +132,9 @@ class ArchiveWriter:
             else:
                 unique[record["EventKey"]] = record
         planned = plan_blobs(list(unique.values()))
-        self._claim(planned, result)
+        existing = self._claims.claim(planned)  # raises ClaimedElsewhere: nothing written
+        result.duplicates.extend(existing)
+        result.existing.extend(existing)
         committed = self._archive_and_commit([blob for blob in planned if blob.owned])
         for blob in planned:
             if not blob.owned:
@@ -190,132 +145,6 @@ class ArchiveWriter:
                 result.duplicates.extend(blob.owned)
                 result.existing.extend(blob.owned)
         return result
-
-    # --- 1. claims -------------------------------------------------------------------------
-
-    def _claim(self, planned: list[PlannedBlob], result: WriteResult) -> None:
-        slots: dict[Slot, list[tuple[PlannedBlob, NormalizedRecord]]] = defaultdict(list)
-        for blob in planned:
-            for record in blob.records:
-                partition = slot_partition(record["TimeGenerated"])
-                slots[(blob.ref.month, blob.ref.day, partition)].append((blob, record))
-        committed = _Committed(self._tables)
-        mine = {blob.ref for blob in planned}
-        outcomes = self._tables.parallel(
-            lambda item: self._claim_slot(item[0], item[1], committed, mine), list(slots.items())
-        )
-        held = 0
-        for outcome in outcomes:
-            for blob, record in outcome.owned:
-                blob.owned.append(record)
-            result.duplicates.extend(outcome.existing)
-            result.existing.extend(outcome.existing)
-            held += outcome.held
-        if held:
-            raise ClaimedElsewhere(
-                f"{held} events are being archived by another writer; try again later"
-            )
-
-    def _claim_slot(
-        self,
-        slot: Slot,
-        members: list[tuple[PlannedBlob, NormalizedRecord]],
-        committed: _Committed,
-        mine: set[BlobRef],
-    ) -> SlotOutcome:
-        """Claim a slot's events: read its claims, append ours, again if another writer
-        appended first. One transaction an attempt, so each append is atomic."""
-        month, day, partition = slot
-        outcome = SlotOutcome()
-        pending = members
-        for _ in range(CLAIM_ATTEMPTS):
-            claims = self._logs.read(month, day, partition)
-            wanted = {event_id(record["EventKey"]) for _, record in pending}
-            owner = self._owners(claims, wanted, committed, mine)
-            free: dict[PlannedBlob, list[NormalizedRecord]] = defaultdict(list)
-            for blob, record in pending:
-                holder = owner.get(event_id(record["EventKey"]))
-                if holder is None:
-                    free[blob].append(record)
-                elif committed(holder.ref):
-                    outcome.existing.append(record)
-                elif holder.ref == blob.ref:
-                    outcome.owned.append((blob, record))  # a retry finishing its own claim
-                else:
-                    outcome.held += 1
-            if not free:
-                return outcome
-            sequence = max((claim.sequence for claim in claims), default=0) + 1
-            taken = self._append(month, partition, sequence, free)
-            outcome.owned.extend((blob, r) for blob in taken for r in free[blob])
-            pending = [(blob, r) for blob, r in pending if blob in free and blob not in taken]
-            if not pending:
-                return outcome
-        raise RuntimeError(f"claims of slot {partition} in {month} kept changing under us")
-
-    def _owners(
-        self,
-        claims: list[Claim],
-        wanted: set[bytes],
-        committed: _Committed,
-        mine: set[BlobRef],
-    ) -> dict[bytes, Claim]:
-        """Who holds each wanted event: a committed blob above all, else the first live
-        claim. Only claims holding a wanted event are judged (a manifest read each, once)."""
-        owner: dict[bytes, Claim] = {}
-        for claim in claims:
-            held = wanted.intersection(claim.ids)
-            if not held:
-                continue
-            if committed(claim.ref):
-                for claimed in held:
-                    if claimed not in owner or not committed(owner[claimed].ref):
-                        owner[claimed] = claim
-            elif self._live(claim, committed, mine):
-                for claimed in held:
-                    owner.setdefault(claimed, claim)
-        return owner
-
-    def _live(self, claim: Claim, committed: _Committed, mine: set[BlobRef]) -> bool:
-        """Whether a claim still holds its events: committed, ours, or its writer may live."""
-        if claim.ref in mine or committed(claim.ref):
-            return True
-        return claim.written is None or self._clock() - claim.written <= self._claim_timeout
-
-    def _append(
-        self,
-        month: str,
-        partition: str,
-        sequence: int,
-        free: dict[PlannedBlob, list[NormalizedRecord]],
-    ) -> set[PlannedBlob]:
-        """Append claim rows for as many blobs as one transaction takes; the blobs claimed
-        (none when another writer appended first)."""
-        entities: list[dict[str, Any]] = []
-        taken: set[PlannedBlob] = set()
-        for blob, records in free.items():
-            ids = [event_id(record["EventKey"]) for record in records]
-            rows = [
-                {
-                    "PartitionKey": partition,
-                    "RowKey": claim_row(sequence + len(entities) + index),
-                    "B": int64(blob.ref.blob_id),
-                    "C": CLASS_CODES[blob.ref.archive_class],
-                    "K": pack_ids(chunk),
-                }
-                for index, chunk in enumerate(id_chunks(ids))
-            ]
-            if entities and len(entities) + len(rows) > APPEND_ROWS:
-                break
-            entities.extend(rows)
-            taken.add(blob)
-        try:
-            self._tables.append(month, entities)
-        except (TableTransactionError, ResourceExistsError) as error:
-            if getattr(error, "error_code", None) != "EntityAlreadyExists":
-                raise
-            return set()
-        return taken
 
     # --- 2-4. archive, postings, manifests --------------------------------------------------
 

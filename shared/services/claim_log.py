@@ -62,6 +62,32 @@ class ClaimLogs:
         self._slots: OrderedDict[tuple[str, str], _Slot] = OrderedDict()
         self._lock = threading.Lock()
 
+    def known(self, month: str, partition: str) -> list[Claim] | None:
+        """The slot's claims as last read (and appended here); None when not read lately."""
+        with self._lock:
+            slot = self._slots.get((month, partition))
+            if slot is None or self._monotonic() - slot.read_at > MAX_AGE_SECONDS:
+                return None
+        with slot.lock:
+            return list(slot.claims)
+
+    def appended(self, month: str, partition: str, claims: list[Claim]) -> None:
+        """Claims this process appended right after the ones it knew (the append proved it)."""
+        with self._lock:
+            slot = self._slots.get((month, partition))
+        if slot is None:
+            return
+        with slot.lock:
+            if not slot.claims or claims[0].sequence == slot.last + 1:
+                slot.claims.extend(claims)
+            else:  # read by another thread meanwhile: let the next write read again
+                with self._lock:
+                    self._slots.pop((month, partition), None)
+
+    def forget(self, month: str, partition: str) -> None:
+        with self._lock:
+            self._slots.pop((month, partition), None)
+
     def read(self, month: str, day: date, partition: str) -> list[Claim]:
         """Every claim of the slot, in sequence order, as of now."""
         slot = self._slot(month, partition)

@@ -349,18 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=("json", "table"), default="json")
     query.set_defaults(run=cmd_query)
 
-    verify = verbs.add_parser(
-        "verify",
-        help="prove the archive complete and unaltered",
-        description="Check every committed archive blob against its manifest (SHA-256, size, "
-        "count, JSON lines) and the index against the archive (claims, postings), and list "
-        "what is missing, altered, duplicated, unarchived, unindexed, dangling, orphaned or "
-        "foreign. Exit 0: the archive is proven; 3: problems, listed; 2: bad arguments.",
-    )
-    verify.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default: all")
-    verify.add_argument("--until", help="ISO 8601 time or relative; default: all")
-    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    verify.set_defaults(run=cmd_verify)
+    from shared.tools.verify_cli import add_verify_verb
+
+    add_verify_verb(verbs, cmd_verify)
 
     backfill = verbs.add_parser(
         "backfill",

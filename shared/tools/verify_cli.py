@@ -9,9 +9,10 @@ prints one object (shared.services.verify.VerifyReport.as_dict).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -88,3 +89,19 @@ def verify_main(args: argparse.Namespace, span: VerifyRange, runtime: Runtime, o
         out.write(format_report(report))
     out.flush()
     return EXIT_OK if report.ok else EXIT_PROBLEMS
+
+
+def add_verify_verb(verbs: Any, run: Callable[[argparse.Namespace], int]) -> None:
+    """The `verify` verb's flags (the command line's contract)."""
+    verify = verbs.add_parser(
+        "verify",
+        help="prove the archive complete and unaltered",
+        description="Check every committed archive blob against its manifest (SHA-256, size, "
+        "count, JSON lines) and the index against the archive (claims, postings), and list "
+        "what is missing, altered, duplicated, unarchived, unindexed, dangling, orphaned or "
+        "foreign. Exit 0: the archive is proven; 3: problems, listed; 2: bad arguments.",
+    )
+    verify.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default: all")
+    verify.add_argument("--until", help="ISO 8601 time or relative; default: all")
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    verify.set_defaults(run=run)
