@@ -22,18 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from azure.data.tables import EntityProperty, TableServiceClient
-from azure.storage.blob import BlobServiceClient
+from azure.data.tables import EntityProperty
 
-from shared.adapters.archive_store import ArchiveStore
-from shared.adapters.cursors import CursorStore
-from shared.adapters.deadletters import DeadLetterStore
-from shared.adapters.forward_marks import ForwardMarks
-from shared.adapters.index_tables import IndexTables
-from shared.adapters.storage import Stores
-from shared.bootstrap import Runtime
-from shared.services.archive_read import ArchiveReader
-from shared.services.archive_write import ArchiveWriter
+from shared.bootstrap import Runtime, build_runtime
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 
 
@@ -56,35 +47,7 @@ def open_store(connection: str, prefix: str, count: RequestCount) -> Runtime:
     policy: a hook given to the service client is shared by the table and container clients.
     """
     settings = load_settings({STORAGE_CONNECTION: connection, STORE_PREFIX: prefix})
-    blobs = BlobServiceClient.from_connection_string(connection, raw_request_hook=count)
-    tables = TableServiceClient.from_connection_string(connection, raw_request_hook=count)
-    stores = Stores(
-        blob_service=blobs,
-        table_service=tables,
-        cursors=tables.get_table_client(settings.cursor_table),
-        runs=tables.get_table_client(settings.runs_table),
-        archive=blobs.get_container_client(settings.archive_container),
-        deadletter=blobs.get_container_client(settings.deadletter_container),
-        records=blobs.get_container_client(settings.records_container),
-        index_prefix=settings.index_table_prefix,
-        archive_tier=settings.archive_tier,
-    )
-    stores.ensure()
-    index = IndexTables(tables, stores.index_prefix)
-    archive = ArchiveStore(stores.records, stores.archive_tier)
-    marks = ForwardMarks(index)
-    return Runtime(
-        settings=settings,
-        stores=stores,
-        tables=index,
-        archive=archive,
-        writer=ArchiveWriter(index, archive),
-        reader=ArchiveReader(index, archive),
-        deadletters=DeadLetterStore(stores.deadletter),
-        marks=marks,
-        forwarding=None,
-        cursors=CursorStore(stores.cursors),
-    )
+    return build_runtime(settings, raw_request_hook=count)
 
 
 # --- billed sizes ------------------------------------------------------------------------

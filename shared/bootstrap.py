@@ -11,6 +11,7 @@ import functools
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.cursors import CursorStore
@@ -78,8 +79,8 @@ def _forwarder(settings: Settings) -> LogAnalyticsForwarder | None:
     )
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    stores = connect(settings)
+def build_runtime(settings: Settings, **client_options: Any) -> Runtime:
+    stores = connect(settings, **client_options)
     stores.ensure()
     forwarder = _forwarder(settings)
     tables = IndexTables(stores.table_service, stores.index_prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.data.tables import TableClient, TableServiceClient
@@ -48,15 +49,22 @@ def credential_for(settings: Settings) -> TokenCredential:
     return DefaultAzureCredential()
 
 
-def connect(settings: Settings) -> Stores:
+def connect(settings: Settings, **client_options: Any) -> Stores:
+    """The stores; `client_options` go to the SDK clients (a benchmark counts requests)."""
     if settings.storage_connection:
-        blob_service = BlobServiceClient.from_connection_string(settings.storage_connection)
-        table_service = TableServiceClient.from_connection_string(settings.storage_connection)
+        blob_service = BlobServiceClient.from_connection_string(
+            settings.storage_connection, **client_options
+        )
+        table_service = TableServiceClient.from_connection_string(
+            settings.storage_connection, **client_options
+        )
     else:
         credential = credential_for(settings)
-        blob_service = BlobServiceClient(settings.storage_blob_uri, credential=credential)
+        blob_service = BlobServiceClient(
+            settings.storage_blob_uri, credential=credential, **client_options
+        )
         table_service = TableServiceClient(
-            endpoint=settings.storage_table_uri, credential=credential
+            endpoint=settings.storage_table_uri, credential=credential, **client_options
         )
     return Stores(
         blob_service=blob_service,

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
@@ -28,26 +28,14 @@ from shared.adapters.index_tables import transactions
 from shared.adapters.storage import Stores
 from shared.core.pt1h import SUBSCRIPTIONS_PREFIX, BlobPath, hour_key
 from shared.core.retention_policy import RetentionPolicy, as_utc
-from shared.services.retention_archive import PROTECTED_BLOB_ERRORS, ArchiveRetention
+from shared.services.retention_archive import PROTECTED_BLOB_ERRORS, ArchiveRetention, chunked
 from shared.services.retention_audit import AuditRow, RetentionReport
 
 OUTSIDE_LAYOUT = "name outside the PT1H.json layout"
 STEP_ROWS = 1000  # cursors per deletion step (one audit update before each)
 STEP_BLOBS = 100  # blobs per deletion step
 _YEAR_FOLDER = re.compile(r"/y=(\d{4})/$")
-_T = TypeVar("_T")
 __all__ = ["PROTECTED_BLOB_ERRORS", "Budget", "RetentionJob", "enforce_retention"]
-
-
-def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
-    chunk: list[_T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # As host.json's functionTimeout default on Consumption allows (10 minutes), with room.
@@ -131,7 +119,7 @@ class RetentionJob:
         self, names: Iterable[str], delete: Callable[[str], bool], counter: str
     ) -> None:
         """Delete blobs STEP_BLOBS at a time, each step audited first (AuditRow.steps)."""
-        self._audit.steps(_chunked(names, STEP_BLOBS), delete, counter, self._budget.spent)
+        self._audit.steps(chunked(names, STEP_BLOBS), delete, counter, self._budget.spent)
 
     def _archive_blobs(self, cutoff: datetime) -> None:
         archive = self._stores.archive
@@ -205,7 +193,7 @@ class RetentionJob:
             parameters={"high": hour_key(cutoff)},
             select=["PartitionKey", "RowKey", "Blob"],
         )
-        for step in _chunked(self._without_blob(rows), STEP_ROWS):
+        for step in chunked(self._without_blob(rows), STEP_ROWS):
             self.report.cursors_deleted += len(step)
             self._audit.before_step()
             self._delete_rows(step)

@@ -42,7 +42,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -70,6 +70,7 @@ from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.retention_audit import AuditRow, add_counts
 
 # Blob errors that mean "this blob may not be deleted": skip and report, never fail the run.
+_T = TypeVar("_T")
 PROTECTED_BLOB_ERRORS = frozenset(
     {
         "BlobImmutableDueToPolicy",
@@ -114,8 +115,8 @@ def _category(archive_class: str) -> str:
     return CLASS_CATEGORIES.get(archive_class, OTHER_CLASS)
 
 
-def _chunked(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+def chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
@@ -325,7 +326,7 @@ class ArchiveRetention:
     def _delete_key_rows(self, month: str, day: date, due: set[str]) -> None:
         """Key rows of a day in a month that stays: one query over the day's slots; rows
         deleted a transaction per slot (of any class)."""
-        for step in _chunked(self._key_rows(month, day, due), STEP_ROWS):
+        for step in chunked(self._key_rows(month, day, due), STEP_ROWS):
             self.report.key_rows_deleted += len(step)
             self._audit.before_step()
             if not self._dry_run:
