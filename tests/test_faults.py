@@ -145,7 +145,8 @@ def assert_index_exact(app: Runtime, blobs: dict[BlobRef, list[NormalizedRecord]
     }
     assert found == wanted, "postings differ from what the committed blobs hold"
     archived = [record for records in blobs.values() for record in records]
-    again = app.writer.write(archived)
+    # Written late (every claim not committed is stale by then), by an instance of its own.
+    again = later_writer(app).write(archived)
     assert (len(again.indexed), len(again.existing)) == (0, len(archived)), "claims lost"
 
 
@@ -851,9 +852,9 @@ def test_two_instances_on_one_growing_blob(settings: Settings, app: Runtime) -> 
 # --- a write stopped at each of its steps, then recovered ----------------------------------------
 
 HELD_FOR_GOOD = (
-    "BUG: writers of overlapping batches hold each other's claims: neither commits until "
-    "CLAIM_TIMEOUT (shared/services/archive_write.py raises ClaimedElsewhere keeping its own "
-    "fresh claims)"
+    "BUG: writers of overlapping batches keep raising ClaimedElsewhere until CLAIM_TIMEOUT: each "
+    "one's cached claim log (shared/services/claim_log.py) still holds the other's claims after "
+    "they were taken back (deleted)"
 )
 
 
@@ -984,10 +985,65 @@ def test_two_writers_each_winning_a_slot_of_the_overlap_archive_each_event_once(
     assert_exact(app, Expected().add(envelope(events), "x"))
 
 
+TAKEN_BACK_CACHED = (
+    "BUG: a writer's cached claim log (shared/services/claim_log.py) still holds claims that "
+    "their writer took back (deleted), and reads only RowKeys past the last one it saw: it "
+    "misses the claim appended again at that sequence number"
+)
+
+
+def test_a_claim_taken_back_does_not_hide_the_next_claim_at_its_number(app: Runtime) -> None:
+    """One event in an hour held by a stalled writer; five in the next hour that B claims and
+    takes back (one of its events is held), while W reads that hour and caches B's claim."""
+    times = [f"2024-05-01T{10 + (n > 0)}:00:{n:02d}.0000000Z" for n in range(8)]
+    events = [activity_event(n, time=times[n]) for n in range(8)]
+    records = normalize_input(envelope(events), "x")[0]
+    by_number = {int(r["DurationMs"]) - 100: r for r in records}  # durationMs = 100 + n
+    stalled = build_runtime(app.settings)
+    with pytest.MonkeyPatch.context() as patch:
+        fail_step(patch, stalled, "manifests", 1, applied=False)
+        with pytest.raises(StepFailed):
+            stalled.writer.write([by_number[0]])  # its claim is young: held for minutes
+    b = build_runtime(app.settings)
+    at_delete, go = threading.Event(), threading.Event()
+    real_append = b.tables.append
+
+    def append(month: str, entities: Any) -> None:
+        if any("R" in entity for entity in entities):  # the release row: B takes back
+            at_delete.set()
+            assert go.wait(30)
+        real_append(month, entities)
+
+    object.__setattr__(b.tables, "append", append)
+    taking_back = threading.Thread(
+        target=_write_quietly, args=(b.writer, [by_number[n] for n in range(6)])
+    )
+    taking_back.start()
+    watcher = build_runtime(app.settings).writer  # one process's writer, across its writes
+    try:
+        assert at_delete.wait(30)  # B appended its claim of events 1-5, and takes it back...
+        with pytest.raises(ClaimedElsewhere):
+            watcher.write([by_number[1]])  # ...after W read it
+    finally:
+        go.set()
+        taking_back.join(timeout=30)
+    c = build_runtime(app.settings).writer
+    assert len(c.write([by_number[6]]).indexed) == 1  # appended at the number B's claim had
+    again = watcher.write([by_number[6], by_number[7]])  # another grouping: another blob
+    indexed = [record["EventKey"] for record in again.indexed]
+    assert indexed == [by_number[7]["EventKey"]], f"{TAKEN_BACK_CACHED}: event 6 archived twice"
+    assert archived_keys(app).count(by_number[6]["EventKey"]) == 1
+
+
+def _write_quietly(writer: ArchiveWriter, records: list[NormalizedRecord]) -> None:
+    with contextlib.suppress(ClaimedElsewhere):
+        writer.write(records)
+
+
 STALE_CLAIM_DOUBLED = (
     "BUG: a stale claim's own writer (its batch redelivered) and a writer taking the claim over "
-    "both archived the events: ArchiveWriter._live counts a claim of one's own blob as live "
-    "however old it is, while other writers count it as stale"
+    "both archived the events: shared/services/claims.py Claimer._owners counts a claim of "
+    "this write's own blob as live however old it is, while other writers count it as stale"
 )
 
 

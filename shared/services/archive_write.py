@@ -31,6 +31,7 @@ from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables, int64
 from shared.core.archive_format import encode_blob, pack_offsets
 from shared.core.archive_keys import (
+    BUCKETS,
     MAX_BLOB_RECORDS,
     SINGLE_ROW,
     SINGLE_ROW_VALUES,
@@ -48,6 +49,7 @@ from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
 from shared.services.claims import CLAIM_TIMEOUT, ClaimedElsewhere, Claimer
 
+_POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
 __all__ = ["CLAIM_TIMEOUT", "ArchiveWriter", "ClaimedElsewhere", "plan_blobs", "postings"]
 
 
@@ -56,6 +58,7 @@ class PlannedBlob:
     ref: BlobRef
     records: list[NormalizedRecord]  # every event planned for it, by EventKey
     owned: list[NormalizedRecord] = field(default_factory=list)
+    resumed: bool = False  # an earlier attempt claimed some events: it may have left postings
 
 
 def plan_blobs(records: Sequence[NormalizedRecord]) -> list[PlannedBlob]:
@@ -158,7 +161,10 @@ class ArchiveWriter:
             ordered = archive_order(blob.owned)
             encoded = encode_blob(ordered)
             uploads.append((blob.ref.name, encoded))
-            rows[blob.ref.month].extend(postings(blob.ref, ordered))
+            blob_rows = postings(blob.ref, ordered)
+            if blob.resumed:
+                self._drop_stale_postings(blob.ref, blob_rows)
+            rows[blob.ref.month].extend(blob_rows)
             partition, row = blob.ref.manifest_keys
             manifests[blob.ref.month].append(
                 {
@@ -179,3 +185,34 @@ class ArchiveWriter:
             for partition, row in self._tables.create(month, entities):
                 committed.discard(BlobRef.of_manifest(month, partition, row))
         return committed
+
+    def _drop_stale_postings(self, ref: BlobRef, rows: list[dict[str, Any]]) -> None:
+        """Delete the blob's posting rows that its contents no longer give: an earlier attempt
+        wrote them for other events (some since archived elsewhere). Only on a retry: one
+        range read for each kind and bucket the blob could have rows in."""
+        wanted = {(row["PartitionKey"], row["RowKey"]) for row in rows}
+        ranges = [
+            (kind, posting_row(bucket, ref, 0)[:-1])
+            for kind in LOOKUP_COLUMNS
+            for bucket in (SINGLE_ROW, *(f"{b:x}" for b in range(BUCKETS)))
+        ]
+        found = self._tables.parallel(
+            lambda item: [
+                row["RowKey"]
+                for row in self._tables.query(
+                    ref.month,
+                    _POSTINGS_OF_BLOB,
+                    {"pk": item[0], "low": item[1], "high": item[1] + "~"},
+                    select=["RowKey"],
+                )
+            ],
+            ranges,
+        )
+        stale = [
+            {"PartitionKey": kind, "RowKey": row}
+            for (kind, _), rows_found in zip(ranges, found, strict=True)
+            for row in rows_found
+            if (kind, row) not in wanted
+        ]
+        if stale:
+            self._tables.delete(ref.month, stale)

@@ -1,28 +1,34 @@
-"""What this process has read of each claim slot, so a write reads only what is new.
+"""A claim slot's log as this process knows it, so a write reads only what is new.
 
-A slot's claim rows are an append-only log (sequence-numbered RowKeys, shared.core.
-archive_keys), so after one full read a writer needs only the rows past the last sequence it
-saw: one small range read a write, however many events the slot already holds. An entry is
-read whole again after MAX_AGE (a month table that retention dropped and a backfill brought
-back starts its sequence anew) and the least recently used go past CAPACITY slots.
+A slot's rows are append-only and numbered (`c{sequence:07d}`, shared.core.archive_keys): a
+claim names a blob and the events it claims; a release (property `R`) names earlier claims
+that their writer took back. Nothing is ever deleted from a live log (retention drops the
+month's table, or a whole class's day), so a number is never used twice and, after one full
+read, a writer needs only the rows past the last number it saw. An entry is read whole again
+after MAX_AGE_SECONDS (a month table dropped and made again starts its numbers anew) and the
+least recently used go past CAPACITY slots.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from shared.adapters.index_tables import IndexTables, as_int
 from shared.core.archive_keys import CLAIM, CODE_CLASSES, BlobRef, claim_row, unpack_ids
 
 CAPACITY = 256
 MAX_AGE_SECONDS = 600.0
-_NEWER_CLAIMS = "PartitionKey eq @pk and RowKey gt @after and RowKey lt @high"
-_PAST_CLAIMS = "d"  # "c…" RowKeys are claims; "d" sorts after every one of them
+RELEASED = "R"
+_NUMBER = struct.Struct(">I")
+_NEWER_ROWS = "PartitionKey eq @pk and RowKey gt @after and RowKey lt @high"
+_PAST_CLAIMS = "d"  # "c…" RowKeys are the log; "d" sorts after every one of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +41,53 @@ class Claim:
     ids: list[bytes]
 
 
+def sequence_of(row: Mapping[str, Any]) -> int:
+    return int(str(row["RowKey"])[1:])
+
+
+def is_release(row: Mapping[str, Any]) -> bool:
+    return RELEASED in row
+
+
+def pack_numbers(numbers: Iterable[int]) -> bytes:
+    return b"".join(_NUMBER.pack(number) for number in numbers)
+
+
+def released_numbers(row: Mapping[str, Any]) -> list[int]:
+    return [number for (number,) in _NUMBER.iter_unpack(bytes(row[RELEASED]))]
+
+
+def parse_claim(day: date, row: Mapping[str, Any]) -> Claim:
+    ref = BlobRef(day, CODE_CLASSES[str(row["C"])], as_int(row["B"]))
+    written = getattr(row, "metadata", {}).get("timestamp")
+    return Claim(ref, sequence_of(row), written, unpack_ids(bytes(row["K"])))
+
+
+def live_claims(day: date, rows: Iterable[Mapping[str, Any]]) -> list[Claim]:
+    """One slot's claims, in order, less those a release row took back."""
+    claims: list[Claim] = []
+    released: set[int] = set()
+    for row in rows:
+        if is_release(row):
+            released.update(released_numbers(row))
+        else:
+            claims.append(parse_claim(day, row))
+    return sorted(
+        (claim for claim in claims if claim.sequence not in released),
+        key=lambda claim: claim.sequence,
+    )
+
+
 @dataclass(slots=True)
 class _Slot:
     read_at: float
     claims: list[Claim] = field(default_factory=list)
+    released: set[int] = field(default_factory=set)
+    last: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def last(self) -> int:
-        return self.claims[-1].sequence if self.claims else 0
-
-
-def parse_claim(day: date, row: dict[str, object]) -> Claim:
-    ref = BlobRef(day, CODE_CLASSES[str(row["C"])], as_int(row["B"]))
-    written = getattr(row, "metadata", {}).get("timestamp")
-    sequence = int(str(row["RowKey"])[1:])
-    return Claim(ref, sequence, written, unpack_ids(bytes(row["K"])))  # type: ignore[call-overload]
+    def live(self) -> list[Claim]:
+        return [claim for claim in self.claims if claim.sequence not in self.released]
 
 
 class ClaimLogs:
@@ -62,58 +99,70 @@ class ClaimLogs:
         self._slots: OrderedDict[tuple[str, str], _Slot] = OrderedDict()
         self._lock = threading.Lock()
 
-    def known(self, month: str, partition: str) -> list[Claim] | None:
-        """The slot's claims as last read (and appended here); None when not read lately."""
-        with self._lock:
-            slot = self._slots.get((month, partition))
-            if slot is None or self._monotonic() - slot.read_at > MAX_AGE_SECONDS:
-                return None
+    def known(self, month: str, partition: str) -> tuple[list[Claim], int] | None:
+        """(the slot's live claims, its last number) as known here; None: not read lately."""
+        slot = self._cached(month, partition)
+        if slot is None:
+            return None
         with slot.lock:
-            return list(slot.claims)
+            return slot.live(), slot.last
+
+    def read(self, month: str, day: date, partition: str) -> tuple[list[Claim], int]:
+        """(every live claim of the slot, in order, its last number) as of now."""
+        slot = self._cached(month, partition) or self._fresh(month, partition)
+        with slot.lock:
+            after = claim_row(slot.last) if slot.last else CLAIM
+            rows = self._tables.query(
+                month, _NEWER_ROWS, {"pk": partition, "after": after, "high": _PAST_CLAIMS}
+            )
+            for row in sorted(rows, key=sequence_of):
+                if is_release(row):
+                    slot.released.update(released_numbers(row))
+                else:
+                    slot.claims.append(parse_claim(day, row))
+                slot.last = max(slot.last, sequence_of(row))
+            return slot.live(), slot.last
 
     def appended(self, month: str, partition: str, claims: list[Claim]) -> None:
-        """Claims this process appended right after the ones it knew (the append proved it)."""
-        with self._lock:
-            slot = self._slots.get((month, partition))
-        if slot is None:
-            return
-        with slot.lock:
-            if not slot.claims or claims[0].sequence == slot.last + 1:
-                slot.claims.extend(claims)
-            else:  # read by another thread meanwhile: let the next write read again
-                with self._lock:
-                    self._slots.pop((month, partition), None)
+        """Claims this process appended right after the last number it knew (the append's
+        success proved nobody came between)."""
+        slot = self._cached(month, partition)
+        if slot is not None:
+            with slot.lock:
+                if claims[0].sequence == slot.last + 1:
+                    slot.claims.extend(claims)
+                    slot.last = claims[-1].sequence
+                    return
+        self.forget(month, partition)  # read by another thread meanwhile: read again
+
+    def released(self, month: str, partition: str, sequence: int, numbers: list[int]) -> None:
+        """A release row this process appended at `sequence`."""
+        slot = self._cached(month, partition)
+        if slot is not None:
+            with slot.lock:
+                if sequence == slot.last + 1:
+                    slot.released.update(numbers)
+                    slot.last = sequence
+                    return
+        self.forget(month, partition)
 
     def forget(self, month: str, partition: str) -> None:
         with self._lock:
             self._slots.pop((month, partition), None)
 
-    def read(self, month: str, day: date, partition: str) -> list[Claim]:
-        """Every claim of the slot, in sequence order, as of now."""
-        slot = self._slot(month, partition)
-        with slot.lock:
-            rows = self._tables.query(
-                month,
-                _NEWER_CLAIMS,
-                {
-                    "pk": partition,
-                    "after": claim_row(slot.last) if slot.claims else CLAIM,
-                    "high": _PAST_CLAIMS,
-                },
-            )
-            new = sorted((parse_claim(day, row) for row in rows), key=lambda claim: claim.sequence)
-            slot.claims.extend(new)
-            return list(slot.claims)
-
-    def _slot(self, month: str, partition: str) -> _Slot:
+    def _cached(self, month: str, partition: str) -> _Slot | None:
         key = (month, partition)
-        now = self._monotonic()
         with self._lock:
             slot = self._slots.get(key)
-            if slot is None or now - slot.read_at > MAX_AGE_SECONDS:
-                slot = _Slot(read_at=now)
-                self._slots[key] = slot
+            if slot is None or self._monotonic() - slot.read_at > MAX_AGE_SECONDS:
+                return None
             self._slots.move_to_end(key)
+            return slot
+
+    def _fresh(self, month: str, partition: str) -> _Slot:
+        slot = _Slot(read_at=self._monotonic())
+        with self._lock:
+            self._slots[(month, partition)] = slot
             while len(self._slots) > CAPACITY:
                 self._slots.popitem(last=False)
-            return slot
+        return slot

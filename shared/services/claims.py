@@ -8,10 +8,12 @@ new and decides again. In the common case (one writer per slot at a time) a writ
 append a slot and no read (shared.services.claim_log keeps what was read).
 
 An event is held by a committed blob above all, else by the first live claim: one whose
-blob is this write's, or whose writer may still be at work (younger than CLAIM_TIMEOUT). When
-another live writer holds some of this write's events, the write takes back the claims it
-appended (so two writers holding parts of each other's events never wait on each other)
-and raises ClaimedElsewhere; its caller retries later or dead-letters.
+writer may still be at work (younger than CLAIM_TIMEOUT), judged alike by every writer, the
+claim's own included (a retry later than that claims again, behind any taker). When another
+live writer holds some of this write's events, the write releases the claims it appended (a
+release row: the log is only ever appended to), so two writers holding parts of each other's
+events never wait on each other, and raises ClaimedElsewhere; its caller retries later or
+dead-letters.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from shared.core.archive_keys import (
     slot_partition,
 )
 from shared.core.records import NormalizedRecord
-from shared.services.claim_log import Claim, ClaimLogs
+from shared.services.claim_log import RELEASED, Claim, ClaimLogs, pack_numbers
 
 # host.json's functionTimeout is 10 minutes: a claim older than this has no live writer.
 CLAIM_TIMEOUT = timedelta(minutes=15)
@@ -55,6 +57,7 @@ class Planned(Protocol):
     ref: BlobRef
     records: list[NormalizedRecord]
     owned: list[NormalizedRecord]
+    resumed: bool
 
 
 Slot = tuple[str, date, str]  # month, day, claim partition
@@ -108,10 +111,9 @@ class Claimer:
                 partition = slot_partition(record["TimeGenerated"])
                 slots[(blob.ref.month, blob.ref.day, partition)].append((blob, record))
         committed = Committed(self._tables)
-        mine = {blob.ref for blob in planned}
         items = list(slots.items())
         outcomes = self._tables.parallel(
-            lambda item: self._claim_slot(item[0], item[1], committed, mine), items
+            lambda item: self._claim_slot(item[0], item[1], committed), items
         )
         if sum(outcome.held for outcome in outcomes):
             appended = [(slot, o.appended) for (slot, _), o in zip(items, outcomes, strict=True)]
@@ -125,45 +127,63 @@ class Claimer:
             existing.extend(outcome.existing)
         return existing
 
-    def _claim_slot(
-        self, slot: Slot, members: list[Member], committed: Committed, mine: set[BlobRef]
-    ) -> SlotOutcome:
+    def _claim_slot(self, slot: Slot, members: list[Member], committed: Committed) -> SlotOutcome:
         month, day, partition = slot
         outcome = SlotOutcome()
         pending = members
-        claims = self._logs.known(month, partition)
+        log, fresh = self._logs.known(month, partition), False
         for _ in range(CLAIM_ATTEMPTS):
-            if claims is None:
-                claims = self._logs.read(month, day, partition)
+            if log is None:
+                log, fresh = self._logs.read(month, day, partition), True
+            claims, last = log
+            named = {claim.ref for claim in claims}
+            for blob, _ in pending:
+                blob.resumed = blob.resumed or blob.ref in named  # an earlier attempt's blob
             wanted = {event_id(record["EventKey"]) for _, record in pending}
-            owner = self._owners(claims, wanted, committed, mine)
-            free: dict[Planned, list[NormalizedRecord]] = defaultdict(list)
-            for blob, record in pending:
-                holder = owner.get(event_id(record["EventKey"]))
-                if holder is None:
-                    free[blob].append(record)
-                elif committed(holder.ref):
-                    outcome.existing.append(record)
-                elif holder.ref == blob.ref:
-                    outcome.owned.append((blob, record))  # a retry finishing its own claim
-                else:
-                    outcome.held += 1
-            if not free or outcome.held:
+            sorted_out = self._sort(pending, self._owners(claims, wanted, committed), committed)
+            free, mine, existing, held = sorted_out
+            if held and not fresh:
+                log = None  # held as far as this process knew: make sure, from the log itself
+                continue
+            outcome.owned += mine
+            outcome.existing += existing
+            outcome.held += held
+            if not free or held:
                 return outcome
-            sequence = max((claim.sequence for claim in claims), default=0) + 1
-            taken = self._append(slot, sequence, free, outcome)
+            taken = self._append(slot, last + 1, free, outcome)
             if not taken:
-                claims = None  # another writer appended since: read what is new
+                log = None  # another writer appended since: read what is new
                 continue
             outcome.owned.extend((blob, r) for blob in taken for r in free[blob])
             pending = [(blob, r) for blob, r in pending if blob in free and blob not in taken]
             if not pending:
                 return outcome
-            claims = self._logs.known(month, partition)
+            log, fresh = self._logs.known(month, partition), False
         raise RuntimeError(f"claims of slot {partition} in {month} kept changing under us")
 
+    @staticmethod
+    def _sort(
+        pending: list[Member], owner: dict[bytes, Claim], committed: Committed
+    ) -> tuple[dict[Planned, list[NormalizedRecord]], list[Member], list[NormalizedRecord], int]:
+        """(free events by blob, events already this blob's, events archived, events held)."""
+        free: dict[Planned, list[NormalizedRecord]] = defaultdict(list)
+        mine: list[Member] = []
+        existing: list[NormalizedRecord] = []
+        held = 0
+        for blob, record in pending:
+            holder = owner.get(event_id(record["EventKey"]))
+            if holder is None:
+                free[blob].append(record)
+            elif committed(holder.ref):
+                existing.append(record)
+            elif holder.ref == blob.ref:
+                mine.append((blob, record))  # a retry finishing its own claim
+            else:
+                held += 1
+        return free, mine, existing, held
+
     def _owners(
-        self, claims: list[Claim], wanted: set[bytes], committed: Committed, mine: set[BlobRef]
+        self, claims: list[Claim], wanted: set[bytes], committed: Committed
     ) -> dict[bytes, Claim]:
         """Who holds each wanted event: a committed blob above all, else the first live
         claim. Only claims holding a wanted event are judged (a manifest read each, once)."""
@@ -176,7 +196,7 @@ class Claimer:
                 for claimed in held:
                     if claimed not in owner or not committed(owner[claimed].ref):
                         owner[claimed] = claim
-            elif claim.ref in mine or self._young(claim):
+            elif self._young(claim):  # judged alike by every writer, its own included
                 for claimed in held:
                     owner.setdefault(claimed, claim)
         return owner
@@ -225,10 +245,28 @@ class Claimer:
         return taken
 
     def _take_back(self, appended: list[tuple[Slot, list[str]]]) -> None:
-        """Delete the claim rows this write appended (they name blobs never committed)."""
-        for (month, _, partition), rows in appended:
+        """Release the claims this write appended: a release row naming them, appended like
+        any claim (the log is never rewritten, so what others know of it stays true)."""
+        for slot, rows in appended:
             if rows:
-                self._tables.delete(
-                    month, [{"PartitionKey": partition, "RowKey": row} for row in rows]
-                )
-                self._logs.forget(month, partition)
+                self._release(slot, [int(row[1:]) for row in rows])
+
+    def _release(self, slot: Slot, numbers: list[int]) -> None:
+        month, day, partition = slot
+        log = self._logs.known(month, partition)
+        for _ in range(CLAIM_ATTEMPTS):
+            if log is None:
+                log = self._logs.read(month, day, partition)
+            sequence = log[1] + 1
+            row: dict[str, Any] = {"PartitionKey": partition, "RowKey": claim_row(sequence)}
+            row[RELEASED] = pack_numbers(numbers)
+            try:
+                self._tables.append(month, [row])
+            except (TableTransactionError, ResourceExistsError) as error:
+                if getattr(error, "error_code", None) != "EntityAlreadyExists":
+                    raise
+                log = None
+                continue
+            self._logs.released(month, partition, sequence, numbers)
+            return
+        raise RuntimeError(f"claims of slot {partition} in {month} kept changing under us")

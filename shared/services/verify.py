@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import struct
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ from shared.core.archive_keys import (
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
-from shared.services.claim_log import Claim, parse_claim
+from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
 
 # What makes the archive unproven (exit 3); `foreign` is reported beside them.
 FAILURES = ("missing", "altered", "duplicated", "unarchived", "unindexed", "dangling", "orphaned")
@@ -261,13 +262,21 @@ class _Verifier:
         slots = slot_partitions(day)
         bounds = {"low": slots[0], "high": slots[-1], "first": CLAIM, "after": _PAST_CLAIMS}
         claims: list[tuple[str, Claim]] = []
+        released: set[tuple[str, int]] = set()  # (slot, number) a release row took back
         for row in self._tables.query(month, _CLAIMS, bounds):
             name = f"{month}/{row['PartitionKey']}/{row['RowKey']}"
             try:
-                claims.append((name, parse_claim(day, row)))
-            except (KeyError, ValueError, TypeError) as error:
+                if is_release(row):
+                    released.update((row["PartitionKey"], n) for n in released_numbers(row))
+                else:
+                    claims.append((name, parse_claim(day, row)))
+            except (KeyError, ValueError, TypeError, struct.error) as error:
                 self.report.add("unarchived", name, f"claim row unreadable: {error!r}")
-        return claims
+        return [
+            (name, claim)
+            for name, claim in claims
+            if (name.split("/")[1], claim.sequence) not in released
+        ]
 
     def _events(self, blob: _Checked, claimed: set[bytes]) -> Iterator[bytes]:
         """Each event's duplicate and claim checks; the blob's event ids."""
