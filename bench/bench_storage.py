@@ -1,7 +1,7 @@
 """The storage layer (issue 13) measured on Azurite, each figure beside its target.
 
 N events (5,000 by default) of one subscription within one hour go in through the Event Hub
-path as the host delivers them: `{"records": [...]}` bodies of 50 to 200 records, up to 100
+path as the host delivers them: `{"records": [...]}` bodies of 1 to 50 records, up to 1,000
 bodies a batch (host.json's maxEventBatchSize), into an empty store. Then:
 
 1. storage kept per raw GB-month at LRS list prices (every month-table row sized as Azure
@@ -41,6 +41,7 @@ from bench.storage_probe import (
     open_store,
     time_query,
 )
+from functions.eventhub_trigger import MAX_EVENT_BATCH_SIZE
 from shared.adapters.archive_store import COUNT
 from shared.bootstrap import Runtime
 from shared.core.archive_keys import KEY_ROW, MANIFEST_ROW
@@ -51,8 +52,8 @@ from shared.tools.generate import generate_events
 
 SUBSCRIPTION = "3f2b8c1e-5d4a-4e7b-9c61-0a8d2e4f6b13"
 START = datetime(2025, 1, 6, 10, tzinfo=UTC)
-BATCH_BODIES = 100  # host.json's maxEventBatchSize
-BODY_RECORDS = (50, 200)  # records per Event Hub body, as diagnostic settings send them
+BATCH_BODIES = MAX_EVENT_BATCH_SIZE  # host.json's maxEventBatchSize
+BODY_RECORDS = (1, 50)  # records per Event Hub body: the docs sample sends one, batches send more
 TABLE_PRICE_PER_GB = 0.045  # LRS table storage per GB-month, as the storage issue states it
 # LRS block blob capacity per GB-month, first 50 TB, US East (2). Not confirmed on
 # azure.microsoft.com/pricing/details/storage/blobs/ itself (not reachable from here); matched

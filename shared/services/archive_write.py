@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -177,9 +178,14 @@ class ArchiveWriter:
                     "Hi": int64(_ticks(ordered[-1])),
                 }
             )
-        self._tables.parallel(lambda item: self._archive.put(*item), uploads)
-        for month, entities in rows.items():
-            self._tables.upsert(month, entities)
+        # Blobs and postings go side by side: only the manifests must wait for both.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            uploaded = pool.submit(
+                self._tables.parallel, lambda item: self._archive.put(*item), uploads
+            )
+            for month, entities in rows.items():
+                self._tables.upsert(month, entities)
+            uploaded.result()
         committed = {blob.ref for blob in blobs}
         for month, entities in manifests.items():
             for partition, row in self._tables.create(month, entities):
