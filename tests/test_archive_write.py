@@ -149,3 +149,16 @@ def test_a_write_held_up_elsewhere_takes_back_its_own_claims(
     rest = ArchiveWriter(app.tables, app.archive).write(records[5:20])
     assert len(rest.indexed) == 10 and len(rest.existing) == 5
     assert archived_keys(app) == sorted(r["EventKey"] for r in records)
+
+
+def test_an_append_lost_to_another_writer_counts_each_event_once(app: Runtime) -> None:
+    """An event settled on the first look (archived already) is not settled again when the
+    append for the others loses to another writer and the slot is read anew."""
+    a, b, c = _records(range(3))
+    first = ArchiveWriter(app.tables, app.archive)
+    first.write([a])  # `first` knows the slot's log: a's claim
+    ArchiveWriter(app.tables, app.archive).write([b])  # appended behind its back
+    again = first.write([a, c])  # a: archived; c: its append loses once, then goes through
+    assert [r["EventKey"] for r in again.existing] == [a["EventKey"]]
+    assert [r["EventKey"] for r in again.indexed] == [c["EventKey"]]
+    assert archived_keys(app) == sorted(r["EventKey"] for r in (a, b, c))

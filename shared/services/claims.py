@@ -151,11 +151,14 @@ class Claimer:
             if not free or held:
                 return outcome
             taken = self._append(slot, last + 1, free, outcome)
+            outcome.owned.extend((blob, r) for blob in taken for r in free[blob])
+            # Only what is still free goes round again: what was sorted out above is settled.
+            pending = [
+                (blob, r) for blob, records in free.items() if blob not in taken for r in records
+            ]
             if not taken:
                 log = None  # another writer appended since: read what is new
                 continue
-            outcome.owned.extend((blob, r) for blob in taken for r in free[blob])
-            pending = [(blob, r) for blob, r in pending if blob in free and blob not in taken]
             if not pending:
                 return outcome
             log, fresh = self._logs.known(month, partition), False
