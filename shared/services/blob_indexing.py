@@ -4,16 +4,18 @@ A cursor per blob (offset, ETag, counts) lives in a table. A run reads the blob 
 cursor by byte range, in chunks of one request each, indexes the complete lines, and moves
 the cursor past them with an ETag-conditional write only after they are durably indexed.
 An unterminated last line is left for the next run. Two runs on one blob cannot skip (the
-cursor only moves past indexed lines) nor double (index rows are keyed by EventKey, and the
-loser of a cursor race re-reads the winner's cursor and goes on from there).
+cursor only moves past indexed lines) nor double (each event is claimed by one archive blob,
+shared.services.claims, and the loser of a cursor race re-reads the winner's cursor and goes
+on from there). While another run holds some of a piece's events, this run raises
+ClaimedElsewhere before its cursor moves, and a later run goes on.
 
 With forwarding on, each piece's records go to Log Analytics after its index write and before
-the cursor moves, once per record whichever path delivered it: the forward marks on the index
-rows decide, as for an Event Hub redelivery (shared.services.forwarding). When Log Analytics
+the cursor moves, once per record whichever path delivered it: the forward marks decide, as
+for an Event Hub redelivery (shared.services.forwarding). When Log Analytics
 fails for now, the run raises before the cursor moves, rather than dead-letter the piece's
 records as not forwarded: the blob trigger's retries, the catch-up's next run (the failed
-blob holds its watermark) or a backfill run again re-read the piece, whose rows now exist
-unmarked, and send exactly those; nothing waits for a manual replay, and what was accepted
+blob holds its watermark) or a backfill run again re-read the piece, whose records are now
+archived unmarked, and send exactly those; nothing waits for a manual replay, and what was accepted
 before the failure is marked, so it is not sent again. The piece itself is indexed before the
 forward, so an outage delays only the pieces after it. (A blob the catch-up does not list, a
 name outside the layout or an hour behind its watermark, whose trigger gives up while Log

@@ -1,11 +1,13 @@
-"""Delivering Event Hub bodies: normalize, index once, forward once, dead-letter the rest.
+"""Delivering Event Hub bodies: normalize, archive once, forward once, dead-letter the rest.
 
 The host checkpoints a batch when the invocation returns, raised or not. So an invocation
 either (a) delivers every record of the batch, (b) raises while retries remain, so the retry
 policy holds the checkpoint and re-drives the same batch, or (c) on the last attempt, puts
-what it could not deliver into dead letters before returning. Redelivery is harmless: index
-rows are keyed by EventKey, and what Log Analytics accepted is marked (shared.services.
-forwarding). Dead letters keep the input's exact bytes.
+what it could not deliver into dead letters before returning. Redelivery is harmless: each
+event is claimed by one archive blob (shared.services.archive_write), and what Log Analytics
+accepted is marked (shared.services.forwarding). Events another writer is archiving right now
+(ClaimedElsewhere) are retried like any storage failure. Dead letters keep the input's exact
+bytes.
 """
 
 from __future__ import annotations

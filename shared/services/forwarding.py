@@ -1,8 +1,8 @@
 """Forwarding to Log Analytics once per record, whichever delivery brings it: an Event Hub
 batch (shared.services.delivery) or a piece of an archive blob (shared.services.blob_indexing).
 
-What Log Analytics has accepted is forwarding's own state: a mark on the record's index row
-(shared.adapters.forward_marks). A record is sent when it is new to the index, or already
+What Log Analytics has accepted is forwarding's own state: mark rows beside the records'
+claims (shared.adapters.forward_marks). A record is sent when it is new to the index, or already
 indexed but not marked (a delivery that stopped between the index and the mark). A record that
 may have a not-forwarded dead letter is sent only under a claim on that letter, so a replay of
 the letter and a redelivery never both send it. What Log Analytics refuses for itself, or what
