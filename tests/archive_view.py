@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.adapters.archive_store import ArchiveStore
+from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime
 from shared.core.archive_keys import (
     BlobRef,
@@ -13,6 +15,8 @@ from shared.core.archive_keys import (
 )
 from shared.core.records import NormalizedRecord
 from shared.services.archive_read import Place
+from shared.services.archive_write import ArchiveWriter
+from shared.settings import Settings
 
 
 def committed_blobs(app: Runtime) -> list[BlobRef]:
@@ -69,3 +73,19 @@ def posting_places(app: Runtime, kind: str, value: str) -> list[Place]:
             ref = posting_ref(month, row["RowKey"])
             places.extend((ref, ordinal) for _, ordinal in places_of(bytes(row["E"]), value))
     return places
+
+
+def unreachable_writer(settings: Settings) -> ArchiveWriter:
+    """An archive whose table and blob endpoints refuse connections: storage is down."""
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.tools.azurite import connection_string
+
+    dead = connection_string(1, 1, 1)
+    tables = TableServiceClient.from_connection_string(dead, retry_total=0)
+    blobs = BlobServiceClient.from_connection_string(dead, retry_total=0)
+    return ArchiveWriter(
+        IndexTables(tables, settings.index_table_prefix),
+        ArchiveStore(blobs.get_container_client(settings.records_container)),
+    )

@@ -26,7 +26,6 @@ import pytest
 from shared import settings as names
 from shared.adapters import deadletters as deadletter_module
 from shared.adapters import log_analytics as forward
-from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.deadletters import (
     NOT_FORWARDED,
     REJECTED,
@@ -34,15 +33,13 @@ from shared.adapters.deadletters import (
     DeadLetter,
     DeadLetterStore,
 )
-from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.normalize import normalize_input
-from shared.services.archive_write import ArchiveWriter
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from tests.archive_view import archived_keys, archived_records
+from tests.archive_view import archived_keys, archived_records, unreachable_writer
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer, StaticTokenCredential
 from tests.test_cli import shared_cli
@@ -75,22 +72,6 @@ def stored_letters(app: Runtime) -> dict[str, bytes]:
 
 def keys_of(records: list[dict[str, Any]]) -> list[str]:
     return sorted(str(record["EventKey"]) for record in records)
-
-
-def unreachable_writer(settings: Settings) -> ArchiveWriter:
-    """An archive whose table and blob endpoints refuse connections: storage is down."""
-    from azure.data.tables import TableServiceClient
-    from azure.storage.blob import BlobServiceClient
-
-    from shared.tools.azurite import connection_string
-
-    dead = connection_string(1, 1, 1)
-    tables = TableServiceClient.from_connection_string(dead, retry_total=0)
-    blobs = BlobServiceClient.from_connection_string(dead, retry_total=0)
-    return ArchiveWriter(
-        IndexTables(tables, settings.index_table_prefix),
-        ArchiveStore(blobs.get_container_client(settings.records_container)),
-    )
 
 
 def at_once(*work: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,17 +15,20 @@ import pytest
 
 from shared import settings as names
 from shared.adapters import log_analytics as forward
-from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
-from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.normalize import normalize_input
-from shared.services.archive_write import ArchiveWriter
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from tests.archive_view import archived_keys, archived_records, committed_blobs, index_rows
+from tests.archive_view import (
+    archived_keys,
+    archived_records,
+    committed_blobs,
+    index_rows,
+    unreachable_writer,
+)
 from tests.events import activity_event, envelope
 from tests.logs_ingestion_server import LogsIngestionServer
 
@@ -206,28 +209,12 @@ def test_a_record_too_big_for_a_table_entity_is_archived_whole(app: Runtime) -> 
     assert app.reader.fetch([(ref, 0)]) == [record]  # read back by its place too
 
 
-def _unreachable_writer(settings: Settings) -> ArchiveWriter:
-    """An archive whose table and blob endpoints refuse connections: a storage outage."""
-    from azure.data.tables import TableServiceClient
-    from azure.storage.blob import BlobServiceClient
-
-    from shared.tools.azurite import connection_string
-
-    dead = connection_string(1, 1, 1)
-    tables = TableServiceClient.from_connection_string(dead, retry_total=0)
-    blobs = BlobServiceClient.from_connection_string(dead, retry_total=0)
-    return ArchiveWriter(
-        IndexTables(tables, settings.index_table_prefix),
-        ArchiveStore(blobs.get_container_client(settings.records_container)),
-    )
-
-
 def test_storage_outage_raises_while_retries_remain_then_dead_letters_whole_bodies(
     app: Runtime, settings: Settings
 ) -> None:
     events = [activity_event(n) for n in range(20)]
     bodies = [EventBody(envelope(events[:10]), "2", 7), EventBody(envelope(events[10:]), "2", 8)]
-    broken = _unreachable_writer(settings)
+    broken = unreachable_writer(settings)
     with pytest.raises(RetryableDeliveryError):
         deliver(bodies, writer=broken, deadletters=app.deadletters, final_attempt=False)
     assert letters(app) == []  # nothing dead-lettered while the retry policy still holds it
@@ -254,7 +241,7 @@ def test_the_function_raises_for_a_retry_and_dead_letters_on_its_last_attempt(
     function = registered("activity_events")
     with app_settings(outage):
         app = runtime()
-        broken = _unreachable_writer(settings)
+        broken = unreachable_writer(settings)
         object.__setattr__(app, "writer", broken)  # storage goes away under the running app
         with pytest.raises(RetryableDeliveryError):
             function(event_hub_batch(bodies), Invocation("activity_events", Retry(2, 8)))

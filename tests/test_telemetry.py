@@ -28,7 +28,6 @@ from unittest.mock import MagicMock
 import azure.functions as func
 import orjson
 import pytest
-from azure.data.tables import TableServiceClient
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import ContainerClient
 from opentelemetry import trace
@@ -44,14 +43,11 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 from shared import settings as names
 from shared.adapters import telemetry
 from shared.adapters.blobs import ArchiveBlob
-from shared.adapters.index_tables import IndexTables
-from shared.bootstrap import Runtime, build_runtime, runtime
-from shared.services.archive_write import ArchiveWriter
+from shared.bootstrap import Runtime, runtime
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.settings import Settings
-from shared.tools.azurite import connection_string
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from tests.archive_view import archived_keys
+from tests.archive_view import archived_keys, unreachable_writer
 from tests.events import BASE_TIME, SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer
 from tests.test_eventhub import RULE_ID, STREAM, _credential_for_tests
@@ -260,19 +256,12 @@ def test_a_redelivered_batch_indexes_nothing_and_records_no_lag(
     assert [attributes_of(s)["activitylog.duplicates"] for s in sdk.spans()] == [0, 6]
 
 
-def _unreachable_writer(settings: Settings) -> ArchiveWriter:
-    """An archive writer whose index tables refuse connections: a storage outage."""
-    dead = TableServiceClient.from_connection_string(connection_string(1, 1, 1), retry_total=0)
-    app = build_runtime(settings)
-    return ArchiveWriter(IndexTables(dead, app.tables.prefix), app.archive)
-
-
 def test_retries_and_the_last_attempt_with_the_index_down(
     settings: Settings, app_env: dict[str, str], sdk: Recorded
 ) -> None:
     bodies = [envelope([activity_event(n) for n in range(3)])]
     function = registered("activity_events")
-    object.__setattr__(runtime(), "writer", _unreachable_writer(settings))
+    object.__setattr__(runtime(), "writer", unreachable_writer(settings))
     with pytest.raises(RetryableDeliveryError):
         function(event_hub_batch(bodies), Invocation("activity_events", Retry(2, 8)))
     function(event_hub_batch(bodies), Invocation("activity_events", Retry(8, 8)))
