@@ -10,7 +10,6 @@ from shared.bootstrap import Runtime
 from shared.core.archive_keys import (
     BlobRef,
     places_of,
-    posting_partition,
     posting_ref,
 )
 from shared.core.records import NormalizedRecord
@@ -66,9 +65,7 @@ def posting_places(app: Runtime, kind: str, value: str) -> list[Place]:
     (its whole posting partition read, each row's entries for the value taken)."""
     places: list[Place] = []
     for month in app.tables.months():
-        rows = app.tables.query(
-            month, "PartitionKey eq @pk", {"pk": posting_partition(kind, value)}
-        )
+        rows = app.tables.query(month, "PartitionKey eq @pk", {"pk": kind})
         for row in rows:
             ref = posting_ref(month, row["RowKey"])
             places.extend((ref, ordinal) for _, ordinal in places_of(bytes(row["E"]), value))

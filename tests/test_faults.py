@@ -1146,7 +1146,7 @@ TABLE_STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "claims": (("create", "append"), (KEY_ROW,)),
     "postings": (("upsert",), tuple(LOOKUP_COLUMNS)),
     "manifests": (("create",), (MANIFEST_ROW,)),
-    "marks": (("merge_existing", "upsert"), (KEY_ROW,)),
+    "marks": (("upsert",), (KEY_ROW,)),
 }
 # (step, which call of it fails, whether that call was applied before it failed: a lost answer)
 STEP_FAULTS = [

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, StandardBlobTier
 
 from shared.core.archive_format import EncodedBlob
@@ -76,13 +76,6 @@ class ArchiveStore:
         except ResourceNotFoundError:
             return None
 
-    def stat(self, name: str) -> StoredBlob | None:
-        try:
-            props = self._container.get_blob_client(name).get_blob_properties()
-        except ResourceNotFoundError:
-            return None
-        return StoredBlob(name, props.size, props.last_modified, dict(props.metadata))
-
     def blobs(self, prefix: str = "") -> Iterator[StoredBlob]:
         try:
             for blob in self._container.list_blobs(name_starts_with=prefix, include=["metadata"]):
@@ -121,6 +114,3 @@ def _error_code(response: object) -> str:
     headers = getattr(response, "headers", {}) or {}
     code = headers.get("x-ms-error-code") if hasattr(headers, "get") else None
     return str(code or f"HTTP {getattr(response, 'status_code', '?')}")
-
-
-__all__ = ["ArchiveStore", "HttpResponseError", "StoredBlob"]

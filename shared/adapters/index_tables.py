@@ -11,8 +11,6 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -143,11 +141,11 @@ class IndexTables:
             transactions(entities),
         )
 
-    def create(self, month: str, entities: Sequence[Entity]) -> dict[tuple[str, str], Found]:
-        """Insert rows that do not exist yet; those that did, by (PartitionKey, RowKey), as
-        they were read."""
+    def create(self, month: str, entities: Sequence[Entity]) -> dict[tuple[str, str], Entity]:
+        """Insert rows that do not exist yet; the keys of those that did, by (PartitionKey,
+        RowKey)."""
         table = self.ensure(month)
-        found: dict[tuple[str, str], Found] = {}
+        found: dict[tuple[str, str], Entity] = {}
         for batch_found in self.parallel(lambda b: _create_batch(table, b), transactions(entities)):
             found.update(batch_found)
         return found
@@ -156,24 +154,6 @@ class IndexTables:
         """Insert rows of one partition in one transaction: all or none. Raises the
         service's EntityAlreadyExists error when any of them exists."""
         self.ensure(month).submit_transaction([("create", entity) for entity in entities])
-
-    def merge_existing(self, month: str, entities: Sequence[Entity]) -> None:
-        """Merge properties into rows that exist; a row that is gone stays gone."""
-        table = self.table(month)
-
-        def merge(batch: list[Entity]) -> None:
-            try:
-                table.submit_transaction([("update", e, {"mode": UpdateMode.MERGE}) for e in batch])
-            except TableTransactionError as error:
-                if getattr(error, "error_code", None) != "ResourceNotFound":
-                    raise
-                for entity in batch:
-                    try:
-                        table.update_entity(entity, mode=UpdateMode.MERGE)
-                    except ResourceNotFoundError:
-                        continue
-
-        self.parallel(merge, transactions(entities))
 
     def delete(self, month: str, keys: Sequence[Mapping[str, Any]]) -> None:
         """Delete rows by key, a transaction per partition and hundred; gone is no error."""
@@ -201,24 +181,10 @@ class IndexTables:
             return list(pool.map(work, items))
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A row as read: its properties, ETag and last-modified time."""
-
-    entity: Entity
-    etag: str
-    timestamp: datetime | None
-
-
-def _found(entity: Any) -> Found:
-    metadata = getattr(entity, "metadata", {}) or {}
-    return Found(dict(entity), str(metadata.get("etag", "")), metadata.get("timestamp"))
-
-
-def _create_batch(table: TableClient, batch: list[Entity]) -> dict[tuple[str, str], Found]:
+def _create_batch(table: TableClient, batch: list[Entity]) -> dict[tuple[str, str], Entity]:
     """Create a batch's rows; the rows that already existed (created by no one here)."""
     pending = batch
-    existing: dict[tuple[str, str], Found] = {}
+    existing: dict[tuple[str, str], Entity] = {}
     for _ in range(5):
         if not pending:
             return existing
@@ -235,8 +201,9 @@ def _create_batch(table: TableClient, batch: list[Entity]) -> dict[tuple[str, st
         rows = table.query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
             parameters={"pk": partition, "low": min(wanted), "high": max(wanted)},
+            select=["PartitionKey", "RowKey"],
         )
-        found = {row["RowKey"]: _found(row) for row in rows if row["RowKey"] in wanted}
+        found = {row["RowKey"]: dict(row) for row in rows if row["RowKey"] in wanted}
         existing.update({(partition, row): value for row, value in found.items()})
         pending = [entity for entity in pending if entity["RowKey"] not in found]
     raise RuntimeError("an index table kept reporting conflicts for one batch")

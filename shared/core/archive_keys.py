@@ -182,14 +182,6 @@ class BlobRef:
         return cls(day, CODE_CLASSES[row[0]], id_of_text(row[1:]))
 
 
-def class_prefix(archive_class: str) -> str:
-    return f"class={archive_class}/"
-
-
-def day_prefix(archive_class: str, day: date) -> str:
-    return f"class={archive_class}/y={day.year:04d}/m={day.month:02d}/d={day.day:02d}/"
-
-
 # --- claim and mark rows -----------------------------------------------------------------
 
 
@@ -238,12 +230,6 @@ def value_hash(value: str) -> tuple[str, bytes]:
     """(bucket, 6-byte hash) of a key value, folded (trimmed, lower case) as queries match."""
     digest = hashlib.sha256(fold(value).encode("utf-8", "surrogatepass")).digest()
     return f"{digest[VALUE_HASH_BYTES] % BUCKETS:x}", digest[:VALUE_HASH_BYTES]
-
-
-def posting_partition(kind: str, value: str = "") -> str:
-    """The PartitionKey of a kind's posting rows (the kind: values differ by RowKey)."""
-    del value  # every value of a kind shares the partition; posting_range narrows it
-    return kind
 
 
 def posting_row(bucket: str, ref: BlobRef, part: int) -> str:

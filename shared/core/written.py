@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from shared.core.keys import parse_canonical_time
 from shared.core.records import NormalizedRecord
 
 
@@ -19,27 +20,14 @@ class WriteResult:
     existing: list[NormalizedRecord] = field(default_factory=list)
 
 
-def _moment(canonical: str) -> float:
-    """Seconds since 1970 of a canonical `YYYY-MM-DDTHH:MM:SS.fffffffZ` time."""
-    whole = datetime(
-        int(canonical[0:4]),
-        int(canonical[5:7]),
-        int(canonical[8:10]),
-        int(canonical[11:13]),
-        int(canonical[14:16]),
-        int(canonical[17:19]),
-        tzinfo=UTC,
-    )
-    return whole.timestamp() + int(canonical[20:27]) / 10_000_000
-
-
 def lag_seconds(records: Iterable[NormalizedRecord], now: datetime) -> float | None:
     """Seconds from the oldest record's TimeGenerated to `now`; None when there is no record."""
     # The canonical form is fixed-width, so the smallest string is the oldest time.
     oldest = min((record["TimeGenerated"] for record in records), default=None)
     if oldest is None:
         return None
-    return now.timestamp() - _moment(oldest)
+    whole, ticks = parse_canonical_time(oldest)
+    return (now - whole).total_seconds() - ticks % 10_000_000 / 10_000_000
 
 
 def larger_lag(first: float | None, second: float | None) -> float | None:

@@ -57,7 +57,7 @@ class UnreadableRecord(Exception):
 
     def __init__(self, name: str, cause: Exception) -> None:
         super().__init__(f"record in {name} cannot be read: {type(cause).__name__}: {cause}")
-        self.row_key = name  # the name shown to users, as before the archive held bodies
+        self.name = name
 
 
 _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, IndexError)

@@ -158,8 +158,8 @@ class _Page:
         kept: list[NormalizedRecord] = []
         for item in got:
             if isinstance(item, UnreadableRecord):
-                if item.row_key not in self.unreadable:
-                    self.unreadable.append(item.row_key)
+                if item.name not in self.unreadable:
+                    self.unreadable.append(item.name)
             elif item is not None and self.admits(item):  # None: not committed, or deleted
                 kept.append(item)
         return kept
