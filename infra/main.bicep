@@ -103,7 +103,14 @@ param sendActivityLogToWorkspace bool = true
 @maxValue(730)
 param logAnalyticsRetentionDays int = 90
 
-@description('Days ActivityLog_CL keeps records in total, interactive plus long-term retention (up to 12 years); on the Basic plan the first 30 are interactive.')
+// Total retention takes only what the Tables API accepts for totalRetentionInDays: "between 4
+// and 730; or 1095, 1460, 1826, 2191, 2556, 2922, 3288, 3653, 4018, or 4383" (Learn, "Manage data
+// retention in a Log Analytics workspace", Configure table-level retention, REST:
+// https://learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure), here from 30: a
+// table keeps at least its interactive retention (30 on Basic, logAnalyticsRetentionDays >= 30 on
+// Analytics; modules/monitoring.bicep raises a smaller total to it). The decorators bound the
+// range; logAnalyticsTotalRetentionDaysChecked below refuses the gap between 730 and 4383.
+@description('Days ActivityLog_CL keeps records in total, interactive plus long-term retention: 30 to 730, or one of 1095, 1460, 1826, 2191, 2556, 2922, 3288, 3653, 4018, 4383 (whole years up to 12), the values the Log Analytics Tables API accepts; any other value fails the deployment\'s validation. Raised to the table\'s interactive retention when below it (30 days on the Basic plan, logAnalyticsRetentionDays on Analytics).')
 @minValue(30)
 @maxValue(4383)
 param logAnalyticsTotalRetentionDays int = 365
@@ -197,6 +204,29 @@ var consumerGroupName = 'activitylog-app'
 var deploymentContainerName = 'app-package-${resourceToken}'
 var functionAppName = 'func-activitylog-${resourceToken}'
 
+// logAnalyticsTotalRetentionDays, checked before anything is deployed. Bicep's fail() would say it
+// in words (Learn, "Bicep functions - flow control":
+// https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-flow-control),
+// but checkov's Bicep parser (pycep-parser 0.5.1) cannot read a fail() call, and infra/check.sh
+// then fails; assert is still an experimental feature. So a lookup that ARM cannot resolve: ARM
+// evaluates only the branch a condition selects (Learn, "Logical functions for ARM templates",
+// if: https://learn.microsoft.com/azure/azure-resource-manager/templates/template-functions-logical#if),
+// and a value past 730 that is not a key below stops the template's validation with "The
+// language expression property '1000' doesn't exist, available properties are '1095, 1460, ...'".
+var logAnalyticsTotalRetentionYears = {
+  '1095': 1095
+  '1460': 1460
+  '1826': 1826
+  '2191': 2191
+  '2556': 2556
+  '2922': 2922
+  '3288': 3288
+  '3653': 3653
+  '4018': 4018
+  '4383': 4383
+}
+var logAnalyticsTotalRetentionDaysChecked = (logAnalyticsTotalRetentionDays <= 730) ? logAnalyticsTotalRetentionDays : logAnalyticsTotalRetentionYears[string(logAnalyticsTotalRetentionDays)]
+
 // ---------------------------------------------------------------------------------------
 // Resources
 // ---------------------------------------------------------------------------------------
@@ -263,7 +293,7 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: allTags
     retentionInDays: logAnalyticsRetentionDays
-    totalRetentionInDays: logAnalyticsTotalRetentionDays
+    totalRetentionInDays: logAnalyticsTotalRetentionDaysChecked
     tablePlan: logAnalyticsTablePlan
     appInsightsDisableLocalAuth: appInsightsDisableLocalAuth
   }

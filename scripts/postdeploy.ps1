@@ -13,6 +13,8 @@
 #                                                   `func azure functionapp publish` first, again
 #                                                   while storage answers 403
 # POSTDEPLOY_ATTEMPTS (default 30) and POSTDEPLOY_RETRY_SECONDS (default 20) bound every wait.
+# AZURE_SUBSCRIPTION_ID: the subscription every `az` call (and the publish) names; azd sets it,
+# else the Azure CLI's current subscription is used.
 param(
     [string]$Deployment = "",
     [switch]$Publish
@@ -35,18 +37,29 @@ $names = @(
     "EVENTGRID_SUBSCRIPTION_NAME", "EVENTGRID_SUBJECT_BEGINS_WITH", "EVENTGRID_MAX_DELIVERY_ATTEMPTS",
     "EVENTGRID_EVENT_TTL_MINUTES", "BLOB_TRIGGER_FUNCTION_NAME"
 )
-if ($Deployment) {
-    foreach ($name in $names) {
-        $value = az deployment sub show --name $Deployment --query "properties.outputs.$name.value" --output tsv
-        if ($LASTEXITCODE -ne 0) { Fail "cannot read output $name of deployment $Deployment" }
-        [Environment]::SetEnvironmentVariable($name, $value)
-    }
-}
-elseif (-not $env:FUNCTION_APP_NAME -and (Get-Command azd -ErrorAction SilentlyContinue)) {
+if (-not $Deployment -and -not $env:FUNCTION_APP_NAME -and (Get-Command azd -ErrorAction SilentlyContinue)) {
     foreach ($line in (& azd env get-values)) {
         if ($line -match '^([A-Za-z0-9_]+)=(.*)$') {
             [Environment]::SetEnvironmentVariable($matches[1], ($matches[2] -replace '^"|"$'))
         }
+    }
+}
+# The subscription every az call names (--subscription), as in postdeploy.sh: azd's
+# AZURE_SUBSCRIPTION_ID, else the Azure CLI's current subscription, named once here.
+$subscription = $env:AZURE_SUBSCRIPTION_ID
+if (-not $subscription) {
+    # az's own error, if any, goes to the console as it is.
+    $subscription = az account show --query id --output tsv
+    if ($LASTEXITCODE -ne 0 -or -not $subscription) {
+        Fail "AZURE_SUBSCRIPTION_ID is not set and the Azure CLI has no current subscription (az's error above): run 'az login', or set AZURE_SUBSCRIPTION_ID to the deployment's subscription"
+    }
+    Say "AZURE_SUBSCRIPTION_ID is not set: using the Azure CLI's current subscription $subscription (set AZURE_SUBSCRIPTION_ID to use another)"
+}
+if ($Deployment) {
+    foreach ($name in $names) {
+        $value = az deployment sub show --subscription $subscription --name $Deployment --query "properties.outputs.$name.value" --output tsv
+        if ($LASTEXITCODE -ne 0) { Fail "cannot read output $name of deployment $Deployment in subscription $subscription (az's error above); list the deployments with: az deployment sub list --subscription $subscription --output table" }
+        [Environment]::SetEnvironmentVariable($name, $value)
     }
 }
 $required = @(
@@ -68,7 +81,7 @@ $ttl = if ($env:EVENTGRID_EVENT_TTL_MINUTES) { $env:EVENTGRID_EVENT_TTL_MINUTES 
 if ($Publish) {
     if (-not (Get-Command func -ErrorAction SilentlyContinue)) { Fail "Azure Functions Core Tools (func) are required for -Publish" }
     for ($n = 1; ; $n++) {
-        $output = & func azure functionapp publish $app 2>&1 | Out-String
+        $output = & func azure functionapp publish $app --subscription $subscription 2>&1 | Out-String
         Write-Output $output
         if ($LASTEXITCODE -eq 0) { break }
         # Only a 403 from storage is worth waiting for: a role assignment still propagating.
@@ -84,12 +97,35 @@ if ($Publish) {
 # --- the blob trigger's Event Grid subscription -----------------------------------------------
 Say "waiting for the host's blobs_extension key"
 for ($n = 1; ; $n++) {
-    $key = az functionapp keys list --resource-group $group --name $app --query "systemKeys.blobs_extension" --output tsv 2>$null
-    if ($LASTEXITCODE -eq 0 -and $key) { break }
-    if ($n -ge $attempts) { Fail "the host of $app has not created its blobs_extension key after $attempts attempts; is the app published? Then run this script again." }
-    Say "no blobs_extension key yet: the host has not started with the blob trigger (or cannot reach storage yet); retrying in ${pause}s ($n/$attempts)"
-    # A request starts an idle host; 401 without a function key is expected.
-    try { Invoke-WebRequest -Uri "$url/api/activity" -Method Get -TimeoutSec 60 -UseBasicParsing | Out-Null } catch { }
+    # az's error is shown (masked), never hidden; a failed lookup is retried like a missing key
+    # (the host may not answer yet), unless no wait can fix it (postdeploy.sh says why).
+    $output = az functionapp keys list --subscription $subscription --resource-group $group --name $app --query "systemKeys.blobs_extension" --output tsv 2>&1
+    $failed = $LASTEXITCODE -ne 0
+    $keyError = ($output | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] }) -join "`n"
+    $key = (($output | Where-Object { $_ -isnot [System.Management.Automation.ErrorRecord] }) -join "").Trim()
+    if (-not $failed -and $key) { break }
+    if ($failed) {
+        [Console]::Error.WriteLine((Mask $keyError))
+        if ($keyError -match "az login|doesn't exist in cloud|SubscriptionNotFound") {
+            Fail "az functionapp keys list failed (az's error above) and waiting cannot fix it: log in with 'az login', and check that subscription $subscription is the deployment's (AZURE_SUBSCRIPTION_ID)"
+        }
+    }
+    if ($n -ge $attempts) {
+        if ($failed) { Fail "az functionapp keys list still fails after $attempts attempts (az's error above): check that you are logged in to subscription $subscription ('az account show'), that $app exists in resource group $group, and that your account may list its keys (Microsoft.Web/sites/host/listkeys/action, e.g. Contributor or Website Contributor). Then run this script again." }
+        Fail "the host of $app has not created its blobs_extension key after $attempts attempts; is the app published? Then run this script again."
+    }
+    if ($failed) {
+        Say "az could not read the keys of $app (error above): the host may still be starting; retrying in ${pause}s ($n/$attempts)"
+    }
+    else {
+        Say "no blobs_extension key yet: the host has not started with the blob trigger (or cannot reach storage yet); retrying in ${pause}s ($n/$attempts)"
+    }
+    # A request starts an idle host; 401 without a function key is expected (and throws here).
+    # Optional: it only hastens the start, so a failure to connect is reported, never fatal.
+    try { Invoke-WebRequest -Uri "$url/api/activity" -Method Get -TimeoutSec 60 -UseBasicParsing | Out-Null }
+    catch {
+        if (-not $_.Exception.Response) { Say "could not call $url/api/activity to wake the host (optional): $($_.Exception.Message)" }
+    }
     Start-Sleep -Seconds $pause
 }
 
@@ -100,6 +136,7 @@ Say "creating Event Grid subscription $($env:EVENTGRID_SUBSCRIPTION_NAME) on $($
 for ($n = 1; ; $n++) {
     # Create or update (the API is create-or-update): the same settings on every run.
     $errors = az eventgrid system-topic event-subscription create `
+        --subscription $subscription `
         --name $env:EVENTGRID_SUBSCRIPTION_NAME `
         --resource-group $group `
         --system-topic-name $env:EVENTGRID_SYSTEM_TOPIC_NAME `

@@ -19,13 +19,14 @@
 #                                                 while storage answers 403 (a role assignment
 #                                                 still propagating), then the wiring
 # Environment: POSTDEPLOY_ATTEMPTS (default 30) and POSTDEPLOY_RETRY_SECONDS (default 20) bound
-# every wait: 10 minutes by default.
+# every wait: 10 minutes by default. AZURE_SUBSCRIPTION_ID: the subscription every `az` call
+# (and the publish) names; azd sets it, else the Azure CLI's current subscription is used.
 #
 # POSIX sh (azure.yaml runs it with `sh`). It never prints the key.
 set -eu
 
 usage() {
-  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 deployment=""
@@ -65,6 +66,8 @@ fail() {
   say "$*"
   exit 1
 }
+# An error output with any key in it masked.
+mask() { sed 's/code=[^&"'"'"' ]*/code=***/g'; }
 
 command -v az >/dev/null 2>&1 || fail "the Azure CLI (az) is required: https://learn.microsoft.com/cli/azure/install-azure-cli"
 
@@ -73,20 +76,7 @@ trap 'rm -rf "$scratch"' EXIT
 
 # --- the deployment's outputs ------------------------------------------------------------------
 
-# NAME=value from the deployment's outputs (main.bicep), one `az` call each.
-from_deployment() {
-  az deployment sub show --name "$deployment" \
-    --query "properties.outputs.$1.value" --output tsv
-}
-
-if [ -n "$deployment" ]; then
-  for name in AZURE_RESOURCE_GROUP FUNCTION_APP_NAME FUNCTION_APP_URL EVENTGRID_SYSTEM_TOPIC_NAME \
-    EVENTGRID_SUBSCRIPTION_NAME EVENTGRID_SUBJECT_BEGINS_WITH EVENTGRID_MAX_DELIVERY_ATTEMPTS \
-    EVENTGRID_EVENT_TTL_MINUTES BLOB_TRIGGER_FUNCTION_NAME; do
-    value=$(from_deployment "$name") || fail "cannot read output $name of deployment $deployment"
-    export "$name=$value"
-  done
-elif [ -z "${FUNCTION_APP_NAME:-}" ] && command -v azd >/dev/null 2>&1; then
+if [ -z "$deployment" ] && [ -z "${FUNCTION_APP_NAME:-}" ] && command -v azd >/dev/null 2>&1; then
   # azd passes the environment's values to hooks; this also covers a run by hand.
   azd env get-values >"$scratch/env"
   while IFS='=' read -r key value; do
@@ -97,6 +87,35 @@ elif [ -z "${FUNCTION_APP_NAME:-}" ] && command -v azd >/dev/null 2>&1; then
     value=${value%\"}
     export "$key=$value"
   done <"$scratch/env"
+fi
+
+# The subscription every az call names (--subscription), so that none depends on the Azure CLI's
+# current one: azd gives its hooks the environment's values, AZURE_SUBSCRIPTION_ID among them
+# (Learn, "Work with Azure Developer CLI environment variables"; main.bicep outputs it too).
+# Without azd, and unless it is set, the CLI's current subscription, named once here.
+subscription=${AZURE_SUBSCRIPTION_ID:-}
+if [ -z "$subscription" ]; then
+  # az's own error, if any, goes to stderr as it is.
+  subscription=$(az account show --query id --output tsv) ||
+    fail "AZURE_SUBSCRIPTION_ID is not set and the Azure CLI has no current subscription (az's error above): run 'az login', or set AZURE_SUBSCRIPTION_ID to the deployment's subscription"
+  [ -n "$subscription" ] || fail "AZURE_SUBSCRIPTION_ID is not set and 'az account show' named no subscription: set AZURE_SUBSCRIPTION_ID"
+  say "AZURE_SUBSCRIPTION_ID is not set: using the Azure CLI's current subscription $subscription (set AZURE_SUBSCRIPTION_ID to use another)"
+fi
+
+# NAME=value from the deployment's outputs (main.bicep), one `az` call each.
+from_deployment() {
+  az deployment sub show --subscription "$subscription" --name "$deployment" \
+    --query "properties.outputs.$1.value" --output tsv
+}
+
+if [ -n "$deployment" ]; then
+  for name in AZURE_RESOURCE_GROUP FUNCTION_APP_NAME FUNCTION_APP_URL EVENTGRID_SYSTEM_TOPIC_NAME \
+    EVENTGRID_SUBSCRIPTION_NAME EVENTGRID_SUBJECT_BEGINS_WITH EVENTGRID_MAX_DELIVERY_ATTEMPTS \
+    EVENTGRID_EVENT_TTL_MINUTES BLOB_TRIGGER_FUNCTION_NAME; do
+    value=$(from_deployment "$name") ||
+      fail "cannot read output $name of deployment $deployment in subscription $subscription (az's error above); list the deployments with: az deployment sub list --subscription $subscription --output table"
+    export "$name=$value"
+  done
 fi
 
 for name in AZURE_RESOURCE_GROUP FUNCTION_APP_NAME FUNCTION_APP_URL EVENTGRID_SYSTEM_TOPIC_NAME \
@@ -118,7 +137,7 @@ retry() {
     if "$@" 2>"$scratch/err"; then
       return 0
     fi
-    sed 's/code=[^&"'"'"' ]*/code=***/g' "$scratch/err" >&2
+    mask <"$scratch/err" >&2
     [ "$n" -lt "$attempts" ] || fail "$what: still failing after $attempts attempts"
     say "$what failed; retrying in ${pause}s ($n/$attempts): role assignments can take minutes to propagate"
     sleep "$pause"
@@ -129,7 +148,7 @@ retry() {
 # --- publish (the script path; azd publishes the app itself) -----------------------------------
 
 publish_once() {
-  if func azure functionapp publish "$app" >"$scratch/publish" 2>&1; then
+  if func azure functionapp publish "$app" --subscription "$subscription" >"$scratch/publish" 2>&1; then
     cat "$scratch/publish"
     return 0
   fi
@@ -150,20 +169,43 @@ fi
 
 # --- the blob trigger's Event Grid subscription ------------------------------------------------
 
+# Prints the key, or nothing: while the host has not created it (az succeeds, the key is empty),
+# or when az fails, whose error is then shown (masked) and kept in $scratch/key-error. Always
+# returns 0, as the wait below decides: the first minutes after a deployment the host may not
+# answer yet, so a failed lookup is retried like a missing key, and only an error no wait can
+# fix (not logged in, no such subscription) stops it at once.
 blobs_extension_key() {
-  az functionapp keys list --resource-group "$group" --name "$app" \
-    --query "systemKeys.blobs_extension" --output tsv 2>/dev/null || true
+  if az functionapp keys list --subscription "$subscription" --resource-group "$group" --name "$app" \
+    --query "systemKeys.blobs_extension" --output tsv 2>"$scratch/key-error"; then
+    rm -f "$scratch/key-error"
+  else
+    mask <"$scratch/key-error" >&2
+  fi
 }
+
+key_lookup_failed() { [ -s "$scratch/key-error" ]; }
 
 say "waiting for the host's blobs_extension key"
 n=1
 key=$(blobs_extension_key)
 while [ -z "$key" ]; do
-  [ "$n" -lt "$attempts" ] || fail "the host of $app has not created its blobs_extension key after $attempts attempts; is the app published? Then run this script again."
-  say "no blobs_extension key yet: the host has not started with the blob trigger (or cannot reach storage yet); retrying in ${pause}s ($n/$attempts)"
-  # A request starts an idle host; 401 without a function key is expected.
+  if key_lookup_failed && grep -Eq "az login|doesn't exist in cloud|SubscriptionNotFound" "$scratch/key-error"; then
+    fail "az functionapp keys list failed (az's error above) and waiting cannot fix it: log in with 'az login', and check that subscription $subscription is the deployment's (AZURE_SUBSCRIPTION_ID)"
+  fi
+  if [ "$n" -ge "$attempts" ]; then
+    key_lookup_failed && fail "az functionapp keys list still fails after $attempts attempts (az's error above): check that you are logged in to subscription $subscription ('az account show'), that $app exists in resource group $group, and that your account may list its keys (Microsoft.Web/sites/host/listkeys/action, e.g. Contributor or Website Contributor). Then run this script again."
+    fail "the host of $app has not created its blobs_extension key after $attempts attempts; is the app published? Then run this script again."
+  fi
+  if key_lookup_failed; then
+    say "az could not read the keys of $app (error above): the host may still be starting; retrying in ${pause}s ($n/$attempts)"
+  else
+    say "no blobs_extension key yet: the host has not started with the blob trigger (or cannot reach storage yet); retrying in ${pause}s ($n/$attempts)"
+  fi
+  # A request starts an idle host; 401 without a function key is expected. Optional: it only
+  # hastens the start, so a failure is reported, never fatal.
   if command -v curl >/dev/null 2>&1; then
-    curl --silent --output /dev/null --max-time 60 "$url/api/activity" || true
+    curl --silent --show-error --output /dev/null --max-time 60 "$url/api/activity" ||
+      say "could not call $url/api/activity to wake the host (optional; curl's error above)"
   fi
   sleep "$pause"
   n=$((n + 1))
@@ -175,6 +217,7 @@ endpoint="$url/runtime/webhooks/blobs?functionName=Host.Functions.$BLOB_TRIGGER_
 # Create or update (the API is create-or-update): the same settings on every run.
 create_subscription() {
   az eventgrid system-topic event-subscription create \
+    --subscription "$subscription" \
     --name "$EVENTGRID_SUBSCRIPTION_NAME" \
     --resource-group "$group" \
     --system-topic-name "$EVENTGRID_SYSTEM_TOPIC_NAME" \

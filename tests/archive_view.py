@@ -86,3 +86,12 @@ def unreachable_writer(settings: Settings) -> ArchiveWriter:
         IndexTables(tables, settings.index_table_prefix),
         ArchiveStore(blobs.get_container_client(settings.records_container)),
     )
+
+
+def blob_of(app: Runtime, event_key: str) -> BlobRef:
+    """The committed blob that holds an event (blob ids are random: found, not predicted)."""
+    for ref in committed_blobs(app):
+        found = app.reader.blob_records(ref)
+        if isinstance(found, list) and any(r["EventKey"] == event_key for r in found):
+            return ref
+    raise AssertionError(f"no committed blob holds {event_key}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from shared.bootstrap import Runtime
+from shared.core.archive_keys import STATE
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
-from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, plan_blobs
-from tests.archive_view import archived_keys, index_rows
+from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
+from tests.archive_view import archived_keys, committed_blobs, index_rows
 from tests.events import activity_event, envelope
 
 
@@ -34,8 +35,8 @@ def test_each_record_is_archived_once_and_reads_back(app: Runtime) -> None:
     assert not again.indexed and len(again.duplicates) == 305 and len(again.existing) == 300
     keys = archived_keys(app)
     assert keys == sorted(r["EventKey"] for r in records)
-    blob = plan_blobs(records)[0]
-    places = [(blob.ref, ordinal) for ordinal in range(len(blob.records))]
+    [ref] = committed_blobs(app)
+    places = [(ref, ordinal) for ordinal in range(len(records))]
     fetched = app.reader.fetch(places)
     assert sorted(r["EventKey"] for r in fetched if isinstance(r, dict)) == sorted(
         r["EventKey"] for r in records
@@ -54,7 +55,7 @@ def test_a_write_stopped_before_its_commit_is_finished_by_the_retry(
     app: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = _records(range(40))
-    monkeypatch.setattr(app.tables, "create", _fail_on_manifests(app.tables.create))
+    monkeypatch.setattr(app.tables, "replace_if", _fail_on_commit(app.tables.replace_if))
     with pytest.raises(RuntimeError):
         app.writer.write(records)
     monkeypatch.undo()
@@ -68,7 +69,7 @@ def test_a_fresh_claim_of_another_blob_is_left_to_its_writer_then_taken_over(
     app: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = _records(range(10))
-    monkeypatch.setattr(app.tables, "create", _fail_on_manifests(app.tables.create))
+    monkeypatch.setattr(app.tables, "replace_if", _fail_on_commit(app.tables.replace_if))
     with pytest.raises(RuntimeError):
         app.writer.write(records)  # claims all ten for a blob it never commits
     monkeypatch.undo()
@@ -84,15 +85,14 @@ def test_a_fresh_claim_of_another_blob_is_left_to_its_writer_then_taken_over(
     assert sorted(archived_keys(app)) == sorted(r["EventKey"] for r in records)
 
 
-def _fail_on_manifests(
-    create: Callable[[str, Sequence[dict[str, Any]]], Any],
-) -> Callable[[str, Sequence[dict[str, Any]]], Any]:
-    """`IndexTables.create`, failing when asked for manifests: a crash before the commit."""
+def _fail_on_commit(replace_if: Callable[..., Any]) -> Callable[..., Any]:
+    """`IndexTables.replace_if`, failing when it would commit a manifest (not when it fences):
+    a crash before the commit."""
 
-    def failing(month: str, entities: Sequence[dict[str, Any]]) -> Any:
-        if entities and entities[0]["PartitionKey"].startswith("m"):
+    def failing(month: str, entity: dict[str, Any], etag: str) -> Any:
+        if STATE not in entity:
             raise RuntimeError("stopped before the commit")
-        return create(month, entities)
+        return replace_if(month, entity, etag)
 
     return failing
 
@@ -136,7 +136,7 @@ def test_a_write_held_up_elsewhere_takes_back_its_own_claims(
     """A write that finds some of its events held by a live writer claims none of them, so
     the other writer, retrying another grouping, is never held up by it in turn."""
     records = _records(range(20))
-    monkeypatch.setattr(app.tables, "create", _fail_on_manifests(app.tables.create))
+    monkeypatch.setattr(app.tables, "replace_if", _fail_on_commit(app.tables.replace_if))
     with pytest.raises(RuntimeError):
         app.writer.write(records[:10])  # holds 0-9, never commits
     monkeypatch.undo()

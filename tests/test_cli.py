@@ -227,7 +227,7 @@ def test_storage_that_cannot_be_reached_is_exit_one_with_one_line(tmp_path: Path
         )
         assert result.returncode == 1, (verb, result.stderr)
         message = result.stderr.decode()
-        assert message.count("\n") == 1 and "storage or sink failed" in message, message
+        assert message.count("\n") == 1 and "storage unavailable" in message, message
         assert "Traceback" not in message
 
 

@@ -42,6 +42,7 @@ from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.archive_keys import (
     KEY_ROW,
     MANIFEST_ROW,
+    STATE,
     BlobRef,
     posting_ref,
     slot_partition,
@@ -760,10 +761,9 @@ def test_a_storage_error_on_the_forwarded_mark_sends_nothing_twice(
     bodies = padded_bodies(10)
     expected = expected_bodies(bodies)
     with app_settings({**forwarding, names.STORAGE_CONNECTION: proxy.connection_string}):
-        # The marks are the only transactions that update with `If-Match: *`.
-        proxy.add_rule(
-            Rule(ERROR_503, service="table", path=r"\$batch", body=r"If-Match: \*", times=3)
-        )
+        # The marks are the only transactions that update rows `f…` with `If-Match: *`.
+        marks = r"(PATCH|PUT|MERGE) [^\n]*RowKey='f[\s\S]*?If-Match: \*"
+        proxy.add_rule(Rule(ERROR_503, service="table", path=r"\$batch", body=marks, times=3))
         # The mark is tried again within the invocation: no redelivery, nothing sent twice.
         assert drive_event_hub(bodies) == 0
         app = runtime()
@@ -1006,15 +1006,15 @@ def test_a_claim_taken_back_does_not_hide_the_next_claim_at_its_number(app: Runt
             stalled.writer.write([by_number[0]])  # its claim is young: held for minutes
     b = build_runtime(app.settings)
     at_delete, go = threading.Event(), threading.Event()
-    real_append = b.tables.append
+    real_fence = b.tables.replace_if
 
-    def append(month: str, entities: Any) -> None:
-        if any("R" in entity for entity in entities):  # the release row: B takes back
+    def fence(month: str, entity: Any, etag: str) -> Any:
+        if entity.get(STATE) == "f":  # B takes back: it fences its own blob
             at_delete.set()
             assert go.wait(30)
-        real_append(month, entities)
+        return real_fence(month, entity, etag)
 
-    object.__setattr__(b.tables, "append", append)
+    object.__setattr__(b.tables, "replace_if", fence)
     taking_back = threading.Thread(
         target=_write_quietly, args=(b.writer, [by_number[n] for n in range(6)])
     )
@@ -1145,7 +1145,7 @@ class StepFailed(Exception):
 TABLE_STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "claims": (("create", "append"), (KEY_ROW,)),
     "postings": (("upsert",), tuple(LOOKUP_COLUMNS)),
-    "manifests": (("create",), (MANIFEST_ROW,)),
+    "manifests": (("replace_if",), (MANIFEST_ROW,)),  # the commit: pending row -> manifest
     "marks": (("upsert",), (KEY_ROW,)),
 }
 # (step, which call of it fails, whether that call was applied before it failed: a lost answer)
@@ -1175,7 +1175,9 @@ def fail_step(
 
     def failing(real: Any, kinds: tuple[str, ...]) -> Any:
         def call(*args: Any) -> Any:
-            if kinds and not (args[1] and args[1][0]["PartitionKey"].startswith(kinds)):
+            first = args[1] if isinstance(args[1], dict) else (args[1] or [{}])[0]
+            fencing = isinstance(args[1], dict) and STATE in args[1]  # replace_if also fences
+            if kinds and (fencing or not str(first.get("PartitionKey", "")).startswith(kinds)):
                 return real(*args)  # the same method serving another step
             with lock:
                 seen[0] += 1
@@ -1292,7 +1294,7 @@ from shared.settings import load_settings
 app = build_runtime(load_settings(os.environ))
 mode = os.environ["KILL_AT"]
 counts = {"save": 0, "manifests": 0}
-real_save, real_submit = CursorStore.save, TableClient.submit_transaction
+real_save, real_update = CursorStore.save, TableClient.update_entity
 
 def save(self, cursor):
     counts["save"] += 1
@@ -1301,16 +1303,16 @@ def save(self, cursor):
         os.kill(os.getpid(), signal.SIGKILL)
     return real_save(self, cursor)
 
-def submit(self, operations, **options):
-    manifest = operations and operations[0][1]["PartitionKey"].startswith("m")
-    if self.table_name.startswith(app.settings.index_table_prefix) and manifest:
+def update(self, entity, **options):
+    commit = entity["PartitionKey"].startswith("m") and "S" not in entity  # not a fence
+    if self.table_name.startswith(app.settings.index_table_prefix) and commit:
         counts["manifests"] += 1
         if mode == "before-commit" and counts["manifests"] == 2:
             # The second piece is claimed, uploaded and posted; its manifest never is.
             os.kill(os.getpid(), signal.SIGKILL)
-    return real_submit(self, operations, **options)
+    return real_update(self, entity, **options)
 
-CursorStore.save, TableClient.submit_transaction = save, submit
+CursorStore.save, TableClient.update_entity = save, update
 container = app.stores.blob_service.get_container_client(os.environ["ARCHIVE"])
 indexer = BlobIndexer(app.writer, app.cursors, app.deadletters, chunk_bytes=6000)
 indexer.index(ArchiveBlob(container, os.environ["BLOB"]))

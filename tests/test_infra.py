@@ -57,9 +57,10 @@ AZURE_CONNECTION_FORMS = {
     settings.EVENTHUB_CONNECTION: ("__fullyQualifiedNamespace", "__credential", "__clientId"),
 }
 
-# Settings only Azure has, each with why. None is read by the app's code: the Functions host,
-# the Python worker and the Azure Monitor distro read them (Learn, "Use OpenTelemetry with Azure
-# Functions"). Locally there is no Application Insights to report to.
+# Settings only Azure has, each with why: the Functions host, the Python worker and the Azure
+# Monitor distro read them (Learn, "Use OpenTelemetry with Azure Functions"); none is a setting of
+# shared/settings.py, though shared/adapters/azure_monitor.py looks at the worker's switch, the
+# sampler and the authentication string. Locally there is no Application Insights to report to.
 AZURE_ONLY = {
     # Entra ID auth of the host's and the worker's telemetry.
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
@@ -699,9 +700,18 @@ def test_azure_yaml_deploys_everything(bicep: dict[str, Bicep]) -> None:
         assert re.search(rf"^output {output} ", bicep["main.bicep"].text, re.M)
 
 
-def fake_tools(tmp_path: Path, log: Path) -> dict[str, str]:
+# The Azure CLI's current subscription in the stand-in `az` (`az account show`).
+CLI_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000c1"
+# azd's AZURE_SUBSCRIPTION_ID, another one.
+AZD_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000d2"
+
+
+def fake_tools(tmp_path: Path, log: Path, keys: str = "late") -> dict[str, str]:
     """An `az`, `func` and `curl` that log their arguments and fail their first calls, as the
-    real ones do while role assignments propagate; the environment to run the hook with."""
+    real ones do while role assignments propagate; the environment to run the hook with.
+
+    keys: how `az functionapp keys list` answers. late: fails twice (503 on stderr), then the
+    key; login: always fails as az does when not logged in; none: succeeds, never a key."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     outputs = {
@@ -721,9 +731,16 @@ def fake_tools(tmp_path: Path, log: Path) -> dict[str, str]:
 printf '%s\\n' "az $*" >> "$FAKE_LOG"
 count() {{ n=$(cat "$FAKE_LOG.$1" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "$FAKE_LOG.$1"; }}
 case "$*" in
+  "account show"*)
+    echo '{CLI_SUBSCRIPTION}' ;;
   "functionapp keys list"*)
     count keys
-    [ "$n" -ge 3 ] && echo 'KEYVALUE123' || {{ echo 'ERROR: 503' >&2; exit 1; }} ;;
+    case "$FAKE_KEYS" in
+      login) echo "ERROR: Please run 'az login' to setup account." >&2; exit 1 ;;
+      none) ;;
+      *) [ "$n" -ge 3 ] && echo 'KEYVALUE123' ||
+           {{ echo 'ERROR: 503 (Service Unavailable)' >&2; exit 1; }} ;;
+    esac ;;
   "eventgrid system-topic event-subscription create"*)
     count create
     [ "$n" -ge 2 ] || {{ echo "ERROR: Webhook validation handshake failed for $*" >&2; exit 1; }} ;;
@@ -751,6 +768,7 @@ printf '%s\\n' "curl $*" >> "$FAKE_LOG"
     return {
         "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
         "FAKE_LOG": str(log),
+        "FAKE_KEYS": keys,
         "POSTDEPLOY_RETRY_SECONDS": "0",
         "POSTDEPLOY_ATTEMPTS": "5",
         "HOME": str(tmp_path),
@@ -770,9 +788,15 @@ def test_the_hook_retries_then_creates_the_event_grid_subscription(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     calls = log.read_text("utf-8").splitlines()
+    # No AZURE_SUBSCRIPTION_ID (no azd): the CLI's current subscription, read once and named.
+    assert [c for c in calls if c.startswith("az account show")] == [calls[0]]
+    assert f"using the Azure CLI's current subscription {CLI_SUBSCRIPTION}" in done.stderr
+    for call in calls[1:]:
+        if call.startswith(("az ", "func ")):
+            assert f"--subscription {CLI_SUBSCRIPTION}" in call, call
     # The publish is retried while storage answers 403.
     assert [c for c in calls if c.startswith("func ")] == [
-        "func azure functionapp publish func-test"
+        f"func azure functionapp publish func-test --subscription {CLI_SUBSCRIPTION}"
     ] * 2
     # The key is awaited (the host poked meanwhile), then the subscription is created, retried
     # while Event Grid's validation of the webhook fails.
@@ -804,22 +828,119 @@ def test_the_hook_retries_then_creates_the_event_grid_subscription(tmp_path: Pat
     # The key reaches Event Grid, never the output (even when az echoes the endpoint).
     assert "KEYVALUE123" not in done.stdout + done.stderr
     assert "code=***" in done.stderr
+    # The failed key lookups are shown, each with what the hook does about it.
+    assert done.stderr.count("ERROR: 503 (Service Unavailable)") == 2
+    assert done.stderr.count("az could not read the keys of func-test (error above)") == 2
 
 
-def test_the_hook_gives_up_when_the_key_never_comes(tmp_path: Path) -> None:
+def run_hook(tmp_path: Path, *arguments: str, **env: str) -> tuple[Any, list[str]]:
+    """The hook run against the stand-in tools: (the finished process, the calls it made)."""
     log = tmp_path / "calls.log"
-    env = {**fake_tools(tmp_path, log), "POSTDEPLOY_ATTEMPTS": "2"}
+    keys = env.pop("keys", "late")
     done = subprocess.run(
-        ["sh", str(HOOK), "--deployment", "activitylog-test"],
-        env=env,
+        ["sh", str(HOOK), *arguments],
+        env={**fake_tools(tmp_path, log, keys), **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    return done, log.read_text("utf-8").splitlines() if log.exists() else []
+
+
+def test_the_hook_gives_up_when_the_key_never_comes(tmp_path: Path) -> None:
+    # az answers, the host never creates the key: the app is not running its blob trigger.
+    done, calls = run_hook(
+        tmp_path, "--deployment", "activitylog-test", keys="none", POSTDEPLOY_ATTEMPTS="2"
+    )
     assert done.returncode == 1
     assert "blobs_extension key after 2 attempts" in done.stderr
-    assert "event-subscription create" not in log.read_text("utf-8")
+    assert "no blobs_extension key yet" in done.stderr
+    assert not any("event-subscription create" in c for c in calls)
+
+
+def test_the_hook_shows_why_the_key_lookup_fails(tmp_path: Path) -> None:
+    # az itself fails every time: its error is shown each time, never discarded, and the end
+    # says what to check, instead of blaming a key the host has not created.
+    done, calls = run_hook(
+        tmp_path, "--deployment", "activitylog-test", keys="late", POSTDEPLOY_ATTEMPTS="2"
+    )
+    assert done.returncode == 1
+    assert len([c for c in calls if c.startswith("az functionapp keys list")]) == 2
+    assert done.stderr.count("ERROR: 503 (Service Unavailable)") == 2
+    assert "az functionapp keys list still fails after 2 attempts (az's error above)" in (
+        done.stderr
+    )
+    for advice in (
+        f"logged in to subscription {CLI_SUBSCRIPTION}",
+        "func-test exists in resource group rg-test",
+        "Microsoft.Web/sites/host/listkeys/action",
+    ):
+        assert advice in done.stderr, advice
+    assert "has not created its blobs_extension key" not in done.stderr
+    assert not any("event-subscription create" in c for c in calls)
+
+
+def test_the_hook_stops_at_once_when_az_is_not_logged_in(tmp_path: Path) -> None:
+    done, calls = run_hook(tmp_path, "--deployment", "activitylog-test", keys="login")
+    assert done.returncode == 1
+    # One lookup, not POSTDEPLOY_ATTEMPTS of them: no wait makes az logged in.
+    assert len([c for c in calls if c.startswith("az functionapp keys list")]) == 1
+    assert "ERROR: Please run 'az login' to setup account." in done.stderr
+    assert "waiting cannot fix it: log in with 'az login'" in done.stderr
+
+
+def test_the_hook_runs_every_az_call_in_azds_subscription(tmp_path: Path) -> None:
+    # azd gives its hooks AZURE_SUBSCRIPTION_ID: every call names it, whatever the Azure CLI's
+    # current subscription is (here another one), and the CLI is not asked.
+    done, calls = run_hook(
+        tmp_path,
+        "--deployment",
+        "activitylog-test",
+        "--publish",
+        AZURE_SUBSCRIPTION_ID=AZD_SUBSCRIPTION,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not any(c.startswith("az account") for c in calls)
+    commands = [c for c in calls if c.startswith(("az ", "func "))]
+    assert {c.split(" --")[0] for c in commands} == {
+        "az deployment sub show",
+        "func azure functionapp publish func-test",
+        "az functionapp keys list",
+        "az eventgrid system-topic event-subscription create",
+    }
+    for call in commands:
+        assert f"--subscription {AZD_SUBSCRIPTION}" in call, call
+    assert CLI_SUBSCRIPTION not in "\n".join(calls) + done.stderr
+
+
+def az_invocations(script: str, continuation: str) -> list[str]:
+    """Every `az` command a hook script runs, its continued lines joined."""
+    text = script.replace(continuation + "\n", " ")
+    return [
+        match.group(1) for match in re.finditer(r"(?:^\s*|\$\(|= |\bif )(az [^\n]*)", text, re.M)
+    ]
+
+
+def test_the_hooks_name_the_subscription_and_keep_az_errors() -> None:
+    # The same rules for both hooks, read from their source (no PowerShell here): every az
+    # call but the one that reads the CLI's current subscription names --subscription, the
+    # publish too, and no az error output is thrown away.
+    ps1 = (ROOT / "scripts" / "postdeploy.ps1").read_text("utf-8")
+    sh = HOOK.read_text("utf-8")
+    for script, continuation in ((sh, "\\"), (ps1, "`")):
+        calls = az_invocations(script, continuation)
+        assert len(calls) >= 4, calls
+        for call in calls:
+            assert "/dev/null" not in call and "$null" not in call, call
+            if call.startswith("az account show"):
+                continue
+            assert re.search(r"--subscription \"?\$subscription\b", call), call
+        (publish,) = re.findall(r"(?:\bif |& )(func azure functionapp publish .*)", script)
+        assert re.search(r"--subscription \"?\$subscription\b", publish), publish
+    assert "2>$null" not in ps1
+    assert not re.search(r"^\s*az .*(2>/dev/null|\|\| true)", sh, re.M)
+    assert "AZURE_SUBSCRIPTION_ID" in sh and "AZURE_SUBSCRIPTION_ID" in ps1
 
 
 def test_the_windows_hook_does_what_the_posix_one_does() -> None:
@@ -840,6 +961,11 @@ def test_the_windows_hook_does_what_the_posix_one_does() -> None:
         "POSTDEPLOY_RETRY_SECONDS",
         "az deployment sub show",
         "azd env get-values",
+        "az account show --query id --output tsv",
+        "AZURE_SUBSCRIPTION_ID is not set: using the Azure CLI's current subscription",
+        "az functionapp keys list still fails after $attempts attempts (az's error above)",
+        "az login|doesn't exist in cloud|SubscriptionNotFound",
+        "Microsoft.Web/sites/host/listkeys/action",
     ):
         assert text in ps1, text
         assert text in sh, text
@@ -905,6 +1031,26 @@ def test_telemetry_follows_the_functions_opentelemetry_page(bicep: dict[str, Bic
     # Monitoring Metrics Publisher on Application Insights: Entra ID ingestion.
     rbac = bicep["modules/rbac.bicep"]
     assert "scope: applicationInsights" in rbac.text
+
+
+def test_readme_telemetry_says_what_the_code_does(bicep: dict[str, Bicep]) -> None:
+    # infra/README.md, "Telemetry", against the code it describes: the worker's switch is the
+    # code's, infra sets it, and with it the code only filters the worker's log handler.
+    from shared.adapters import azure_monitor
+
+    readme = (INFRA / "README.md").read_text("utf-8")
+    section = " ".join(readme.split("\n## Telemetry\n")[1].split("\n## ")[0].split())
+    assert "opentelemetry-howto?pivots=programming-language-python" in section
+    assert azure_monitor.WORKER_EXPORTS == "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
+    assert infra_app_setting_values(bicep)[azure_monitor.WORKER_EXPORTS] == "true"
+    assert "does **not** configure the distro again" in section
+    for logger in (*azure_monitor.APP_LOGGERS, *azure_monitor.UNEXPORTED_LOGGERS):
+        assert f"`{logger}`" in section, logger
+    assert "`AzureWebJobsStorage__clientId`" in section
+    assert azure_monitor.IDENTITY_CLIENT_ID == "AzureWebJobsStorage__clientId"
+    # What an earlier version said and the code no longer does.
+    assert "still calls `configure_azure_monitor()` itself" not in section
+    assert "reported to the team" not in section
 
 
 def load_policy_definition() -> dict[str, Any]:
@@ -1183,8 +1329,14 @@ def test_records_immutability_is_optional_unlocked_and_off(bicep: dict[str, Bice
     assert f"learn.microsoft.com/azure/storage/blobs/{retention_page}" in storage.text
 
 
+class DeploymentValidationError(Exception):
+    """What ARM would refuse while validating the template, before deploying anything."""
+
+
 # A small evaluator of pycep's expression trees: enough to compute, for given parameter values,
-# which lifecycle rules and which immutability policy storage.bicep deploys.
+# which lifecycle rules and which immutability policy storage.bicep deploys, and what total
+# retention monitoring.bicep gives the table. Like ARM, it evaluates only the branch a condition
+# selects, and a property an object does not have stops it (DeploymentValidationError).
 def evaluate(node: Any, lookup: Any) -> Any:
     if isinstance(node, (bool, int)) or node is None:
         return node
@@ -1203,8 +1355,19 @@ def evaluate(node: Any, lookup: Any) -> Any:
         if kind == "not":
             return not evaluate(operands["bool_value"], lookup)
         first, second = (evaluate(operands[k], lookup) for k in ("operand_1", "operand_2"))
+        if kind == "index_accessor":
+            # pycep keeps a quoted key's quotes; ARM looks the property up by its name.
+            found = {str(key).strip("'"): value for key, value in first.items()}
+            if str(second) not in found:
+                raise DeploymentValidationError(
+                    f"The language expression property '{second}' doesn't exist, available "
+                    f"properties are '{', '.join(found)}'."
+                )
+            return found[str(second)]
         return {
             "greater_than": lambda: first > second,
+            "less_than_or_equals": lambda: first <= second,
+            "equals": lambda: first == second,
             "or": lambda: first or second,
             "and": lambda: first and second,
         }[kind]()
@@ -1217,6 +1380,8 @@ def evaluate(node: Any, lookup: Any) -> Any:
             return not arguments[0]
         if kind == "max":
             return max(arguments)
+        if kind == "string":
+            return str(arguments[0])
         raise AssertionError(f"no evaluator for {kind}()")
     return {key: evaluate(value, lookup) for key, value in node.items()}
 
@@ -1539,6 +1704,120 @@ def test_log_analytics_choices_parse_as_checkov_reads_them(pycep_parser: Any) ->
     )
     setting = export["resources"]["activityLogExport"]["config"]["properties"]
     assert setting["workspaceId"]["operator"]["type"] == "conditional"
+
+
+# What the Tables API accepts for totalRetentionInDays: Learn, "Manage data retention in a Log
+# Analytics workspace", Configure table-level retention, REST: "This value can be between 4 and
+# 730; or 1095, 1460, 1826, 2191, 2556, 2922, 3288, 3653, 4018, or 4383".
+DATA_RETENTION_PAGE = "learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure"
+TOTAL_RETENTION_YEARS = (1095, 1460, 1826, 2191, 2556, 2922, 3288, 3653, 4018, 4383)
+TABLES_API_TOTAL_RETENTION = frozenset(range(4, 731)) | frozenset(TOTAL_RETENTION_YEARS)
+# A table keeps at least its interactive retention: 30 days on Basic, at least 30 on Analytics
+# (logAnalyticsRetentionDays), so the template starts at 30.
+TOTAL_RETENTION_ACCEPTED = frozenset(d for d in TABLES_API_TOTAL_RETENTION if d >= 30)
+
+
+def validated(parsed: dict[str, Any], variable: str, **values: Any) -> Any:
+    """A template's variable as ARM's validation computes it for these parameter values
+    (defaults for the rest), or DeploymentValidationError where ARM refuses them."""
+    parameters = {name: p.get("default") for name, p in parsed["parameters"].items()}
+    for name, value in values.items():
+        for decorator in parsed["parameters"][name]["decorators"]:
+            kind, bound_ = decorator["type"], decorator.get("argument")
+            if (kind == "min_value" and value < bound_) or (kind == "max_value" and value > bound_):
+                raise DeploymentValidationError(f"{name}: {value} is outside its {kind}")
+            if kind == "allowed" and value not in bound_:
+                raise DeploymentValidationError(f"{name}: {value} is not allowed")
+        parameters[name] = value
+
+    def lookup(name: str) -> Any:
+        if name in parameters:
+            return parameters[name]
+        if name in parsed["variables"]:
+            return evaluate(parsed["variables"][name]["value"], lookup)
+        return None
+
+    return evaluate(parsed["variables"][variable]["value"], lookup)
+
+
+def test_total_retention_takes_only_what_the_tables_api_accepts(pycep_parser: Any) -> None:
+    main = pycep_parser.parse(text=(INFRA / "main.bicep").read_text("utf-8"))
+    monitoring = pycep_parser.parse(
+        text=(INFRA / "modules" / "monitoring.bicep").read_text("utf-8")
+    )
+    # main.bicep refuses, before anything is deployed, every value the API would refuse, and
+    # passes the checked value on; the module checks its own parameter the same way.
+    params = main["modules"]["monitoring"]["config"]["params"]
+    assert params["totalRetentionInDays"] == "logAnalyticsTotalRetentionDaysChecked"
+    for parsed, parameter, checked in (
+        (main, "logAnalyticsTotalRetentionDays", "logAnalyticsTotalRetentionDaysChecked"),
+        (monitoring, "totalRetentionInDays", "totalRetentionInDaysChecked"),
+    ):
+        accepted = set()
+        for days in range(0, 4400):
+            try:
+                value = validated(parsed, checked, **{parameter: days})
+            except DeploymentValidationError:
+                continue
+            assert value == days
+            accepted.add(days)
+        assert accepted == TOTAL_RETENTION_ACCEPTED, parameter
+        default = parsed["parameters"][parameter]["default"]
+        assert default == 365 and default in accepted
+        # The refusal names what is accepted past two years.
+        with pytest.raises(DeploymentValidationError, match=r"1095, 1460, .*, 4383"):
+            validated(parsed, checked, **{parameter: 1000})
+    # What the table gets: an accepted value, never below its interactive retention (raised to
+    # it), for both plans; a Basic table's interactive retention is the fixed 30 (not sent).
+    table = monitoring["resources"]["table"]["config"]["properties"]
+    assert table["totalRetentionInDays"] == "tableTotalRetentionInDays"
+    for plan in TABLE_PLANS:
+        for interactive in (30, 90, 400, 730):
+            for days in sorted(TOTAL_RETENTION_ACCEPTED):
+                total = validated(
+                    monitoring,
+                    "tableTotalRetentionInDays",
+                    tablePlan=plan,
+                    retentionInDays=interactive,
+                    totalRetentionInDays=days,
+                )
+                assert total in TABLES_API_TOTAL_RETENTION
+                assert total == max(days, interactive if plan == "Analytics" else 30)
+    # The table's API version is the one the Learn page's Bicep example uses (the 2022-10-01
+    # reference described totalRetentionInDays as "between 4 and 2555").
+    source = lex(INFRA / "modules" / "monitoring.bicep")
+    ((_, table_type, _, _),) = resources(source, "Microsoft.OperationalInsights/workspaces/tables")
+    assert table_type.split("@")[1] >= "2025-07-01"
+    # Cited and documented; why not fail(): checkov's parser cannot read it.
+    years = ", ".join(map(str, TOTAL_RETENTION_YEARS))
+    main_text = (INFRA / "main.bicep").read_text("utf-8")
+    for text in (main_text, source.text):
+        assert DATA_RETENTION_PAGE in text
+        assert years.replace(", 4383", ", or 4383") in text.replace("\n// ", " ")
+    assert "bicep/bicep-functions-flow-control" in main_text
+    assert "templates/template-functions-logical#if" in main_text
+    readme = (INFRA / "README.md").read_text("utf-8")
+    assert "| `logAnalyticsTotalRetentionDays` | `365` | " in readme
+    row = readme.split("| `logAnalyticsTotalRetentionDays` |")[1].split("\n")[0]
+    assert f"30 to 730, or one of {years}" in row and "fails the deployment's validation" in row
+    for parsed, parameter in (
+        (main, "logAnalyticsTotalRetentionDays"),
+        (monitoring, "totalRetentionInDays"),
+    ):
+        (description,) = [
+            d["argument"]
+            for d in parsed["parameters"][parameter]["decorators"]
+            if d["type"] == "description"
+        ]
+        assert f"30 to 730, or one of {years}" in description, parameter
+
+
+def test_checkovs_parser_cannot_read_fail() -> None:
+    # Why the templates check total retention with a lookup rather than Bicep's fail(): if
+    # this starts to pass, the pinned pycep-parser reads fail() and the check can use it.
+    pycep = pytest.importorskip("pycep", reason="pycep-parser is not installed")
+    with pytest.raises(Exception, match=r"LPAR|Unexpected"):
+        pycep.BicepParser().parse(text="param a int = 1\nvar b = a > 0 ? a : fail('no')\n")
 
 
 # --------------------------------------------------------------------------------------------

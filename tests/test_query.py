@@ -32,11 +32,11 @@ from shared.core.query_spec import (
 )
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 from shared.services import query as query_module
-from shared.services.archive_write import plan_blobs
 from shared.services.query import QueryPage, run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
 from shared.tools.query_cli import format_table, query_main
+from tests.archive_view import blob_of
 
 NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
 SPAN = {"since": "2024-01-01T00:00:00Z", "until": "2024-04-01T00:00:00Z"}
@@ -455,11 +455,11 @@ def test_postings_of_an_uncommitted_or_deleted_blob_or_another_value_are_skipped
             # a blob that was never committed (its writer stopped before the manifest)
             posting(BlobRef(date(2024, 3, 5), "administrative", 12345), 11 * 3600),
             # another value's record under this value's hash (as a hash collision would be)
-            posting(plan_blobs([other])[0].ref, 8 * 3600),
+            posting(blob_of(app, other["EventKey"]), 8 * 3600),
         ],
     )
     # and a committed blob whose bytes are gone (deleted under the index).
-    assert app.archive.delete([plan_blobs([gone])[0].ref.name]) == {}
+    assert app.archive.delete([blob_of(app, gone["EventKey"]).name]) == {}
     for filters, found in (
         ({"caller": "ghost@contoso.com"}, [record]),
         ({"since": "2024-03-05", "until": "2024-03-06"}, [record, other]),

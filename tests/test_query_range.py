@@ -18,12 +18,12 @@ from shared.core.normalize import normalize_input
 from shared.core.query_spec import DEFAULT_SPAN, parse_query
 from shared.core.records import NormalizedRecord
 from shared.services import query as query_module
-from shared.services.archive_write import plan_blobs
 from shared.services.query import run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
 from shared.tools import query_cli
 from shared.tools.azurite import Azurite
 from shared.tools.query_cli import query_main
+from tests.archive_view import blob_of
 from tests.events import SUBSCRIPTION, activity_event, jsonl
 from tests.test_cli import json_lines, shared_cli
 from tests.test_query import cli_args
@@ -359,7 +359,7 @@ def test_a_damaged_record_is_named_and_the_others_still_come_back(
     )
     app.writer.write([records[0], records[2]])
     app.writer.write([records[1]])  # a blob of its own, whose bytes are then damaged
-    damaged = plan_blobs([records[1]])[0].ref.name
+    damaged = blob_of(app, records[1]["EventKey"]).name
     size = len(app.archive.read(damaged) or b"")
     app.stores.records.upload_blob(damaged, b"\x00garbage" * (size // 8 + 2), overwrite=True)
     result = shared_cli("query", *filters, settings=settings)

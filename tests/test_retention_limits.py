@@ -26,11 +26,12 @@ from shared.adapters.deadletters import UNDELIVERED, DeadLetter
 from shared.adapters.storage import Stores
 from shared.bootstrap import Runtime
 from shared.core.archive_format import encode_blob
-from shared.core.archive_keys import category_class, id_text
+from shared.core.archive_keys import STATE, BlobRef, category_class, id_text, posting_ref
+from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.pt1h import hour_key
 from shared.core.records import CATEGORIES, NormalizedRecord
 from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
-from shared.services import retention_archive
+from shared.services import orphans
 from shared.services.retention import enforce_retention
 from shared.services.retention_archive import OUTSIDE_LAYOUT
 from shared.settings import Settings
@@ -149,14 +150,14 @@ def test_a_leased_archive_blob_is_skipped_reported_and_goes_once_free(app: Runti
 
 def retention_archive_orphans_now() -> None:
     """Orphans are idle at once (tests): undone at the end of the test by `_orphans_idle`."""
-    retention_archive.ORPHAN_AFTER = timedelta(0)
+    orphans.ORPHAN_AFTER = timedelta(0)
 
 
 @pytest.fixture(autouse=True)
 def _orphans_idle() -> Any:
-    saved = retention_archive.ORPHAN_AFTER
+    saved = orphans.ORPHAN_AFTER
     yield
-    retention_archive.ORPHAN_AFTER = saved
+    orphans.ORPHAN_AFTER = saved
 
 
 # --- 3. orphans: uploaded, never committed ---------------------------------------------------
@@ -171,18 +172,56 @@ def orphan(app: Runtime, moment: datetime, number: int) -> str:
     return name
 
 
+def crashed_write(app: Runtime, record: NormalizedRecord) -> str:
+    """A write that died before its commit: its manifest row pending, its blob uploaded."""
+    real = app.tables.replace_if
+
+    def crash(month: str, entity: dict[str, Any], etag: str) -> Any:
+        if STATE not in entity:
+            raise RuntimeError("killed before the commit")
+        return real(month, entity, etag)
+
+    object.__setattr__(app.tables, "replace_if", crash)
+    try:
+        app.writer.write([record])
+    except RuntimeError:
+        pass
+    finally:
+        object.__setattr__(app.tables, "replace_if", real)
+    [name] = blob_names(app) - {b for b in blob_names(app) if committed_name(app, b)}
+    return name
+
+
+def committed_name(app: Runtime, name: str) -> bool:
+    ref = BlobRef.of_name(name)
+    return ref is not None and app.reader.manifest(ref) is not None
+
+
 def test_blobs_that_never_committed_are_swept_once_no_writer_can_be_at_them(app: Runtime) -> None:
-    young = [orphan(app, AS_OF - timedelta(days=3), 1), orphan(app, AS_OF - timedelta(days=400), 2)]
+    """No age alone sweeps a blob: one whose manifest row is pending stays while its writer
+    may be at work (judged at the run's time), and is fenced before it goes; one that no row
+    can ever commit (no row: a name the writer never began) goes at once."""
+    pending = crashed_write(app, record_at(AS_OF - timedelta(days=3), 1))
+    rowless = orphan(app, AS_OF - timedelta(days=400), 2)
     kept = write(app, [record_at(AS_OF - timedelta(days=3), 3)])
-    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert report.orphans_swept == 0 and set(young) <= blob_names(app)  # maybe still writing
-    retention_archive_orphans_now()
-    dry = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF, dry_run=True)
-    assert dry.orphans_swept == 2 and set(young) <= blob_names(app)
-    report = enforce_retention(app.stores, RetentionPolicy(365), as_of=AS_OF)
-    assert report.orphans_swept == 2 and report.records_deleted == 0
-    assert not set(young) & blob_names(app)
+    report = enforce_retention(app.stores, RetentionPolicy(3650), as_of=datetime.now(UTC))
+    assert report.orphans_swept == 1 and pending in blob_names(app)  # maybe still writing
+    assert rowless not in blob_names(app)
+    later = datetime.now(UTC) + timedelta(hours=1)  # past the takeover time
+    dry = enforce_retention(app.stores, RetentionPolicy(3650), as_of=later, dry_run=True)
+    assert dry.orphans_swept == 1 and pending in blob_names(app)
+    report = enforce_retention(app.stores, RetentionPolicy(3650), as_of=later)
+    assert report.orphans_swept == 1 and report.records_deleted == 0
+    assert pending not in blob_names(app)
     assert committed_keys(app) == {kept[0]["EventKey"]}
+    swept = BlobRef.of_name(pending)
+    posted = {
+        posting_ref(month, row["RowKey"])
+        for month in app.tables.months()
+        for kind in LOOKUP_COLUMNS
+        for row in app.tables.query(month, "PartitionKey eq @pk", {"pk": kind})
+    }
+    assert swept not in posted  # its postings went too
 
 
 # --- 4. dead letters and export blobs: the longest limit ----------------------------------

@@ -22,7 +22,7 @@ param tags object = {}
 @maxValue(730)
 param retentionInDays int = 90
 
-@description('Days ActivityLog_CL keeps records in total: interactive retention plus long-term (archive) retention, which is cheaper and searchable with search jobs. At least retentionInDays.')
+@description('Days ActivityLog_CL keeps records in total: interactive retention plus long-term retention, which is cheaper and searchable with search jobs. 30 to 730, or one of 1095, 1460, 1826, 2191, 2556, 2922, 3288, 3653, 4018, 4383 (the values the Tables API accepts; any other fails validation). Raised to the table\'s interactive retention when below it.')
 @minValue(30)
 @maxValue(4383)
 param totalRetentionInDays int = 365
@@ -53,9 +53,31 @@ var tableName = 'ActivityLog_CL'
 // A Basic table's interactive retention is fixed at 30 days: Learn, "Manage data retention in a
 // Log Analytics workspace" (https://learn.microsoft.com/azure/azure-monitor/logs/data-retention-configure):
 // retentionInDays "Setting this property to null applies the workspace retention period. For a
-// Basic and Auxiliary Logs table, the value is always 30." Total retention applies to every plan.
+// Basic and Auxiliary Logs table, the value is always 30." Total retention applies to every plan
+// ("To add long-term retention to a table with any data plan, set total retention to up to 12
+// years"). The table's API version is the one that page's Bicep example uses: the reference of
+// 2022-10-01 described totalRetentionInDays as "between 4 and 2555" only.
 var isAnalyticsTable = tablePlan == 'Analytics'
 var basicTableRetentionInDays = 30
+// totalRetentionInDays: the same page, Tables API: "This value can be between 4 and 730; or 1095,
+// 1460, 1826, 2191, 2556, 2922, 3288, 3653, 4018, or 4383". Past 730, a value that is not a key
+// below fails the template's validation (ARM resolves only the branch the condition selects; why
+// not fail(): main.bicep, logAnalyticsTotalRetentionDaysChecked). The total sent is at least the
+// interactive retention, and the larger of two accepted values is accepted.
+var totalRetentionYears = {
+  '1095': 1095
+  '1460': 1460
+  '1826': 1826
+  '2191': 2191
+  '2556': 2556
+  '2922': 2922
+  '3288': 3288
+  '3653': 3653
+  '4018': 4018
+  '4383': 4383
+}
+var totalRetentionInDaysChecked = (totalRetentionInDays <= 730) ? totalRetentionInDays : totalRetentionYears[string(totalRetentionInDays)]
+var tableTotalRetentionInDays = max(totalRetentionInDaysChecked, isAnalyticsTable ? retentionInDays : basicTableRetentionInDays)
 var streamName = 'Custom-${tableName}'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -78,13 +100,13 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   }
 }
 
-resource table 'Microsoft.OperationalInsights/workspaces/tables@2022-10-01' = {
+resource table 'Microsoft.OperationalInsights/workspaces/tables@2025-07-01' = {
   parent: workspace
   name: tableName
   properties: {
     plan: tablePlan
     retentionInDays: isAnalyticsTable ? retentionInDays : null
-    totalRetentionInDays: max(totalRetentionInDays, isAnalyticsTable ? retentionInDays : basicTableRetentionInDays)
+    totalRetentionInDays: tableTotalRetentionInDays
     schema: {
       name: tableName
       description: 'Azure Activity Log records normalized by the Activity Log function app (docs: shared/spec normalized-record.md).'

@@ -22,6 +22,10 @@ COUNT = "records"
 MAX_DELETE_BATCH = 256  # sub-requests per blob batch (service limit)
 
 
+class BlobNameTaken(RuntimeError):
+    """An upload found other bytes under its name: nothing is ever written over them."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
     name: str
@@ -46,11 +50,10 @@ class ArchiveStore:
             return
 
     def put(self, name: str, blob: EncodedBlob) -> None:
-        """Upload a blob unless the same bytes are there already (a retry after a crash).
-
-        Different bytes under the name (a retry whose records changed owner meanwhile) are
-        replaced: the blob is not committed yet, so nothing refers to the old ones.
-        """
+        """Upload a blob that must not exist yet (If-None-Match: *): blob names are never
+        reused, so a name already there is this upload's own, applied before its answer was
+        lost (the SDK retried it), and holds the same bytes. Never overwrites: different
+        bytes there raise BlobNameTaken."""
         metadata = {SHA256: blob.sha256, COUNT: str(blob.count)}
         client = self._container.get_blob_client(name)
         try:
@@ -60,11 +63,9 @@ class ArchiveStore:
             return
         except ResourceExistsError:
             pass
-        if client.get_blob_properties().metadata.get(SHA256) == blob.sha256:
-            return
-        client.upload_blob(
-            blob.data, metadata=metadata, standard_blob_tier=self._tier, overwrite=True
-        )
+        found = client.get_blob_properties().metadata.get(SHA256)
+        if found != blob.sha256:
+            raise BlobNameTaken(f"{name} holds other bytes (SHA-256 {found}): not replaced")
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes | None:
         """A blob's bytes (or a range of them); None when it does not exist."""

@@ -11,9 +11,15 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import (
     EdmType,
     EntityProperty,
@@ -25,6 +31,7 @@ from azure.data.tables import (
 
 from shared.core.archive_keys import index_table
 
+_IF_MATCH = MatchConditions.IfNotModified
 MAX_BATCH = 100  # operations per transaction (service limit)
 MAX_BATCH_BYTES = 3_500_000  # under the 4 MiB request limit, with room for the envelope
 _T = TypeVar("_T")
@@ -128,6 +135,38 @@ class IndexTables:
             return dict(self.table(month).get_entity(partition, row))
         except ResourceNotFoundError:
             return None
+
+    def read(self, month: str, partition: str, row: str) -> tuple[Entity, str, datetime] | None:
+        """A row with its ETag and the service's time of its last write; None if none."""
+        try:
+            entity = self.table(month).get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        written = entity.metadata["timestamp"]
+        assert written is not None  # the service stamps every entity
+        return dict(entity), str(entity.metadata["etag"]), written
+
+    # --- conditional writes: what fences a write (shared.services.instances) ----------------
+
+    def insert_rows(self, month: str, entities: Sequence[Entity]) -> list[str]:
+        """Insert rows of one partition in one transaction; their ETags. Raises the service's
+        EntityAlreadyExists error when any of them exists (then none was inserted)."""
+        table = self.ensure(month)
+        answers = table.submit_transaction([("create", entity) for entity in entities])
+        return [str(answer["etag"]) for answer in answers]
+
+    def replace_if(self, month: str, entity: Entity, etag: str) -> str | None:
+        """Replace a row only if its ETag is still `etag` (If-Match): its new ETag, or None
+        when the row changed or went meanwhile. https://learn.microsoft.com/rest/api/
+        storageservices/update-entity2: a 412 Precondition Failed means another write came
+        between."""
+        try:
+            answer = self.table(month).update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=_IF_MATCH
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return str(answer["etag"])
 
     # --- writes --------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from azure.core.credentials import TokenCredential
+from azure.core.pipeline import Pipeline
 from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables._base_client import TransportWrapper
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.settings import Settings
@@ -49,6 +51,38 @@ def credential_for(settings: Settings) -> TokenCredential:
     return DefaultAzureCredential()
 
 
+def _table_clients_safe_across_threads(service: TableServiceClient) -> TableServiceClient:
+    """The service, its `get_table_client` safe while other threads send through its clients.
+
+    The SDK's own builds each table client a pipeline from the service's policy objects, and
+    so re-links the shared ones to new links it has not linked on yet: a request on another
+    thread meanwhile meets a link with no next one (AttributeError:
+    '_SansIOHTTPPolicyRunner' object has no attribute 'next'). This builds it as the blob SDK
+    builds its child clients: on the service pipeline's own links, which stay as they are.
+    """
+    shared = service._client._client._pipeline  # private, as in the SDK's own method
+
+    def get_table_client(table_name: str, **kwargs: Any) -> TableClient:
+        pipeline = Pipeline(
+            # A child never closes the service's transport (the SDK's wrapper, untyped).
+            transport=TransportWrapper(shared._transport),  # type: ignore[no-untyped-call]
+            policies=shared._impl_policies,  # linked already: only the last one is re-linked
+        )
+        return TableClient(
+            service.url,
+            table_name=table_name,
+            credential=service.credential,
+            api_version=service.api_version,
+            pipeline=pipeline,
+            location_mode=service._location_mode,
+            _hosts=service._hosts,
+            **kwargs,
+        )
+
+    service.get_table_client = get_table_client  # type: ignore[method-assign]
+    return service
+
+
 def connect(settings: Settings, **client_options: Any) -> Stores:
     """The stores; `client_options` go to the SDK clients (a benchmark counts requests)."""
     if settings.storage_connection:
@@ -66,6 +100,7 @@ def connect(settings: Settings, **client_options: Any) -> Stores:
         table_service = TableServiceClient(
             endpoint=settings.storage_table_uri, credential=credential, **client_options
         )
+    table_service = _table_clients_safe_across_threads(table_service)
     return Stores(
         blob_service=blob_service,
         table_service=table_service,

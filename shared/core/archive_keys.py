@@ -15,8 +15,12 @@ billed and throttled by the entity):
   writer took the number first, so no two live claims hold one event (shared.services.
   archive_write).
 * forward-mark rows in the same slots, RowKey `f{random}`, `K` the ids Log Analytics took.
-* manifest row, one per blob: PartitionKey `m{DD}`, RowKey `{class code}{blob id}`. Its
-  creation commits the blob: it records the count, SHA-256, member offsets and time span.
+* manifest row, one per blob: PartitionKey `m{DD}`, RowKey `{class code}{blob id}`. A write
+  creates it first as a *pending* row (`S` = `p`, `P` the plan id) before it claims anything;
+  the commit replaces it, conditional on the ETag the write holds, with the manifest (count,
+  SHA-256, member offsets, time span; no `S`). Anyone who takes the blob's events over first
+  *fences* the row (`S` = `f`, conditional on its ETag), so a writer that lost its claims
+  while paused fails its commit: the ETag, not a clock, decides (shared.services.instances).
 * posting rows, one per blob, kind and value bucket: PartitionKey `{kind}`, RowKey
   `{bucket}{31 - DD}{class code}{blob id}{part}`, `E` listing, for each distinct value of
   that bucket in the blob, its 6-byte hash and where its records are (second of day,
@@ -33,6 +37,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import secrets
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -72,6 +77,10 @@ MEMBER_RECORDS = 256  # records per gzip member: what one ranged read decompress
 BLOB_SUFFIX = ".jsonl.gz"
 KEY_ROW = "k"
 MANIFEST_ROW = "m"
+STATE = "S"  # property of a manifest row not committed (yet): PENDING or FENCED
+PENDING = "p"
+FENCED = "f"
+PLAN = "P"
 _ENTRY = struct.Struct(">I")
 _GROUP = struct.Struct(">6sH")  # value hash, number of entries
 _ORDINAL_BITS = 15
@@ -122,12 +131,19 @@ def id_of_text(text: str) -> int:
     return int.from_bytes(base64.b32decode(text.upper() + "==="), "big")
 
 
-def blob_id_for(archive_class: str, day: date, event_keys: Iterable[str]) -> int:
-    """A blob's id: a hash of what it was planned to hold, so a retry writes the same blob."""
+def plan_id_for(archive_class: str, day: date, event_keys: Iterable[str]) -> int:
+    """A plan's id: a hash of the events a write planned for one blob, so that a retry of the
+    same input knows an earlier attempt's blob as its own (and may take it over at once)."""
     digest = hashlib.sha256(f"{archive_class}|{day.isoformat()}|".encode())
     for key in sorted(event_keys):
         digest.update(key.encode("ascii"))
     return int.from_bytes(digest.digest()[:8], "big") >> 1
+
+
+def new_blob_id() -> int:
+    """A blob's id: 63 random bits, one blob per write attempt, so no two writers ever write
+    one blob name (a late writer's bytes can never replace another's)."""
+    return secrets.randbits(63)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from azure.core.exceptions import HttpResponseError
 
@@ -23,7 +24,7 @@ from shared.core.archive_format import (
     member_span,
     unpack_offsets,
 )
-from shared.core.archive_keys import MEMBER_RECORDS, BlobRef
+from shared.core.archive_keys import MEMBER_RECORDS, STATE, BlobRef
 from shared.core.records import NormalizedRecord
 
 Place = tuple[BlobRef, int]  # a blob and a record's ordinal in it
@@ -52,6 +53,11 @@ class Manifest:
         )
 
 
+def is_manifest(row: Mapping[str, object] | None) -> TypeGuard[dict[str, object]]:
+    """A committed blob's manifest row (not a pending or fenced one)."""
+    return row is not None and STATE not in row
+
+
 class UnreadableRecord(Exception):
     """A record whose archived bytes cannot be read back (damaged storage): named, never fatal."""
 
@@ -71,7 +77,7 @@ class ArchiveReader:
     def manifest(self, ref: BlobRef) -> Manifest | None:
         partition, row = ref.manifest_keys
         found = self._tables.get(ref.month, partition, row)
-        return Manifest.of_row(ref, found) if found is not None else None
+        return Manifest.of_row(ref, found) if is_manifest(found) else None
 
     def manifests(self, refs: Sequence[BlobRef]) -> dict[BlobRef, Manifest | None]:
         unique = sorted(set(refs))

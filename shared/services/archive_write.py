@@ -1,46 +1,52 @@
 """Writing records to the archive and its index, each event once, whichever path brings it.
 
-A write groups its records by (class, day) into planned blobs, each with an id hashed from
-the events planned for it, and then, in this order:
+A write groups its records by (class, day) into planned blobs, each with a plan id hashed
+from its events and a blob id of its own (random: no two writes ever write one name), and
+then, in this order:
 
-1. claims its events, slot by slot (shared.core.archive_keys): reads the slot's claims, and
+1. inserts each blob's manifest row as *pending* (shared.services.instances): the fence;
+2. claims its events, slot by slot (shared.services.claims): reads the slot's claims, and
    appends one claim row per blob for the events nobody holds, with the next sequence
    numbers, in one transaction that fails if another writer appended first (then it reads
-   again). So one blob wins each event, across paths, redeliveries and instances;
-2. uploads each blob with the events it owns (gzip JSON Lines; same events, same bytes);
-3. upserts the blob's posting rows (idempotent);
-4. creates the blob's manifest row: the commit point. A blob without a manifest does not
-   exist for queries or `verify` (which names it); retention sweeps it.
+   again). A claim holds only while its blob is pending or committed; a blob whose writer
+   looks gone, or planned for the same events, is fenced before its events are taken over;
+3. uploads each blob with the events it owns (gzip JSON Lines; never over another's bytes);
+4. upserts the blob's posting rows (after the upload: a posting always has its blob until
+   the blob is swept, so a sweep finds a blob's postings from its bytes);
+5. replaces each pending row with its manifest, If-Match the ETag of step 1: the commit. A
+   blob fenced meanwhile (this writer was paused past the takeover time, and another took
+   its events) fails here, whatever the clocks say: its upload and postings are removed
+   and ClaimedElsewhere is raised; the events are archived once, by the taker.
 
-A crash between any two steps is repaired by the retry: it plans the same blobs, finds its
-own claims (same blob id) and finishes them. An event held by another blob is a duplicate
-when that blob is committed, free again when its writer is surely gone (its claim is older
-than CLAIM_TIMEOUT and uncommitted), and otherwise in flight elsewhere: the write raises
-ClaimedElsewhere before archiving anything, and the caller's retry or dead letter follows.
+A crash between any two steps leaves a pending blob that the retry (same input: same plan)
+fences and replaces at once, and that any other writer fences once it is older than
+CLAIM_TIMEOUT. A blob without a manifest does not exist for queries; `verify` names it
+(pending while its writer may be at work, orphaned once fenced or stale) and retention
+sweeps it once it is fenced (shared.services.retention_archive).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables, int64
-from shared.core.archive_format import encode_blob, pack_offsets
+from shared.core.archive_format import EncodedBlob, encode_blob, pack_offsets
 from shared.core.archive_keys import (
-    BUCKETS,
     MAX_BLOB_RECORDS,
+    PLAN,
     SINGLE_ROW,
     SINGLE_ROW_VALUES,
     BlobRef,
-    blob_id_for,
     category_class,
     day_of,
+    new_blob_id,
     pack_postings,
+    plan_id_for,
     posting_row,
     second_of_day,
     value_hash,
@@ -49,20 +55,22 @@ from shared.core.keys import LOOKUP_COLUMNS, parse_canonical_time
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
 from shared.services.claims import CLAIM_TIMEOUT, ClaimedElsewhere, Claimer
+from shared.services.instances import Instances
 
-_POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
 __all__ = ["CLAIM_TIMEOUT", "ArchiveWriter", "ClaimedElsewhere", "plan_blobs", "postings"]
 
 
 @dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per planned blob
 class PlannedBlob:
     ref: BlobRef
+    plan: int  # the hash of the events planned for it: the same input plans the same
     records: list[NormalizedRecord]  # every event planned for it, by EventKey
     owned: list[NormalizedRecord] = field(default_factory=list)
-    resumed: bool = False  # an earlier attempt claimed some events: it may have left postings
 
 
-def plan_blobs(records: Sequence[NormalizedRecord]) -> list[PlannedBlob]:
+def plan_blobs(
+    records: Sequence[NormalizedRecord], new_id: Callable[[], int] = new_blob_id
+) -> list[PlannedBlob]:
     """Records (unique by EventKey) grouped by class and day, at most MAX_BLOB_RECORDS each."""
     groups: dict[tuple[str, date], list[NormalizedRecord]] = defaultdict(list)
     for record in records:
@@ -73,8 +81,8 @@ def plan_blobs(records: Sequence[NormalizedRecord]) -> list[PlannedBlob]:
         members.sort(key=lambda r: r["EventKey"])
         for start in range(0, len(members), MAX_BLOB_RECORDS):
             chunk = members[start : start + MAX_BLOB_RECORDS]
-            blob_id = blob_id_for(archive_class, day, (r["EventKey"] for r in chunk))
-            planned.append(PlannedBlob(BlobRef(day, archive_class, blob_id), chunk))
+            plan = plan_id_for(archive_class, day, (r["EventKey"] for r in chunk))
+            planned.append(PlannedBlob(BlobRef(day, archive_class, new_id()), plan, chunk))
     return planned
 
 
@@ -111,6 +119,36 @@ def archive_order(records: list[NormalizedRecord]) -> list[NormalizedRecord]:
     return sorted(records, key=lambda r: (r["TimeGenerated"], r["EventKey"]))
 
 
+def manifest_row(
+    ref: BlobRef, plan: int, ordered: list[NormalizedRecord], encoded: EncodedBlob
+) -> dict[str, Any]:
+    """A blob's manifest: what its commit records."""
+    partition, row = ref.manifest_keys
+    return {
+        "PartitionKey": partition,
+        "RowKey": row,
+        "N": encoded.count,
+        "H": bytes.fromhex(encoded.sha256),
+        "O": pack_offsets(encoded.offsets),
+        "Lo": int64(_ticks(ordered[0])),
+        "Hi": int64(_ticks(ordered[-1])),
+        PLAN: int64(plan),
+    }
+
+
+def taken_over(blobs: Sequence[PlannedBlob], written: WriteResult) -> ClaimedElsewhere:
+    count = sum(len(blob.owned) for blob in blobs)
+    names = ", ".join(blob.ref.name for blob in blobs[:3])
+    return ClaimedElsewhere(
+        f"{count} events were taken over by another writer while this write was held up "
+        f"(its blobs {names} were fenced before their commit, and removed): they are "
+        "archived once, by that writer; run again to confirm",
+        event_keys=[record["EventKey"] for blob in blobs for record in blob.owned],
+        holders=[blob.ref.name for blob in blobs],
+        written=written,
+    )
+
+
 class ArchiveWriter:
     """Writes records once each; a record already archived counts as a duplicate."""
 
@@ -136,89 +174,59 @@ class ArchiveWriter:
             else:
                 unique[record["EventKey"]] = record
         planned = plan_blobs(list(unique.values()))
-        existing = self._claims.claim(planned)  # raises ClaimedElsewhere: nothing written
+        instances = Instances(self._tables, self._clock)
+        instances.begin([(blob.ref, blob.plan) for blob in planned])
+        existing = self._claims.claim(planned, instances)  # raises ClaimedElsewhere
         result.duplicates.extend(existing)
         result.existing.extend(existing)
-        committed = self._archive_and_commit([blob for blob in planned if blob.owned])
-        for blob in planned:
-            if not blob.owned:
-                continue
-            if blob.ref in committed:
+        self._drop_unused([blob.ref for blob in planned if not blob.owned])
+        owned = [blob for blob in planned if blob.owned]
+        fenced = self._archive_and_commit(owned, instances)
+        for blob in owned:
+            if blob not in fenced:
                 result.indexed.extend(blob.owned)
-            else:  # another writer of the same blob committed it first
-                result.duplicates.extend(blob.owned)
-                result.existing.extend(blob.owned)
+        if fenced:
+            raise taken_over(fenced, result)
         return result
 
-    # --- 2-4. archive, postings, manifests --------------------------------------------------
+    # --- 3-5. archive, postings, commits ----------------------------------------------------
 
-    def _archive_and_commit(self, blobs: list[PlannedBlob]) -> set[BlobRef]:
+    def _archive_and_commit(
+        self, blobs: list[PlannedBlob], instances: Instances
+    ) -> list[PlannedBlob]:
+        """Upload, post and commit each blob; the blobs fenced before their commit (their
+        upload and postings removed again)."""
         if not blobs:
-            return set()
-        manifests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            return []
+        ordered = {blob: archive_order(blob.owned) for blob in blobs}
+        encoded = {blob: encode_blob(ordered[blob]) for blob in blobs}
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        uploads = []
         for blob in blobs:
-            ordered = archive_order(blob.owned)
-            encoded = encode_blob(ordered)
-            uploads.append((blob.ref.name, encoded))
-            blob_rows = postings(blob.ref, ordered)
-            if blob.resumed:
-                self._drop_stale_postings(blob.ref, blob_rows)
-            rows[blob.ref.month].extend(blob_rows)
-            partition, row = blob.ref.manifest_keys
-            manifests[blob.ref.month].append(
-                {
-                    "PartitionKey": partition,
-                    "RowKey": row,
-                    "N": encoded.count,
-                    "H": bytes.fromhex(encoded.sha256),
-                    "O": pack_offsets(encoded.offsets),
-                    "Lo": int64(_ticks(ordered[0])),
-                    "Hi": int64(_ticks(ordered[-1])),
-                }
-            )
-        # Blobs and postings go side by side: only the manifests must wait for both.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            uploaded = pool.submit(
-                self._tables.parallel, lambda item: self._archive.put(*item), uploads
-            )
-            for month, entities in rows.items():
-                self._tables.upsert(month, entities)
-            uploaded.result()
-        committed = {blob.ref for blob in blobs}
-        for month, entities in manifests.items():
-            for partition, row in self._tables.create(month, entities):
-                committed.discard(BlobRef.of_manifest(month, partition, row))
-        return committed
-
-    def _drop_stale_postings(self, ref: BlobRef, rows: list[dict[str, Any]]) -> None:
-        """Delete the blob's posting rows that its contents no longer give: an earlier attempt
-        wrote them for other events (some since archived elsewhere). Only on a retry: one
-        range read for each kind and bucket the blob could have rows in."""
-        wanted = {(row["PartitionKey"], row["RowKey"]) for row in rows}
-        ranges = [
-            (kind, posting_row(bucket, ref, 0)[:-1])
-            for kind in LOOKUP_COLUMNS
-            for bucket in (SINGLE_ROW, *(f"{b:x}" for b in range(BUCKETS)))
-        ]
-        found = self._tables.parallel(
-            lambda item: [
-                row["RowKey"]
-                for row in self._tables.query(
-                    ref.month,
-                    _POSTINGS_OF_BLOB,
-                    {"pk": item[0], "low": item[1], "high": item[1] + "~"},
-                    select=["RowKey"],
-                )
-            ],
-            ranges,
+            rows[blob.ref.month].extend(postings(blob.ref, ordered[blob]))
+        self._tables.parallel(lambda blob: self._archive.put(blob.ref.name, encoded[blob]), blobs)
+        for month, entities in rows.items():
+            self._tables.upsert(month, entities)
+        commits = self._tables.parallel(
+            lambda blob: instances.commit(
+                blob.ref, manifest_row(blob.ref, blob.plan, ordered[blob], encoded[blob])
+            ),
+            blobs,
         )
-        stale = [
-            {"PartitionKey": kind, "RowKey": row}
-            for (kind, _), rows_found in zip(ranges, found, strict=True)
-            for row in rows_found
-            if (kind, row) not in wanted
-        ]
-        if stale:
-            self._tables.delete(ref.month, stale)
+        fenced = [blob for blob, done in zip(blobs, commits, strict=True) if not done]
+        for blob in fenced:
+            self._remove(blob.ref, postings(blob.ref, ordered[blob]))
+        return fenced
+
+    def _drop_unused(self, refs: list[BlobRef]) -> None:
+        """Pending rows of blobs that got no event (all archived already): gone is dead."""
+        by_month: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for ref in refs:
+            partition, row = ref.manifest_keys
+            by_month[ref.month].append({"PartitionKey": partition, "RowKey": row})
+        for month, keys in by_month.items():
+            self._tables.delete(month, keys)
+
+    def _remove(self, ref: BlobRef, rows: list[dict[str, Any]]) -> None:
+        """A fenced blob's postings, then its bytes: nothing of it stays to be swept."""
+        self._tables.delete(ref.month, rows)
+        self._archive.delete([ref.name])

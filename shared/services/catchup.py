@@ -34,17 +34,22 @@ def index_each(
     *,
     parallelism: int = 1,
     on_done: Callable[[BlobReport], object] | None = None,
+    on_error: Callable[[str, Exception], object] | None = None,
 ) -> BlobReport:
-    """Index every source; one that fails is reported and logged, never stalls the others."""
+    """Index every source; one that fails is reported and logged (or handed to `on_error`
+    with its name), never stalls the others."""
     total = BlobReport()
 
     def one(source: ByteSource) -> BlobReport:
         try:
             return indexer.index(source)
-        except Exception:
-            log.exception(
-                "indexing a blob failed; the next run retries it", extra={"blob": source.name}
-            )
+        except Exception as error:
+            if on_error is not None:
+                on_error(source.name, error)
+            else:
+                log.exception(
+                    "indexing a blob failed; the next run retries it", extra={"blob": source.name}
+                )
             return BlobReport(blobs=1, failed=[source.name])
 
     if parallelism <= 1:

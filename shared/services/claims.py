@@ -7,18 +7,19 @@ so a successful append proves the decision was made on the whole log. It then re
 new and decides again. In the common case (one writer per slot at a time) a write costs one
 append a slot and no read (shared.services.claim_log keeps what was read).
 
-An event is held by a committed blob above all, else by the first live claim: one whose
-writer may still be at work (younger than CLAIM_TIMEOUT), judged alike by every writer, the
-claim's own included (a retry later than that claims again, behind any taker). When another
-live writer holds some of this write's events, the write releases the claims it appended (a
-release row: the log is only ever appended to), so two writers holding parts of each other's
-events never wait on each other, and raises ClaimedElsewhere; its caller retries later or
+A claim holds its events only while its blob's manifest row (shared.services.instances) is
+pending or committed: an event is held by a committed blob above all, else by the first claim
+whose blob is pending. A pending blob is taken over (fenced, If-Match: its writer can then
+never commit it) when its writer looks gone (the row is older than CLAIM_TIMEOUT) or when it
+was planned for exactly the same events (a retry of the same input after a crash: no need to
+wait). When a live writer holds some of this write's events, the write fences its own blobs,
+so two writers holding parts of each other's events never wait on each other, and raises
+ClaimedElsewhere (which events, held by which blobs, until when); its caller retries later or
 dead-letters.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ from shared.core.archive_keys import (
     slot_partition,
 )
 from shared.core.records import NormalizedRecord
-from shared.services.claim_log import RELEASED, Claim, ClaimLogs, pack_numbers
+from shared.core.written import WriteResult
+from shared.services.claim_log import Claim, ClaimLogs
+from shared.services.instances import Instance, Instances, Stage
 
 # host.json's functionTimeout is 10 minutes: a claim older than this has no live writer.
 CLAIM_TIMEOUT = timedelta(minutes=15)
@@ -50,14 +53,50 @@ APPEND_ROWS = 50  # claim rows of at most 60 KB each in one transaction: under i
 class ClaimedElsewhere(Exception):
     """Some events are being archived right now by another writer: try again later."""
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        event_keys: Sequence[str] = (),
+        holders: Sequence[str] = (),
+        retry_after: datetime | None = None,
+        written: WriteResult | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.event_keys = list(event_keys)
+        self.holders = list(holders)
+        self.retry_after = retry_after
+        self.written = written  # what the write did commit before it was stopped, if anything
+
+
+def held_elsewhere(
+    held: Sequence[tuple[NormalizedRecord, Instance]], timeout: timedelta
+) -> ClaimedElsewhere:
+    """The error for events live writers hold: which, by which blobs, and until when."""
+    keys = sorted({record["EventKey"] for record, _ in held})
+    holders = sorted({instance.ref.name for _, instance in held})
+    ends = [instance.written + timeout for _, instance in held if instance.written is not None]
+    until = max(ends, default=None)
+    when = (
+        f"; it may take them over after {until:%Y-%m-%dT%H:%M:%SZ} at the latest, retry then"
+        if until is not None
+        else "; retry in a few minutes"
+    )
+    message = (
+        f"{len(keys)} events are being archived right now by another writer (blob "
+        f"{holders[0]}{f' and {len(holders) - 1} more' if len(holders) > 1 else ''}; e.g. "
+        f"EventKey {keys[0]}): nothing was written{when}"
+    )
+    return ClaimedElsewhere(message, event_keys=keys, holders=holders, retry_after=until)
+
 
 class Planned(Protocol):
     """A blob a write plans (shared.services.archive_write.PlannedBlob)."""
 
     ref: BlobRef
+    plan: int
     records: list[NormalizedRecord]
     owned: list[NormalizedRecord]
-    resumed: bool
 
 
 Slot = tuple[str, date, str]  # month, day, claim partition
@@ -68,27 +107,7 @@ Member = tuple[Planned, NormalizedRecord]
 class SlotOutcome:
     owned: list[Member] = field(default_factory=list)
     existing: list[NormalizedRecord] = field(default_factory=list)
-    held: int = 0
-    appended: list[str] = field(default_factory=list)  # RowKeys this write added
-
-
-class Committed:
-    """Which blobs have their manifest, read once per write (threads share it)."""
-
-    def __init__(self, tables: IndexTables) -> None:
-        self._tables = tables
-        self._known: dict[BlobRef, bool] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, ref: BlobRef) -> bool:
-        with self._lock:
-            known = self._known.get(ref)
-        if known is None:
-            partition, row = ref.manifest_keys
-            known = self._tables.get(ref.month, partition, row) is not None
-            with self._lock:
-                self._known[ref] = known
-        return known
+    held: list[tuple[NormalizedRecord, Instance]] = field(default_factory=list)
 
 
 class Claimer:
@@ -100,26 +119,25 @@ class Claimer:
         self._timeout = timeout
         self._logs = ClaimLogs(tables)
 
-    def claim(self, planned: Sequence[Planned]) -> list[NormalizedRecord]:
+    def claim(self, planned: Sequence[Planned], instances: Instances) -> list[NormalizedRecord]:
         """Give each planned blob the events it owns; the events archived already.
 
-        Raises ClaimedElsewhere (having taken back its own claims) when a live writer holds
-        some of them."""
+        The blobs' pending rows exist (Instances.begin). Raises ClaimedElsewhere (having
+        fenced its own blobs) when a live writer holds some of the events."""
         slots: dict[Slot, list[Member]] = defaultdict(list)
         for blob in planned:
             for record in blob.records:
                 partition = slot_partition(record["TimeGenerated"])
                 slots[(blob.ref.month, blob.ref.day, partition)].append((blob, record))
-        committed = Committed(self._tables)
+        plans = {blob.plan for blob in planned}
         items = list(slots.items())
         outcomes = self._tables.parallel(
-            lambda item: self._claim_slot(item[0], item[1], committed), items
+            lambda item: self._claim_slot(item[0], item[1], instances, plans), items
         )
-        if sum(outcome.held for outcome in outcomes):
-            appended = [(slot, o.appended) for (slot, _), o in zip(items, outcomes, strict=True)]
-            self._take_back(appended)
-            held = sum(outcome.held for outcome in outcomes)
-            raise ClaimedElsewhere(f"{held} events are being archived by another writer")
+        held = [pair for outcome in outcomes for pair in outcome.held]
+        if held:
+            instances.abandon([blob.ref for blob in planned])
+            raise held_elsewhere(held, self._timeout)
         existing: list[NormalizedRecord] = []
         for outcome in outcomes:
             for blob, record in outcome.owned:
@@ -127,7 +145,9 @@ class Claimer:
             existing.extend(outcome.existing)
         return existing
 
-    def _claim_slot(self, slot: Slot, members: list[Member], committed: Committed) -> SlotOutcome:
+    def _claim_slot(
+        self, slot: Slot, members: list[Member], instances: Instances, plans: set[int]
+    ) -> SlotOutcome:
         month, day, partition = slot
         outcome = SlotOutcome()
         pending = members
@@ -136,21 +156,21 @@ class Claimer:
             if log is None:
                 log, fresh = self._logs.read(month, day, partition), True
             claims, last = log
-            named = {claim.ref for claim in claims}
-            for blob, _ in pending:
-                blob.resumed = blob.resumed or blob.ref in named  # an earlier attempt's blob
             wanted = {event_id(record["EventKey"]) for _, record in pending}
-            sorted_out = self._sort(pending, self._owners(claims, wanted, committed), committed)
-            free, mine, existing, held = sorted_out
+            owner = self._owners(claims, wanted, instances, plans)
+            free, mine, existing, held = self._sort(pending, owner)
             if held and not fresh:
-                log = None  # held as far as this process knew: make sure, from the log itself
+                # Held as far as this write knew: make sure, from the log and the rows now.
+                for ref in {instance.ref for _, instance in held}:
+                    instances.read(ref)
+                log = None
                 continue
             outcome.owned += mine
             outcome.existing += existing
             outcome.held += held
             if not free or held:
                 return outcome
-            taken = self._append(slot, last + 1, free, outcome)
+            taken = self._append(slot, last + 1, free)
             outcome.owned.extend((blob, r) for blob in taken for r in free[blob])
             # Only what is still free goes round again: what was sorted out above is settled.
             pending = [
@@ -166,53 +186,63 @@ class Claimer:
 
     @staticmethod
     def _sort(
-        pending: list[Member], owner: dict[bytes, Claim], committed: Committed
-    ) -> tuple[dict[Planned, list[NormalizedRecord]], list[Member], list[NormalizedRecord], int]:
+        pending: list[Member], owner: dict[bytes, Instance]
+    ) -> tuple[
+        dict[Planned, list[NormalizedRecord]],
+        list[Member],
+        list[NormalizedRecord],
+        list[tuple[NormalizedRecord, Instance]],
+    ]:
         """(free events by blob, events already this blob's, events archived, events held)."""
         free: dict[Planned, list[NormalizedRecord]] = defaultdict(list)
         mine: list[Member] = []
         existing: list[NormalizedRecord] = []
-        held = 0
+        held: list[tuple[NormalizedRecord, Instance]] = []
         for blob, record in pending:
             holder = owner.get(event_id(record["EventKey"]))
             if holder is None:
                 free[blob].append(record)
-            elif committed(holder.ref):
+            elif holder.stage is Stage.COMMITTED:
                 existing.append(record)
             elif holder.ref == blob.ref:
-                mine.append((blob, record))  # a retry finishing its own claim
+                mine.append((blob, record))  # claimed by this write, in an earlier round
             else:
-                held += 1
+                held.append((record, holder))
         return free, mine, existing, held
 
     def _owners(
-        self, claims: list[Claim], wanted: set[bytes], committed: Committed
-    ) -> dict[bytes, Claim]:
-        """Who holds each wanted event: a committed blob above all, else the first live
-        claim. Only claims holding a wanted event are judged (a manifest read each, once)."""
-        owner: dict[bytes, Claim] = {}
+        self, claims: list[Claim], wanted: set[bytes], instances: Instances, plans: set[int]
+    ) -> dict[bytes, Instance]:
+        """Who holds each wanted event: a committed blob above all, else the first pending
+        one that this write may not take over. Only claims holding a wanted event are judged
+        (a manifest row read each, once a write); a blob taken over is fenced first."""
+        owner: dict[bytes, Instance] = {}
         for claim in claims:
             held = wanted.intersection(claim.ids)
             if not held:
                 continue
-            if committed(claim.ref):
-                for claimed in held:
-                    if claimed not in owner or not committed(owner[claimed].ref):
-                        owner[claimed] = claim
-            elif self._young(claim):  # judged alike by every writer, its own included
-                for claimed in held:
-                    owner.setdefault(claimed, claim)
+            instance = instances.get(claim.ref)
+            if instance.stage is Stage.PENDING and self._may_take(instance, instances, plans):
+                instance = instances.fence(instance)  # dead now, or committed meanwhile
+            if instance.stage is Stage.DEAD:
+                continue
+            for claimed in held:
+                current = owner.get(claimed)
+                if current is None or (
+                    instance.stage is Stage.COMMITTED and current.stage is not Stage.COMMITTED
+                ):
+                    owner[claimed] = instance
         return owner
 
-    def _young(self, claim: Claim) -> bool:
-        return claim.written is None or self._clock() - claim.written <= self._timeout
+    def _may_take(self, instance: Instance, instances: Instances, plans: set[int]) -> bool:
+        """Another write's pending blob whose writer looks gone, or that planned the very
+        events this write plans (the same input again: its first attempt crashed or stalls)."""
+        if instance.ref in instances.own:
+            return False
+        return instance.plan in plans or not instance.young(self._clock(), self._timeout)
 
     def _append(
-        self,
-        slot: Slot,
-        sequence: int,
-        free: dict[Planned, list[NormalizedRecord]],
-        outcome: SlotOutcome,
+        self, slot: Slot, sequence: int, free: dict[Planned, list[NormalizedRecord]]
     ) -> set[Planned]:
         """Append claim rows for as many blobs as one transaction takes; the blobs claimed
         (none when another writer appended first)."""
@@ -244,32 +274,4 @@ class Claimer:
                 raise
             return set()
         self._logs.appended(month, partition, claims)
-        outcome.appended.extend(entity["RowKey"] for entity in entities)
         return taken
-
-    def _take_back(self, appended: list[tuple[Slot, list[str]]]) -> None:
-        """Release the claims this write appended: a release row naming them, appended like
-        any claim (the log is never rewritten, so what others know of it stays true)."""
-        for slot, rows in appended:
-            if rows:
-                self._release(slot, [int(row[1:]) for row in rows])
-
-    def _release(self, slot: Slot, numbers: list[int]) -> None:
-        month, day, partition = slot
-        log = self._logs.known(month, partition)
-        for _ in range(CLAIM_ATTEMPTS):
-            if log is None:
-                log = self._logs.read(month, day, partition)
-            sequence = log[1] + 1
-            row: dict[str, Any] = {"PartitionKey": partition, "RowKey": claim_row(sequence)}
-            row[RELEASED] = pack_numbers(numbers)
-            try:
-                self._tables.append(month, [row])
-            except (TableTransactionError, ResourceExistsError) as error:
-                if getattr(error, "error_code", None) != "EntityAlreadyExists":
-                    raise
-                log = None
-                continue
-            self._logs.released(month, partition, sequence, numbers)
-            return
-        raise RuntimeError(f"claims of slot {partition} in {month} kept changing under us")

@@ -82,7 +82,9 @@ def deliver(  # noqa: PLR0913 - a batch, its three sinks and how this attempt en
         written = writer.write(records)
     except Exception as error:  # not only AzureError: a cut-off answer raises requests' errors
         if not final_attempt:
-            raise RetryableDeliveryError(f"index unavailable: {type(error).__name__}") from error
+            # The cause's own message kept: ClaimedElsewhere's says which events and when.
+            message = f"index unavailable: {type(error).__name__}: {error}"
+            raise RetryableDeliveryError(message) from error
         _dead_letter_undelivered(bodies, per_body, error, deadletters, path)
         report.deadlettered += len(records)
         log.error(

@@ -10,11 +10,9 @@ Results come newest first by (TimeGenerated desc, EventKey desc), a day at a tim
   span: blobs are read whole, newest span first, until no blob left can hold a record newer
   than what the page already has.
 
-Every record read is checked exactly (`matches`, the range, the token's position), so a hash
-that collides or a blob spanning the range's edge costs a read, never a wrong answer. A page
-walks at most MAX_PARTITIONS_PER_PAGE days (months, for a key lookup), then hands back a
-continuation. Without `since`, a key lookup searches from its oldest month table's first day.
-The HTTP API returns one page of at most MAX_LIMIT; the CLI follows continuations.
+Every record read is checked exactly: a hash collision costs a read, never a wrong answer.
+A page walks at most MAX_PARTITIONS_PER_PAGE days (months, for a key lookup), then hands
+back a continuation (the CLI follows them).
 """
 
 from __future__ import annotations
@@ -58,7 +56,7 @@ from shared.core.query_spec import (
     parse_query,
 )
 from shared.core.records import NormalizedRecord
-from shared.services.archive_read import ArchiveReader, Manifest, UnreadableRecord
+from shared.services.archive_read import ArchiveReader, Manifest, UnreadableRecord, is_manifest
 
 # Days (months, for a key lookup) one page may walk: a long, sparse range costs bounded work
 # per request and hands back a continuation (possibly with few or no records) instead.
@@ -363,8 +361,11 @@ def _manifests(page: _Page, day: date, tables: IndexTables) -> list[Manifest]:
         rows = tables.query(month, FILTER_RANGE, parameters)
     manifests = []
     for row in rows:
+        if not is_manifest(row):
+            continue  # a write in flight, or fenced: not committed
         try:
-            manifest = Manifest.of_row(BlobRef.of_manifest(month, partition, row["RowKey"]), row)
+            ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
+            manifest = Manifest.of_row(ref, row)
         except (KeyError, ValueError, TypeError, IndexError):
             continue  # not a row of the index's making
         if page.spans(manifest):

@@ -61,8 +61,12 @@ def _replay_body(app: Runtime, letter: DeadLetter) -> bool:
             final_attempt=False,
             path=letter.path,
         )
-    except RetryableDeliveryError:
-        return False
+    except RetryableDeliveryError as error:
+        if isinstance(error.__cause__, TransientForwardError):
+            return False  # indexed; Log Analytics takes it on the next replay
+        # The index could not be written (storage, or another writer holds the events): the
+        # letter stays, released, and the replay ends with why, as for a rejected letter.
+        raise
     return True
 
 

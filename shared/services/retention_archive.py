@@ -18,9 +18,10 @@ at a time. Month by month, oldest first:
 * A day that straddles a cutoff (the cutoff falls within it) is kept whole, so nothing younger
   than its limit ever goes. Its records go on the first run after the day is wholly past;
   limits are whole days and the timer runs daily, so they outlive their limit by under a day.
-* A blob without a manifest row (a write that crashed between its upload and its commit, or a
-  run stopped between a manifest and its blob) is deleted once it is older than ORPHAN_AFTER,
-  when no writer can still be committing it, in any day: `orphans_swept`.
+* A blob without a manifest (a write that crashed, or was fenced, before its commit) is
+  swept, in any day, only when nothing can ever commit it (shared.services.orphans: fenced
+  first when stale, so a writer resuming later fails its commit), with its posting rows:
+  `orphans_swept`. No age alone ever deletes anything.
 
 A blob that may not be deleted (PROTECTED_BLOB_ERRORS: immutability, legal hold, lease) is
 skipped and reported, and its records are taken back from the counts: it has left the index
@@ -41,7 +42,7 @@ import contextlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -56,6 +57,7 @@ from shared.core.archive_keys import (
     MANIFEST_ROW,
     MARK,
     OTHER_CLASS,
+    STATE,
     BlobRef,
     slot_partitions,
 )
@@ -66,7 +68,8 @@ from shared.core.retention_policy import (
     month_end,
     wholly_past,
 )
-from shared.services.archive_write import CLAIM_TIMEOUT
+from shared.services.archive_read import ArchiveReader, is_manifest
+from shared.services.orphans import abandoned, drop_postings
 from shared.services.retention_audit import AuditRow, add_counts
 
 # Blob errors that mean "this blob may not be deleted": skip and report, never fail the run.
@@ -83,7 +86,6 @@ PROTECTED_BLOB_ERRORS = frozenset(
     }
 )
 OUTSIDE_LAYOUT = "name outside the archive layout"
-ORPHAN_AFTER = CLAIM_TIMEOUT  # an uncommitted blob younger than this may still be committed
 STEP_BLOBS = 10 * MAX_DELETE_BATCH  # blobs per deletion step (one audit update before each)
 STEP_ROWS = 10_000  # key rows per deletion step
 LIST_PAGE = 5000  # items a blob listing returns per request
@@ -140,17 +142,17 @@ class ArchiveRetention:
     ) -> None:
         self._tables = IndexTables(stores.table_service, stores.index_prefix)
         self._archive = ArchiveStore(stores.records, stores.archive_tier)
+        self._reader = ArchiveReader(self._tables, self._archive)
         self._audit = audit
         self.report = audit.report
         self._dry_run = audit.report.dry_run
         self._spent = spent
         self._cutoffs = {name: policy.class_cutoff(name, as_of) for name in CLASS_CODES}
         self._longest = policy.longest_cutoff(as_of)
-        self._idle_before = datetime.now(UTC)
+        self._as_of = as_of  # the run's time: also what judges a pending blob stale
         self._oldest_kept: int | None = None
 
     def run(self) -> None:
-        self._idle_before = datetime.now(UTC) - ORPHAN_AFTER
         folders = self._archive_months()
         tables = set(self._tables.months())
         self.report.requests += 1
@@ -227,7 +229,9 @@ class ArchiveRetention:
         """The month's committed blobs; a row whose keys name no blob is counted unreadable."""
         found: Manifests = {}
         bounds = {"low": MANIFEST_ROW, "high": chr(ord(MANIFEST_ROW) + 1)}
-        for row in self._query(month, _MANIFESTS, bounds, [*_ROW_KEYS, "N", "Lo"]):
+        for row in self._query(month, _MANIFESTS, bounds, [*_ROW_KEYS, "N", "Lo", STATE]):
+            if not is_manifest({k: v for k, v in row.items() if v is not None}):
+                continue  # pending or fenced: not committed (swept with its blob, if any)
             try:
                 ref = BlobRef.of_manifest(month, row["PartitionKey"], row["RowKey"])
                 found[ref] = (as_int(row["N"]), as_int(row["Lo"]))
@@ -258,6 +262,7 @@ class ArchiveRetention:
             self.report.requests += 1
             with contextlib.suppress(ResourceNotFoundError):  # dropped by another run
                 self._tables.drop(month)
+        # With the table gone, no manifest row is left to commit against: every blob goes.
         self._delete_blobs(listed, manifests)
 
     def _month(self, month: str, classes: Sequence[str]) -> None:
@@ -288,14 +293,15 @@ class ArchiveRetention:
             if blob.ref not in manifests
             and not wholly_past(day_end(blob.ref.day), self._cutoffs[blob.ref.archive_class])
         ]
-        self._delete_blobs(staying, {})
+        self._sweep(staying)
         self._count_kept(ref_value for ref_value in manifests.items() if ref_value[0] not in gone)
 
     def _delete_day(
         self, month: str, day: date, due: set[str], manifests: Manifests, blobs: Sequence[Listed]
     ) -> None:
         """The due classes of a day: manifests (the commit points), blobs, then key rows."""
-        blobs = self._doomed(blobs, manifests)
+        self._sweep([blob for blob in blobs if blob.ref not in manifests])
+        blobs = [blob for blob in blobs if blob.ref in manifests]
         classes = {ref.archive_class for ref in manifests} | {b.ref.archive_class for b in blobs}
         if not classes:
             return  # gone on an earlier run (a class of the day that stays brought it here)
@@ -335,10 +341,9 @@ class ArchiveRetention:
             if self._spent():
                 return
 
-    def _delete_blobs(self, listed: Sequence[Listed], manifests: Manifests) -> None:
-        """Delete blobs a step at a time, each step counted and audited first. A committed
-        blob (in `manifests`) goes whatever its age; one without a manifest once it is idle."""
-        doomed = self._doomed(listed, manifests)
+    def _delete_blobs(self, doomed: Sequence[Listed], manifests: Manifests) -> None:
+        """Delete blobs a step at a time, each step counted and audited first: committed ones
+        (in `manifests`), and uncommitted ones that nothing can commit any more."""
         for start in range(0, len(doomed), STEP_BLOBS):
             if self._spent():
                 return
@@ -352,8 +357,19 @@ class ArchiveRetention:
                 self.report.requests += _pages(len(step), MAX_DELETE_BATCH)
                 self._take_back(step, manifests, refused)
 
-    def _doomed(self, listed: Sequence[Listed], manifests: Manifests) -> list[Listed]:
-        return [b for b in listed if b.ref in manifests or b.last_modified < self._idle_before]
+    def _sweep(self, uncommitted: Sequence[Listed]) -> None:
+        """Delete the uncommitted blobs that nothing can commit any more (fencing the stale
+        pending ones first), each with its posting rows (shared.services.orphans)."""
+        if not uncommitted:
+            return
+        refs = [blob.ref for blob in uncommitted]
+        dead = set(abandoned(self._tables, refs, self._as_of, dry_run=self._dry_run))
+        self.report.requests += len(uncommitted)
+        doomed = [blob for blob in uncommitted if blob.ref in dead]
+        if not self._dry_run:
+            for blob in doomed:
+                self.report.requests += drop_postings(self._tables, self._reader, blob.ref)
+        self._delete_blobs(doomed, {})
 
     def _take_back(
         self, step: Sequence[Listed], manifests: Manifests, refused: Mapping[str, str]

@@ -14,19 +14,19 @@ For every day in [since, until) (a day is in when any part of it is):
 * each posting row's blob is committed (else `dangling`), except a posting whose blob is gone
   and whose class-day has no manifest left: retention deletes a class-day whole and leaves
   postings (partitioned by value, not by day) until the month's table drops;
-* each blob of the archive container is committed (else `orphaned` once older than
-  CLAIM_TIMEOUT, `pending` before) and named by the layout (else `foreign`: reported, not a
-  failure, for it is nothing the app wrote).
+* each blob of the archive container is committed (else `orphaned`, unless its manifest row
+  is pending and younger than CLAIM_TIMEOUT or the blob itself is that young: `pending`) and
+  named by the layout (else `foreign`: reported, not a failure, for it is nothing the app
+  wrote).
 
-Writes may run meanwhile: a blob committed after its manifests were read is re-read with the
-reader before it is called a problem. Memory holds one month's manifests and blob listing,
-one day's claims, and the EventKeys seen so far (16 bytes each, for duplicates).
+`verify --repair` (shared.services.repair) heals what these name, where no event is lost.
+
+Blobs committed while verify ran are re-read before they are called a problem.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import re
 import struct
 import zlib
@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.adapters.archive_store import SHA256, ArchiveStore, StoredBlob
+from shared.adapters.archive_store import ArchiveStore, StoredBlob
 from shared.adapters.index_tables import IndexTables
-from shared.core.archive_format import decode_lines, decode_record
 from shared.core.archive_keys import (
     CLAIM,
     CLASS_CODES,
+    FENCED,
+    STATE,
     BlobRef,
     event_id,
     month_of,
@@ -51,6 +52,7 @@ from shared.core.archive_keys import (
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
+from shared.services.blob_check import Checked, check_blob
 from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
 
 # What makes the archive unproven (exit 3); `foreign` is reported beside them.
@@ -113,17 +115,6 @@ class VerifyReport:
 
 
 @dataclass(frozen=True, slots=True)
-class _Checked:
-    """One committed blob as read: its size, and its EventKeys or what is wrong with it."""
-
-    ref: BlobRef
-    size: int
-    event_keys: list[str]
-    missing: bool = False
-    altered: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class _Span:
     """The days verified: [first, last], both inclusive (None: unbounded)."""
 
@@ -178,6 +169,7 @@ class _Verifier:
         # The month being verified: its committed blobs, its listed blobs, and those of its
         # committed blobs that are missing or altered (their key rows are not judged again).
         self._manifests: dict[BlobRef, Manifest] = {}
+        self._uncommitted: dict[BlobRef, tuple[bool, datetime | None]] = {}  # fenced?, written
         self._stored: dict[BlobRef, StoredBlob] = {}
         self._unreadable: set[BlobRef] = set()
 
@@ -219,10 +211,15 @@ class _Verifier:
     def _read_manifests(self, month: str, first: date, last: date) -> dict[BlobRef, Manifest]:
         bounds = {"low": f"m{first.day:02d}", "high": f"m{last.day + 1:02d}"}
         manifests: dict[BlobRef, Manifest] = {}
+        self._uncommitted = {}
         for row in self._tables.query(month, _RANGE, bounds):
             partition, row_key = row["PartitionKey"], row["RowKey"]
             try:
                 ref = BlobRef.of_manifest(month, partition, row_key)
+                if STATE in row:  # pending or fenced: a write in flight, or one given up
+                    written = getattr(row, "metadata", {}).get("timestamp")
+                    self._uncommitted[ref] = (row[STATE] == FENCED, written)
+                    continue
                 manifests[ref] = Manifest.of_row(ref, row)
             except (ValueError, KeyError, TypeError, IndexError) as error:
                 name = f"{month}/{partition}/{row_key}"
@@ -238,7 +235,7 @@ class _Verifier:
         manifests, stored = self._manifests, self._stored
         refs = sorted(ref for ref in manifests if ref.day == day)
         checked = self._tables.parallel(
-            lambda ref: _check_blob(self._archive, manifests[ref], stored.get(ref)), refs
+            lambda ref: check_blob(self._archive, manifests[ref], stored.get(ref)), refs
         )
         archived: set[bytes] = set()  # event ids of the day's intact committed blobs
         for blob in checked:
@@ -278,7 +275,7 @@ class _Verifier:
             if (name.split("/")[1], claim.sequence) not in released
         ]
 
-    def _events(self, blob: _Checked, claimed: set[bytes]) -> Iterator[bytes]:
+    def _events(self, blob: Checked, claimed: set[bytes]) -> Iterator[bytes]:
         """Each event's duplicate and claim checks; the blob's event ids."""
         ref = blob.ref
         index = len(self._names)
@@ -299,8 +296,8 @@ class _Verifier:
         """A claim whose events are not all archived: a write in flight, or events lost."""
         ref = claim.ref
         lost = [event for event in claim.ids if event not in archived]
-        if not lost or ref in self._unreadable:
-            return  # all archived (here or by a later claim), or reported with its blob
+        if not lost or ref in self._unreadable or self._fenced(ref):
+            return  # all archived (here or by a later claim), reported with its blob, or void
         young = claim.written is not None and claim.written >= self._old
         if ref not in self._manifests and (young or self._reader.manifest(ref) is not None):
             self.report.pending += 1  # in flight, or committed while verify ran
@@ -310,11 +307,22 @@ class _Verifier:
 
     # --- blobs without a manifest, and postings ---------------------------------------------
 
+    def _fenced(self, ref: BlobRef) -> bool:
+        state = self._uncommitted.get(ref)
+        return state is not None and state[0]
+
+    def _in_flight(self, ref: BlobRef) -> bool:
+        """A pending manifest row young enough that its writer may still commit."""
+        state = self._uncommitted.get(ref)
+        return state is not None and not state[0] and (state[1] is None or state[1] >= self._old)
+
     def _uncommitted_blob(self, ref: BlobRef, blob: StoredBlob) -> None:
-        if blob.last_modified >= self._old or self._reader.manifest(ref) is not None:
+        young = blob.last_modified >= self._old or self._in_flight(ref)
+        if young or self._reader.manifest(ref) is not None:
             self.report.pending += 1
         else:
-            self.report.add("orphaned", ref.name, "uploaded, never committed")
+            state = "fenced" if self._fenced(ref) else "never committed"
+            self.report.add("orphaned", ref.name, f"uploaded, {state}")
 
     def _postings(self, month: str, days: list[date]) -> None:
         manifests, stored = self._manifests, self._stored
@@ -331,8 +339,10 @@ class _Verifier:
             blob = stored.get(ref)
             if blob is None and (ref.archive_class, ref.day) not in committed_days:
                 continue  # the class-day is gone (retention): postings stay till the month goes
-            if self._reader.manifest(ref) is not None or (
-                blob is not None and blob.last_modified >= self._old
+            if (
+                self._reader.manifest(ref) is not None
+                or self._in_flight(ref)
+                or (blob is not None and blob.last_modified >= self._old)
             ):
                 self.report.pending += 1
             else:
@@ -353,44 +363,3 @@ class _Verifier:
 
 def _blob_bytes(ref: BlobRef) -> bytes:
     return ref.blob_id.to_bytes(8, "big")
-
-
-def _check_blob(archive: ArchiveStore, manifest: Manifest, stored: StoredBlob | None) -> _Checked:
-    """Read one committed blob whole and check it against its manifest and metadata."""
-    ref = manifest.ref
-    data = archive.read(ref.name) if stored is not None else None
-    if stored is None or data is None:
-        return _Checked(ref, 0, [], missing=True)
-    keys: list[str] = []
-    problem = _bytes_problem(data, manifest, stored) or _lines_problem(data, manifest, keys)
-    return _Checked(ref, len(data), [] if problem else keys, altered=problem)
-
-
-def _bytes_problem(data: bytes, manifest: Manifest, stored: StoredBlob) -> str | None:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest.sha256:
-        return "its SHA-256 is not the manifest's"
-    if stored.metadata.get(SHA256) != digest:
-        return "its SHA-256 is not its metadata's"
-    if manifest.offsets and manifest.offsets[-1] != len(data):
-        return f"{len(data)} bytes, the manifest says {manifest.offsets[-1]}"
-    return None
-
-
-def _lines_problem(data: bytes, manifest: Manifest, keys: list[str]) -> str | None:
-    """What is wrong with a blob's lines, if anything; their EventKeys go to `keys`."""
-    try:
-        lines = decode_lines(data)
-    except _DAMAGED as error:
-        return f"not gzip JSON lines: {error}"
-    if len(lines) != manifest.count:
-        return f"{len(lines)} lines, N is {manifest.count}"
-    for number, line in enumerate(lines, start=1):
-        try:
-            event_key = decode_record(line).get("EventKey")
-        except _DAMAGED:
-            return f"line {number} is not a JSON object"
-        if not isinstance(event_key, str) or not _EVENT_KEY.fullmatch(event_key):
-            return f"line {number} has no EventKey"
-        keys.append(event_key)
-    return None

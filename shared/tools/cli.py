@@ -3,13 +3,16 @@
 The verbs' arguments, output and exit codes are a contract that scripts rely on:
 exit 0 when all went well, 3 when some input was rejected (the rest still processed),
 2 for bad arguments or unreadable files (one line on standard error), 1 when storage or a
-sink failed (run again: everything is idempotent).
+sink failed, or another writer holds the events right now (one line on standard error, from
+`failure_line`: run again, later; everything is idempotent).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -113,7 +116,7 @@ def event_hub_bodies(path: str, data: bytes) -> list[Any]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from shared.services.delivery import RetryableDeliveryError, deliver
+    from shared.services.delivery import deliver
     from shared.services.report import DeliveryReport
 
     bodies = []
@@ -128,21 +131,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         # As host.json's maxEventBatchSize: the same batches the trigger sees.
         from functions.eventhub_trigger import MAX_EVENT_BATCH_SIZE as batch_size
 
-        try:
-            for start in range(0, len(bodies), batch_size):
-                total.add(
-                    deliver(
-                        bodies[start : start + batch_size],
-                        writer=app.writer,
-                        deadletters=app.deadletters,
-                        forwarding=app.forwarding,
-                        final_attempt=False,
-                        path="cli",
-                    )
+        # A batch that fails raises RetryableDeliveryError: main() says why in one line.
+        for start in range(0, len(bodies), batch_size):
+            total.add(
+                deliver(
+                    bodies[start : start + batch_size],
+                    writer=app.writer,
+                    deadletters=app.deadletters,
+                    forwarding=app.forwarding,
+                    final_attempt=False,
+                    path="cli",
                 )
-        except RetryableDeliveryError as error:
-            sys.stderr.write(f"ingest: {error}; run again, nothing is indexed twice\n")
-            return EXIT_FAILED
+            )
         _print_summary(total.as_dict(), args.json)
         return EXIT_REJECTED if total.deadlettered else EXIT_OK
 
@@ -200,18 +200,28 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             from tqdm import tqdm
 
             progress = tqdm(total=len(sources), unit="blob", file=sys.stderr)
+        errors: list[Exception] = []
         report = index_each(
             indexer,
             sources,
             parallelism=args.parallel,
             on_done=(lambda _: progress.update(1)) if progress is not None else None,
+            on_error=lambda _name, error: errors.append(error),
         )
         if progress is not None:
             progress.close()
         _print_summary(report.as_dict(), args.json)
+        if errors:
+            raise _to_tell(errors)  # main() says it in one line, or shows a bug's traceback
         if report.failed:
             return EXIT_FAILED
         return EXIT_REJECTED if report.deadlettered else EXIT_OK
+
+
+def _to_tell(errors: list[Exception]) -> Exception:
+    """Of the blobs' failures, the one a backfill ends with: a bug before any failure that
+    running again cures, else the first."""
+    return next((error for error in errors if failure_line(error) is None), errors[0])
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
@@ -260,6 +270,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from shared.tools.verify_cli import verify_main, verify_range
 
+    if args.apply and not args.repair:
+        raise UsageError("--apply goes with --repair")
     span = verify_range(args.since, args.until)  # bad flags: exit 2 before storage is touched
     with _runtime() as app:
         return verify_main(args, span, app, sys.stdout)
@@ -401,20 +413,134 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- failures that running again cures: one line, exit 1 ---------------------------------
+
+AGAIN = "every verb is idempotent: run it again"
+MAX_CAUSE = 200
+_HOST = re.compile(r"^HTTPS?Connection(?:Pool)?\(.*?\):\s*")  # urllib3's "HTTPConnection(...): "
+_SOCKET = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)|Error\(-?\d+, '([^']+)'\)")
+
+
+def _first_line(error: BaseException) -> str:
+    return next(iter(str(error).splitlines()), "").strip()
+
+
+def _raised_in_azure_pipeline(error: BaseException) -> bool:
+    """Whether the innermost frame of its traceback is azure-core's pipeline (a worker
+    thread's frames stay in the traceback of an error re-raised from its future)."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    module = trace.tb_frame.f_globals.get("__name__", "") if trace is not None else ""
+    return isinstance(module, str) and module.startswith("azure.core.pipeline")
+
+
+def _storage_failure(error: BaseException) -> bool:
+    """A failure of storage or the network on the way to it, wrapped by the SDK or not (a
+    cut-off answer read after the pipeline returned raises requests' or urllib3's own)."""
+    import http.client
+
+    import requests
+    import urllib3
+
+    transient = (
+        AzureError,  # ServiceRequestError, ServiceResponseError, HttpResponseError, ...
+        requests.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+        ConnectionError,
+        TimeoutError,
+    )
+    if isinstance(error, transient):
+        return True
+    return isinstance(error, AttributeError) and _raised_in_azure_pipeline(error)
+
+
+def _short_cause(error: BaseException) -> str:
+    """`ServiceResponseError: Connection reset by peer`: the type and what the socket said."""
+    text = _first_line(error)
+    found = _SOCKET.search(text)
+    text = (found.group(1) or found.group(2)) if found else _HOST.sub("", text)
+    text = text.strip()[:MAX_CAUSE]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def failure_line(error: BaseException) -> str | None:
+    """The line a verb ends with when running it again (later) cures its failure; None for
+    anything else (a programming error: its traceback is what helps).
+
+    Events another writer holds: the writer's own sentence (which, by what, when to retry).
+    Log Analytics or storage unavailable: what failed. A delivery's wrapping is looked through.
+    """
+    from shared.adapters.log_analytics import TransientForwardError
+    from shared.services.claims import ClaimedElsewhere
+    from shared.services.forwarding import RetryableDeliveryError
+
+    while isinstance(error, RetryableDeliveryError) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, ClaimedElsewhere):
+        return " ".join(str(error).splitlines())  # its own sentence, on one line
+    if isinstance(error, TransientForwardError):
+        return f"{_first_line(error)}; {AGAIN}"
+    if _storage_failure(error):
+        return f"storage unavailable ({_short_cause(error)}); {AGAIN}"
+    return None
+
+
+class _VerbLog(logging.Handler):
+    """Log records while a verb runs, shown as Python shows them unconfigured (the message,
+    and a traceback if any), except what a failure that running again cures explains (and
+    the SDK's own warnings): held, shown on one line if the verb ends well, else dropped for
+    the line the verb ends with."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        line = failure_line(error) if error is not None else None
+        if line is None and not record.name.startswith("azure."):
+            sys.stderr.write(self.format(record) + "\n")
+        else:
+            self.held.append(record.getMessage() + (f": {line}" if line else ""))
+
+    def show_held(self) -> None:
+        for line in self.held:
+            sys.stderr.write(f"{line}\n")
+
+
+@contextmanager
+def _verb_log() -> Iterator[_VerbLog]:
+    """A verb's log records on standard error, unless logging is configured already."""
+    handler, root = _VerbLog(), logging.getLogger()
+    if root.handlers:  # a host or a test harness has its own: left to it
+        yield handler
+        return
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        status: int = args.run(args)
-    except (UsageError, SettingsError) as error:
-        sys.stderr.write(f"{parser.prog} {args.verb}: {error}\n")
-        return EXIT_USAGE
-    except AzureError as error:
-        # Storage or a sink failed (unreachable, refused): say so in one line. Every verb is
-        # idempotent, so running it again is safe.
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        sys.stderr.write(f"{parser.prog} {args.verb}: storage or sink failed: {message}\n")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
-    return status
+    verb = " ".join(filter(None, (args.verb, getattr(args, "action", None))))
+    with _verb_log() as log:
+        try:
+            status: int = args.run(args)
+        except (UsageError, SettingsError) as error:
+            sys.stderr.write(f"{parser.prog} {verb}: {error}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return 130
+        except Exception as error:
+            line = failure_line(error)
+            if line is None:
+                raise  # a programming error: its traceback is what helps
+            sys.stderr.write(f"{parser.prog} {verb}: {line}\n")
+            return EXIT_FAILED
+        log.show_held()
+        return status

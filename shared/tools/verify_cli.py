@@ -4,6 +4,10 @@ Exit 0 when no blob is missing, altered or orphaned, no event is duplicated, una
 unindexed and no posting dangles; 3 otherwise, with the report; 2 for a bad --since/--until.
 The plain form is a short summary, then one line per problem (`kind  name  detail`); --json
 prints one object (shared.services.verify.VerifyReport.as_dict).
+
+--repair adds what shared.services.repair would do about each problem (`repair  kind  name
+does`), changing nothing; --repair --apply does it, then verifies again: the exit code and
+the report are the second verify's. --json then prints {"verify", "repair", "after"}.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orjson
 
 from shared.bootstrap import Runtime
 from shared.core.query_spec import CONTROL, QueryError, parse_query
+from shared.services.repair import RepairReport, repair
 from shared.services.verify import KINDS, VerifyReport, verify
 from shared.tools.cli import UsageError
 
@@ -73,22 +78,49 @@ def format_report(report: VerifyReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verify_main(args: argparse.Namespace, span: VerifyRange, runtime: Runtime, out: TextIO) -> int:
-    """Run `verify` over the runtime's archive and index; write the report; the exit code."""
-    report = verify(
+def format_repair(repaired: RepairReport) -> str:
+    verb = "done" if repaired.applied else "would do (dry run: --apply to do it)"
+    lines = [f"repair  {len(repaired.actions)} actions {verb}"]
+    lines += [_shown(f"repair  {a.kind}  {a.name}  {a.does}") for a in repaired.actions]
+    lines += [_shown(f"not repaired  {a.kind}  {a.name}  {a.does}") for a in repaired.not_repaired]
+    if repaired.applied:
+        lines.append(f"rearchived  {repaired.rearchived}")
+        lines.append(f"already_archived  {repaired.already_archived}")
+    lines += [_shown(f"failed  {failure}") for failure in repaired.failed]
+    return "\n".join(lines) + "\n"
+
+
+def _verify(runtime: Runtime, span: VerifyRange) -> VerifyReport:
+    return verify(
         runtime.tables,
         runtime.archive,
         runtime.reader,
         since=span.since,
         until=span.until,
-        now=span.now,
+        now=datetime.now(UTC) if span.now is None else span.now,
     )
+
+
+def verify_main(args: argparse.Namespace, span: VerifyRange, runtime: Runtime, out: TextIO) -> int:
+    """Run `verify` (and `--repair`) over the runtime's archive and index; the exit code."""
+    report = _verify(runtime, span)
+    if not getattr(args, "repair", False):
+        out.write(
+            orjson.dumps(report.as_dict()).decode() + "\n" if args.json else format_report(report)
+        )
+        out.flush()
+        return EXIT_OK if report.ok else EXIT_PROBLEMS
+    repaired = repair(runtime.tables, runtime.archive, runtime.writer, report, apply=args.apply)
+    after = _verify(runtime, span) if args.apply else report
     if args.json:
-        out.write(orjson.dumps(report.as_dict()).decode() + "\n")
+        shown = {"verify": report.as_dict(), "repair": repaired.as_dict(), "after": after.as_dict()}
+        out.write(orjson.dumps(shown).decode() + "\n")
     else:
-        out.write(format_report(report))
+        out.write(format_report(report) + format_repair(repaired))
+        if args.apply:
+            out.write("after repair:\n" + format_report(after))
     out.flush()
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    return EXIT_OK if after.ok else EXIT_PROBLEMS
 
 
 def add_verify_verb(verbs: Any, run: Callable[[argparse.Namespace], int]) -> None:
@@ -104,4 +136,12 @@ def add_verify_verb(verbs: Any, run: Callable[[argparse.Namespace], int]) -> Non
     verify.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default: all")
     verify.add_argument("--until", help="ISO 8601 time or relative; default: all")
     verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="also say how each problem would be repaired without losing an event (dry run)",
+    )
+    verify.add_argument(
+        "--apply", action="store_true", help="with --repair: do the repairs, then verify again"
+    )
     verify.set_defaults(run=run)
