@@ -1175,10 +1175,11 @@ def fail_step(
 
     def failing(real: Any, kinds: tuple[str, ...]) -> Any:
         def call(*args: Any) -> Any:
-            first = args[1] if isinstance(args[1], dict) else (args[1] or [{}])[0]
-            fencing = isinstance(args[1], dict) and STATE in args[1]  # replace_if also fences
-            if kinds and (fencing or not str(first.get("PartitionKey", "")).startswith(kinds)):
-                return real(*args)  # the same method serving another step
+            if kinds:
+                first = args[1] if isinstance(args[1], dict) else (args[1] or [{}])[0]
+                fencing = isinstance(args[1], dict) and STATE in args[1]  # replace_if fences too
+                if fencing or not str(first.get("PartitionKey", "")).startswith(kinds):
+                    return real(*args)  # the same method serving another step
             with lock:
                 seen[0] += 1
                 hit = seen[0] == nth

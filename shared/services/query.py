@@ -11,8 +11,7 @@ Results come newest first by (TimeGenerated desc, EventKey desc), a day at a tim
   than what the page already has.
 
 Every record read is checked exactly: a hash collision costs a read, never a wrong answer.
-A page walks at most MAX_PARTITIONS_PER_PAGE days (months, for a key lookup), then hands
-back a continuation (the CLI follows them).
+A page walks at most MAX_PARTITIONS_PER_PAGE days (months for a key lookup), then continues.
 """
 
 from __future__ import annotations
