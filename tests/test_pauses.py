@@ -92,6 +92,18 @@ class Frozen:
         return self.outcome[0]
 
 
+def killed_before_commit(app: Runtime, records: list[NormalizedRecord]) -> None:
+    """A write of its own instance killed at its commit: pending row, claims, blob, postings."""
+    crashed = build_runtime(app.settings)
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("killed")
+
+    object.__setattr__(crashed.tables, "replace_if", crash)
+    with pytest.raises(RuntimeError):
+        crashed.writer.write(records)
+
+
 def later_writer(app: Runtime) -> ArchiveWriter:
     return ArchiveWriter(app.tables, app.archive, clock=lambda: datetime.now(UTC) + LATER)
 
@@ -214,14 +226,7 @@ def test_a_crash_then_the_same_input_frozen_then_retention_then_resumed(app: Run
     """Killed before its manifest; the same input again while the claims are young, frozen
     at its manifest past the takeover time; retention sweeps; resumed."""
     records = records_of(range(200))
-    crashed = build_runtime(app.settings)
-
-    def crash(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("killed")
-
-    object.__setattr__(crashed.tables, "replace_if", crash)
-    with pytest.raises(RuntimeError):
-        crashed.writer.write(records)
+    killed_before_commit(app, records)
     frozen = Frozen(build_runtime(app.settings), "commit", records).start()
     sweep(app)
     assert isinstance(frozen.resume(), ClaimedElsewhere)
@@ -280,14 +285,7 @@ def test_verify_repair_is_a_dry_run_until_applied_and_loses_no_event(app: Runtim
     orphaned; --repair says what it would do and changes nothing; applied, the events the
     orphan held are archived once in a blob of their own and verify is clean."""
     records = records_of(range(30))
-    crashed = build_runtime(app.settings)
-
-    def crash(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("killed")
-
-    object.__setattr__(crashed.tables, "replace_if", crash)
-    with pytest.raises(RuntimeError):
-        crashed.writer.write(records)
+    killed_before_commit(app, records)
     later = datetime.now(UTC) + LATER
     report = verified(app, later)
     assert report.counts["orphaned"] == 1 and not report.ok

@@ -1,12 +1,13 @@
 """A claim slot's log as this process knows it, so a write reads only what is new.
 
 A slot's rows are append-only and numbered (`c{sequence:07d}`, shared.core.archive_keys): a
-claim names a blob and the events it claims; a release (property `R`) names earlier claims
-that their writer took back. Nothing is ever deleted from a live log (retention drops the
-month's table, or a whole class's day), so a number is never used twice and, after one full
-read, a writer needs only the rows past the last number it saw. An entry is read whole again
-after MAX_AGE_SECONDS (a month table dropped and made again starts its numbers anew) and the
-least recently used go past CAPACITY slots.
+claim names a blob and the events it claims; a release (property `R`, written only by
+versions before fencing) names earlier claims that their writer took back. Nothing is ever
+deleted from a live log (retention drops the month's table, or a whole class's day), so a
+number is never used twice and, after one full read, a writer needs only the rows past the
+last number it saw. An entry is read whole again after MAX_AGE_SECONDS (a month table
+dropped and made again starts its numbers anew) and the least recently used go past
+CAPACITY slots.
 """
 
 from __future__ import annotations
@@ -47,10 +48,6 @@ def sequence_of(row: Mapping[str, Any]) -> int:
 
 def is_release(row: Mapping[str, Any]) -> bool:
     return RELEASED in row
-
-
-def pack_numbers(numbers: Iterable[int]) -> bytes:
-    return b"".join(_NUMBER.pack(number) for number in numbers)
 
 
 def released_numbers(row: Mapping[str, Any]) -> list[int]:
@@ -134,17 +131,6 @@ class ClaimLogs:
                     slot.last = claims[-1].sequence
                     return
         self.forget(month, partition)  # read by another thread meanwhile: read again
-
-    def released(self, month: str, partition: str, sequence: int, numbers: list[int]) -> None:
-        """A release row this process appended at `sequence`."""
-        slot = self._cached(month, partition)
-        if slot is not None:
-            with slot.lock:
-                if sequence == slot.last + 1:
-                    slot.released.update(numbers)
-                    slot.last = sequence
-                    return
-        self.forget(month, partition)
 
     def forget(self, month: str, partition: str) -> None:
         with self._lock:
