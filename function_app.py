@@ -7,6 +7,7 @@ import azure.functions as func
 
 from functions.archive_blob_trigger import bp as archive_blob
 from functions.catchup_timer import bp as catchup
+from functions.compaction_timer import bp as compaction
 from functions.eventhub_trigger import bp as eventhub
 from functions.query_http import bp as query
 from functions.retention_timer import bp as retention
@@ -20,5 +21,5 @@ for section, error in read_settings(os.environ).invalid.items():
     logging.getLogger(__name__).error("the %s settings are bad: %s", section, error)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (eventhub, archive_blob, catchup, retention, query):
+for blueprint in (eventhub, archive_blob, catchup, retention, compaction, query):
     app.register_functions(blueprint)

@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import bench_normalize, bench_pipeline, bench_storage
+from bench import bench_normalize, bench_pipeline, bench_scale, bench_storage
 
 
 def _section(title: str, work: Callable[[], None]) -> bool:
@@ -39,6 +39,10 @@ def main() -> int:
         _section(
             "storage (issue 13)",
             lambda: bench_storage.print_figures(bench_storage.run(quick=quick)),
+        ),
+        _section(
+            "scale (issue 19)",
+            lambda: bench_scale.print_figures(bench_scale.run(quick=quick)),
         ),
     ]
     print(

@@ -115,9 +115,35 @@ param logAnalyticsRetentionDays int = 90
 @maxValue(4383)
 param logAnalyticsTotalRetentionDays int = 365
 
-@description('Partitions of the Activity Log hub (1 to 32; fixed after creation on Standard).')
+// Event Hubs capacity. The defaults carry 10 million Activity Log events a day with 10x peaks:
+// about 2.4 KB an event, so 0.28 MB/s on average and 2.8 MB/s at peak; one throughput unit
+// takes 1 MB/s of ingress, so 1 TU with auto-inflate up to 4, and 4 partitions at about
+// 0.7 MB/s each at peak (Learn recommends at most 1 MB/s a partition). The Event Hub function
+// runs on at most one instance per partition. Sizes for 1, 10 and 100 million events a day and
+// the pages behind every number: README.md, "Scale", and infra/README.md, "Event Hubs capacity".
+@description('Event Hubs tier: Standard (throughput units, auto-inflate; 1 to 32 partitions, fixed after creation) or Premium (processing units; up to 100 partitions, which can be increased later).')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param eventHubsSku string = 'Standard'
+
+@description('Throughput units the namespace starts with on Standard (1 to 40; one TU takes 1 MB/s or 1,000 events/s of ingress), or processing units on Premium (1, 2, 4, 8 or 16).')
 @minValue(1)
-@maxValue(32)
+@maxValue(40)
+param eventHubsCapacity int = 1
+
+@description('Standard only: auto-inflate raises throughput units up to eventHubsMaximumThroughputUnits when traffic needs them; it never lowers them by itself (lower eventHubsCapacity again by redeploying or in the portal).')
+param eventHubsAutoInflate bool = true
+
+@description('Standard with auto-inflate only: the most throughput units it may reach (1 to 40; raised to eventHubsCapacity when below it).')
+@minValue(1)
+@maxValue(40)
+param eventHubsMaximumThroughputUnits int = 4
+
+@description('Partitions of the Activity Log hub: the most instances the Event Hub function reads with in parallel. 1 to 32 on Standard, where it is fixed after creation; up to 100 on Premium, where it can only be increased.')
+@minValue(1)
+@maxValue(100)
 param eventHubPartitionCount int = 4
 
 @description('Days the hub keeps events (1 to 7): how long the app can be stopped without missing the stream.')
@@ -277,6 +303,10 @@ module eventHubs 'modules/event-hubs.bicep' = {
     tags: allTags
     eventHubName: eventHubName
     consumerGroupName: consumerGroupName
+    namespaceSku: eventHubsSku
+    capacity: eventHubsCapacity
+    autoInflate: eventHubsAutoInflate
+    maximumThroughputUnits: eventHubsMaximumThroughputUnits
     partitionCount: eventHubPartitionCount
     messageRetentionInDays: eventHubMessageRetentionDays
     disableLocalAuth: eventHubsDisableLocalAuth

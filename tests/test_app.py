@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from functions import archive_blob_trigger, catchup_timer, eventhub_trigger, retention_timer, shell
+from functions import (
+    archive_blob_trigger,
+    catchup_timer,
+    compaction_timer,
+    eventhub_trigger,
+    retention_timer,
+    shell,
+)
 from shared import settings as names
 from shared.tools.local_host import indexed_functions
 
@@ -37,8 +44,15 @@ def test_every_trigger_is_registered(bindings: dict[str, list[dict[str, Any]]]) 
         "archive_blob",
         "archive_catchup",
         "retention",
+        "compaction",
         "activity",
     }
+
+
+def test_compaction_runs_hourly_off_the_hour(bindings: dict[str, list[dict[str, Any]]]) -> None:
+    trigger = _trigger(bindings["compaction"])
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == compaction_timer.SCHEDULE == "0 20 * * * *"
 
 
 def test_event_hub_trigger_reads_hub_group_and_connection_from_settings(
@@ -64,7 +78,8 @@ def test_event_hub_function_has_a_retry_policy_that_holds_the_checkpoint() -> No
 
 
 @pytest.mark.parametrize(
-    "module", [archive_blob_trigger, catchup_timer, eventhub_trigger, retention_timer]
+    "module",
+    [archive_blob_trigger, catchup_timer, compaction_timer, eventhub_trigger, retention_timer],
 )
 def test_each_trigger_names_its_span_after_its_registered_function(module: Any) -> None:
     # functions.shell names the span (and `activitylog.function`) from the module's TRIGGER.

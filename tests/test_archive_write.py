@@ -153,12 +153,12 @@ def test_a_write_held_up_elsewhere_takes_back_its_own_claims(
 
 def test_an_append_lost_to_another_writer_counts_each_event_once(app: Runtime) -> None:
     """An event settled on the first look (archived already) is not settled again when the
-    append for the others loses to another writer and the slot is read anew."""
+    slot is read anew after the claim of the others (another writer's claims read then)."""
     a, b, c = _records(range(3))
     first = ArchiveWriter(app.tables, app.archive)
-    first.write([a])  # `first` knows the slot's log: a's claim
-    ArchiveWriter(app.tables, app.archive).write([b])  # appended behind its back
-    again = first.write([a, c])  # a: archived; c: its append loses once, then goes through
+    first.write([a])  # `first` knows the slot's claims: a's
+    ArchiveWriter(app.tables, app.archive).write([b])  # claimed behind its back
+    again = first.write([a, c])  # a: archived; c: claimed, then b's claim read
     assert [r["EventKey"] for r in again.existing] == [a["EventKey"]]
     assert [r["EventKey"] for r in again.indexed] == [c["EventKey"]]
     assert archived_keys(app) == sorted(r["EventKey"] for r in (a, b, c))

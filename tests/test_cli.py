@@ -85,7 +85,8 @@ def test_bad_arguments_are_exit_two_with_one_line() -> None:
 
 
 @pytest.mark.parametrize(
-    "verb", ["", "normalize", "ingest", "query", "backfill", "retention", "run", "deadletter"]
+    "verb",
+    ["", "normalize", "ingest", "query", "backfill", "retention", "compact", "run", "deadletter"],
 )
 def test_help_says_what_each_verb_does(verb: str) -> None:
     result = shared_cli(*([verb] if verb else []), "--help")
@@ -255,3 +256,22 @@ def test_without_storage_settings_azurite_is_started_and_keeps_its_data(
         with local_storage(said.append, env=env) as configured:
             assert configured is None
     assert len(said) == 1
+
+
+def test_compact_merges_closed_days_and_lookups_find_the_same(
+    tmp_path: Path, settings: Settings
+) -> None:
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_bytes(envelope([activity_event(n) for n in range(6)]) + b"\n")
+    assert shared_cli("ingest", str(bodies), settings=settings).returncode == 0
+    lookup = ("query", "--subscription", SUBSCRIPTION, "--limit", "100")
+    before = json_lines(shared_cli(*lookup, settings=settings).stdout)
+    early = shared_cli("compact", "--json", "--as-of", "2000-01-01T00:00:00Z", settings=settings)
+    assert (early.returncode, orjson.loads(early.stdout)["days"]) == (0, 0)  # nothing closed
+    done = shared_cli("compact", "--json", settings=settings)
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["days"] == 1
+    assert json_lines(shared_cli(*lookup, settings=settings).stdout) == before
+    assert len(before) == 6
+    again = orjson.loads(shared_cli("compact", "--json", settings=settings).stdout)
+    assert again["days"] == 0  # idempotent: nothing fresh is left

@@ -936,29 +936,33 @@ def test_two_writers_at_once_on_overlapping_batches_archive_each_event_once(
     assert_exact(app, expected)
 
 
+def claim_logs(instance: Runtime) -> Any:
+    """An instance's claim logs (shared.services.claim_log.ClaimLogs): `append` is its claim
+    insert, a transaction of its lane's claim rows and registry row in one slot."""
+    return instance.writer._claims.logs
+
+
 def hold_append(
     instance: Runtime, slot: str, until: threading.Event, done: threading.Event | None = None
 ) -> None:
     """Hold an instance's first claim append to `slot` until `until` is set; set `done` after
     it. Other slots' appends go on (they run side by side)."""
-    tables = instance.tables
-    if not hasattr(tables, "append"):
-        return  # claims made another way: nothing to hold
-    real = tables.append
+    logs = claim_logs(instance)
+    real = logs.append
     held = threading.Event()
 
-    def append(month: str, entities: Any) -> Any:
+    def append(month: str, entities: Any, etag: str | None) -> Any:
         first = bool(entities) and entities[0]["PartitionKey"] == slot and not held.is_set()
         if first:
             held.set()
             until.wait(10)
         try:
-            return real(month, entities)
+            return real(month, entities, etag)
         finally:
             if first and done is not None:
                 done.set()
 
-    object.__setattr__(tables, "append", append)
+    object.__setattr__(logs, "append", append)
 
 
 def test_two_writers_each_winning_a_slot_of_the_overlap_archive_each_event_once(
@@ -1143,7 +1147,7 @@ class StepFailed(Exception):
 # step, and the PartitionKey kinds of the rows it writes (one method can serve several steps).
 # Uploads are the archive store's `put`.
 TABLE_STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "claims": (("create", "append"), (KEY_ROW,)),
+    "claims": (("append",), (KEY_ROW,)),  # of the claim logs (claim_logs), not the tables
     "postings": (("upsert",), tuple(LOOKUP_COLUMNS)),
     "manifests": (("replace_if",), (MANIFEST_ROW,)),  # the commit: pending row -> manifest
     "marks": (("upsert",), (KEY_ROW,)),
@@ -1195,6 +1199,10 @@ def fail_step(
         patch.setattr(app.archive, "put", failing(app.archive.put, ()))
         return seen
     methods, kinds = TABLE_STEPS[step]
+    if step == "claims":
+        logs = claim_logs(app)
+        patch.setattr(logs, "append", failing(logs.append, kinds))
+        return seen
     for method in methods:
         if hasattr(app.tables, method):
             patch.setattr(app.tables, method, failing(getattr(app.tables, method), kinds))

@@ -994,6 +994,119 @@ def test_flex_consumption_limits_and_python(bicep: dict[str, Bicep]) -> None:
     assert parameters["pythonVersion"]["value"] == "${PYTHON_VERSION=3.12}"
 
 
+# --------------------------------------------------------------------------------------------
+# Event Hubs capacity and the trigger's batching (infra/README.md, "Event Hubs capacity";
+# README.md, "Scale: what carries 1, 10 and 100 million events a day").
+# --------------------------------------------------------------------------------------------
+
+# main.bicep parameter -> (event-hubs.bicep parameter, default, (min, max) or allowed values).
+# Learn, "Azure Event Hubs quotas and limits": Standard takes 1 to 40 TUs and 32 partitions a
+# hub, Premium 100 partitions a hub; Premium PUs are 1, 2, 4, 8 or 16 (the service refuses
+# other counts; the shared bounds are Standard's).
+EVENT_HUBS_CAPACITY: dict[str, tuple[str, object, object]] = {
+    "eventHubsSku": ("namespaceSku", "Standard", ["Standard", "Premium"]),
+    "eventHubsCapacity": ("capacity", 1, (1, 40)),
+    "eventHubsAutoInflate": ("autoInflate", True, None),
+    "eventHubsMaximumThroughputUnits": ("maximumThroughputUnits", 4, (1, 40)),
+    "eventHubPartitionCount": ("partitionCount", 4, (1, 100)),
+}
+EVENT_HUBS_PAGES = (
+    "learn.microsoft.com/azure/event-hubs/event-hubs-quotas",
+    "learn.microsoft.com/azure/event-hubs/event-hubs-scalability",
+    "learn.microsoft.com/azure/event-hubs/event-hubs-auto-inflate",
+    "learn.microsoft.com/azure/azure-functions/functions-target-based-scaling",
+    "learn.microsoft.com/azure/azure-functions/functions-bindings-event-hubs#hostjson-settings",
+)
+
+
+def test_event_hubs_capacity_is_parameters(bicep: dict[str, Bicep]) -> None:
+    main, hubs = bicep["main.bicep"], bicep["modules/event-hubs.bicep"]
+    main_defaults, hub_defaults = parameter_defaults(main), parameter_defaults(hubs)
+    readme = (INFRA / "README.md").read_text("utf-8")
+    for name, (inner, default, limits) in EVENT_HUBS_CAPACITY.items():
+        assert main_defaults[name] == default == hub_defaults[inner], name
+        assert re.search(rf"^    {inner}: {name}$", main.text, re.M), name
+        for source, param in ((main, name), (hubs, inner)):
+            if isinstance(limits, list):
+                assert allowed_values(source, param) == limits, param
+            elif limits is not None:
+                assert (bound(source, param, "minValue"), bound(source, param, "maxValue")) == (
+                    limits
+                ), param
+        shown = str(default).lower() if isinstance(default, bool) else default
+        assert f"| `{name}` | `{shown}` |" in readme, name
+    # The namespace takes them: tier, capacity, auto-inflate and its maximum; the hub its
+    # partitions. Nothing is left hard-coded.
+    ((_, _, start, end),) = resources(hubs, "Microsoft.EventHub/namespaces")
+    namespace = hubs.text[start:end]
+    sku = r"sku: \{\s*name: namespaceSku\s*tier: namespaceSku\s*capacity: capacity\s*\}"
+    assert re.search(sku, namespace)
+    assert "isAutoInflateEnabled: autoInflateEnabled" in namespace
+    assert "maximumThroughputUnits: autoInflateMaximum" in namespace
+    ((_, _, start, end),) = resources(hubs, "Microsoft.EventHub/namespaces/eventhubs")
+    assert "partitionCount: partitionCount" in hubs.text[start:end]
+    section = readme.split("\n### Event Hubs capacity\n")[1].split("\n### ")[0]
+    for page in EVENT_HUBS_PAGES:
+        assert page in section, page
+
+
+def deployed_namespace(parsed: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """The namespace's sku and properties as event-hubs.bicep deploys them for these values."""
+    parameters = {name: p.get("default") for name, p in parsed["parameters"].items()}
+    parameters.update(values)
+
+    def lookup(name: str) -> Any:
+        if name in parameters:
+            return parameters[name]
+        if name in parsed["variables"]:
+            return evaluate(parsed["variables"][name]["value"], lookup)
+        return None
+
+    config = parsed["resources"]["namespace"]["config"]
+    found: dict[str, Any] = evaluate({"sku": config["sku"], **config["properties"]}, lookup)
+    return found
+
+
+def test_event_hubs_namespace_as_deployed(pycep_parser: Any) -> None:
+    parsed = pycep_parser.parse(text=(INFRA / "modules" / "event-hubs.bicep").read_text("utf-8"))
+    default = deployed_namespace(parsed)
+    assert default["sku"] == {"name": "Standard", "tier": "Standard", "capacity": 1}
+    assert (default["isAutoInflateEnabled"], default["maximumThroughputUnits"]) == (True, 4)
+    # Off: the API's convention is a maximum of 0.
+    off = deployed_namespace(parsed, autoInflate=False)
+    assert (off["isAutoInflateEnabled"], off["maximumThroughputUnits"]) == (False, 0)
+    # A maximum below the starting capacity is raised to it.
+    raised = deployed_namespace(parsed, capacity=6, maximumThroughputUnits=4)
+    assert (raised["sku"]["capacity"], raised["maximumThroughputUnits"]) == (6, 6)
+    # Premium has processing units and no auto-inflate, whatever autoInflate says.
+    premium = deployed_namespace(parsed, namespaceSku="Premium", capacity=2)
+    assert premium["sku"] == {"name": "Premium", "tier": "Premium", "capacity": 2}
+    assert (premium["isAutoInflateEnabled"], premium["maximumThroughputUnits"]) == (False, 0)
+
+
+def test_host_json_batches_large_invocations_and_keeps_checkpoints() -> None:
+    # Learn, "Azure Event Hubs trigger and bindings for Azure Functions", host.json settings:
+    # minEventBatchSize "must be less than maxEventBatchSize", maxWaitTime is only considered
+    # when minEventBatchSize is larger than 1, and "The longest allowed wait time is 10 minutes";
+    # batchCheckpointFrequency above 1 can keep target-based scaling from scaling in.
+    hubs = json.loads((ROOT / "host.json").read_text("utf-8"))["extensions"]["eventHubs"]
+    assert 1 < hubs["minEventBatchSize"] < hubs["maxEventBatchSize"] == 1000
+    hours, minutes, seconds = (int(part) for part in hubs["maxWaitTime"].split(":"))
+    wait = hours * 3600 + minutes * 60 + seconds
+    assert 0 < wait <= 600
+    assert hubs["batchCheckpointFrequency"] == 1
+    assert hubs["prefetchCount"] >= hubs["maxEventBatchSize"]
+    # The README's scale section names the page and the parameters main.bicep has.
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme.split("\n## Scale: what carries 1, 10 and 100 million events a day\n")[1]
+    section = section.split("\n## ")[0]
+    assert "functions-bindings-event-hubs#hostjson-settings" in section
+    assert "(figures re-measured: see Benchmarks)" in section
+    main = lex(INFRA / "main.bicep")
+    for name in set(re.findall(r"`(\w+)=[^`]+`", section)):
+        assert re.search(rf"^param {name} ", main.text, re.M), name
+
+
 def code_instrumentations() -> tuple[str, ...]:
     # Where the distro is configured in the app's code (shared/adapters is being reworked:
     # either module may hold it).

@@ -35,7 +35,7 @@ LATER = timedelta(hours=1)  # past CLAIM_TIMEOUT (15 minutes) for whatever runs 
 # A write's storage calls, in order: the method of the runtime's adapter that makes each.
 STEPS = {
     "begin": ("tables", "insert_rows"),
-    "claims": ("tables", "append"),
+    "claims": ("claim_logs", "append"),  # the writer's claim logs: its lane's transaction
     "uploads": ("archive", "put"),
     "postings": ("tables", "upsert"),
     "commit": ("tables", "replace_if"),
@@ -60,7 +60,11 @@ class Frozen:
 
     def start(self) -> Frozen:
         adapter, method = STEPS[self.step]
-        target = getattr(self.instance, adapter)
+        target = (
+            self.instance.writer._claims.logs
+            if adapter == "claim_logs"
+            else getattr(self.instance, adapter)
+        )
         real = getattr(target, method)
         frozen = threading.Event()
 

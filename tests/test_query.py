@@ -366,7 +366,7 @@ def test_long_sparse_ranges_page_by_partitions(
 def test_a_key_lookup_over_empty_months_pages_by_months(
     app: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 2)
+    monkeypatch.setattr(query_module, "KEY_MONTHS_PER_PAGE", 2)
     # S3 in 2024-03 and 2023-06; only S1 in the months between (their tables exist).
     wanted = [
         make_record(f"{month}-15T10:00:00Z", subscription=S3) for month in ("2024-03", "2023-06")

@@ -29,9 +29,39 @@ param eventHubName string
 @description('Name of the consumer group the function app reads with (its own, so other readers never move its position).')
 param consumerGroupName string
 
-@description('Partitions of the hub: the upper bound on how many instances read in parallel. Cannot be lowered later on the Standard tier.')
+// Capacity, as Learn gives it (links in infra/README.md, "Event Hubs capacity"):
+// - Standard: 1 to 40 throughput units (TUs), each 1 MB/s or 1,000 events/s of ingress and
+//   2 MB/s or 4,096 events/s of egress; auto-inflate (Standard only) raises TUs up to a
+//   maximum when traffic needs them, and never lowers them again by itself.
+// - Premium: processing units (PUs) 1, 2, 4, 8 or 16 (the service refuses other counts); no
+//   auto-inflate. Dedicated clusters are another resource type, not offered here.
+// - Partitions: 1 to 32 per hub on Standard, up to 100 on Premium (the service refuses more
+//   than its tier allows); fixed after creation on Standard, only increased on Premium.
+// Named namespaceSku, not skuName: checkov's graph mixes up parameters of the same name across
+// modules, and storage.bicep's skuName then sometimes reads 'Standard' (CKV_AZURE_206 fails).
+@description('Pricing tier of the namespace: Standard (throughput units, auto-inflate) or Premium (processing units). Basic is not offered: it allows only the $Default consumer group and one day of retention.')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param namespaceSku string = 'Standard'
+
+@description('Throughput units (Standard, 1 to 40) or processing units (Premium: 1, 2, 4, 8 or 16) the namespace starts with. One TU takes 1 MB/s or 1,000 events/s of ingress.')
 @minValue(1)
-@maxValue(32)
+@maxValue(40)
+param capacity int = 1
+
+@description('Standard only: let Event Hubs raise the throughput units up to maximumThroughputUnits when traffic needs them (it never lowers them by itself). Ignored on Premium.')
+param autoInflate bool = true
+
+@description('Standard with autoInflate only: the most throughput units auto-inflate may reach, 1 to 40; raised to capacity when below it.')
+@minValue(1)
+@maxValue(40)
+param maximumThroughputUnits int = 4
+
+@description('Partitions of the hub: the upper bound on how many instances read in parallel. 1 to 32 on Standard, up to 100 on Premium. Cannot be changed after creation on Standard (Premium can only increase it).')
+@minValue(1)
+@maxValue(100)
 param partitionCount int = 4
 
 @description('Days the hub keeps events: how long the app can be down without losing the stream (the blob archive keeps everything regardless). 7 is the Standard tier maximum.')
@@ -45,21 +75,27 @@ param disableLocalAuth bool = false
 @description('Name of the namespace authorization rule the Activity Log diagnostic setting streams with.')
 param diagnosticsRuleName string = 'activitylog-diagnostic-setting'
 
+// Auto-inflate exists on Standard only; its maximum is 0 when it is off (the API's convention)
+// and never below the starting capacity when it is on. The parentheses are for checkov's
+// parser (pycep-parser 0.5.1), which otherwise reads `a == 'b' && c` as `a == ('b' && c)`.
+var autoInflateEnabled = (namespaceSku == 'Standard') && autoInflate
+var autoInflateMaximum = autoInflateEnabled ? max(maximumThroughputUnits, capacity) : 0
+
 resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
   name: name
   location: location
   tags: tags
-  // Standard: Basic allows only the $Default consumer group and one day of retention.
   sku: {
-    name: 'Standard'
-    tier: 'Standard'
-    capacity: 1
+    name: namespaceSku
+    tier: namespaceSku
+    capacity: capacity
   }
   properties: {
     disableLocalAuth: disableLocalAuth
     minimumTlsVersion: '1.2'
     publicNetworkAccess: 'Enabled'
-    isAutoInflateEnabled: false
+    isAutoInflateEnabled: autoInflateEnabled
+    maximumThroughputUnits: autoInflateMaximum
   }
 }
 

@@ -85,6 +85,10 @@ class IndexTables:
         self._created: set[str] = set()
         self._lock = threading.Lock()
 
+    @property
+    def parallelism(self) -> int:
+        return self._parallelism
+
     def table(self, month: str) -> TableClient:
         return self._service.get_table_client(index_table(self.prefix, month))
 

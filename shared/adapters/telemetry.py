@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Counter, Histogram, MeterProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+    from shared.services.compaction import CompactionReport
     from shared.services.report import BlobReport, DeliveryReport, Report
     from shared.services.retention_audit import RetentionReport
 
@@ -45,6 +46,7 @@ EVENTHUB = "eventhub"
 BLOB = "blob"
 CATCHUP = "catchup"
 RETENTION = "retention"
+COMPACTION = "compaction"
 QUERY = "query"
 
 RECORDS_NORMALIZED = "activitylog.records.normalized"  # counter, path: events that became records
@@ -355,6 +357,11 @@ def _record_retention(report: RetentionReport) -> None:
     where = {"dry_run": report.dry_run}
     _add(instruments.retention_deleted, report.records_deleted, where)
     instruments.retention_kept.record(report.records_kept, where)
+
+
+def record_compaction(report: CompactionReport) -> None:
+    """A compaction run's counts, on its span (its log line carries them too)."""
+    _safely("annotating the span", lambda: _annotate(report.as_dict()))
 
 
 def record_settings_invalid(function: str, setting: str) -> None:

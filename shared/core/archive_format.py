@@ -31,6 +31,7 @@ class EncodedBlob:
     sha256: str  # hex
     count: int
     offsets: tuple[int, ...]  # where each member starts, then the blob's size
+    member_records: int = MEMBER_RECORDS
 
 
 def encode_line(record: NormalizedRecord) -> bytes:
@@ -57,9 +58,9 @@ def encode_blob(records: Sequence[NormalizedRecord]) -> EncodedBlob:
     return EncodedBlob(data, hashlib.sha256(data).hexdigest(), len(records), tuple(offsets))
 
 
-def member_span(offsets: Sequence[int], ordinal: int) -> tuple[int, int, int]:
+def member_span(offsets: Sequence[int], ordinal: int, member_records: int) -> tuple[int, int, int]:
     """(member index, first byte, byte count) of the member holding record `ordinal`."""
-    member = ordinal // MEMBER_RECORDS
+    member = ordinal // member_records
     if member + 1 >= len(offsets):
         raise IndexError(f"record {ordinal} is past the blob's end")
     return member, offsets[member], offsets[member + 1] - offsets[member]

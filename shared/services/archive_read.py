@@ -24,7 +24,7 @@ from shared.core.archive_format import (
     member_span,
     unpack_offsets,
 )
-from shared.core.archive_keys import MEMBER_RECORDS, STATE, BlobRef
+from shared.core.archive_keys import LEGACY_MEMBER_RECORDS, MEMBERS, STATE, BlobRef
 from shared.core.records import NormalizedRecord
 
 Place = tuple[BlobRef, int]  # a blob and a record's ordinal in it
@@ -40,6 +40,7 @@ class Manifest:
     offsets: tuple[int, ...]
     low_ticks: int
     high_ticks: int
+    member_records: int = LEGACY_MEMBER_RECORDS
 
     @classmethod
     def of_row(cls, ref: BlobRef, row: dict[str, object]) -> Manifest:
@@ -50,6 +51,7 @@ class Manifest:
             unpack_offsets(bytes(row["O"])),  # type: ignore[call-overload]
             as_int(row["Lo"]),
             as_int(row["Hi"]),
+            as_int(row[MEMBERS]) if row.get(MEMBERS) else LEGACY_MEMBER_RECORDS,
         )
 
 
@@ -80,6 +82,7 @@ class ArchiveReader:
         return Manifest.of_row(ref, found) if is_manifest(found) else None
 
     def manifests(self, refs: Sequence[BlobRef]) -> dict[BlobRef, Manifest | None]:
+        # One point read a blob: a day's partition can hold 100,000 manifests at scale.
         unique = sorted(set(refs))
         return dict(zip(unique, self._tables.parallel(self.manifest, unique), strict=True))
 
@@ -94,20 +97,23 @@ class ArchiveReader:
         for ref, ordinal in places:
             manifest = known[ref]
             if manifest is not None and ordinal < manifest.count:
-                member, start, length = member_span(manifest.offsets, ordinal)
+                size = manifest.member_records
+                member, start, length = member_span(manifest.offsets, ordinal, size)
                 members[(ref, member)] = (start, length)
         keys = list(members)
         read = self._tables.parallel(lambda k: self._member(k, members[k]), keys)
         lines = dict(zip(keys, read, strict=True))
         out: list[NormalizedRecord | UnreadableRecord | None] = []
         for ref, ordinal in places:
-            got = lines.get((ref, ordinal // MEMBER_RECORDS))
+            manifest = known[ref]
+            size = manifest.member_records if manifest is not None else LEGACY_MEMBER_RECORDS
+            got = lines.get((ref, ordinal // size))
             if got is None:
                 out.append(None)
             elif isinstance(got, UnreadableRecord):
                 out.append(got)
             else:
-                out.append(_record_at(ref, got, ordinal % MEMBER_RECORDS))
+                out.append(_record_at(ref, got, ordinal % size))
         return out
 
     def _member(

@@ -5,11 +5,12 @@ from its events and a blob id of its own (random: no two writes ever write one n
 then, in this order:
 
 1. inserts each blob's manifest row as *pending* (shared.services.instances): the fence;
-2. claims its events, slot by slot (shared.services.claims): reads the slot's claims, and
-   appends one claim row per blob for the events nobody holds, with the next sequence
-   numbers, in one transaction that fails if another writer appended first (then it reads
-   again). A claim holds only while its blob is pending or committed; a blob whose writer
-   looks gone, or planned for the same events, is fenced before its events are taken over;
+2. claims its events, slot by slot (shared.services.claims): inserts one claim row per blob
+   for the events no live claim it knows of holds, in a lane of its own in the slot (so it
+   competes with no other writer), then reads the slot's other lanes and decides: an event
+   two writers claimed goes to one of them. A claim holds only while its blob is pending or
+   committed; a blob whose writer looks gone, or planned for the same events, is fenced
+   before its events are taken over;
 3. uploads each blob with the events it owns (gzip JSON Lines; never over another's bytes);
 4. upserts the blob's posting rows (after the upload: a posting always has its blob until
    the blob is swept, so a sweep finds a blob's postings from its bytes);
@@ -38,8 +39,10 @@ from shared.adapters.index_tables import IndexTables, int64
 from shared.core.archive_format import EncodedBlob, encode_blob, pack_offsets
 from shared.core.archive_keys import (
     MAX_BLOB_RECORDS,
+    MEMBERS,
     PLAN,
     SINGLE_ROW,
+    SINGLE_ROW_RECORDS,
     SINGLE_ROW_VALUES,
     BlobRef,
     category_class,
@@ -48,6 +51,7 @@ from shared.core.archive_keys import (
     pack_postings,
     plan_id_for,
     posting_row,
+    prefix_lead,
     second_of_day,
     value_hash,
 )
@@ -87,8 +91,8 @@ def plan_blobs(
 
 
 def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str, Any]]:
-    """A blob's posting rows: per kind and value bucket (or one for all of a kind's values
-    when they are few), each value's records' places."""
+    """A blob's posting rows: per kind and hash prefix (or, for a small blob, one for all of
+    a kind's values when they are few), each value's records' places."""
     values: dict[str, dict[bytes, tuple[str, list[tuple[int, int]]]]] = defaultdict(dict)
     for ordinal, record in enumerate(records):
         second = second_of_day(record["TimeGenerated"])
@@ -98,11 +102,12 @@ def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str
                 bucket, digest = value_hash(value)
                 values[kind].setdefault(digest, (bucket, []))[1].append((second, ordinal))
     rows = []
+    small = len(records) <= SINGLE_ROW_RECORDS
     for kind, by_digest in values.items():
         buckets: dict[str, dict[bytes, list[tuple[int, int]]]] = defaultdict(dict)
-        single = len(by_digest) <= SINGLE_ROW_VALUES
-        for digest, (bucket, places) in by_digest.items():
-            buckets[SINGLE_ROW if single else bucket][digest] = places
+        single = small and len(by_digest) <= SINGLE_ROW_VALUES
+        for digest, (_, places) in by_digest.items():
+            buckets[SINGLE_ROW if single else prefix_lead(digest)][digest] = places
         rows += [
             {"PartitionKey": kind, "RowKey": posting_row(bucket, ref, part), "E": packed}
             for bucket, groups in buckets.items()
@@ -130,6 +135,7 @@ def manifest_row(
         "N": encoded.count,
         "H": bytes.fromhex(encoded.sha256),
         "O": pack_offsets(encoded.offsets),
+        MEMBERS: encoded.member_records,
         "Lo": int64(_ticks(ordered[0])),
         "Hi": int64(_ticks(ordered[-1])),
         PLAN: int64(plan),

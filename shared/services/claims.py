@@ -1,53 +1,81 @@
 """Claiming events for archive blobs: one live claim per event, across writers and paths.
 
-A slot's claim rows are a log with contiguous sequence numbers (shared.core.archive_keys).
-A writer decides which of its events are free from the claims it knows, and appends its own
-at the next number in one transaction: the insert fails if any other writer appended since,
-so a successful append proves the decision was made on the whole log. It then reads what is
-new and decides again. In the common case (one writer per slot at a time) a write costs one
-append a slot and no read (shared.services.claim_log keeps what was read).
+A write inserts its claims first and decides after. Each writer process appends to a lane of
+its own in a slot (shared.services.claim_log), so its insert competes with no other writer:
+per slot, it inserts a claim row per blob listing the events it plans that no live claim it
+knows of holds, then reads what is new in the slot's other lanes, and decides. Of two writers
+claiming one event, at least one sees the other's claim: if A's read misses B's claim, B
+inserted it after that read, so after A's insert, and B's read (after B's insert) sees A's.
+So a write never takes an event that another live claim holds.
 
 A claim holds its events only while its blob's manifest row (shared.services.instances) is
-pending or committed: an event is held by a committed blob above all, else by the first claim
-whose blob is pending. A pending blob is taken over (fenced, If-Match: its writer can then
-never commit it) when its writer looks gone (the row is older than CLAIM_TIMEOUT) or when it
-was planned for exactly the same events (a retry of the same input after a crash: no need to
-wait). When a live writer holds some of this write's events, the write fences its own blobs,
-so two writers holding parts of each other's events never wait on each other, and raises
-ClaimedElsewhere (which events, held by which blobs, until when); its caller retries later or
-dead-letters.
+pending or committed: an event is archived when a committed blob's claim lists it, and held
+while another pending blob's does. Pending blobs are ordered as every writer sees them: by
+the server's time of the pending row's insert, then blob id. One is taken over (fenced,
+If-Match: its writer can then never commit it) when its writer looks gone (the row is older
+than CLAIM_TIMEOUT), or when it was planned for exactly the same events (a retry of the same
+input) and sorts before this write's blob: of two attempts at one input, the later takes the
+earlier over, never both each other. Of two writes of different plans that see each other,
+the younger gives way at once, and the older waits a moment (GIVE_WAY_SECONDS) for that. A
+write held by a live writer fences its own blobs, so two writers holding parts of each
+other's events never wait on each other for long, and raises ClaimedElsewhere (which events,
+held by which blobs, until when); its caller retries later or dead-letters. A claim of this
+write listing events it then found archived elsewhere is rewritten to the events its blob
+owns (or deleted) before anything is uploaded: a committed blob's claims list its events.
+
+CLAIM_STATS counts claim appends and those lost (a lane another writer uses, or whose
+registry row changed or went): each is logged ("claim append lost"), then a new lane is used.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableTransactionError
+from azure.core.exceptions import HttpResponseError
 
-from shared.adapters.index_tables import IndexTables, int64
+from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import (
-    CLASS_CODES,
+    EVENT_ID_BYTES,
     BlobRef,
-    claim_row,
     event_id,
     id_chunks,
+    lane_row,
+    new_lane,
     pack_ids,
     slot_partition,
 )
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
-from shared.services.claim_log import Claim, ClaimLogs
+from shared.services.claim_log import (
+    CLAIM_STATS,
+    LAST,
+    Claim,
+    ClaimLogs,
+    ClaimStats,
+    SlotLog,
+    claim_entity,
+)
 from shared.services.instances import Instance, Instances, Stage
+
+__all__ = ["CLAIM_STATS", "CLAIM_TIMEOUT", "ClaimStats", "ClaimedElsewhere", "Claimer"]
 
 # host.json's functionTimeout is 10 minutes: a claim older than this has no live writer.
 CLAIM_TIMEOUT = timedelta(minutes=15)
-CLAIM_ATTEMPTS = 20  # appends lost to other writers of the same slot before giving up
+LANE_ATTEMPTS = 8  # appends lost (each on a new lane) before giving up
 APPEND_ROWS = 50  # claim rows of at most 60 KB each in one transaction: under its 4 MiB
+# How long a write held only by younger writers waits for them to give way, in steps.
+GIVE_WAY_SECONDS = (0.02, 0.05, 0.1, 0.2)
+OWN_LANES = 4096  # slots whose lane state a process keeps (one forgotten costs a new lane)
+# The service's answers to an append whose lane is not this writer's as it thought.
+LOST = ("EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound")
+_LOG = logging.getLogger(__name__)
 
 
 class ClaimedElsewhere(Exception):
@@ -107,7 +135,51 @@ Member = tuple[Planned, NormalizedRecord]
 class SlotOutcome:
     owned: list[Member] = field(default_factory=list)
     existing: list[NormalizedRecord] = field(default_factory=list)
-    held: list[tuple[NormalizedRecord, Instance]] = field(default_factory=list)
+    held: list[tuple[Member, Instance]] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)  # this write's claim rows
+
+
+@dataclass(slots=True)
+class _Write:
+    """One write's view: its manifest rows, its blobs by plan, and their rows' insert times."""
+
+    instances: Instances
+    plans: dict[int, BlobRef]
+    stamps: dict[BlobRef, tuple[datetime, int] | None] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sorts_before(self, other: Instance, mine: BlobRef) -> bool:
+        """Whether another pending blob's row sorts before this write's blob `mine`: (the
+        server's time of the pending row's insert, blob id), as every writer sees it."""
+        stamp = self._stamp(mine)
+        if stamp is None or other.written is None:
+            return False  # this write's blob is fenced already: take nothing over
+        return (other.written, other.ref.blob_id) < stamp
+
+    def older(self, mine: BlobRef, other: Instance) -> bool:
+        """Whether this write's blob `mine` sorts before another pending blob."""
+        stamp = self._stamp(mine)
+        if stamp is None or other.written is None:
+            return False
+        return stamp < (other.written, other.ref.blob_id)
+
+    def _stamp(self, mine: BlobRef) -> tuple[datetime, int] | None:
+        with self.lock:
+            if mine not in self.stamps:
+                own = self.instances.read(mine)  # the server's time, not this clock's
+                written = own.written if own.stage is Stage.PENDING else None
+                self.stamps[mine] = None if written is None else (written, mine.blob_id)
+            return self.stamps[mine]
+
+
+@dataclass(slots=True)
+class _Own:
+    """This process's lane in one slot: its name, last number, registry row's ETag."""
+
+    lane: str
+    last: int = 0
+    etag: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Claimer:
@@ -117,7 +189,10 @@ class Claimer:
         self._tables = tables
         self._clock = clock
         self._timeout = timeout
-        self._logs = ClaimLogs(tables)
+        self.logs = ClaimLogs(tables)
+        self.lane = new_lane()  # this process's, in every slot (a new one after a lost append)
+        self._own: OrderedDict[tuple[str, str], _Own] = OrderedDict()
+        self._lock = threading.Lock()
 
     def claim(self, planned: Sequence[Planned], instances: Instances) -> list[NormalizedRecord]:
         """Give each planned blob the events it owns; the events archived already.
@@ -129,15 +204,15 @@ class Claimer:
             for record in blob.records:
                 partition = slot_partition(record["TimeGenerated"])
                 slots[(blob.ref.month, blob.ref.day, partition)].append((blob, record))
-        plans = {blob.plan for blob in planned}
+        write = _Write(instances, {blob.plan: blob.ref for blob in planned})
         items = list(slots.items())
-        outcomes = self._tables.parallel(
-            lambda item: self._claim_slot(item[0], item[1], instances, plans), items
-        )
-        held = [pair for outcome in outcomes for pair in outcome.held]
+        outcomes = self._tables.parallel(lambda item: self._claim_slot(*item, write), items)
+        held = [(record, holder) for o in outcomes for (_, record), holder in o.held]
         if held:
             instances.abandon([blob.ref for blob in planned])
             raise held_elsewhere(held, self._timeout)
+        for (slot, _), outcome in zip(items, outcomes, strict=True):
+            self._shrink(slot, outcome)
         existing: list[NormalizedRecord] = []
         for outcome in outcomes:
             for blob, record in outcome.owned:
@@ -145,133 +220,176 @@ class Claimer:
             existing.extend(outcome.existing)
         return existing
 
-    def _claim_slot(
-        self, slot: Slot, members: list[Member], instances: Instances, plans: set[int]
-    ) -> SlotOutcome:
+    def _claim_slot(self, slot: Slot, members: list[Member], write: _Write) -> SlotOutcome:
+        """Judge the events from the claims known, insert claims of those free, read what
+        came meanwhile, judge again."""
         month, day, partition = slot
         outcome = SlotOutcome()
-        pending = members
-        log, fresh = self._logs.known(month, partition), False
-        for _ in range(CLAIM_ATTEMPTS):
-            if log is None:
-                log, fresh = self._logs.read(month, day, partition), True
-            claims, last = log
-            wanted = {event_id(record["EventKey"]) for _, record in pending}
-            owner = self._owners(claims, wanted, instances, plans)
-            free, mine, existing, held = self._sort(pending, owner)
-            if held and not fresh:
-                # Held as far as this write knew: make sure, from the log and the rows now.
-                for ref in {instance.ref for _, instance in held}:
-                    instances.read(ref)
-                log = None
-                continue
-            outcome.owned += mine
-            outcome.existing += existing
-            outcome.held += held
-            if not free or held:
-                return outcome
-            taken = self._append(slot, last + 1, free)
-            outcome.owned.extend((blob, r) for blob in taken for r in free[blob])
-            # Only what is still free goes round again: what was sorted out above is settled.
-            pending = [
-                (blob, r) for blob, records in free.items() if blob not in taken for r in records
-            ]
-            if not taken:
-                log = None  # another writer appended since: read what is new
-                continue
-            if not pending:
-                return outcome
-            log, fresh = self._logs.known(month, partition), False
-        raise RuntimeError(f"claims of slot {partition} in {month} kept changing under us")
+        log = self.logs.known(month, partition) or self.logs.read(month, day, partition)
+        free = self._judge(log, members, write, outcome)
+        if outcome.held or not free:
+            return outcome
+        outcome.claims = self._insert(slot, free)
+        log = self.logs.read(month, day, partition)  # every claim inserted before ours
+        outcome.owned = self._judge(log, free, write, outcome)
+        self._give_way_time(log, write, outcome)
+        return outcome
 
-    @staticmethod
-    def _sort(
-        pending: list[Member], owner: dict[bytes, Instance]
-    ) -> tuple[
-        dict[Planned, list[NormalizedRecord]],
-        list[Member],
-        list[NormalizedRecord],
-        list[tuple[NormalizedRecord, Instance]],
-    ]:
-        """(free events by blob, events already this blob's, events archived, events held)."""
-        free: dict[Planned, list[NormalizedRecord]] = defaultdict(list)
-        mine: list[Member] = []
-        existing: list[NormalizedRecord] = []
-        held: list[tuple[NormalizedRecord, Instance]] = []
-        for blob, record in pending:
-            holder = owner.get(event_id(record["EventKey"]))
+    def _give_way_time(self, log: SlotLog, write: _Write, outcome: SlotOutcome) -> None:
+        """Events held only by younger writers of other plans, which give way on seeing
+        this write's claims (they fence their blobs): a moment for that, then judged again.
+        Still pending after it, they are held; this write gives way in turn."""
+        for delay in GIVE_WAY_SECONDS:
+            if not outcome.held or not all(
+                holder.plan != blob.plan and write.older(blob.ref, holder)
+                for (blob, _), holder in outcome.held
+            ):
+                return
+            time.sleep(delay)
+            for ref in {holder.ref for _, holder in outcome.held}:
+                write.instances.read(ref)  # fenced, committed, or still pending
+            members = [member for member, _ in outcome.held]
+            outcome.held = []
+            outcome.owned += self._judge(log, members, write, outcome)
+
+    def _judge(
+        self, log: SlotLog, members: list[Member], write: _Write, outcome: SlotOutcome
+    ) -> list[Member]:
+        """The members no other live claim holds; the others go to `outcome`: archived
+        already (a committed blob holds them), or held by a live writer."""
+        holders = log.holders({event_id(record["EventKey"]) for _, record in members})
+        free: list[Member] = []
+        for blob, record in members:
+            claims = holders.get(event_id(record["EventKey"]))
+            holder = self._holder(claims, write) if claims else None
             if holder is None:
-                free[blob].append(record)
+                free.append((blob, record))
             elif holder.stage is Stage.COMMITTED:
-                existing.append(record)
-            elif holder.ref == blob.ref:
-                mine.append((blob, record))  # claimed by this write, in an earlier round
+                outcome.existing.append(record)
             else:
-                held.append((record, holder))
-        return free, mine, existing, held
+                outcome.held.append(((blob, record), holder))
+        return free
 
-    def _owners(
-        self, claims: list[Claim], wanted: set[bytes], instances: Instances, plans: set[int]
-    ) -> dict[bytes, Instance]:
-        """Who holds each wanted event: a committed blob above all, else the first pending
-        one that this write may not take over. Only claims holding a wanted event are judged
-        (a manifest row read each, once a write); a blob taken over is fenced first."""
-        owner: dict[bytes, Instance] = {}
+    def _holder(self, claims: list[Claim], write: _Write) -> Instance | None:
+        """Who holds an event among other blobs' claims of it: a committed blob above all,
+        else a pending one this write may not take over (one it may is fenced first)."""
+        holder: Instance | None = None
         for claim in claims:
-            held = wanted.intersection(claim.ids)
-            if not held:
+            if claim.ref in write.instances.own:
                 continue
-            instance = instances.get(claim.ref)
-            if instance.stage is Stage.PENDING and self._may_take(instance, instances, plans):
-                instance = instances.fence(instance)  # dead now, or committed meanwhile
-            if instance.stage is Stage.DEAD:
-                continue
-            for claimed in held:
-                current = owner.get(claimed)
-                if current is None or (
-                    instance.stage is Stage.COMMITTED and current.stage is not Stage.COMMITTED
-                ):
-                    owner[claimed] = instance
-        return owner
+            instance = write.instances.get(claim.ref)
+            if instance.stage is Stage.PENDING and self._may_take(instance, write):
+                instance = write.instances.fence(instance)  # dead now, or committed meanwhile
+            if instance.stage is Stage.COMMITTED:
+                return instance
+            if instance.stage is Stage.PENDING and holder is None:
+                holder = instance
+        return holder
 
-    def _may_take(self, instance: Instance, instances: Instances, plans: set[int]) -> bool:
+    def _may_take(self, instance: Instance, write: _Write) -> bool:
         """Another write's pending blob whose writer looks gone, or that planned the very
-        events this write plans (the same input again: its first attempt crashed or stalls)."""
-        if instance.ref in instances.own:
-            return False
-        return instance.plan in plans or not instance.young(self._clock(), self._timeout)
+        events this write plans and began before it (the same input again: its first
+        attempt crashed or stalls)."""
+        if not instance.young(self._clock(), self._timeout):
+            return True
+        mine = write.plans.get(instance.plan) if instance.plan is not None else None
+        return mine is not None and write.sorts_before(instance, mine)
+
+    # --- this process's lane ---------------------------------------------------------------
+
+    def _insert(self, slot: Slot, free: list[Member]) -> list[Claim]:
+        """Claim rows for the free events, a row per blob (more when large), appended to
+        this process's lane, APPEND_ROWS to a transaction."""
+        month, _, partition = slot
+        by_blob: dict[BlobRef, list[bytes]] = defaultdict(list)
+        for blob, record in free:
+            by_blob[blob.ref].append(event_id(record["EventKey"]))
+        chunks = [
+            (ref, pack_ids(chunk)) for ref, ids in by_blob.items() for chunk in id_chunks(ids)
+        ]
+        claims: list[Claim] = []
+        for start in range(0, len(chunks), APPEND_ROWS):
+            claims += self._append(month, partition, chunks[start : start + APPEND_ROWS])
+        return claims
 
     def _append(
-        self, slot: Slot, sequence: int, free: dict[Planned, list[NormalizedRecord]]
-    ) -> set[Planned]:
-        """Append claim rows for as many blobs as one transaction takes; the blobs claimed
-        (none when another writer appended first)."""
+        self, month: str, partition: str, chunks: list[tuple[BlobRef, bytes]]
+    ) -> list[Claim]:
+        own = self._own_lane(month, partition)
+        with own.lock:
+            for _ in range(LANE_ATTEMPTS):
+                lane = self.lane
+                if own.lane != lane:
+                    own.lane, own.last, own.etag = lane, 0, None
+                claims = [
+                    Claim(ref, lane, own.last + n, None, ids)
+                    for n, (ref, ids) in enumerate(chunks, 1)
+                ]
+                rows = [claim_entity(partition, claim) for claim in claims]
+                last = claims[-1].sequence
+                rows.append({"PartitionKey": partition, "RowKey": lane_row(lane), LAST: last})
+                try:
+                    etag = self.logs.append(month, rows, own.etag)
+                except HttpResponseError as error:
+                    self._new_lane(lane)  # the lane's state here is unknown now, or wrong
+                    if getattr(error, "error_code", None) not in LOST:
+                        raise
+                    self._lost(month, partition, lane, error)
+                    continue
+                except Exception:
+                    self._new_lane(lane)  # applied or not: unknown, so the lane's state too
+                    raise
+                own.last, own.etag = last, etag
+                CLAIM_STATS.count(lost=False)
+                self.logs.appended(month, partition, claims)
+                return claims
+        raise RuntimeError(f"claims of slot {partition} in {month} kept being lost")
+
+    def _lost(self, month: str, partition: str, lane: str, error: HttpResponseError) -> None:
+        CLAIM_STATS.count(lost=True)
+        code = getattr(error, "error_code", None)
+        _LOG.info(
+            "claim append lost to another writer in slot %s of %s (lane %s: %s); "
+            "going on in lane %s",
+            partition,
+            month,
+            lane,
+            code,
+            self.lane,
+        )
+
+    def _own_lane(self, month: str, partition: str) -> _Own:
+        key = (month, partition)
+        with self._lock:
+            own = self._own.get(key)
+            if own is None:
+                own = self._own[key] = _Own(self.lane)
+                while len(self._own) > OWN_LANES:
+                    self._own.popitem(last=False)
+            self._own.move_to_end(key)
+            return own
+
+    def _new_lane(self, old: str) -> None:
+        with self._lock:
+            if self.lane == old:
+                self.lane = new_lane()
+
+    def _shrink(self, slot: Slot, outcome: SlotOutcome) -> None:
+        """This write's claim rows of the slot listing events archived elsewhere (found
+        after its insert: rare), rewritten to the events their blobs own, or deleted."""
+        if sum(len(claim.ids) for claim in outcome.claims) == EVENT_ID_BYTES * len(outcome.owned):
+            return  # it owns every event it claimed
+        owned = {(blob.ref, event_id(record["EventKey"])) for blob, record in outcome.owned}
         month, _, partition = slot
-        entities: list[dict[str, Any]] = []
-        claims: list[Claim] = []
-        taken: set[Planned] = set()
-        for blob, records in free.items():
-            chunks = list(id_chunks([event_id(record["EventKey"]) for record in records]))
-            if entities and len(entities) + len(chunks) > APPEND_ROWS:
-                break
-            for chunk in chunks:
-                number = sequence + len(entities)
-                entities.append(
-                    {
-                        "PartitionKey": partition,
-                        "RowKey": claim_row(number),
-                        "B": int64(blob.ref.blob_id),
-                        "C": CLASS_CODES[blob.ref.archive_class],
-                        "K": pack_ids(chunk),
-                    }
-                )
-                claims.append(Claim(blob.ref, number, self._clock(), chunk))
-            taken.add(blob)
-        try:
-            self._tables.append(month, entities)
-        except (TableTransactionError, ResourceExistsError) as error:
-            if getattr(error, "error_code", None) != "EntityAlreadyExists":
-                raise
-            return set()
-        self._logs.appended(month, partition, claims)
-        return taken
+        rewritten: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        for claim in outcome.claims:
+            events = claim.events()
+            kept = [event for event in events if (claim.ref, event) in owned]
+            if len(kept) < len(events):
+                row = claim_entity(partition, replace(claim, ids=pack_ids(kept)))
+                (rewritten if kept else dropped).append(row)
+        if rewritten:
+            self._tables.upsert(month, rewritten)
+        if dropped:
+            self._tables.delete(month, dropped)

@@ -11,21 +11,20 @@ Results come newest first by (TimeGenerated desc, EventKey desc), a day at a tim
   than what the page already has.
 
 Every record read is checked exactly: a hash collision costs a read, never a wrong answer.
-A page walks at most MAX_PARTITIONS_PER_PAGE days (months for a key lookup), then continues.
+A page walks at most MAX_PARTITIONS_PER_PAGE days (KEY_MONTHS_PER_PAGE months for a key
+lookup: about one range read a day each), then continues.
 """
 
 from __future__ import annotations
 
-import heapq
-import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
-from itertools import groupby, takewhile
+from itertools import takewhile
 from typing import Any
 
-from shared.adapters.index_tables import Entity, IndexTables
+from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import (
     CLASS_CODES,
     MANIFEST_ROW,
@@ -33,9 +32,6 @@ from shared.core.archive_keys import (
     category_class,
     day_of,
     month_of,
-    places_of,
-    posting_ranges,
-    posting_ref,
     second_of_day,
 )
 from shared.core.keys import parse_canonical_time
@@ -56,10 +52,12 @@ from shared.core.query_spec import (
 )
 from shared.core.records import NormalizedRecord
 from shared.services.archive_read import ArchiveReader, Manifest, UnreadableRecord, is_manifest
+from shared.services.postings_read import month_postings
 
 # Days (months, for a key lookup) one page may walk: a long, sparse range costs bounded work
 # per request and hands back a continuation (possibly with few or no records) instead.
 MAX_PARTITIONS_PER_PAGE = 100
+KEY_MONTHS_PER_PAGE = 12
 
 _LIST_MONTHS_FROM = 2  # months a range spans beyond its first before tables are listed
 _ONE_TICK = timedelta(microseconds=1)  # the finest a range bound can be
@@ -249,43 +247,19 @@ def _key_days(
     page: _Page, key: tuple[str, str], start: date, tables: IndexTables
 ) -> Iterator[list[_Entry] | Continuation]:
     """Each day's entries (newest second first), newest day first; a Continuation where the
-    walk stops at MAX_PARTITIONS_PER_PAGE months."""
-    kind, value = key
+    walk stops at KEY_MONTHS_PER_PAGE months."""
     walked = 0
     for top, bottom in _months(start, page.query.since.date()):
         month = month_of(top)
         if not page.has_table(month):
             continue  # nothing to read, nothing to count
-        if walked == MAX_PARTITIONS_PER_PAGE:
+        if walked == KEY_MONTHS_PER_PAGE:
             yield Continuation(top, None)  # top: that month's last day
             return
         walked += 1
-        # The small blobs' single rows and the value's bucket, merged newest day first.
-        ranges = [
-            tables.query(
-                month, FILTER_RANGE, {"pk": kind, "low": low, "high": high}, select=["RowKey", "E"]
-            )
-            for low, high in posting_ranges(value, top.day, bottom.day)
-        ]
-        rows = heapq.merge(*ranges, key=lambda row: str(row["RowKey"])[1:3])
-        postings = _postings(month, rows, value)
-        for day, day_rows in groupby(postings, key=lambda posting: posting[0].day):
-            if bottom <= day <= top:  # the range already says so; checked all the same
-                yield _day_entries(page, day, day_rows)
-
-
-def _postings(
-    month: str, rows: Iterable[Entity], value: str
-) -> Iterator[tuple[BlobRef, list[tuple[int, int]]]]:
-    """(blob, the value's places in it) of posting rows, in their order (newest day first)."""
-    for row in rows:
-        try:
-            ref = posting_ref(month, str(row["RowKey"]))
-            places = places_of(bytes(row["E"]), value)
-        except (KeyError, ValueError, IndexError, TypeError, struct.error):
-            continue  # not a row of the index's making
-        if places:
-            yield ref, places
+        for day, postings in month_postings(tables, month, key, top, bottom):
+            if bottom <= day <= top:  # the ranges already say so; checked all the same
+                yield _day_entries(page, day, postings)
 
 
 def _day_entries(

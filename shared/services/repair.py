@@ -30,11 +30,13 @@ from typing import Any
 
 from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables
-from shared.core.archive_keys import BUCKETS, SINGLE_ROW, BlobRef, posting_ref, posting_row
+from shared.core.archive_keys import POSTING_LEADS, BlobRef, posting_row
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.services.archive_read import ArchiveReader
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, postings
+from shared.services.compaction import CompactionReport, DayCompaction
 from shared.services.instances import Instances, Stage, fenced_row
+from shared.services.run_store import RunStore
 from shared.services.verify import VerifyReport
 
 _POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
@@ -121,7 +123,7 @@ class _Repairer:
             self._rearchive(kind, ref)
         for _, ref in self._blobs(verified, "missing"):
             self._missing(ref)
-        dangling = {posting_ref(*_posting_parts(p.name)) for p in verified.problems["dangling"]}
+        dangling = set(_refs(tuple(b for p in verified.problems["dangling"] for b in p.blobs)))
         for ref in sorted(dangling - set(rearchive)):
             self._dangling(ref)
         for kind, why in NOT_REPAIRED.items():
@@ -168,7 +170,14 @@ class _Repairer:
         self.report.rearchived += len(written.indexed)
         self.report.already_archived += len(written.existing)
         self._tables.delete(ref.month, postings(ref, records))
+        self._remerge(ref)
         self._archive.delete([ref.name])
+
+    def _remerge(self, ref: BlobRef) -> None:
+        """A merged day's run written again without the blob (a merge keeps only committed
+        blobs' entries), when the day has one."""
+        if RunStore(self._tables, ref.month).state(ref.day).runs:
+            DayCompaction(self._tables, ref.month, ref.day, CompactionReport()).run(rewrite=True)
 
     def _uncommit(self, ref: BlobRef) -> bool:
         """Make the blob's manifest row fenced (If-Match): nothing holds its events after."""
@@ -207,7 +216,7 @@ class _Repairer:
         ranges = [
             (kind, posting_row(bucket, ref, 0)[:-1])
             for kind in LOOKUP_COLUMNS
-            for bucket in (SINGLE_ROW, *(f"{b:x}" for b in range(BUCKETS)))
+            for bucket in POSTING_LEADS
         ]
         rows = [
             {"PartitionKey": kind, "RowKey": row["RowKey"]}
@@ -221,13 +230,8 @@ class _Repairer:
         ]
         if rows:
             self._tables.delete(ref.month, rows)
+        self._remerge(ref)
 
 
 def _refs(names: tuple[str, ...]) -> list[BlobRef]:
     return [ref for ref in map(BlobRef.of_name, names) if ref is not None]
-
-
-def _posting_parts(name: str) -> tuple[str, str]:
-    """(month, RowKey) of a dangling posting's `month/kind/RowKey` name."""
-    month, _, row = name.split("/", 2)
-    return month, row

@@ -319,7 +319,7 @@ class ArchiveRetention:
 
     def _key_rows(self, month: str, day: date, due: set[str]) -> Iterator[dict[str, Any]]:
         """A day's claim rows of the due classes, and its mark rows once every class is due
-        (a mark lists events of any class); other rows of the day stay for the table drop."""
+        (a mark lists events of any class); other rows (lane registries too) stay till the drop."""
         slots = slot_partitions(day)
         codes = {CLASS_CODES[name] for name in due}
         every_class = len(due) == len(CLASS_CODES)

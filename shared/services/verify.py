@@ -54,6 +54,7 @@ from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.blob_check import Checked, check_blob
 from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
+from shared.services.run_store import RunStore
 
 # What makes the archive unproven (exit 3); `foreign` is reported beside them.
 FAILURES = ("missing", "altered", "duplicated", "unarchived", "unindexed", "dangling", "orphaned")
@@ -231,7 +232,7 @@ class _Verifier:
     def _day(self, month: str, day: date) -> None:
         claims = self._claims(month, day)
         # (event id, blob id) of every claim, packed: one small bytes object each.
-        claimed = {event + _blob_bytes(claim.ref) for _, claim in claims for event in claim.ids}
+        claimed = {event + _blob_bytes(c.ref) for _, c in claims for event in c.events()}
         manifests, stored = self._manifests, self._stored
         refs = sorted(ref for ref in manifests if ref.day == day)
         checked = self._tables.parallel(
@@ -259,7 +260,7 @@ class _Verifier:
         slots = slot_partitions(day)
         bounds = {"low": slots[0], "high": slots[-1], "first": CLAIM, "after": _PAST_CLAIMS}
         claims: list[tuple[str, Claim]] = []
-        released: set[tuple[str, int]] = set()  # (slot, number) a release row took back
+        released: set[tuple[str, int]] = set()  # (slot, number of lane "") taken back
         for row in self._tables.query(month, _CLAIMS, bounds):
             name = f"{month}/{row['PartitionKey']}/{row['RowKey']}"
             try:
@@ -272,7 +273,7 @@ class _Verifier:
         return [
             (name, claim)
             for name, claim in claims
-            if (name.split("/")[1], claim.sequence) not in released
+            if claim.lane or (name.split("/")[1], claim.sequence) not in released
         ]
 
     def _events(self, blob: Checked, claimed: set[bytes]) -> Iterator[bytes]:
@@ -295,7 +296,7 @@ class _Verifier:
     def _settle_claim(self, name: str, claim: Claim, archived: set[bytes]) -> None:
         """A claim whose events are not all archived: a write in flight, or events lost."""
         ref = claim.ref
-        lost = [event for event in claim.ids if event not in archived]
+        lost = [event for event in claim.events() if event not in archived]
         if not lost or ref in self._unreadable or self._fenced(ref):
             return  # all archived (here or by a later claim), reported with its blob, or void
         young = claim.written is not None and claim.written >= self._old
@@ -328,6 +329,9 @@ class _Verifier:
         manifests, stored = self._manifests, self._stored
         kinds = list(LOOKUP_COLUMNS)  # a posting partition is its kind
         found = self._tables.parallel(lambda kind: self._posting_refs(month, kind), kinds)
+        # Compacted runs (shared.services.compaction): held to the manifests the same way.
+        runs = RunStore(self._tables, month)
+        found += self._tables.parallel(runs.day_refs, days)
         named: dict[BlobRef, str] = {}
         for refs in found:
             for ref, row in refs.items():

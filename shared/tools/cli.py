@@ -242,6 +242,15 @@ def cmd_retention(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from shared.services.compaction import compact
+
+    as_of = parse_time_argument(args.as_of) if args.as_of else datetime.now(UTC)
+    with _runtime() as app:
+        _print_summary(compact(app.tables, as_of=as_of).as_dict(), args.json)
+        return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from shared.tools.pipeline import run
 
@@ -410,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     retention.add_argument("--as-of", help="judge ages as of this time instead of now")
     retention.add_argument("--json", action="store_true", help="print the run's record as JSON")
     retention.set_defaults(run=cmd_retention)
+
+    compact = verbs.add_parser(
+        "compact",
+        help="merge closed days' posting rows into per-day runs (what the hourly timer does)",
+        description="Merge each closed day's fresh posting rows (those of committed blobs) into "
+        "one run sorted by value hash, so a lookup reads about one row a day; days ended less "
+        "than three hours before --as-of are left for later. Idempotent; safe beside writers, "
+        "lookups and another compaction. Exit 0.",
+    )
+    compact.add_argument("--as-of", help="judge which days are closed as of this time")
+    compact.add_argument("--json", action="store_true", help="print the run's record as JSON")
+    compact.set_defaults(run=cmd_compact)
     return parser
 
 

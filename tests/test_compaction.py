@@ -1,0 +1,384 @@
+"""Compaction on Azurite: runs sorted by value hash replace a closed day's fresh posting rows.
+
+Lookups must give the same answer before, during and after a merge; a merge killed at any
+step, or paused while another one runs, leaves nothing listed twice, nothing lost, and no
+rows that nothing references once a merge of the day has run to its end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.adapters.index_tables import IndexTables
+from shared.bootstrap import Runtime
+from shared.core.archive_keys import posting_ref
+from shared.core.keys import LOOKUP_COLUMNS
+from shared.core.query_spec import FILTER_PARTITION, parse_query
+from shared.core.records import NormalizedRecord
+from shared.core.runs import RUN_ROW, run_prefix
+from shared.services.compaction import CompactionReport, DayCompaction, compact
+from shared.services.query import run_query
+from shared.services.repair import repair
+from shared.services.run_store import RunStore
+from shared.services.verify import verify
+from tests.test_query import DATASET, NOW, make_record
+
+SPAN = {"since": "2024-01-01T00:00:00Z", "until": "2024-04-01T00:00:00Z", "limit": "1000"}
+LOOKUPS = (
+    {"correlation_id": "Corr-3"},
+    {"correlation_id": "corr-edge"},
+    {"caller": "alice@contoso.com"},
+    {"caller": "twin@contoso.com"},
+    {"subscription": "11111111-1111-1111-1111-111111111111"},
+    {"operation": "Microsoft.Compute/virtualMachines/write"},
+    {
+        "resource": "/subscriptions/22222222-2222-2222-2222-222222222222/resourceGroups/rg1/"
+        "providers/Microsoft.Compute/virtualMachines/VM1"
+    },
+)
+# Records written after the first merge: late events of days already merged.
+LATE = [
+    make_record(f"2024-02-10T1{i}:00:00.0000000Z", caller="late@contoso.com", correlation="Corr-3")
+    for i in range(4)
+]
+
+
+def lookup(app: Runtime, **filters: str) -> list[str]:
+    page = run_query(parse_query({**SPAN, **filters}, NOW), tables=app.tables, reader=app.reader)
+    keys = [record["EventKey"] for record in page.records]
+    assert len(keys) == len(set(keys)), "a record listed twice"
+    return keys
+
+
+def expected(records: list[NormalizedRecord], **filters: str) -> list[str]:
+    """The lookup's answer, computed from the records themselves, newest first."""
+    column = {
+        "correlation_id": "CorrelationId",
+        "caller": "Caller",
+        "subscription": "SubscriptionId",
+        "operation": "OperationNameValue",
+        "resource": "ResourceId",
+    }
+    ((field, value),) = filters.items()
+    found = [r for r in records if str(r[column[field]]).lower() == value.lower()]
+    found.sort(key=lambda r: (r["TimeGenerated"], r["EventKey"]), reverse=True)
+    return [r["EventKey"] for r in found]
+
+
+def assert_exact(app: Runtime, records: list[NormalizedRecord]) -> None:
+    for filters in (*LOOKUPS, {"caller": "late@contoso.com"}):
+        assert lookup(app, **filters) == expected(records, **filters), filters
+
+
+def fresh_days(tables: IndexTables, month: str) -> Counter[date]:
+    days: Counter[date] = Counter()
+    for kind in LOOKUP_COLUMNS:
+        for row in tables.query(month, FILTER_PARTITION, {"pk": kind}):
+            days[posting_ref(month, str(row["RowKey"])).day] += 1
+    return days
+
+
+def assert_clean(tables: IndexTables) -> None:
+    """No merge left unfinished; no run rows but the committed runs'; no fresh rows of
+    committed blobs of closed days."""
+    for month in tables.months():
+        runs = RunStore(tables, month)
+        for row in tables.query(month, FILTER_PARTITION, {"pk": "z"}):
+            day = date(int(month[:4]), int(month[4:]), int(str(row["RowKey"])))
+            state = runs.state(day)
+            assert not state.writing and not state.replaced, (day, state)
+            for kind in LOOKUP_COLUMNS:
+                prefixes = {run_prefix(run) for (k, _), run in state.runs.items() if k == kind}
+                partition = f"{RUN_ROW}{kind}{day.day:02d}"
+                for run_row in tables.query(month, FILTER_PARTITION, {"pk": partition}):
+                    assert str(run_row["RowKey"])[:13] in prefixes, (partition, run_row["RowKey"])
+        assert not fresh_days(tables, month), "fresh rows of closed days left after a merge"
+
+
+@pytest.fixture
+def written(archive_app: Runtime) -> Runtime:
+    archive_app.writer.write(DATASET)
+    return archive_app
+
+
+def test_lookups_give_the_same_answer_before_and_after_a_merge(written: Runtime) -> None:
+    assert_exact(written, DATASET)
+    report = compact(written.tables, as_of=NOW)
+    assert report.units > 0 and not report.busy and report.days_left == 0
+    assert_exact(written, DATASET)
+    assert_clean(written.tables)
+    assert compact(written.tables, as_of=NOW).units == 0  # nothing new: nothing rewritten
+
+
+def test_late_events_of_a_merged_day_are_found_fresh_then_merged_again(written: Runtime) -> None:
+    compact(written.tables, as_of=NOW)
+    written.writer.write(LATE)
+    assert_exact(written, DATASET + LATE)
+    assert fresh_days(written.tables, "202402") == Counter({date(2024, 2, 10): 5})
+    assert compact(written.tables, as_of=NOW).units > 0
+    assert_exact(written, DATASET + LATE)
+    assert_clean(written.tables)
+
+
+def test_open_days_and_pending_blobs_keep_their_fresh_rows(written: Runtime) -> None:
+    report = compact(written.tables, as_of=datetime(2024, 2, 10, 1, 0, tzinfo=UTC))
+    assert all(
+        day >= date(2024, 2, 9)
+        for month in ("202402", "202403")
+        for day in fresh_days(written.tables, month)
+    )
+    assert report.units > 0
+    assert_exact(written, DATASET)
+
+
+def test_a_lookup_reads_what_it_finds_not_what_the_day_holds(archive_app: Runtime) -> None:
+    """Ten times the other events of a day: the rows a 3-event lookup reads stay the same."""
+    read: list[int] = []
+
+    def rows_read(app: Runtime, extra: int) -> int:
+        day = [
+            make_record(
+                f"2024-02-1{i % 3}T{i % 24:02d}:00:{i % 60:02d}.{i:07d}Z",
+                correlation=f"other-{i}",
+                caller=f"user{i}@contoso.com",
+                resource=f"/subscriptions/s/resourceGroups/rg/providers/p/t/r{i}",
+            )
+            for i in range(extra)
+        ]
+        app.writer.write(
+            [
+                *day,
+                *[
+                    make_record(f"2024-02-1{i}T05:00:00.0000000Z", correlation="needle")
+                    for i in range(3)
+                ],
+            ]
+        )
+        compact(app.tables, as_of=NOW)
+        counted = _count_rows(app.tables)
+        assert len(lookup(app, correlation_id="needle")) == 3
+        return counted()
+
+    prefix = archive_app.settings.store_prefix
+    read.append(rows_read(archive_app, 200))
+    archive_app.tables.prefix = prefix + "b"  # a second, bigger index
+    read.append(rows_read(archive_app, 2000))
+    assert read[1] <= read[0] + 1, read
+
+
+def _count_rows(tables: IndexTables) -> Callable[[], int]:
+    original = tables.query
+    count = [0]
+
+    def counting(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        for row in original(*args, **kwargs):
+            count[0] += 1
+            yield row
+
+    tables.query = counting  # type: ignore[method-assign]
+    return lambda: count[0]
+
+
+# --- killed at any step -------------------------------------------------------------------
+
+_MUTATIONS = ("insert_rows", "replace_if", "upsert", "delete")
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after(tables: IndexTables, steps: int) -> Callable[[], None]:
+    """Make the `steps`-th mutating call (0-based) raise before it reaches storage."""
+    seen = [0]
+    originals = {name: getattr(tables, name) for name in _MUTATIONS}
+
+    def wrap(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if seen[0] == steps:
+                seen[0] += 1
+                raise Killed(name)
+            seen[0] += 1
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    for name in _MUTATIONS:
+        setattr(tables, name, wrap(name))
+
+    def restore() -> None:
+        for name, function in originals.items():
+            setattr(tables, name, function)
+
+    return restore
+
+
+# Every mutating call of the second merge below (its units, then the shared rows' deletes):
+# test_the_kill_points_cover_the_whole_merge holds this to the merge's real count.
+KILL_POINTS = 33
+
+
+@pytest.mark.parametrize("step", range(KILL_POINTS))
+def test_a_merge_killed_at_any_step_loses_and_doubles_nothing(
+    archive_app: Runtime, step: int
+) -> None:
+    records = [r for r in DATASET if r["TimeGenerated"].startswith("2024-02-1")]
+    late = list(LATE)
+    archive_app.writer.write(records)
+    only = date(2024, 2, 10)
+    DayCompaction(archive_app.tables, "202402", only, _report()).run()  # old runs
+    archive_app.writer.write(late)
+    restore = _kill_after(archive_app.tables, step)
+    try:
+        with pytest.raises(Killed):
+            DayCompaction(archive_app.tables, "202402", only, _report()).run()
+    finally:
+        restore()
+    for filters in ({"correlation_id": "Corr-3"}, {"caller": "late@contoso.com"}):
+        assert lookup(archive_app, **filters) == expected(records + late, **filters)
+    compact(archive_app.tables, as_of=NOW)
+    for filters in ({"correlation_id": "Corr-3"}, {"caller": "late@contoso.com"}):
+        assert lookup(archive_app, **filters) == expected(records + late, **filters)
+    assert_clean(archive_app.tables)
+
+
+def _merged_all(tables: IndexTables, day: date) -> bool:
+    """Whether a day's merge ran with no unit held by another."""
+    report = _report()
+    DayCompaction(tables, day.strftime("%Y%m"), day, report).run()
+    return not report.busy
+
+
+def _report() -> CompactionReport:
+    return CompactionReport()
+
+
+# --- paused while others work -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", ["upsert", "replace_if", "delete"])
+def test_a_merge_paused_while_another_merges_the_day_never_commits_late(
+    written: Runtime, step: str
+) -> None:
+    """A merge frozen before its step: a second merge takes the day over; lookups stay exact
+    all along; the first, resumed, fails its commit (or cleans up after its own) and the
+    day ends with one run."""
+    compact(written.tables, as_of=NOW)
+    written.writer.write(LATE)
+    only = date(2024, 2, 10)
+    tables = written.tables
+    original = getattr(tables, step)
+    paused, resume = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if not paused.is_set():  # the first call: the worker's merge, frozen here
+            paused.set()
+            resume.wait(30)
+        return original(*args, **kwargs)
+
+    setattr(tables, step, held)
+    outcome: list[bool] = []
+    worker = threading.Thread(target=lambda: outcome.append(_merged_all(tables, only)))
+    worker.start()
+    assert paused.wait(30)
+    assert_exact(written, DATASET + LATE)
+    second = _report()
+    DayCompaction(tables, "202402", only, second).run()
+    assert_exact(written, DATASET + LATE)
+    resume.set()
+    worker.join(30)
+    setattr(tables, step, original)
+    assert_exact(written, DATASET + LATE)
+    assert len(outcome) == 1
+    compact(tables, as_of=NOW)
+    assert_exact(written, DATASET + LATE)
+    assert_clean(tables)
+
+
+def test_verify_is_clean_after_a_merge_and_names_a_run_entry_of_an_uncommitted_blob(
+    written: Runtime,
+) -> None:
+    compact(written.tables, as_of=NOW)
+    report = verify(
+        written.tables, written.archive, written.reader, since=None, until=None, now=NOW
+    )
+    assert report.ok, report.as_dict()
+    # Take one blob's manifest away, as a repair un-commit would: its run entries dangle.
+    month = "202402"
+    manifest = next(iter(written.tables.query(month, FILTER_PARTITION, {"pk": "m10"})))
+    written.tables.delete(month, [manifest])
+    later = datetime.now(UTC) + timedelta(hours=1)  # the blob's writer is long gone
+    report = verify(
+        written.tables, written.archive, written.reader, since=None, until=None, now=later
+    )
+    dangling = [problem.name.split("/")[1] for problem in report.problems["dangling"]]
+    assert any(partition.startswith(RUN_ROW) for partition in dangling), dangling
+    # The repair re-archives the orphaned blob's records and writes the day's run again
+    # without the blob: verify is clean, and each record is found once.
+    done = repair(
+        written.tables, written.archive, written.writer, report, apply=True, clock=lambda: later
+    )
+    assert not done.failed, done.as_dict()
+    report = verify(
+        written.tables, written.archive, written.reader, since=None, until=None, now=later
+    )
+    assert report.ok, report.as_dict()
+    assert_exact(written, DATASET)
+
+
+def test_a_frequent_value_spans_many_run_rows_and_pages_through_them(
+    archive_app: Runtime,
+) -> None:
+    """3,000 events of one subscription in a day: its places fill many 2 KB run rows, read a
+    few first, then a page at a time; every record is found once, newest first."""
+    records = [
+        make_record(
+            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
+            subscription="44444444-4444-4444-4444-444444444444",
+            correlation=f"c-{i}",
+        )
+        for i in range(3000)
+    ]
+    for start in range(0, len(records), 1000):
+        archive_app.writer.write(records[start : start + 1000])
+    compact(archive_app.tables, as_of=NOW)
+    wanted = expected(records, subscription="44444444-4444-4444-4444-444444444444")
+    query = parse_query(
+        {**SPAN, "limit": "1000", "subscription": "44444444-4444-4444-4444-444444444444"}, NOW
+    )
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        page = run_query(
+            query, tables=archive_app.tables, reader=archive_app.reader, continuation=token
+        )
+        found += [record["EventKey"] for record in page.records]
+        token = page.continuation
+        if token is None:
+            break
+    assert found == wanted
+
+
+def test_the_kill_points_cover_the_whole_merge(archive_app: Runtime) -> None:
+    records = [r for r in DATASET if r["TimeGenerated"].startswith("2024-02-1")]
+    archive_app.writer.write(records)
+    only = date(2024, 2, 10)
+    DayCompaction(archive_app.tables, "202402", only, _report()).run()
+    archive_app.writer.write(list(LATE))
+    calls: list[str] = []
+    for name in _MUTATIONS:
+        original = getattr(archive_app.tables, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        setattr(archive_app.tables, name, counted)
+    DayCompaction(archive_app.tables, "202402", only, _report()).run()
+    assert len(calls) == KILL_POINTS, calls
