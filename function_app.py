@@ -11,6 +11,7 @@ from functions.compaction_timer import bp as compaction
 from functions.eventhub_trigger import bp as eventhub
 from functions.query_http import bp as query
 from functions.retention_timer import bp as retention
+from functions.search_http import bp as search
 from shared.settings import read_settings
 
 # What every path needs (storage, the hub, the archive container, the store prefix) stops the
@@ -21,5 +22,5 @@ for section, error in read_settings(os.environ).invalid.items():
     logging.getLogger(__name__).error("the %s settings are bad: %s", section, error)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (eventhub, archive_blob, catchup, retention, compaction, query):
+for blueprint in (eventhub, archive_blob, catchup, retention, compaction, query, search):
     app.register_functions(blueprint)

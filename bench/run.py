@@ -14,7 +14,14 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import bench_normalize, bench_pipeline, bench_scale, bench_storage
+from bench import (
+    bench_api,
+    bench_normalize,
+    bench_page,
+    bench_pipeline,
+    bench_scale,
+    bench_storage,
+)
 
 
 def _section(title: str, work: Callable[[], None]) -> bool:
@@ -43,6 +50,14 @@ def main() -> int:
         _section(
             "scale (issue 19)",
             lambda: bench_scale.print_figures(bench_scale.run(quick=quick)),
+        ),
+        _section(
+            "search API (issue 20)",
+            lambda: bench_storage.print_figures(bench_api.run(quick=quick)),
+        ),
+        _section(
+            "search page (issue 20)",
+            lambda: bench_page.print_figures(bench_page.run(quick=quick)),
         ),
     ]
     print(

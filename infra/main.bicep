@@ -209,6 +209,19 @@ param grantStorageAccountContributor bool = false
 @description('Email address for the alert on invalid app settings (modules/alerts.bicep). Empty (the default): no action group is created; the alert rule still fires and shows under Azure Monitor, Alerts.')
 param alertEmail string = ''
 
+// Sign-in (modules/site-auth.bicep; infra/README.md, "Sign-in"). The registration is made by
+// azd's preprovision hook (infra/hooks/search_auth.py): no deployment goes out without sign-in.
+@description('Client id (appId) of the Microsoft Entra app registration the search page signs in with (App Service authentication). azd: SEARCH_AUTH_CLIENT_ID, set by the preprovision hook (infra/hooks/search_auth.py), which creates the registration. Required. See infra/README.md, "Sign-in".')
+@minLength(36)
+@maxLength(36)
+param searchAuthClientId string
+
+@description('Object id of the Entra group whose members may use the search page (ACTIVITYLOG_PAGE_ALLOWED_GROUP); empty: no group check. azd: SEARCH_ALLOWED_GROUP_ID (the hook then puts security groups in the token).')
+param searchAllowedGroupId string = ''
+
+@description('App role a user must be assigned to use the search page (ACTIVITYLOG_PAGE_ALLOWED_ROLE); `none` (or empty): no role check. The hook defines it on the registration, requires assignment, and assigns the deployer. azd: SEARCH_ALLOWED_ROLE (azd gives the default for an empty value: use `none`).')
+param searchAllowedRole string = 'ActivityLog.Reader'
+
 // ---------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------
@@ -252,6 +265,15 @@ var logAnalyticsTotalRetentionYears = {
   '4383': 4383
 }
 var logAnalyticsTotalRetentionDaysChecked = (logAnalyticsTotalRetentionDays <= 730) ? logAnalyticsTotalRetentionDays : logAnalyticsTotalRetentionYears[string(logAnalyticsTotalRetentionDays)]
+
+// Paths App Service authentication lets through without sign-in (modules/site-auth.bicep): the
+// query API, which keeps its function keys for automation, and the blob trigger's Event Grid
+// webhook (its system key). tests/test_infra.py holds them to the app's key-protected routes.
+var signInExcludedPaths = [
+  '/api/activity'
+  '/api/activity/histogram'
+  '/runtime/webhooks/blobs'
+]
 
 // ---------------------------------------------------------------------------------------
 // Resources
@@ -391,12 +413,25 @@ module functionApp 'modules/function-app.bicep' = {
     logsIngestionEndpoint: forwardToLogAnalytics ? monitoring.outputs.logsIngestionEndpoint : ''
     logsIngestionRuleId: forwardToLogAnalytics ? monitoring.outputs.dataCollectionRuleImmutableId : ''
     logsIngestionStream: forwardToLogAnalytics ? monitoring.outputs.streamName : ''
+    pageAllowedGroup: searchAllowedGroupId
+    pageAllowedRole: toLower(searchAllowedRole) == 'none' ? '' : searchAllowedRole
   }
   // The host reads storage and the hub as soon as it starts: grant access first. (Role
   // assignments can still take minutes to propagate; the host retries meanwhile.)
   dependsOn: [
     rbac
   ]
+}
+
+// Entra ID sign-in in front of the app, but for the key-protected API and the blob webhook.
+module siteAuth 'modules/site-auth.bicep' = {
+  name: 'site-auth'
+  scope: rg
+  params: {
+    siteName: functionApp.outputs.name
+    clientId: searchAuthClientId
+    excludedPaths: signInExcludedPaths
+  }
 }
 
 module eventGrid 'modules/event-grid.bicep' = {
@@ -461,6 +496,24 @@ output FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}
 
 @description('Client id of the app\'s managed identity (every __clientId setting).')
 output AZURE_CLIENT_ID string = identity.outputs.clientId
+
+@description('Object (principal) id of the app\'s managed identity: the subject of the sign-in registration\'s federated identity credential.')
+output APP_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+@description('The search page: sign in with Microsoft Entra ID.')
+output SEARCH_PAGE_URL string = 'https://${functionApp.outputs.defaultHostName}/api/search'
+
+@description('Client id of the app registration the page signs in with (the searchAuthClientId parameter).')
+output SEARCH_AUTH_CLIENT_ID string = searchAuthClientId
+
+@description('Redirect URI of that registration (set by infra/hooks/search_auth.py postprovision).')
+output SEARCH_AUTH_REDIRECT_URI string = 'https://${functionApp.outputs.defaultHostName}${siteAuth.outputs.redirectPath}'
+
+@description('Issuer of sign-in, and of the federated identity credential\'s tokens: the tenant\'s v2.0 endpoint.')
+output SEARCH_AUTH_ISSUER string = siteAuth.outputs.openIdIssuer
+
+@description('Paths reachable without sign-in (function key or system key instead).')
+output SIGN_IN_EXCLUDED_PATHS array = signInExcludedPaths
 
 @description('Storage account holding the archive, the index and host state.')
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
+from shared.core.access import PageAccess, read_page_access
 from shared.core.records import CATEGORIES
+from shared.settings_values import SettingsError as SettingsError  # noqa: PLC0414 (re-exported: its public home)
+from shared.settings_values import flag, whole_number
 
 # Storage that holds the index, cursors, dead letters and (in Azure) the archive container.
 # A connection string locally (Azurite); identity-based in Azure (`__accountName`, or
@@ -43,6 +46,12 @@ LOGS_INGESTION_STREAM = "ACTIVITYLOG_LOGS_INGESTION_STREAM"
 APPINSIGHTS_CONNECTION = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 # The record archive's access tier (why Cold: shared/adapters/archive_store.py).
 ARCHIVE_TIER = "ACTIVITYLOG_ARCHIVE_TIER"
+# Who may use the search page (shared/core/access.py): `signed-in` (the default; Entra ID sign-in
+# through App Service authentication) or `local`; and, signed in, an Entra group's object id
+# and an app role's value the user must hold ("" = any signed-in user of the tenant).
+PAGE_ACCESS = "ACTIVITYLOG_PAGE_ACCESS"
+PAGE_ALLOWED_GROUP = "ACTIVITYLOG_PAGE_ALLOWED_GROUP"
+PAGE_ALLOWED_ROLE = "ACTIVITYLOG_PAGE_ALLOWED_ROLE"
 
 # Well-known Azurite development storage (a published, public key: not a secret).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
@@ -60,14 +69,6 @@ _MAX_SEAL_AFTER_MINUTES = 7 * 24 * 60
 _MAX_RETENTION_TIME_BUDGET_SECONDS = 24 * 60 * 60  # the timer runs daily
 
 
-class SettingsError(ValueError):
-    """A missing or bad app setting; the message names the setting, and so does `setting`."""
-
-    def __init__(self, message: str, setting: str = "") -> None:
-        super().__init__(message)
-        self.setting = setting
-
-
 class Section(StrEnum):
     """A function's own settings, read apart from the rest: a bad one stops only the functions
     that read it (see `read_settings`)."""
@@ -76,6 +77,7 @@ class Section(StrEnum):
     FORWARDING = "forwarding"  # every path that indexes: without it, they index alone
     CATCHUP = "catchup"  # the catch-up timer
     SEAL = "seal"  # the blob trigger, the catch-up and a backfill: when a blob is final
+    PAGE = "page"  # the search page's functions: who may use them
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ class Settings:
     logs_ingestion_section: LogsIngestionSettings | SettingsError | None = None
     catchup_lookback_section: int | SettingsError = 3
     seal_after_section: int | SettingsError = 120
+    page_access_section: PageAccess | SettingsError = field(default_factory=PageAccess)
 
     @property
     def invalid(self) -> dict[Section, SettingsError]:
@@ -131,6 +134,7 @@ class Settings:
             Section.FORWARDING: self.logs_ingestion_section,
             Section.CATCHUP: self.catchup_lookback_section,
             Section.SEAL: self.seal_after_section,
+            Section.PAGE: self.page_access_section,
         }
         return {name: value for name, value in sections.items() if isinstance(value, SettingsError)}
 
@@ -166,6 +170,11 @@ class Settings:
         return _valid(self.seal_after_section)
 
     @property
+    def page_access(self) -> PageAccess:
+        """Who may use the search page. Raises when its settings are bad, or unsafe here."""
+        return _valid(self.page_access_section)
+
+    @property
     def catchup_hours(self) -> int:
         """Hours the catch-up looks back: the lookback plus the time an hour takes to seal."""
         return self.catchup_lookback_hours + -(-self.seal_after_minutes // 60)
@@ -196,6 +205,7 @@ class Settings:
         return f"{self.store_prefix}-deadletter"
 
 
+_PAGE_SETTINGS = (PAGE_ACCESS, PAGE_ALLOWED_GROUP, PAGE_ALLOWED_ROLE)
 _PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{2,29}")
 _LOOPBACK = re.compile(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
 _TIER_PATTERN = re.compile("|".join(ARCHIVE_TIERS), re.IGNORECASE)
@@ -204,21 +214,6 @@ _CONTAINER_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
 # ending with a letter or digit; a consumer group may also be the built-in `$Default`.
 _EVENTHUB_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,254}[A-Za-z0-9])?")
 _CONSUMER_GROUP_PATTERN = re.compile(r"\$Default|[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {text[:40]!r}", name) from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}", name)
-    if value > maximum:
-        raise SettingsError(f"{name} must be at most {maximum}, got {value}", name)
-    return value
 
 
 def _matching(env: Mapping[str, str], name: str, default: str, pattern: re.Pattern[str]) -> str:
@@ -230,15 +225,6 @@ def _matching(env: Mapping[str, str], name: str, default: str, pattern: re.Patte
         }.get(name, f"a valid name like {default!r}")
         raise SettingsError(f"{name} must be {shown}; got {value[:64]!r}", name)
     return value
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    text = env.get(name, "").strip().lower()
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    if text in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be true or false, got {text!r}", name)
 
 
 def _retention_days(name: str, value: int, setting: str = RETENTION_DAYS) -> int:
@@ -318,12 +304,12 @@ def _event_hub(env: Mapping[str, str]) -> None:
 
 
 def _retention(env: Mapping[str, str]) -> RetentionSettings:
-    days = _int(env, RETENTION_DAYS, 365, minimum=0, maximum=_MAX_RETENTION_DAYS)
+    days = whole_number(env, RETENTION_DAYS, 365, minimum=0, maximum=_MAX_RETENTION_DAYS)
     return RetentionSettings(
         days=_retention_days(RETENTION_DAYS, days),
         category_days=_category_days(env),
-        dry_run=_bool(env, RETENTION_DRY_RUN),
-        time_budget_seconds=_int(
+        dry_run=flag(env, RETENTION_DRY_RUN),
+        time_budget_seconds=whole_number(
             env,
             RETENTION_TIME_BUDGET_SECONDS,
             540,
@@ -381,10 +367,14 @@ def read_settings(env: Mapping[str, str]) -> Settings:
         retention_section=_section(_retention, env),
         logs_ingestion_section=_section(_logs_ingestion, env),
         catchup_lookback_section=_section(
-            lambda e: _int(e, CATCHUP_LOOKBACK_HOURS, 3, 1, _MAX_CATCHUP_LOOKBACK_HOURS), env
+            lambda e: whole_number(e, CATCHUP_LOOKBACK_HOURS, 3, 1, _MAX_CATCHUP_LOOKBACK_HOURS),
+            env,
         ),
         seal_after_section=_section(
-            lambda e: _int(e, SEAL_AFTER_MINUTES, 120, 1, _MAX_SEAL_AFTER_MINUTES), env
+            lambda e: whole_number(e, SEAL_AFTER_MINUTES, 120, 1, _MAX_SEAL_AFTER_MINUTES), env
+        ),
+        page_access_section=_section(
+            lambda e: read_page_access(e, _PAGE_SETTINGS, SettingsError), env
         ),
     )
 

@@ -46,6 +46,11 @@ def test_every_trigger_is_registered(bindings: dict[str, list[dict[str, Any]]]) 
         "retention",
         "compaction",
         "activity",
+        "activity_histogram",
+        "search",
+        "search_assets",
+        "search_activity",
+        "search_histogram",
     }
 
 
@@ -116,6 +121,28 @@ def test_query_is_an_authenticated_get(bindings: dict[str, list[dict[str, Any]]]
     assert trigger["methods"] == ["GET"]
     assert trigger["authLevel"] == "FUNCTION"
     assert trigger["route"] == "activity"
+    histogram = _trigger(bindings["activity_histogram"])
+    assert (histogram["type"], histogram["methods"]) == ("httpTrigger", ["GET"])
+    assert (histogram["authLevel"], histogram["route"]) == ("FUNCTION", "activity/histogram")
+
+
+@pytest.mark.parametrize(
+    ("function", "route"),
+    [
+        ("search", "search"),
+        ("search_assets", "search/assets/{name}"),
+        ("search_activity", "search/activity"),
+        ("search_histogram", "search/histogram"),
+    ],
+)
+def test_the_search_page_is_anonymous_at_the_host_behind_sign_in(
+    bindings: dict[str, list[dict[str, Any]]], function: str, route: str
+) -> None:
+    # No function key in a browser: Entra ID sign-in in front, checked in code by each route
+    # (tests/test_page_http.py).
+    trigger = _trigger(bindings[function])
+    assert (trigger["type"], trigger["methods"]) == ("httpTrigger", ["GET"])
+    assert (trigger["authLevel"], trigger["route"]) == ("ANONYMOUS", route)
 
 
 @dataclass

@@ -12,12 +12,16 @@ checkov itself, in its own virtualenv.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
+import io
 import json
 import os
 import re
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,9 @@ AZURE_ONLY = {
     # Standard OpenTelemetry settings of that distro: no auto-instrumentation, every span kept.
     "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
     "OTEL_TRACES_SAMPLER",
+    # App Service authentication's client credential: the app's identity instead of a secret
+    # (Learn, "Use a managed identity instead of a secret"); read by the platform, not the app.
+    "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID",
 }
 
 # Settings only local runs have, each with why.
@@ -1101,7 +1108,7 @@ def test_host_json_batches_large_invocations_and_keeps_checkpoints() -> None:
     section = readme.split("\n## Scale: what carries 1, 10 and 100 million events a day\n")[1]
     section = section.split("\n## ")[0]
     assert "functions-bindings-event-hubs#hostjson-settings" in section
-    assert "(figures re-measured: see Benchmarks)" in section
+    assert '"Search at scale" under Benchmarks' in section  # where its figures are measured
     main = lex(INFRA / "main.bicep")
     for name in set(re.findall(r"`(\w+)=[^`]+`", section)):
         assert re.search(rf"^param {name} ", main.text, re.M), name
@@ -2007,3 +2014,503 @@ def test_settings_invalid_alert_action_group_follows_alert_email(
     parameters = json.loads((INFRA / "main.parameters.json").read_text("utf-8"))["parameters"]
     assert parameters["alertEmail"]["value"] == "${ALERT_EMAIL}"
     assert "| `alertEmail` | `''` |" in (INFRA / "README.md").read_text("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Sign-in (infra/README.md, "Sign-in"): App Service authentication with Entra ID in front of the
+# app, but for the key-protected API and the blob webhook; the registration made by azd's hooks.
+# --------------------------------------------------------------------------------------------
+
+SITE_AUTH = INFRA / "modules" / "site-auth.bicep"
+SEARCH_AUTH_HOOK = INFRA / "hooks" / "search_auth.py"
+BLOB_WEBHOOK = "/runtime/webhooks/blobs"
+
+
+def excluded_paths(main: Bicep) -> list[str]:
+    match = re.search(r"^var signInExcludedPaths = \[\n(.*?)\n\]$", main.text, re.M | re.S)
+    assert match, "main.bicep: no var signInExcludedPaths"
+    return re.findall(r"^\s*'([^']*)'$", match.group(1), re.M)
+
+
+def http_routes() -> dict[str, str]:
+    """Every HTTP route the app registers, as the host serves it (`/api/...`), with its auth
+    level, read from the decorators of function_app.py and functions/."""
+    host = json.loads((ROOT / "host.json").read_text("utf-8"))
+    prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+    routes: dict[str, str] = {}
+    for path in [ROOT / "function_app.py", *sorted((ROOT / "functions").glob("*.py"))]:
+        calls = re.findall(r"\.route\(((?:[^()]|\([^()]*\))*)\)", path.read_text("utf-8"))
+        for call in calls:
+            route = re.search(r"route=\"([^\"]+)\"", call)
+            level = re.search(r"auth_level=func\.AuthLevel\.(\w+)", call)
+            assert route and level, f"{path}: a route without route= or auth_level=: {call}"
+            routes[f"/{prefix}/{route.group(1)}".replace("//", "/")] = level.group(1)
+    return routes
+
+
+def test_sign_in_is_app_service_authentication_with_entra_id(
+    bicep: dict[str, Bicep], pycep_parser: Any
+) -> None:
+    parsed = pycep_parser.parse(text=SITE_AUTH.read_text("utf-8"))
+    auth = parsed["resources"]["authSettings"]
+    assert auth["type"] == "Microsoft.Web/sites/config"
+    assert auth["config"]["name"] == "authsettingsV2"
+    properties = auth["config"]["properties"]
+    assert properties["platform"]["enabled"] is True
+    validation = properties["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    assert validation["excludedPaths"] == "excludedPaths"
+    assert properties["httpSettings"]["requireHttps"] is True
+    entra = properties["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True
+    registration = entra["registration"]
+    assert registration["clientId"] == "clientId"
+    # No secret: the app's managed identity, trusted by a federated identity credential.
+    assert registration["clientSecretSettingName"] == "clientSecretSettingName"
+    assert parameter_defaults(bicep["modules/site-auth.bicep"])["clientSecretSettingName"] == (
+        "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"
+    )
+    assert registration["openIdIssuer"].endswith("${tenantId}/v2.0")
+    assert "environment().authentication.loginEndpoint" in registration["openIdIssuer"]
+    values = infra_app_setting_values(bicep)
+    assert values["OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"] == "identityClientId"
+    # main.bicep always deploys it, with a registration it cannot go without.
+    main = bicep["main.bicep"]
+    module = re.search(
+        r"^module siteAuth 'modules/site-auth\.bicep' = \{\n(.*?)\n\}$", main.text, re.M | re.S
+    )
+    assert module and "if (" not in module.group(0)
+    assert "clientId: searchAuthClientId" in module.group(1)
+    assert "excludedPaths: signInExcludedPaths" in module.group(1)
+    assert "siteName: functionApp.outputs.name" in module.group(1)
+    assert "searchAuthClientId" not in parameter_defaults(main)
+    assert bound(main, "searchAuthClientId", "minLength") == 36
+    # Cited, as the docs say it: Flex Consumption supports it; the V2 settings; the principal.
+    for page in (
+        "learn.microsoft.com/azure/azure-functions/flex-consumption-plan",
+        "learn.microsoft.com/azure/azure-functions/functions-mcp-tutorial",
+        "learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2",
+        "learn.microsoft.com/azure/app-service/configure-authentication-provider-aad",
+    ):
+        assert page in SITE_AUTH.read_text("utf-8"), page
+
+
+def test_only_the_key_protected_api_and_the_blob_webhook_skip_sign_in(
+    bicep: dict[str, Bicep],
+) -> None:
+    excluded = excluded_paths(bicep["main.bicep"])
+    assert excluded == ["/api/activity", "/api/activity/histogram", BLOB_WEBHOOK]
+    routes = http_routes()
+    assert routes["/api/activity"] == "FUNCTION"
+    # Every route that takes a function key stays reachable with the key alone...
+    keyed = {path for path, level in routes.items() if level != "ANONYMOUS"}
+    assert keyed <= set(excluded), keyed - set(excluded)
+    # ...and nothing the host serves anonymously (the page) skips sign-in.
+    for path in excluded:
+        assert routes.get(path, "FUNCTION") != "ANONYMOUS", path
+        assert "*" not in path and not path.startswith("/api/search"), path
+    # The webhook is the one the postdeploy hook subscribes Event Grid to.
+    assert f"$url{BLOB_WEBHOOK}?functionName=" in HOOK.read_text("utf-8")
+
+
+def test_the_page_settings_flow_from_the_parameters(bicep: dict[str, Bicep]) -> None:
+    main, app = bicep["main.bicep"], bicep["modules/function-app.bicep"]
+    assert "pageAllowedGroup: searchAllowedGroupId" in main.text
+    # `none` (azd gives the default for an empty value): no role, in the hook and here alike.
+    assert (
+        "pageAllowedRole: toLower(searchAllowedRole) == 'none' ? '' : searchAllowedRole"
+        in main.text
+    )
+    values = infra_app_setting_values(bicep)
+    assert values[settings.PAGE_ACCESS] == "signed-in"
+    assert values[settings.PAGE_ALLOWED_GROUP] == "pageAllowedGroup"
+    assert values[settings.PAGE_ALLOWED_ROLE] == "pageAllowedRole"
+    assert parameter_defaults(app)["pageAllowedRole"] == ""
+    defaults = parameter_defaults(main)
+    assert defaults["searchAllowedGroupId"] == ""
+    hook = load_search_auth_hook()
+    assert defaults["searchAllowedRole"] == hook.DEFAULT_ROLE
+    parameters = json.loads((INFRA / "main.parameters.json").read_text("utf-8"))["parameters"]
+    assert parameters["searchAuthClientId"]["value"] == "${SEARCH_AUTH_CLIENT_ID}"
+    assert parameters["searchAllowedGroupId"]["value"] == "${SEARCH_ALLOWED_GROUP_ID}"
+    assert (
+        parameters["searchAllowedRole"]["value"] == f"${{SEARCH_ALLOWED_ROLE={hook.DEFAULT_ROLE}}}"
+    )
+    # As deployed, the app reads them back: signed in, restricted to the role (and a group).
+    group = "0f2c6a8e-3b1d-4c5e-9a7f-112233445566"
+    env = {
+        settings.PAGE_ACCESS: values[settings.PAGE_ACCESS],
+        settings.PAGE_ALLOWED_GROUP: group,
+        settings.PAGE_ALLOWED_ROLE: hook.DEFAULT_ROLE,
+        "WEBSITE_SITE_NAME": "func-activitylog-x",
+        "WEBSITE_AUTH_ENABLED": "True",
+    }
+    access = load_settings(env).page_access
+    assert (access.mode, access.allowed_group, access.allowed_role) == (
+        "signed-in",
+        group,
+        hook.DEFAULT_ROLE,
+    )
+    # The hook refuses what the app would refuse.
+    from shared.core import access as page_access
+
+    assert hook.NO_ROLE == "none"
+    assert hook.wanted({"SEARCH_ALLOWED_ROLE": "None"}, "e").role == ""
+    assert hook.wanted({"SEARCH_ALLOWED_ROLE": ""}, "e").role == hook.DEFAULT_ROLE
+    assert hook.GROUP_ID.pattern == page_access._GROUP_ID.pattern
+    assert hook.ROLE_VALUE.pattern == page_access._ROLE_VALUE.pattern
+    outputs = {name for name in re.findall(r"^output (\w+) ", main.text, re.M)}
+    assert set(hook.OUTPUTS) <= outputs
+
+
+def test_azure_yaml_runs_the_sign_in_hooks() -> None:
+    text = (ROOT / "azure.yaml").read_text("utf-8")
+    for step in ("preprovision", "postprovision"):
+        assert re.search(
+            rf"  {step}:\n    posix:\n      shell: sh\n"
+            rf"      run: python3 infra/hooks/search_auth\.py {step}\n"
+            r"      interactive: false\n      continueOnError: false\n"
+            r"    windows:\n      shell: pwsh\n"
+            rf"      run: python infra/hooks/search_auth\.py {step}\n",
+            text,
+        ), step
+
+
+# The stand-in `az`: a Python script keeping Entra ID's state in a JSON file, logging each call.
+FAKE_AZ = r"""
+import json, os, sys, uuid
+argv = sys.argv[1:]
+state_path = os.environ["FAKE_STATE"]
+state = json.load(open(state_path))
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(argv) + "\n")
+def opt(name, default=None):
+    return argv[argv.index(name) + 1] if name in argv else default
+def opts(name):
+    i = argv.index(name) + 1
+    out = []
+    while i < len(argv) and not argv[i].startswith("--"):
+        out.append(argv[i]); i += 1
+    return out
+def done(value=None, tsv=False):
+    json.dump(state, open(state_path, "w"))
+    if value is not None:
+        print(value if tsv else json.dumps(value))
+    sys.exit(0)
+def fail(message, code=1):
+    sys.stderr.write("ERROR: " + message + "\n"); sys.exit(code)
+words = " ".join(a for a in argv[:4] if not a.startswith("-"))
+fails = os.environ.get("FAKE_FAIL", "")
+if words.startswith("account show"):
+    if opt("--query") == "id":
+        done(state["cli_subscription"], tsv=True)
+    sub = opt("--subscription")
+    done(state["tenants"].get(sub, state["cli_tenant"]) if sub else state["cli_tenant"], tsv=True)
+if words.startswith("deployment sub show"):
+    done({k: {"type": "String", "value": v} for k, v in state["outputs"].items()})
+apps = state["apps"]
+def app(key):
+    for a in apps:
+        if key in (a["appId"], a["id"]):
+            return a
+    fail("Resource '%s' does not exist or one of its queried reference-property objects"
+         " are not present." % key, 3)
+def shown(a):
+    return {"appId": a["appId"], "id": a["id"], "appRoles": a["appRoles"]}
+if words.startswith("ad app show"):
+    a = app(opt("--id"))
+    done(a["redirects"] if opt("--query") == "web.redirectUris" else shown(a))
+if words.startswith("ad app list"):
+    done([shown(a) for a in apps if a["displayName"] == opt("--display-name")])
+if words.startswith("ad app create"):
+    if fails == "create":
+        fail("Insufficient privileges to complete the operation.")
+    a = {"appId": str(uuid.uuid4()), "id": str(uuid.uuid4()), "displayName": opt("--display-name"),
+         "appRoles": [], "redirects": [], "claims": None, "fics": [],
+         "audience": opt("--sign-in-audience"), "idTokens": opt("--enable-id-token-issuance")}
+    apps.append(a); done(shown(a))
+if words.startswith("ad app update"):
+    a = app(opt("--id"))
+    if "--app-roles" in argv: a["appRoles"] = json.loads(opt("--app-roles"))
+    if "--web-redirect-uris" in argv: a["redirects"] = opts("--web-redirect-uris")
+    if "--set" in argv: a["claims"] = opt("--set").split("=", 1)[1]
+    done()
+if words.startswith("ad app federated-credential"):
+    a = app(opt("--id"))
+    if "list" in argv: done(a["fics"])
+    fic = json.loads(opt("--parameters"))
+    a["fics"] = [f for f in a["fics"] if f["name"] != fic["name"]] + [fic]; done(fic)
+sps = state["sps"]
+if words.startswith("ad sp list"):
+    app_id = opt("--filter").split("'")[1]
+    done("\n".join(s["id"] for s in sps if s["appId"] == app_id), tsv=True)
+if words.startswith("ad sp create"):
+    s = {"id": str(uuid.uuid4()), "appId": opt("--id"), "required": None, "assigned": []}
+    sps.append(s); done(s["id"], tsv=True)
+if words.startswith("ad sp update"):
+    s = [s for s in sps if s["id"] == opt("--id")][0]
+    s["required"] = opt("--set").split("=", 1)[1]; done()
+if words.startswith("ad signed-in-user show"):
+    if fails == "user": fail("/me request is only valid with delegated authentication flow.")
+    done(state["user"], tsv=True)
+if words.startswith("rest"):
+    sp_id = opt("--url").split("/servicePrincipals/")[1].split("/")[0]
+    s = [s for s in sps if s["id"] == sp_id][0]
+    if opt("--method") == "get":
+        done(str(len(s["assigned"])), tsv=True)
+    if fails == "assign-always":
+        fail("Insufficient privileges to complete the operation.")
+    if fails == "assign" and not state.setdefault("assign_failed", False):
+        state["assign_failed"] = True; json.dump(state, open(state_path, "w"))
+        fail("Permission being assigned was not found on application")
+    s["assigned"].append(json.loads(opt("--body"))); done({})
+fail("unexpected az call: " + " ".join(argv), 2)
+"""
+FAKE_AZD = """
+import json, os, sys
+with open(os.environ["FAKE_AZD_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+TENANT = "00000000-0000-0000-0000-0000000000e1"
+OTHER_TENANT = "00000000-0000-0000-0000-0000000000e2"
+DEPLOYER = "00000000-0000-0000-0000-0000000000a1"
+
+
+def load_search_auth_hook() -> Any:
+    spec = importlib.util.spec_from_file_location("search_auth", SEARCH_AUTH_HOOK)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FakeEntra:
+    """The stand-in az (and azd) on PATH, with the state they keep and the calls they got."""
+
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def __post_init__(self) -> None:
+        bin_dir = self.tmp / "bin"
+        bin_dir.mkdir()
+        for name, body in (
+            ("az", FAKE_AZ),
+            (
+                "azd",
+                FAKE_AZD,
+            ),
+        ):
+            path = bin_dir / name
+            path.write_text(f"#!{sys.executable}\n{body}", "utf-8")
+            path.chmod(path.stat().st_mode | stat.S_IXUSR)
+        self.state_path, self.log, self.azd_log = (
+            self.tmp / "state.json",
+            self.tmp / "az.log",
+            self.tmp / "azd.log",
+        )
+        self.save(
+            {
+                "cli_subscription": CLI_SUBSCRIPTION,
+                "cli_tenant": TENANT,
+                "tenants": {AZD_SUBSCRIPTION: TENANT, CLI_SUBSCRIPTION: TENANT},
+                "apps": [],
+                "sps": [],
+                "user": DEPLOYER,
+                "outputs": {},
+            }
+        )
+        for name in list(os.environ):
+            if name.startswith(("AZURE_", "SEARCH_")):
+                self.monkeypatch.delenv(name)
+        for name, value in {
+            "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
+            "FAKE_STATE": str(self.state_path),
+            "FAKE_LOG": str(self.log),
+            "FAKE_AZD_LOG": str(self.azd_log),
+            "SEARCH_AUTH_RETRY_SECONDS": "0",
+        }.items():
+            self.monkeypatch.setenv(name, value)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.state_path.write_text(json.dumps(state), "utf-8")
+
+    def state(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.state_path.read_text("utf-8"))
+        return loaded
+
+    def calls(self) -> list[list[str]]:
+        lines = self.log.read_text("utf-8").splitlines() if self.log.exists() else []
+        return [json.loads(line) for line in lines]
+
+    def run(self, *argv: str, **env: str) -> tuple[int, str, str]:
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+        hook = load_search_auth_hook()
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = hook.main(list(argv))
+        return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def entra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeEntra:
+    return FakeEntra(tmp_path, monkeypatch)
+
+
+def azd_env(**extra: str) -> dict[str, str]:
+    return {"AZURE_ENV_NAME": "prod", "AZURE_SUBSCRIPTION_ID": AZD_SUBSCRIPTION, **extra}
+
+
+def test_preprovision_creates_the_registration_in_azds_subscription(entra: FakeEntra) -> None:
+    status, out, err = entra.run("preprovision", **azd_env())
+    assert status == 0, err
+    (app,) = entra.state()["apps"]
+    assert app["displayName"] == "activitylog-search-prod"
+    assert (app["audience"], app["idTokens"]) == ("AzureADMyOrg", "true")
+    (role,) = app["appRoles"]
+    assert (role["value"], role["allowedMemberTypes"], role["isEnabled"]) == (
+        "ActivityLog.Reader",
+        ["User"],
+        True,
+    )
+    (sp,) = entra.state()["sps"]
+    assert sp["required"] == "true"  # only users given the role can sign in at all
+    assert sp["assigned"] == [
+        {"principalId": DEPLOYER, "resourceId": sp["id"], "appRoleId": role["id"]}
+    ]
+    assert app["claims"] is None  # no group named: no group claims
+    # The id goes to azd's environment (searchAuthClientId), and to stdout for anyone else.
+    (azd_call,) = [json.loads(line) for line in entra.azd_log.read_text("utf-8").splitlines()]
+    assert azd_call == [
+        "env",
+        "set",
+        "SEARCH_AUTH_CLIENT_ID",
+        app["appId"],
+        "--environment",
+        "prod",
+    ]
+    assert out.strip() == f"SEARCH_AUTH_CLIENT_ID={app['appId']}"
+    # The one Resource Manager call names azd's subscription (its tenant); the other asks az
+    # which tenant it is signed in to, where `az ad` and Graph calls (tenant-level) then run.
+    calls = entra.calls()
+    tenant = ["account", "show", "--query", "tenantId", "--output", "tsv"]
+    assert [c for c in calls if c[0] not in ("ad", "rest")] == [
+        [*tenant, "--subscription", AZD_SUBSCRIPTION],
+        tenant,
+    ]
+    assert not any("--subscription" in c for c in calls if c[0] in ("ad", "rest"))
+    # Run again: the same registration, nothing added twice.
+    status, _, err = entra.run("preprovision", **azd_env())
+    assert status == 0, err
+    assert len(entra.state()["apps"]) == 1
+    assert len(entra.state()["apps"][0]["appRoles"]) == 1
+    assert len(entra.state()["sps"][0]["assigned"]) == 1
+
+
+def test_preprovision_with_a_group_and_an_existing_registration(entra: FakeEntra) -> None:
+    status, _, err = entra.run("preprovision", **azd_env())
+    app_id = entra.state()["apps"][0]["appId"]
+    group = "0F2C6A8E-3B1D-4C5E-9A7F-112233445566"
+    status, _, err = entra.run(
+        "preprovision",
+        **azd_env(
+            SEARCH_AUTH_CLIENT_ID=app_id, SEARCH_ALLOWED_GROUP_ID=group, SEARCH_ALLOWED_ROLE="none"
+        ),
+    )
+    assert status == 0, err
+    assert f"using app registration {app_id} (SEARCH_AUTH_CLIENT_ID)" in err
+    assert entra.state()["apps"][0]["claims"] == "SecurityGroup"
+    assert entra.state()["sps"][0]["required"] == "false"  # a group alone: anyone may sign in
+
+
+def test_preprovision_stops_in_another_tenant(entra: FakeEntra) -> None:
+    state = entra.state()
+    state["tenants"][AZD_SUBSCRIPTION] = OTHER_TENANT
+    entra.save(state)
+    status, _, err = entra.run("preprovision", **azd_env())
+    assert status == 1
+    assert f"az account set --subscription {AZD_SUBSCRIPTION}" in err
+    assert not any(c[0] == "ad" for c in entra.calls())
+
+
+def test_preprovision_shows_why_az_failed(entra: FakeEntra) -> None:
+    status, _, err = entra.run("preprovision", **azd_env(FAKE_FAIL="create"))
+    assert status == 1
+    assert "ERROR: Insufficient privileges to complete the operation." in err
+    assert "az ad app create failed (az's error above)" in err
+    assert "Application Developer" in err
+    status, _, err = entra.run("preprovision", **azd_env(SEARCH_ALLOWED_ROLE="Activity Log Reader"))
+    assert status == 1 and "SEARCH_ALLOWED_ROLE" in err
+
+
+def test_preprovision_retries_the_role_assignment_and_skips_it_for_a_service_principal(
+    entra: FakeEntra,
+) -> None:
+    status, _, err = entra.run("preprovision", **azd_env(FAKE_FAIL="assign"))
+    assert status == 0, err
+    assert "Permission being assigned was not found on application" in err
+    assert len(entra.state()["sps"][0]["assigned"]) == 1
+    other = azd_env(AZURE_ENV_NAME="ci", FAKE_FAIL="user")
+    status, _, err = entra.run("preprovision", **other)
+    assert status == 0, err
+    assert "/me request is only valid with delegated authentication flow." in err
+    assert "assign the app role yourself" in err
+    # Never assignable (not an owner of the service principal): said, and the deployment goes on.
+    status, out, err = entra.run(
+        "preprovision",
+        **azd_env(AZURE_ENV_NAME="qa", FAKE_FAIL="assign-always", SEARCH_AUTH_ATTEMPTS="2"),
+    )
+    assert status == 0, err
+    assert err.count("ERROR: Insufficient privileges to complete the operation.") == 2
+    assert "you are not assigned the app role (errors above)" in err
+    assert out.startswith("SEARCH_AUTH_CLIENT_ID=")
+
+
+def test_postprovision_sets_the_redirect_and_the_federated_credential(entra: FakeEntra) -> None:
+    entra.run("preprovision", **azd_env())
+    app_id = entra.state()["apps"][0]["appId"]
+    outputs = {
+        "SEARCH_AUTH_CLIENT_ID": app_id,
+        "SEARCH_AUTH_REDIRECT_URI": "https://func-x.azurewebsites.net/.auth/login/aad/callback",
+        "SEARCH_AUTH_ISSUER": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "APP_IDENTITY_PRINCIPAL_ID": "00000000-0000-0000-0000-0000000000b7",
+        "SEARCH_PAGE_URL": "https://func-x.azurewebsites.net/api/search",
+    }
+    status, _, err = entra.run("postprovision", **azd_env(**outputs))
+    assert status == 0, err
+    (app,) = entra.state()["apps"]
+    assert app["redirects"] == [outputs["SEARCH_AUTH_REDIRECT_URI"]]
+    (fic,) = app["fics"]
+    assert fic["name"] == "app-service-authentication"
+    assert (fic["issuer"], fic["subject"]) == (
+        outputs["SEARCH_AUTH_ISSUER"],
+        outputs["APP_IDENTITY_PRINCIPAL_ID"],
+    )
+    assert fic["audiences"] == ["api://AzureADTokenExchange"]
+    assert outputs["SEARCH_PAGE_URL"] in err
+    # Without azd: the outputs of the named deployment, read in the named subscription.
+    state = entra.state()
+    state["outputs"] = {
+        **outputs,
+        "APP_IDENTITY_PRINCIPAL_ID": "00000000-0000-0000-0000-0000000000b8",
+    }
+    entra.save(state)
+    for name in outputs:
+        entra.monkeypatch.delenv(name)
+    status, _, err = entra.run(
+        "postprovision", "--deployment", "activitylog-prod", AZURE_SUBSCRIPTION_ID=AZD_SUBSCRIPTION
+    )
+    assert status == 0, err
+    show = [c for c in entra.calls() if c[:3] == ["deployment", "sub", "show"]]
+    assert show and all(c[-2:] == ["--subscription", AZD_SUBSCRIPTION] for c in show)
+    (fic,) = entra.state()["apps"][0]["fics"]
+    assert fic["subject"] == "00000000-0000-0000-0000-0000000000b8"  # updated, not added
+
+
+def test_postprovision_needs_the_outputs(entra: FakeEntra) -> None:
+    status, _, err = entra.run("postprovision", **azd_env())
+    assert status == 1
+    assert "SEARCH_AUTH_CLIENT_ID" in err and "provision first" in err

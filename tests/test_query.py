@@ -32,6 +32,7 @@ from shared.core.query_spec import (
 )
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
 from shared.services import query as query_module
+from shared.services import query_scan
 from shared.services.query import QueryPage, run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
@@ -353,7 +354,7 @@ def test_a_page_reads_no_more_than_it_needs(
 def test_long_sparse_ranges_page_by_partitions(
     archive: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 4)
+    monkeypatch.setattr(query_scan, "MAX_PARTITIONS_PER_PAGE", 4)
     # 17 empty days before the data, empty days after it, and months without a table
     params = {"since": "2023-10-01", "until": "2024-04-10", "limit": "1000"}
     pages = search_pages(archive, params)
@@ -712,7 +713,7 @@ def cli_args(**given: str) -> argparse.Namespace:
 def test_cli_writes_json_lines_newest_first_across_pages(
     archive: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(query_module, "MAX_PARTITIONS_PER_PAGE", 3)  # forces many pages
+    monkeypatch.setattr(query_scan, "MAX_PARTITIONS_PER_PAGE", 3)  # forces many pages
     out = io.StringIO()
     assert query_main(cli_args(**SPAN, limit="1000"), archive, out) == 0
     lines = out.getvalue().splitlines()

@@ -127,6 +127,12 @@ param logsIngestionRuleId string
 @description('ACTIVITYLOG_LOGS_INGESTION_STREAM: stream name (Custom-...); empty with the endpoint.')
 param logsIngestionStream string
 
+@description('ACTIVITYLOG_PAGE_ALLOWED_GROUP: object id of the Entra group allowed to use the search page; empty: no group check.')
+param pageAllowedGroup string = ''
+
+@description('ACTIVITYLOG_PAGE_ALLOWED_ROLE: app role a user must be assigned to use the search page; empty: no role check.')
+param pageAllowedRole string = ''
+
 @description('Name of the service in azure.yaml: `azd deploy` finds the app by its azd-service-name tag.')
 param serviceName string = 'api'
 
@@ -184,7 +190,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP/FTPS endpoint; code is deployed only through the deployment storage container, with the managed identity.
   // checkov:skip=CKV_AZURE_222: The app must be reachable: Event Grid delivers blob events to its webhook and clients call GET /api/activity (function key required). Private endpoints: see infra/README.md, Hardening.
-  // checkov:skip=CKV_AZURE_17: Client certificates would break Event Grid webhook delivery, which presents none; the HTTP API is protected by function keys (auth_level FUNCTION).
+  // checkov:skip=CKV_AZURE_17: Client certificates would break Event Grid webhook delivery, which presents none; the query API is protected by function keys (auth_level FUNCTION), the search page by Entra ID sign-in (site-auth.bicep).
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; no minimum instance count exists for failover. Event Hub and Event Grid redeliver, so an instance loss delays work, it does not lose it.
   // checkov:skip=CKV_AZURE_213: Health check is not supported on Flex Consumption; the platform replaces unhealthy instances itself.
   name: name
@@ -307,6 +313,24 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ACTIVITYLOG_LOGS_INGESTION_STREAM'
           value: logsIngestionStream
+        }
+        // The search page: signed-in only, behind App Service authentication (site-auth.bicep).
+        {
+          name: 'ACTIVITYLOG_PAGE_ACCESS'
+          value: 'signed-in'
+        }
+        {
+          name: 'ACTIVITYLOG_PAGE_ALLOWED_GROUP'
+          value: pageAllowedGroup
+        }
+        {
+          name: 'ACTIVITYLOG_PAGE_ALLOWED_ROLE'
+          value: pageAllowedRole
+        }
+        // App Service authentication's client credential: this identity, no secret (site-auth.bicep).
+        {
+          name: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
+          value: identityClientId
         }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'

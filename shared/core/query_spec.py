@@ -1,12 +1,14 @@
 """What a query is: its parameters checked into an ActivityQuery, and its continuation token.
 
-Pure: no I/O. A key filter (correlation id, resource, caller, operation, subscription) is read
-from the index's posting rows, the first one given in KEY_ORDER; every other given filter is
-applied exactly to the records fetched (`matches`). The filters sent to Table storage are the
-constant templates below; user input only ever travels as a bound parameter.
+Pure: no I/O. An indexed filter (correlation id, resource, resource group, caller, operation,
+subscription, then status) is read from the index's posting rows, the first one given in
+INDEX_ORDER; every other given filter is applied exactly to the records fetched (`matches`):
+resource type (from the resource id), level and `text` (a keyword: a case-insensitive
+substring of the record's JSON text) are never indexed. The filters sent to Table storage are
+the constant templates below; user input only ever travels as a bound parameter.
 
-Without `since`, a key lookup searches the whole index (from its oldest month, when known: see
-`oldest_day`); a query without a key filter searches the last 30 days.
+Without `since`, a key lookup (KEY_ORDER: an identity, not status) searches the whole index
+(from its oldest month, when known: see `oldest_day`); any other query the last 30 days.
 
 A continuation token is opaque to callers: base64 of JSON naming the day to read on from and
 the last record returned, sealed with a digest of the query's filters and those fields: a
@@ -29,6 +31,7 @@ import orjson
 
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.records import CATEGORIES, NormalizedRecord
+from shared.core.vocabulary import status_value
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # per page (an HTTP request); also the most Table storage returns per request
@@ -49,24 +52,35 @@ MAX_CONTINUATION = 2048
 
 # Query parameter names; the HTTP query string and the CLI use the same ones.
 STRING_FILTERS = ("subscription", "resource", "caller", "correlation_id", "operation")
-PARAMETERS = (*STRING_FILTERS, "category", "since", "until", "limit")
+# Filters of issue 20 (the portal's and Get-AzActivityLog's): added after the first five.
+MORE_FILTERS = ("resource_group", "resource_type", "status", "level", "text")
+PARAMETERS = (*STRING_FILTERS, *MORE_FILTERS, "category", "since", "until", "limit")
 
 # Key filters, most selective first: (query field, posting kind). The first one given is
 # read from the posting rows; the rest are checked on the records.
 KEY_ORDER: tuple[tuple[str, str], ...] = (
     ("correlation_id", "x"),
     ("resource", "r"),
+    ("resource_group", "g"),
     ("caller", "c"),
     ("operation", "o"),
     ("subscription", "s"),
 )
-FIELD_COLUMNS: dict[str, str] = {field: LOOKUP_COLUMNS[kind] for field, kind in KEY_ORDER}
+# Status is indexed too (few values, `Failed` rare), but it names no identity: last, and a
+# query with only it keeps the default range of a query without a key.
+INDEX_ORDER: tuple[tuple[str, str], ...] = (*KEY_ORDER, ("status", "t"))
+FIELD_COLUMNS: dict[str, str] = {field: LOOKUP_COLUMNS[kind] for field, kind in INDEX_ORDER}
+# Tokens issued before MORE_FILTERS existed stay valid: those are sealed only when given.
+_SEALED_FIRST = ("correlation_id", "resource", "caller", "operation", "subscription")
+_LEVEL_NAMES = {"information": "Informational"}  # the one other name the spec maps
 
 # The only filters a query sends: a day's manifest rows (all of them, or one class's RowKey
-# range), and a value's posting rows over a range of days.
+# range), a value's posting rows over a range of days, and (histograms) a month's partitions.
 FILTER_PARTITION = "PartitionKey eq @pk"
 FILTER_RANGE = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
-QUERY_FILTERS = (FILTER_PARTITION, FILTER_RANGE)
+# A histogram's month at once: the days' partitions of a kind's runs, or of the manifests.
+FILTER_PARTITIONS = "PartitionKey ge @low and PartitionKey le @high"
+QUERY_FILTERS = (FILTER_PARTITION, FILTER_RANGE, FILTER_PARTITIONS)
 
 # Control characters: refused in parameters, and neutralised in text shown on a terminal.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -95,6 +109,11 @@ class ActivityQuery:
     since: datetime  # inclusive, UTC
     until: datetime  # exclusive, UTC
     limit: int
+    resource_group: str | None = None
+    resource_type: str | None = None
+    status: str | None = None  # ActivityStatusValue's name (`success` means Succeeded)
+    level: str | None = None
+    text: str | None = None  # a keyword, matched in the record's JSON text
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -207,6 +226,10 @@ def parse_query(
         since = _default_since(until, keyed, oldest_day)
     if since >= until:
         raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+    status, level = values.get("status"), values.get("level")
+    kind = values["resource_type"].strip("/") if "resource_type" in values else None
+    if kind == "":
+        raise QueryError("resource_type must name a type, like Microsoft.KeyVault/vaults")
     return ActivityQuery(
         subscription=values.get("subscription"),
         resource=values.get("resource"),
@@ -217,6 +240,11 @@ def parse_query(
         since=since,
         until=until,
         limit=limit,
+        resource_group=values.get("resource_group"),
+        resource_type=kind,
+        status=status_value(status) if status is not None else None,
+        level=_LEVEL_NAMES.get(level.lower(), level) if level is not None else None,
+        text=values.get("text"),
     )
 
 
@@ -230,13 +258,37 @@ def canonical(moment: datetime) -> str:
 
 
 def is_key_lookup(query: ActivityQuery) -> bool:
-    """Whether the query is answered from posting rows (it has a key filter)."""
+    """Whether the query has a key filter (an identity: its default range is the index)."""
     return any(getattr(query, field) is not None for field, _ in KEY_ORDER)
+
+
+def index_keys(query: ActivityQuery) -> list[tuple[str, str]]:
+    """(posting kind, value) of every indexed filter given, in INDEX_ORDER."""
+    return [(kind, value) for field, kind in INDEX_ORDER if (value := getattr(query, field))]
 
 
 def _folded(value: Any) -> str:
     # The same folding the posting rows get (archive_keys.fold: trimmed, lower case).
     return str(value or "").strip().lower()
+
+
+def resource_type(resource_id: str) -> str:
+    """The resource type a resource id names, lower case as ResourceId is: the namespace and
+    type segments after its last `/providers/` (`microsoft.sql/servers/databases`); a
+    resource group's or subscription's own id gives Microsoft.Resources' types; else ""."""
+    parts = [part for part in resource_id.strip().lower().split("/") if part]
+    if "providers" in parts:
+        after = parts[len(parts) - parts[::-1].index("providers") :]
+        return "/".join([after[0], *after[1::2]]) if len(after) >= 2 else ""  # noqa: PLR2004
+    if parts[:1] == ["subscriptions"] and len(parts) in (2, 4):
+        kind = "resourcegroups" if len(parts) == 4 else "subscriptions"  # noqa: PLR2004
+        return f"microsoft.resources/{kind}" if parts[2:3] in ([], ["resourcegroups"]) else ""
+    return ""
+
+
+def record_text(record: NormalizedRecord) -> str:
+    """What `text` is looked for in: the record as JSON, lower case."""
+    return orjson.dumps(record).decode("utf-8").lower()
 
 
 def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
@@ -245,7 +297,14 @@ def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
         wanted: str | None = getattr(query, field)
         if wanted is not None and _folded(record.get(column)) != _folded(wanted):
             return False
-    return query.category is None or record.get("CategoryValue") == query.category
+    if query.category is not None and record.get("CategoryValue") != query.category:
+        return False
+    if query.level is not None and _folded(record.get("Level")) != _folded(query.level):
+        return False
+    wanted_type = _folded(query.resource_type)
+    if wanted_type and resource_type(str(record.get("ResourceId") or "")) != wanted_type:
+        return False
+    return query.text is None or query.text.lower() in record_text(record)
 
 
 # --- continuation tokens ---------------------------------------------------------------
@@ -262,8 +321,10 @@ class Continuation:
 def _check(query: ActivityQuery, fields: list[str]) -> str:
     """A digest binding a token's fields to the query's filters (not its range or limit: a
     relative `since` moves between pages, and the CLI's pages differ in size)."""
-    filters = [_folded(getattr(query, field)) for field, _ in KEY_ORDER]
-    material = orjson.dumps([*filters, query.category or "", *fields])
+    filters = [_folded(getattr(query, field)) for field in _SEALED_FIRST]
+    more = [_folded(getattr(query, field)) for field in MORE_FILTERS]
+    more = more if any(more) else []  # absent: the material of tokens issued before them
+    material = orjson.dumps([*filters, query.category or "", *fields, *more])
     digest = hashlib.sha256(b"activity-query-continuation\x00" + material).digest()
     return base64.urlsafe_b64encode(digest[:_TOKEN_CHECK_BYTES]).decode("ascii")
 

@@ -102,11 +102,17 @@ def ends_past(row_key: str, digest: bytes) -> bool:
 
 
 def read_slots(packed: object) -> dict[Unit, int]:
-    """Units -> run ids of a state property (absent or damaged: none)."""
-    if not isinstance(packed, bytes | bytearray) or len(packed) != _SLOT.size * len(units()):
+    """Units -> run ids of a state property (absent or damaged: none). A row written when
+    there were fewer kinds holds their slots only: the first ones, kinds being appended."""
+    kind_bytes = _SLOT.size * PREFIXES
+    if (
+        not isinstance(packed, bytes | bytearray)
+        or len(packed) % kind_bytes
+        or not 0 < len(packed) <= kind_bytes * len(_KINDS)
+    ):
         return {}
     found = {}
-    for index, unit in enumerate(units()):
+    for index, unit in enumerate(units()[: len(packed) // _SLOT.size]):
         (run,) = _SLOT.unpack_from(packed, index * _SLOT.size)
         if run:
             found[unit] = run

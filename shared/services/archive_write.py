@@ -59,6 +59,7 @@ from shared.core.keys import LOOKUP_COLUMNS, parse_canonical_time
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
 from shared.services.claims import CLAIM_TIMEOUT, ClaimedElsewhere, Claimer
+from shared.services.index_kinds import kinds_of
 from shared.services.instances import Instances
 
 __all__ = ["CLAIM_TIMEOUT", "ArchiveWriter", "ClaimedElsewhere", "plan_blobs", "postings"]
@@ -170,6 +171,7 @@ class ArchiveWriter:
         self._archive = archive
         self._clock = clock
         self._claims = Claimer(tables, clock, claim_timeout)
+        self._kinds = kinds_of(tables)
 
     def write(self, records: Sequence[NormalizedRecord]) -> WriteResult:
         result = WriteResult()
@@ -180,6 +182,7 @@ class ArchiveWriter:
             else:
                 unique[record["EventKey"]] = record
         planned = plan_blobs(list(unique.values()))
+        self._kinds.mark(blob.ref.month for blob in planned)  # before its first pending row
         instances = Instances(self._tables, self._clock)
         instances.begin([(blob.ref, blob.plan) for blob in planned])
         existing = self._claims.claim(planned, instances)  # raises ClaimedElsewhere

@@ -286,6 +286,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return verify_main(args, span, app, sys.stdout)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shared.tools.serve import serve
+
+    if not 0 <= args.port <= 65535:  # the TCP port range
+        raise UsageError(f"--port must be from 0 to 65535; got {args.port}")
+    try:
+        serve(args.host, args.port, _say, verbose=args.verbose)
+    except (ValueError, OSError) as error:  # not loopback; the port taken
+        raise UsageError(str(error)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m shared",
@@ -345,29 +357,46 @@ def build_parser() -> argparse.ArgumentParser:
     query = verbs.add_parser(
         "query",
         help="search the index",
-        description="Search the index; write normalized records as JSON lines, newest first.",
+        description="Search the index; write normalized records newest first, page by page: "
+        "JSON lines (the whole record), CSV (the Azure portal's Activity log columns) or a "
+        "table.",
     )
     query.add_argument("--subscription")
     query.add_argument(
         "--since",
         help="ISO 8601 time or relative (15m, 12h, 7d); default: the whole index for a key "
-        "lookup (--subscription, --resource, --caller, --correlation-id, --operation), else 30d",
+        "lookup (--subscription, --resource, --resource-group, --caller, --correlation-id, "
+        "--operation), else 30d",
     )
     query.add_argument("--until", help="ISO 8601 time or relative; default now")
     query.add_argument("--resource", help="resource id (exact, any case)")
+    query.add_argument("--resource-group", dest="resource_group", help="any case")
+    query.add_argument(
+        "--resource-type", dest="resource_type", help="e.g. Microsoft.KeyVault/vaults (any case)"
+    )
     query.add_argument("--caller")
     query.add_argument("--correlation-id", dest="correlation_id")
     query.add_argument(
         "--operation", help="operation name, e.g. microsoft.compute/virtualmachines/write"
     )
     query.add_argument("--category")
+    query.add_argument("--status", help="Succeeded, Failed, Started, Accepted or any other")
+    query.add_argument("--level", help="Critical, Error, Warning, Informational or Verbose")
+    query.add_argument(
+        "--text", help="a keyword: any case, anywhere in the record's JSON (read, not indexed)"
+    )
     query.add_argument(
         "--limit",
         default="100",
         help="at most this many records in all (default 100, up to 10000000); read in pages "
         "of 1000, with progress on standard error",
     )
-    query.add_argument("--format", choices=("json", "table"), default="json")
+    query.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "table", "json"),
+        default="jsonl",
+        help="jsonl (default; json is the same), csv, or table",
+    )
     query.set_defaults(run=cmd_query)
 
     from shared.tools.verify_cli import add_verify_verb
@@ -431,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--as-of", help="judge which days are closed as of this time")
     compact.add_argument("--json", action="store_true", help="print the run's record as JSON")
     compact.set_defaults(run=cmd_compact)
+
+    serve = verbs.add_parser(
+        "serve",
+        help="serve the search page and the HTTP API on this machine (no sign-in)",
+        description="Serve the app's own HTTP functions (the search page at /api/search, "
+        "/api/activity) on loopback, without sign-in, against AzureWebJobsStorage or, when "
+        "none is set, Azurite (started with its data in .azurite/, where `run` leaves it). "
+        "Prints the page's URL; Ctrl-C stops it.",
+    )
+    serve.add_argument("--port", type=int, default=7071, help="default 7071; 0: any free port")
+    serve.add_argument("--host", default="127.0.0.1", help="a loopback address only")
+    serve.add_argument("--verbose", action="store_true", help="log each request")
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

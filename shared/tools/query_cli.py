@@ -1,8 +1,9 @@
-"""The CLI's `query` verb: pages through the index and writes JSON lines or a table.
+"""The CLI's `query` verb: pages through the index and writes JSON lines, CSV or a table.
 
-Standard output holds only the records; progress, an empty result's searched range and a
-limit that cut the result short go to standard error. The CLI's `limit` is the total wanted:
-it follows continuations in pages of at most MAX_LIMIT.
+Standard output holds only the records, written page by page as they come (memory stays flat
+whatever the result's size); progress, how far a bounded page searched, an empty result's
+searched range and a limit that cut the result short go to standard error. The CLI's `limit`
+is the total wanted: it follows continuations in pages of at most MAX_LIMIT.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 
 from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime
+from shared.core.export import csv_header, csv_rows
 from shared.core.query_spec import (
     CONTROL,
     DEFAULT_SPAN,
@@ -30,7 +32,7 @@ from shared.core.query_spec import (
     is_key_lookup,
 )
 from shared.core.records import NormalizedRecord
-from shared.services.query import oldest_indexed_day, read_query, run_query
+from shared.services.query import ScanBudget, oldest_indexed_day, read_query, run_query
 
 # --- output ----------------------------------------------------------------------------
 
@@ -74,6 +76,8 @@ def format_table(records: Sequence[NormalizedRecord]) -> str:
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines
 _FLAGS = {name: "--" + name.replace("_", "-") for name in PARAMETERS}
+# After --limit records: whether one more matches, looked for with little work (else "may").
+_MORE_BUDGET = ScanBudget(records=10_000, seconds=2.0)
 
 
 class _Progress:
@@ -83,10 +87,12 @@ class _Progress:
         self._err = err
         self._shown_at: float | None = None
 
-    def more_pages(self, written: int) -> None:
+    def more_pages(self, written: int, reached: str | None) -> None:
         now = time.monotonic()
         if self._shown_at is None or now - self._shown_at >= PROGRESS_EVERY:
-            self._err.write(f"• {written} records so far…\n")
+            # a page stopped by its bound on work says how far back the search has come
+            searched = f", searched back to {reached[:19]}Z" if reached else ""
+            self._err.write(f"• {written} records so far{searched}…\n")
             self._err.flush()
             self._shown_at = now
 
@@ -121,15 +127,22 @@ def _searched(query: ActivityQuery, params: Mapping[str, str], tables: IndexTabl
     )
 
 
+def _rows(fmt: str, records: Sequence[NormalizedRecord]) -> str:
+    if fmt == "table":
+        return "".join(table_row(record) for record in records)
+    if fmt == "csv":
+        return csv_rows(records)
+    return "".join(orjson.dumps(record).decode("utf-8") + "\n" for record in records)
+
+
 def _write_pages(
-    query: ActivityQuery, runtime: Runtime, table: bool, out: TextIO, err: TextIO
+    query: ActivityQuery, runtime: Runtime, fmt: str, out: TextIO, err: TextIO
 ) -> tuple[int, str | None]:
     """Pages of at most MAX_LIMIT until `query.limit` records are written or none are left.
 
     Returns how many were written and the continuation after the last (None: nothing left).
     """
-    if table:
-        out.write(table_header())
+    out.write(table_header() if fmt == "table" else csv_header() if fmt == "csv" else "")
     progress = _Progress(err)
     written = 0
     continuation: str | None = None
@@ -140,8 +153,7 @@ def _write_pages(
             reader=runtime.reader,
             continuation=continuation,
         )
-        for record in page.records:
-            out.write(table_row(record) if table else orjson.dumps(record).decode("utf-8") + "\n")
+        out.write(_rows(fmt, page.records))
         for name in page.unreadable:  # damaged storage: named, never silently missing
             err.write(f"• records in {name} match the index but cannot be read; skipped\n")
         written += len(page.records)
@@ -149,7 +161,7 @@ def _write_pages(
         if continuation is None or written >= query.limit:
             progress.done(written)
             return written, continuation
-        progress.more_pages(written)
+        progress.more_pages(written, page.reached)
 
 
 def _more_match(query: ActivityQuery, runtime: Runtime, continuation: str) -> bool | None:
@@ -159,6 +171,7 @@ def _more_match(query: ActivityQuery, runtime: Runtime, continuation: str) -> bo
         tables=runtime.tables,
         reader=runtime.reader,
         continuation=continuation,
+        budget=_MORE_BUDGET,
     )
     if page.records:
         return True
@@ -170,7 +183,7 @@ def query_main(
 ) -> int:
     """The CLI's `query` verb: pages through the index until `limit` records are written.
 
-    Standard output holds only the records (JSON lines or the table); progress, an empty
+    Standard output holds only the records (JSON lines, CSV or the table); progress, an empty
     result's searched range and a limit that cut the result short go to standard error.
     """
     err = err or sys.stderr
@@ -180,7 +193,8 @@ def query_main(
     tables = runtime.tables
     try:
         query = read_query(params, datetime.now(UTC), tables, max_limit=MAX_TOTAL)
-        written, continuation = _write_pages(query, runtime, args.format == "table", out, err)
+        fmt = "jsonl" if args.format == "json" else args.format
+        written, continuation = _write_pages(query, runtime, fmt, out, err)
         more = None if continuation is None else _more_match(query, runtime, continuation)
     except QueryError as error:
         print(f"error: {_as_flags(str(error))}", file=err)

@@ -1,0 +1,114 @@
+"""Records as files to hand on: CSV with the Azure portal's Activity log columns, and JSON
+Lines (the normalized record, whole). Pure: text in, text out, a page at a time, so an
+export of any size streams with flat memory (the header goes with the first page only).
+
+The portal's "Download as CSV" columns, each from the normalized record's columns:
+Operation name (OperationName, as the event named it), Status (ActivityStatusValue), Time
+(TimeGenerated, ISO 8601 UTC to the 100 ns), Time stamp (the same instant as the portal's
+page shows one, in UTC), Subscription (SubscriptionId), Event initiated by (Caller),
+Resource type (from ResourceId, lower case as it is), Resource group (ResourceGroup),
+Resource (ResourceId), Event category (CategoryValue), Level, Correlation id (CorrelationId).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import orjson
+
+from shared.core.query_spec import MORE_FILTERS, STRING_FILTERS, ActivityQuery, resource_type
+from shared.core.records import NormalizedRecord
+
+FORMATS = ("json", "jsonl", "csv")  # `format` of GET /api/activity; json: the page as JSON
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+EXTENSIONS = {"csv": "csv", "jsonl": "jsonl"}
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection: an
+# archived caller or resource name could carry `=HYPERLINK(...)`): such a cell gets a leading
+# `'`, which spreadsheets take as "text" and do not show. OWASP also names tab and CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME_PART = 40  # characters of one filter value in a file name, at most
+_NAME_SUMMARY = 100
+
+
+def _text(record: NormalizedRecord, column: str) -> str:
+    value = record.get(column)
+    return "" if value is None else str(value)
+
+
+def _time_stamp(record: NormalizedRecord) -> str:
+    """`Sat Mar 01 2025 12:00:05 GMT+0000 (Coordinated Universal Time)`, as the portal's
+    page writes a time (there in the viewer's zone; UTC here, said in the text)."""
+    text = _text(record, "TimeGenerated")
+    try:
+        moment = datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+    except ValueError:
+        return text
+    return f"{moment:%a %b %d %Y %H:%M:%S} GMT+0000 (Coordinated Universal Time)"
+
+
+CSV_COLUMNS: tuple[tuple[str, Callable[[NormalizedRecord], str]], ...] = (
+    ("Operation name", lambda r: _text(r, "OperationName") or _text(r, "OperationNameValue")),
+    ("Status", lambda r: _text(r, "ActivityStatusValue")),
+    ("Time", lambda r: _text(r, "TimeGenerated")),
+    ("Time stamp", _time_stamp),
+    ("Subscription", lambda r: _text(r, "SubscriptionId")),
+    ("Event initiated by", lambda r: _text(r, "Caller")),
+    ("Resource type", lambda r: resource_type(_text(r, "ResourceId"))),
+    ("Resource group", lambda r: _text(r, "ResourceGroup")),
+    ("Resource", lambda r: _text(r, "ResourceId")),
+    ("Event category", lambda r: _text(r, "CategoryValue")),
+    ("Level", lambda r: _text(r, "Level")),
+    ("Correlation id", lambda r: _text(r, "CorrelationId")),
+)
+
+
+def defused(value: str) -> str:
+    """A cell value a spreadsheet shows as text, never runs as a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _csv(rows: Sequence[Sequence[str]]) -> str:
+    out = io.StringIO()
+    # QUOTE_MINIMAL quotes what holds a comma, a quote or a line break (RFC 4180, CRLF).
+    writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    writer.writerows([[defused(cell) for cell in row] for row in rows])
+    return out.getvalue()
+
+
+def csv_header() -> str:
+    return _csv([[name for name, _ in CSV_COLUMNS]])
+
+
+def csv_rows(records: Sequence[NormalizedRecord]) -> str:
+    return _csv([[cell(record) for _, cell in CSV_COLUMNS] for record in records])
+
+
+def jsonl_rows(records: Sequence[NormalizedRecord]) -> bytes:
+    return b"".join(orjson.dumps(record) + b"\n" for record in records)
+
+
+def page_body(fmt: str, records: Sequence[NormalizedRecord], *, first: bool) -> bytes:
+    """One page of an export (csv or jsonl); a CSV's header row on the first page only."""
+    if fmt == "csv":
+        return ((csv_header() if first else "") + csv_rows(records)).encode("utf-8")
+    return jsonl_rows(records)
+
+
+def file_name(query: ActivityQuery, fmt: str, now: datetime) -> str:
+    """`activity-<filters given>-<UTC time>.<ext>`: named after the query and when it ran,
+    in characters every file system and a quoted Content-Disposition take as they are."""
+    parts = []
+    for name in (*STRING_FILTERS, *MORE_FILTERS, "category"):
+        value = getattr(query, name)
+        if value:
+            text = str(value).rstrip("/")
+            text = text.rsplit("/", 1)[-1] if name == "resource" else text  # its own name
+            shown = _NAME_UNSAFE.sub("-", text)
+            parts.append(f"{name.replace('_', '-')}-{shown.strip('-.')[:_NAME_PART]}")
+    summary = "_".join(parts)[:_NAME_SUMMARY] or "all"
+    return f"activity-{summary}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.{EXTENSIONS[fmt]}"

@@ -1,0 +1,115 @@
+"""`python -m shared serve`: the registered HTTP functions on loopback, dispatched by the routes
+they declare, refusing any other address or Host, stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from http.client import HTTPConnection
+from pathlib import Path
+
+import pytest
+
+from shared import settings as names
+from shared.settings import Settings
+from shared.tools import cli
+from shared.tools.azurite import Azurite
+from shared.tools.local_host import app_settings
+from shared.tools.serve import http_routes, local_settings, make_server, serving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def server(azurite: Azurite, settings: Settings) -> Iterator[tuple[str, int]]:
+    values = {
+        **local_settings(azurite.connection_string),
+        names.STORE_PREFIX: settings.store_prefix,
+    }
+    with app_settings(values), serving() as running:
+        host, port = running.server_address[:2]
+        yield str(host), int(port)
+
+
+def fetch(
+    address: tuple[str, int], path: str, method: str = "GET", host: str = ""
+) -> tuple[int, bytes]:
+    connection = HTTPConnection(*address, timeout=30)
+    headers = {"Host": host} if host else {}
+    connection.request(method, path, headers=headers)
+    answer = connection.getresponse()
+    body = answer.read()
+    connection.close()
+    return answer.status, body
+
+
+def test_it_serves_every_registered_http_function_by_its_declared_route() -> None:
+    routes = {route.function: route for route in http_routes()}
+    assert set(routes) == {
+        "activity",
+        "activity_histogram",
+        "search",
+        "search_assets",
+        "search_activity",
+        "search_histogram",
+    }
+    found = routes["search_assets"].pattern.fullmatch("search/assets/app.js")
+    assert found is not None and found.groupdict() == {"name": "app.js"}
+    assert routes["search"].pattern.fullmatch("search/assets/app.js") is None
+    assert routes["activity"].methods == frozenset({"GET"})
+
+
+def test_it_answers_on_loopback_names_only(server: tuple[str, int]) -> None:
+    status, body = fetch(server, "/api/search")
+    assert status == 200 and b"search/assets/app.js" in body
+    assert fetch(server, "/api/search", host=f"localhost:{server[1]}")[0] == 200
+    # A page elsewhere reaching it through a name that resolves here (DNS rebinding):
+    assert fetch(server, "/api/search", host=f"attacker.example:{server[1]}")[0] == 421
+    assert fetch(server, "/api/search", method="POST")[0] == 405
+    assert fetch(server, "/api/nothing")[0] == 404
+    assert fetch(server, "/search")[0] == 404
+    assert fetch(server, "/api/activity?since=2d")[0] == 200  # keys unchecked, as `func start`
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.com"])
+def test_it_refuses_to_listen_beyond_loopback(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="loopback only"):
+        make_server(host, 0)
+    assert cli.main(["serve", "--host", host, "--port", "0"]) == cli.EXIT_USAGE
+    assert "loopback only" in capsys.readouterr().err
+
+
+def test_the_command_prints_the_page_url_and_stops_on_sigterm(
+    azurite: Azurite, settings: Settings
+) -> None:
+    env = {
+        **os.environ,
+        names.STORAGE_CONNECTION: azurite.connection_string,
+        names.STORE_PREFIX: settings.store_prefix,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shared", "serve", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.startswith("Search page: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].strip()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert url == f"http://127.0.0.1:{port}/api/search"
+        assert fetch(("127.0.0.1", port), "/api/search")[0] == 200
+    finally:
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert "stopped" in err
