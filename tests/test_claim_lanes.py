@@ -172,16 +172,37 @@ def test_two_writers_of_the_same_events_archive_each_once_and_lose_no_append(
 
 
 def hold_after_append(instance: Runtime, until: threading.Barrier) -> None:
-    """Make an instance's claim append wait, once applied, until `until` lets all go."""
+    """Make an instance's first read of a claim log, and its claim append once applied,
+    wait until `until` lets all go: so every writer has read the log before any appends,
+    and has appended before any reads again, however late its thread starts."""
     logs = claim_logs_of(instance)
-    real = logs.append
+    real_read, real_append = logs.read, logs.append
+    first_read = [True]
+
+    def read(month: str, day: Any, partition: str) -> Any:
+        slot = real_read(month, day, partition)
+        if first_read[0]:
+            first_read[0] = False
+            until.wait(30)
+        return slot
 
     def append(month: str, entities: Any, etag: str | None) -> str:
-        answer = str(real(month, entities, etag))
+        answer = str(real_append(month, entities, etag))
         until.wait(30)
         return answer
 
+    object.__setattr__(logs, "read", read)
     object.__setattr__(logs, "append", append)
+
+
+def start_late(work: Callable[[], Any], seconds: float) -> Callable[[], Any]:
+    """`work` after a pause: a thread the machine schedules late."""
+
+    def late() -> Any:
+        time.sleep(seconds)
+        return work()
+
+    return late
 
 
 def test_two_attempts_at_one_input_at_once_see_each_other_and_exactly_one_proceeds(
@@ -194,7 +215,8 @@ def test_two_attempts_at_one_input_at_once_see_each_other_and_exactly_one_procee
     both_claimed = threading.Barrier(2)
     for instance in instances:
         hold_after_append(instance, both_claimed)
-    results = run_at_once([partial(i.writer.write, records) for i in instances])
+    first, second = (partial(i.writer.write, records) for i in instances)
+    results = run_at_once([first, start_late(second, 1.0)])
     written = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(written) == 1 and len(refused) == 1, results
@@ -215,9 +237,8 @@ def test_two_writers_of_different_plans_that_see_each_other_one_gives_way(
     both_claimed = threading.Barrier(2)
     for instance in instances:
         hold_after_append(instance, both_claimed)
-    results = run_at_once(
-        [partial(i.writer.write, b) for i, b in zip(instances, batches, strict=True)]
-    )
+    first, second = (partial(i.writer.write, b) for i, b in zip(instances, batches, strict=True))
+    results = run_at_once([first, start_late(second, 1.0)])
     refused = [n for n, result in enumerate(results) if isinstance(result, BaseException)]
     assert len(refused) == 1 and isinstance(results[refused[0]], ClaimedElsewhere), results
     [went_on] = {0, 1} - set(refused)
