@@ -16,6 +16,7 @@ import pytest
 
 from functions.query_http import handle_activity
 from shared.bootstrap import Runtime, build_runtime
+from shared.core import archive_format
 from shared.core.archive_keys import (
     BlobRef,
     pack_postings,
@@ -31,8 +32,8 @@ from shared.core.query_spec import (
     parse_query,
 )
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection
+from shared.services import archive_read, query_scan
 from shared.services import query as query_module
-from shared.services import query_scan
 from shared.services.query import QueryPage, run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
@@ -298,7 +299,14 @@ class Spies:
         self.asked: list[tuple[str, str]] = []
         self.places: list[int] = []  # places per reader.fetch call
         self.blobs: list[str] = []  # blobs read whole
+        self.reads: list[str] = []  # every archive read (whole or a range): its blob
         query, fetch, blob_records = app.tables.query, app.reader.fetch, app.reader.blob_records
+        archive = app.reader._archive
+        read = archive.read
+
+        def read_spy(name: str, offset: int = 0, length: int | None = None) -> bytes | None:
+            self.reads.append(name)
+            return read(name, offset, length)
 
         def query_spy(month: str, query_filter: str, parameters: Any, **kwargs: Any) -> Any:
             self.asked.append((month, parameters["pk"]))
@@ -315,11 +323,13 @@ class Spies:
         monkeypatch.setattr(app.tables, "query", query_spy)
         monkeypatch.setattr(app.reader, "fetch", fetch_spy)
         monkeypatch.setattr(app.reader, "blob_records", blob_records_spy)
+        monkeypatch.setattr(archive, "read", read_spy)
 
     def clear(self) -> None:
         self.asked.clear()
         self.places.clear()
         self.blobs.clear()
+        self.reads.clear()
 
 
 def test_a_page_reads_no_more_than_it_needs(
@@ -764,3 +774,47 @@ def test_microsecond_bounds_are_exact(app: Runtime) -> None:
     app.writer.write([record])
     assert search(app, {"since": "2024-02-17T12:34:56.998006Z", "until": "2024-03-01"}).records
     assert not search(app, {"since": "2024-02-17", "until": "2024-02-17T12:34:56.998006Z"}).records
+
+
+@pytest.mark.parametrize("neighbours", [0, 1], ids=["alone", "beside-another-blob"])
+def test_a_lookup_needing_several_members_of_a_blob_reads_one_range_and_decodes_what_it_returns(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch, neighbours: int
+) -> None:
+    """A blob of 300 records (5 gzip members) holding 4 of a value's records in members 1 to 3:
+    one ranged read from the first member needed to the last, and only those 4 lines parsed
+    (not the blob's 300: a big month's blobs hold ~1,000, a lookup wants a few of each).
+    Alone in its day, or beside another blob (then the day's manifests are listed)."""
+    wanted = {70, 75, 130, 200}
+    records = [
+        make_record(
+            f"2024-03-10T10:{n // 60:02d}:{n % 60:02d}Z",
+            subscription=SUBSCRIPTIONS[2] if n in wanted else SUBSCRIPTIONS[0],
+        )
+        for n in range(300)
+    ]
+    records += [
+        make_record("2024-03-10T11:00:00Z", subscription=SUBSCRIPTIONS[2], category="Policy")
+        for _ in range(neighbours)
+    ]
+    app.writer.write(records)
+    parsed: list[bytes] = []
+    reads: list[tuple[int, int | None]] = []
+    real_decode, real_read = archive_format.decode_record, app.reader._archive.read
+
+    def decode_spy(line: bytes) -> NormalizedRecord:
+        parsed.append(line)
+        return real_decode(line)
+
+    def read_spy(name: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        reads.append((offset, length))
+        return real_read(name, offset, length)
+
+    monkeypatch.setattr(archive_read, "decode_record", decode_spy)
+    monkeypatch.setattr(app.reader._archive, "read", read_spy)
+    params = {"since": "2024-03-10", "until": "2024-03-11", "subscription": SUBSCRIPTIONS[2]}
+    page = search(app, {**params, "limit": "1000"})
+    assert keys(page.records) == keys(expected(params, records))
+    assert len(page.records) == len(wanted) + neighbours == len(parsed)
+    (offset, length), *others = sorted(reads, key=lambda read: -(read[1] or 0))
+    assert len(others) == neighbours  # the neighbour's one record: its one member
+    assert offset > 0 and length is not None  # members 1 to 3 of 5: not the first, nor the last

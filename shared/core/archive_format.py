@@ -58,14 +58,6 @@ def encode_blob(records: Sequence[NormalizedRecord]) -> EncodedBlob:
     return EncodedBlob(data, hashlib.sha256(data).hexdigest(), len(records), tuple(offsets))
 
 
-def member_span(offsets: Sequence[int], ordinal: int, member_records: int) -> tuple[int, int, int]:
-    """(member index, first byte, byte count) of the member holding record `ordinal`."""
-    member = ordinal // member_records
-    if member + 1 >= len(offsets):
-        raise IndexError(f"record {ordinal} is past the blob's end")
-    return member, offsets[member], offsets[member + 1] - offsets[member]
-
-
 def decode_lines(data: bytes) -> list[bytes]:
     """The JSON lines of a gzip blob or member (raises on damaged data)."""
     text = gzip.decompress(data)

@@ -21,7 +21,6 @@ from shared.adapters.index_tables import IndexTables, as_int
 from shared.core.archive_format import (
     decode_lines,
     decode_record,
-    member_span,
     unpack_offsets,
 )
 from shared.core.archive_keys import LEGACY_MEMBER_RECORDS, MEMBERS, STATE, BlobRef
@@ -89,42 +88,58 @@ class ArchiveReader:
     def fetch(
         self, places: Sequence[Place], manifests: dict[BlobRef, Manifest | None] | None = None
     ) -> list[NormalizedRecord | UnreadableRecord | None]:
-        """The record at each place; None where there is none (uncommitted or deleted)."""
+        """The record at each place; None where there is none (uncommitted or deleted).
+
+        A blob is read once, by one range from the first gzip member a place needs to the
+        last, and only the places' lines are parsed: a lookup wanting a few records of each
+        of many big blobs costs a request a blob, not a blob's every record."""
         known = dict(manifests or {})
         missing = [ref for ref, _ in places if ref not in known]
         known.update(self.manifests(missing))
-        members: dict[tuple[BlobRef, int], tuple[int, int]] = {}
+        needed: dict[BlobRef, set[int]] = defaultdict(set)
         for ref, ordinal in places:
             manifest = known[ref]
             if manifest is not None and ordinal < manifest.count:
-                size = manifest.member_records
-                member, start, length = member_span(manifest.offsets, ordinal, size)
-                members[(ref, member)] = (start, length)
-        keys = list(members)
-        read = self._tables.parallel(lambda k: self._member(k, members[k]), keys)
-        lines = dict(zip(keys, read, strict=True))
+                needed[ref].add(ordinal // manifest.member_records)
+        spans = list(needed.items())
+        read = self._tables.parallel(lambda span: self._span(known, *span), spans)
+        members = {ref: got for (ref, _), got in zip(spans, read, strict=True)}
         out: list[NormalizedRecord | UnreadableRecord | None] = []
         for ref, ordinal in places:
             manifest = known[ref]
-            size = manifest.member_records if manifest is not None else LEGACY_MEMBER_RECORDS
-            got = lines.get((ref, ordinal // size))
-            if got is None:
+            got = members.get(ref)
+            if manifest is None or got is None or ordinal >= manifest.count:
                 out.append(None)
-            elif isinstance(got, UnreadableRecord):
+                continue
+            if isinstance(got, UnreadableRecord):
                 out.append(got)
-            else:
-                out.append(_record_at(ref, got, ordinal % size))
+                continue
+            size = manifest.member_records
+            lines = got.get(ordinal // size)
+            out.append(None if lines is None else _record_at(ref, lines, ordinal % size))
         return out
 
-    def _member(
-        self, key: tuple[BlobRef, int], span: tuple[int, int]
-    ) -> list[bytes] | UnreadableRecord | None:
-        ref, _ = key
+    def _span(
+        self, known: dict[BlobRef, Manifest | None], ref: BlobRef, wanted: set[int]
+    ) -> dict[int, list[bytes]] | UnreadableRecord | None:
+        """The lines of the `wanted` members of a blob, by one ranged read from the first to
+        the last (members between them are read, not decompressed)."""
+        manifest = known[ref]
+        assert manifest is not None  # spans are made of blobs with a manifest only
+        offsets, first, last = manifest.offsets, min(wanted), max(wanted)
+        if last + 1 >= len(offsets):
+            return UnreadableRecord(ref.name, IndexError("a record past the blob's end"))
+        start, end = offsets[first], offsets[last + 1]
         try:
-            data = self._archive.read(ref.name, span[0], span[1])
+            data = self._archive.read(ref.name, start, end - start)
             if data is None:
                 return None
-            return decode_lines(data)
+            if len(data) != end - start:
+                raise EOFError(f"{len(data)} bytes where the manifest says {end - start}")
+            return {
+                member: decode_lines(data[offsets[member] - start : offsets[member + 1] - start])
+                for member in sorted(wanted)
+            }
         except _READ_ERRORS as error:
             return UnreadableRecord(ref.name, error)
         except HttpResponseError as error:

@@ -302,25 +302,9 @@ def _listing(
 def _read(
     batch: list[Entry], tables: IndexTables, reader: ArchiveReader
 ) -> list[NormalizedRecord | UnreadableRecord | None]:
-    """The batch's records: of a blob whose several gzip members it needs, the blob read
-    whole (one request, not one a member); of the others, each member read by its range."""
+    """The batch's records: a read a blob, of the gzip members the batch needs of it."""
     known = _manifests(tables, batch)
-    members: dict[BlobRef, set[int]] = {}
-    for _, _, ref, ordinal in batch:
-        manifest = known.get(ref)
-        if manifest is not None and ordinal < manifest.count:
-            members.setdefault(ref, set()).add(ordinal // manifest.member_records)
-    whole = [ref for ref, held in members.items() if len(held) > 1]
-    read = dict(zip(whole, tables.parallel(reader.blob_records, whole), strict=True))
-    got: list[NormalizedRecord | UnreadableRecord | None] = []
-    for _, _, ref, ordinal in batch:
-        records = read.get(ref)
-        if isinstance(records, list):
-            got.append(records[ordinal] if ordinal < len(records) else None)
-        elif records is not None:
-            got.append(records)  # unreadable: named once by the page
-    rest = [(ref, ordinal) for _, _, ref, ordinal in batch if ref not in read]
-    return got + reader.fetch(rest, known)
+    return reader.fetch([(ref, ordinal) for _, _, ref, ordinal in batch], known)
 
 
 def _fetch(
