@@ -1,8 +1,9 @@
 """Reading records back from the archive: by place (blob and ordinal), or a blob whole.
 
 A place resolves through its blob's manifest row (no manifest: the blob is not committed, or
-is past retention, and the record is not there). The manifest's member offsets turn a record
-into one ranged read of one gzip member; members are read side by side.
+is past retention, and the record is not there). The manifest's member offsets turn the places
+of one blob into one ranged read, from the first gzip member they need to the last; blobs are
+read side by side, and only the members and lines asked for are decompressed and parsed.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Results come newest first by (TimeGenerated desc, EventKey desc), a day at a tim
   postings of: shared.services.index_kinds), one range query a month reads the value's
   posting rows, newest day first. Their entries name (second of day, blob, ordinal): only as
   many records as the page needs are fetched, in whole seconds (a second's records are
-  ordered only once read), with one ranged read per gzip member;
+  ordered only once read), with one ranged read a blob (over the gzip members needed);
 * without one (or in a month whose blobs lack every given filter's postings), a day's
   manifest rows give each blob's time span and blobs are read whole
   (shared.services.query_scan).
