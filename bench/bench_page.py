@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
+from bench import bench_storage
 from bench.bench_storage import Figure, _judged
 from bench.scale_load import SyntheticMonth, load_month
 from shared import settings as names
@@ -113,13 +114,7 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def print_figures(figures: Iterable[Figure]) -> None:
-    table = [("page figure", "value", "target", "result")]
-    table += [(f.name, f.value, f.target, f.result) for f in figures]
-    widths = [max(len(line[column]) for line in table) for column in range(4)]
-    for line in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+    bench_storage.print_figures(figures, ("page figure", "target"))
 
 
 def main(argv: Sequence[str]) -> int:

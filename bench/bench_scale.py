@@ -449,13 +449,9 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def print_figures(figures: Iterable[Figure]) -> None:
-    table = [("scale figure (issue 19)", "value", "target (floor from the same run)", "result")]
-    table += [(f.name, f.value, f.target, f.result) for f in figures]
-    widths = [max(len(line[column]) for line in table) for column in range(4)]
-    for line in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+    bench_storage.print_figures(
+        figures, ("scale figure (issue 19)", "target (floor from the same run)")
+    )
 
 
 def main(argv: Sequence[str]) -> int:

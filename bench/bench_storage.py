@@ -316,8 +316,11 @@ def run(count: int = 5000, quick: bool = False, azurite: Azurite | None = None) 
     return figures
 
 
-def print_figures(figures: Iterable[Figure]) -> None:
-    table = [("storage figure", "value", "target", "result")]
+def print_figures(
+    figures: Iterable[Figure], heading: tuple[str, str] = ("storage figure", "target")
+) -> None:
+    """The figures as a table; `heading`: the first and third columns' titles."""
+    table = [(heading[0], "value", heading[1], "result")]
     table += [(f.name, f.value, f.target, f.result) for f in figures]
     widths = [max(len(line[column]) for line in table) for column in range(4)]
     for line in table:

@@ -595,10 +595,9 @@ def expected(params: Mapping[str, str]) -> list[str]:
     return [record["EventKey"] for record in chosen][: query.limit]
 
 
-@pytest.fixture
-def captured(archive: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """Every (filter, parameters) the query code sends to any index table (the month tables
-    are many: the spy is on every table client)."""
+def table_queries(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every (filter, parameters) sent to any table from now on (the month tables are many:
+    the spy is on every table client)."""
     calls: list[tuple[str, Any]] = []
     real = TableClient.query_entities
 
@@ -608,6 +607,12 @@ def captured(archive: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[st
 
     monkeypatch.setattr(TableClient, "query_entities", spy)
     return calls
+
+
+@pytest.fixture
+def captured(archive: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every (filter, parameters) the query code sends to any index table."""
+    return table_queries(monkeypatch)
 
 
 def assert_bound_only(calls: list[tuple[str, Any]]) -> None:

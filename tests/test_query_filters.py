@@ -26,6 +26,7 @@ from shared.services.index_kinds import KINDS_PARTITION, KINDS_ROW, IndexKinds, 
 from shared.services.query import QueryPage, ScanBudget, run_query
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
+from tests.test_abuse import table_queries
 from tests.test_query import Spies
 
 NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
@@ -389,19 +390,10 @@ HOSTILE = ["' or 1 eq 1", "rg' or PartitionKey ne '", "@pk", "%27", "Ünïcødé
 def test_hostile_values_of_the_new_filters_travel_bound_and_match_nothing(
     archive: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from azure.data.tables import TableClient
-
     from shared.core.query_spec import QUERY_FILTERS
     from shared.services.histogram import histogram
 
-    sent: list[tuple[str, Any]] = []
-    real = TableClient.query_entities
-
-    def spy(table: TableClient, query_filter: str, *args: Any, **kw: Any) -> Any:
-        sent.append((query_filter, kw.get("parameters")))
-        return real(table, query_filter, *args, **kw)
-
-    monkeypatch.setattr(TableClient, "query_entities", spy)
+    sent = table_queries(monkeypatch)
     for name in ("resource_group", "resource_type", "status", "level", "text"):
         for value in HOSTILE:
             params = {**SPAN, name: value, "limit": "1000"}

@@ -165,10 +165,3 @@ def _record_at(ref: BlobRef, lines: list[bytes], index: int) -> NormalizedRecord
         return decode_record(lines[index])
     except _READ_ERRORS as error:
         return UnreadableRecord(ref.name, error)
-
-
-def by_blob(places: Sequence[Place]) -> dict[BlobRef, list[int]]:
-    grouped: dict[BlobRef, list[int]] = defaultdict(list)
-    for ref, ordinal in places:
-        grouped[ref].append(ordinal)
-    return grouped
