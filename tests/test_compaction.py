@@ -383,3 +383,38 @@ def test_the_kill_points_cover_the_whole_merge(archive_app: Runtime) -> None:
         setattr(archive_app.tables, name, counted)
     DayCompaction(archive_app.tables, "202402", only, _report()).run()
     assert len(calls) == KILL_POINTS, calls
+
+
+def test_a_page_filled_by_its_newest_day_reads_no_other_days_run(archive_app: Runtime) -> None:
+    """A frequent value (a subscription, a status) whose newest day fills the page: the page
+    reads that day's run only, not a wave of older days' (each as big, at scale)."""
+    subscription = "55555555-5555-5555-5555-555555555555"
+    records = [
+        make_record(
+            f"2024-02-{1 + i % 8:02d}T{i // 8 % 24:02d}:{i % 60:02d}:00.{i:07d}Z",
+            subscription=subscription,
+            correlation=f"w-{i}",
+        )
+        for i in range(1600)
+    ]
+    for start in range(0, len(records), 800):
+        archive_app.writer.write(records[start : start + 800])
+    compact(archive_app.tables, as_of=NOW)
+    runs_read: set[str] = set()
+    original = archive_app.tables.query
+
+    def watched(month: str, query: str, parameters: dict[str, Any], **kwargs: Any) -> Any:
+        if str(parameters.get("pk", "")).startswith(RUN_ROW):
+            runs_read.add(str(parameters["pk"]))
+        return original(month, query, parameters, **kwargs)
+
+    archive_app.tables.query = watched  # type: ignore[method-assign,assignment]
+    query = parse_query(
+        {**SPAN, "until": "2024-02-09T00:00:00Z", "limit": "100", "subscription": subscription},
+        NOW,
+    )
+    page = run_query(query, tables=archive_app.tables, reader=archive_app.reader)
+    assert [r["EventKey"] for r in page.records] == expected(records, subscription=subscription)[
+        :100
+    ]
+    assert runs_read == {"ys08"}, runs_read  # the subscription's run of 8 February alone

@@ -81,7 +81,7 @@ def make(index: int, caller: str = "alice@contoso.com") -> NormalizedRecord:
 
 def test_csv_has_the_portals_columns_from_the_normalized_record() -> None:
     record = make(1)
-    assert [name for name, _ in CSV_COLUMNS] == PORTAL_COLUMNS
+    assert list(CSV_COLUMNS) == PORTAL_COLUMNS
     rows = list(csv.reader(io.StringIO(csv_header() + csv_rows([record]))))
     assert rows[0] == PORTAL_COLUMNS
     assert dict(zip(PORTAL_COLUMNS, rows[1], strict=True)) == {
@@ -209,7 +209,7 @@ def test_cli_formats_stream_every_page(
     archive: tuple[Runtime, list[NormalizedRecord]], fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app, newest = archive
-    monkeypatch.setattr(query_cli, "MAX_LIMIT", 4)  # pages of 4: the header comes once
+    monkeypatch.setattr(query_cli, "CLI_PAGE", 4)  # pages of 4: the header comes once
     out = io.StringIO()
     assert query_main(cli_args(**SPAN, limit="1000", format=fmt), app, out) == 0
     text = out.getvalue()
@@ -219,3 +219,26 @@ def test_cli_formats_stream_every_page(
         assert len(text.splitlines()) == len(newest) + 1
     else:
         assert [orjson.loads(line) for line in text.splitlines()] == newest
+
+
+@pytest.mark.parametrize(
+    ("time_generated", "shown"),
+    [
+        ("2025-03-01T12:00:05.1234567Z", "Sat Mar 01 2025 12:00:05"),
+        ("2025-12-31T23:59:59.9999999Z", "Wed Dec 31 2025 23:59:59"),
+        ("2025-03-01 12:00:05", "Sat Mar 01 2025 12:00:05"),  # not canonical, still a time
+        ("2025-03-01T24:00:05Z", None),  # no such time: the text as it is
+        ("2025-02-30T12:00:00Z", None),
+        ("2025-03-01T12:00:60Z", None),
+        ("garbage", None),
+        ("", None),
+    ],
+)
+def test_time_stamp_is_the_portals_text_or_the_time_as_it_came(
+    time_generated: str, shown: str | None
+) -> None:
+    record = {**make(1), "TimeGenerated": time_generated}
+    (row,) = list(csv.reader(io.StringIO(csv_rows([record]))))
+    stamp = row[PORTAL_COLUMNS.index("Time stamp")]
+    expected = time_generated if shown is None else f"{shown} GMT+0000 (Coordinated Universal Time)"
+    assert stamp == expected

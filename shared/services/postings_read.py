@@ -122,7 +122,8 @@ def month_postings(
     tables: IndexTables, month: str, key: tuple[str, str], newest: date, oldest: date
 ) -> Iterator[tuple[date, DayPostings]]:
     """Each day's (blob, places) of a value in [oldest, newest] of one month, newest first;
-    run reads go side by side, a few days at a time, so a page that fills early stops."""
+    run reads go side by side, a few days at a time (the newest alone), so a page that fills
+    early stops."""
     kind, value = key
     by_day: dict[date, DayPostings] = {}
     for ref, places in _fresh(tables, month, key, newest.day, oldest.day):  # 1. fresh first
@@ -136,9 +137,12 @@ def month_postings(
         | {newest.replace(day=d) for d in runs if oldest.day <= d <= newest.day},
         reverse=True,
     )
-    wave = max(1, tables.parallelism)
-    for start in range(0, len(days), wave):
+    # The newest day alone first: a frequent value's day (a subscription's, a status's) may
+    # fill the page, and each older day read with it would cost as much. Then a wave at once.
+    start, wave = 0, 1
+    while start < len(days):
         batch = days[start : start + wave]
+        start, wave = start + len(batch), max(1, tables.parallelism)
         with_run = [day for day in batch if day.day in runs]
         read = tables.parallel(
             lambda day: run_places(tables, month, (kind, digest), day, runs[day.day]), with_run
