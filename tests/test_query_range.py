@@ -203,15 +203,15 @@ def test_http_key_lookup_without_since_searches_the_whole_index(
     assert got == years
 
 
-# --- item 14: the CLI's --limit is a total, read in pages of at most 1,000 ----------------
+# --- item 14: the CLI's --limit is a total, read in pages of at most CLI_PAGE --------------
 
-BULK = 2500
+BULK = 2 * query_cli.CLI_PAGE + 1000
 BULK_SPAN = ("--since", "2024-05-01", "--until", "2024-05-02")
 
 
 @pytest.fixture(scope="module")
 def bulk(azurite: Azurite) -> tuple[Settings, Runtime, list[NormalizedRecord]]:
-    """2,500 records of one subscription on 2024-05-01, through the real writer; newest first."""
+    """6,000 records of one subscription on 2024-05-01, through the real writer; newest first."""
     settings = load_settings(
         {STORAGE_CONNECTION: azurite.connection_string, STORE_PREFIX: f"r{os.getpid()}bulk"}
     )
@@ -226,21 +226,22 @@ def test_cli_limit_beyond_one_page_returns_exactly_that_many_newest_first(
 ) -> None:
     settings, _, records = bulk
     for filters in ((), ("--subscription", SUBSCRIPTION)):
-        result = shared_cli("query", *BULK_SPAN, *filters, "--limit", "2200", settings=settings)
+        limit = query_cli.CLI_PAGE + 700  # a page and part of the next
+        result = shared_cli("query", *BULK_SPAN, *filters, "--limit", str(limit), settings=settings)
         assert result.returncode == 0, result.stderr
         got = json_lines(result.stdout)  # every line of stdout is a record
-        assert len(got) == 2200 and len(set(event_keys(got))) == 2200
-        assert event_keys(got) == event_keys(records[:2200])
+        assert len(got) == limit and len(set(event_keys(got))) == limit
+        assert event_keys(got) == event_keys(records[:limit])
         progress = result.stderr.decode()
         assert "records so far…" in progress, progress
-        assert "stopped at --limit 2200; more records match" in progress
+        assert f"stopped at --limit {limit}; more records match" in progress
 
 
 def test_cli_limit_above_what_matches_returns_everything_and_the_table_too(
     bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
 ) -> None:
     settings, _, records = bulk
-    result = shared_cli("query", *BULK_SPAN, "--limit", "5000", settings=settings)
+    result = shared_cli("query", *BULK_SPAN, "--limit", str(BULK + 1000), settings=settings)
     assert result.returncode == 0, result.stderr
     assert event_keys(json_lines(result.stdout)) == event_keys(records)
     assert "stopped at" not in result.stderr.decode()
@@ -264,12 +265,13 @@ def test_the_default_limit_says_when_it_cut_the_result_short(
     assert message.count("\n") == 1 and "stopped at --limit 100; more records match" in message
 
 
-def test_cli_pages_ask_for_at_most_1000(
+def test_cli_pages_ask_for_at_most_a_cli_page(
     bulk: tuple[Settings, Runtime, list[NormalizedRecord]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, app, records = bulk
+    page = query_cli.CLI_PAGE
     asked: list[int] = []  # each page's limit
     fetched: list[int] = []  # places per fetch
     fetch = app.reader.fetch
@@ -287,13 +289,14 @@ def test_cli_pages_ask_for_at_most_1000(
     for filters in ({}, {"subscription": SUBSCRIPTION}):
         asked.clear()
         out = io.StringIO()
-        args = cli_args(since="2024-05-01", until="2024-05-02", limit="2001", **filters)
+        limit = 2 * page + 1
+        args = cli_args(since="2024-05-01", until="2024-05-02", limit=str(limit), **filters)
         assert query_main(args, app, out) == 0, capsys.readouterr().err
-        assert event_keys(json_lines(out.getvalue().encode())) == event_keys(records[:2001])
-        assert asked == [1000, 1000, 1, 1]  # the last: whether more match
+        assert event_keys(json_lines(out.getvalue().encode())) == event_keys(records[:limit])
+        assert asked == [page, page, 1, 1]  # the last: whether more match
     # A key lookup fetches what each page needs in one go (the records are a second apart),
     # and a page after a token the second of its last record again (checked exactly).
-    assert fetched == [1000, 1001, 2, 2]
+    assert fetched == [page, page + 1, 2, 2]
 
 
 @pytest.mark.parametrize("limit", ["0", "-5", "10000001", "1e3", "2_000"])
