@@ -80,7 +80,8 @@ def _time_stamp(text: str) -> str:
     return f"{day} {text[11:19]} GMT+0000 (Coordinated Universal Time)"
 
 
-_resource_type = lru_cache(maxsize=65_536)(resource_type)  # resources recur in a result
+# Resources recur in a page; a small cache, for the function app's worker keeps it for good.
+_resource_type = lru_cache(maxsize=4096)(resource_type)
 
 
 def defused(value: str) -> str:
