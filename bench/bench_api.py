@@ -11,7 +11,9 @@ timer would have done by now. Then:
     user runs it (process start included): records a second (target >= 10,000), and its
     peak RSS beside the same export of N/4 records (target: flat, <= 1.25x);
 (c) what the resource group and status postings cost: index bytes per event by posting kind
-    (fresh rows and compacted runs, billed size), informational.
+    (fresh rows and compacted runs, billed size), informational;
+(d) the same export of a small tenant's archive written an hour at a time (bench.small_tenant):
+    few records a blob, so the rate its blob reads allow, informational.
 
     .venv/bin/python -m bench.bench_api [--quick]
 """
@@ -37,6 +39,7 @@ import orjson
 
 from bench.bench_storage import Figure, print_figures
 from bench.scale_load import WRITE_EVENTS, SyntheticMonth, open_app
+from bench.small_tenant import small_tenant_figures
 from bench.storage_probe import entity_bytes, index_rows
 from functions.query_http import handle_histogram
 from shared.bootstrap import Runtime
@@ -266,6 +269,7 @@ def run(quick: bool = False, azurite: Azurite | None = None) -> list[Figure]:
     figures += histogram_figures(connection, prefix, subscription)
     figures += export_figures(connection, prefix, subscription, count)
     figures += kind_figures(open_app(connection, prefix), count)
+    figures += small_tenant_figures(connection, quick)
     return figures
 
 

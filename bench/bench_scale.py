@@ -393,6 +393,8 @@ def storage_figures(quick: bool) -> list[Figure]:
 
         bench_storage.ingest(ingested(300)[0], bench_storage.make_input(300, seed=99))  # warm-up
         app, requests, data, took = ingested(sizes[0])
+        for _ in range(bench_storage.TIMED_RUNS - 1):  # best of as many runs as normalize's
+            took = min(took, ingested(sizes[0])[3])
         normalizing = bench_storage.normalize_seconds(data.bodies)
         figures = [_cost_figure(bench_storage.layout_figures(app, data))]
         ratio = took / normalizing

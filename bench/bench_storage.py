@@ -9,7 +9,7 @@ bodies a batch (host.json's maxEventBatchSize), into an empty store. Then:
    at most a fifth of Log Analytics' long-term retention; with bytes and rows per event;
 2. the busiest partition (table, PartitionKey): rows / events, target <= 0.17;
 3. HTTP requests per event written (informational);
-4. ingest time / normalize time on the same bodies: target <= 8x;
+4. ingest time / normalize time on the same bodies, best of three runs each: target <= 8x;
 5. retention's HTTP requests per event it removes: target <= 0.02;
 6. DuckDB reads the downloaded archive as it is: every event once, with its time and
    subscription; and the import time of the app's runtime (informational, cold start);
@@ -64,6 +64,9 @@ LOG_ANALYTICS_LONG_TERM_PER_GB = 0.02  # the issue's yardstick: Log Analytics lo
 COST_TARGET = 0.2 * LOG_ANALYTICS_LONG_TERM_PER_GB
 BUSIEST_TARGET = 0.17
 INGEST_TARGET = 8.0
+# Runs of each side of that ratio, the best kept: normalize's and ingest's alike, so that a
+# noisy machine (one run swings by a third on a shared 2-core VM) biases neither side.
+TIMED_RUNS = 3
 RETENTION_TARGET = 0.02
 QUERY_TARGET_SECONDS = 2.5
 QUERY_LIMIT = 1000
@@ -116,7 +119,7 @@ def make_input(count: int, seed: int = 13) -> Input:
     return Input(bodies, expected, raw_bytes)
 
 
-def normalize_seconds(bodies: Sequence[EventBody], runs: int = 3) -> float:
+def normalize_seconds(bodies: Sequence[EventBody], runs: int = TIMED_RUNS) -> float:
     best = float("inf")
     for _ in range(runs):
         started = time.perf_counter()
@@ -254,7 +257,7 @@ def ingest_figures(
     before = count.value
     best = ingest(app, data)
     requests = count.value - before
-    for _ in range(0 if quick else 1):
+    for _ in range(TIMED_RUNS - 1):  # each into a new store, as the first
         best = min(best, ingest(_store(azurite)[0], data))
     ratio = best / normalizing
     return (
