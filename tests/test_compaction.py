@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 
+from shared.adapters import index_tables
 from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime
-from shared.core.archive_keys import posting_ref
+from shared.core.archive_keys import posting_ref, value_hash
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.query_spec import FILTER_PARTITION, parse_query
 from shared.core.records import NormalizedRecord
-from shared.core.runs import RUN_ROW, run_prefix
+from shared.core.runs import RUN_ROW, prefix_of, run_partition, run_prefix
 from shared.services.compaction import CompactionReport, DayCompaction, compact
+from shared.services.postings_read import run_places
 from shared.services.query import run_query
 from shared.services.repair import repair
 from shared.services.run_store import RunStore
@@ -418,3 +420,121 @@ def test_a_page_filled_by_its_newest_day_reads_no_other_days_run(archive_app: Ru
         :100
     ]
     assert runs_read == {"ys08"}, runs_read  # the subscription's run of 8 February alone
+
+
+def test_a_run_replaced_between_two_reads_of_one_lookup_loses_nothing(
+    archive_app: Runtime,
+) -> None:
+    """A frequent value's run is read in two requests (a few rows, then the rest). A merge
+    that replaces the run between them (a late event of the day) deletes the rows the second
+    would read: the lookup goes on with the successor, which holds all the first held."""
+    subscription = "66666666-6666-6666-6666-666666666666"
+    records = [
+        make_record(
+            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
+            subscription=subscription,
+            correlation=f"r-{i}",
+        )
+        for i in range(3000)
+    ]
+    for start in range(0, len(records), 1000):
+        archive_app.writer.write(records[start : start + 1000])
+    compact(archive_app.tables, as_of=NOW)
+    late = make_record("2024-02-12T23:30:00.0000000Z", subscription=subscription, correlation="z")
+    tables = archive_app.tables
+    original = tables.query
+    replaced: list[int] = []
+
+    def merge_between(month: str, query: str, parameters: dict[str, Any], **kwargs: Any) -> Any:
+        second_read = kwargs.get("page_size", 0) > 4 and str(parameters.get("pk")) == "ys12"
+        if second_read and not replaced:
+            replaced.append(1)
+            tables.query = original  # type: ignore[method-assign]
+            archive_app.writer.write([late])
+            report = _report()
+            DayCompaction(tables, "202402", date(2024, 2, 12), report).run()
+            assert report.units, "the late event's merge replaced no run"
+        return original(month, query, parameters, **kwargs)
+
+    tables.query = merge_between  # type: ignore[method-assign,assignment]
+    query = parse_query({**SPAN, "limit": "1000", "subscription": subscription}, NOW)
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        page = run_query(query, tables=tables, reader=archive_app.reader, continuation=token)
+        found += [record["EventKey"] for record in page.records]
+        token = page.continuation
+        if token is None:
+            break
+    tables.query = original  # type: ignore[method-assign]
+    assert replaced, "the lookup read its run in one request: nothing was tested"
+    assert found == expected([*records, late], subscription=subscription)
+
+
+def test_a_lookup_never_reads_part_of_a_run_being_deleted(
+    archive_app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replaced run's rows go in several transactions (a big run: hundreds). A lookup that
+    reads the old run between two of them finds it whole or gone (and goes on with its
+    successor), never a part: the rows go from the last (`{run}~`) down, one transaction
+    after another, so a row read means every row below it was there when it was read."""
+    monkeypatch.setattr(index_tables, "MAX_BATCH", 2)  # the run's rows in many transactions
+    monkeypatch.setattr(archive_app.tables, "_parallelism", 1)  # each checked before the next
+    subscription = "77777777-7777-7777-7777-777777777777"
+    day = date(2024, 2, 12)
+    records = [
+        make_record(
+            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
+            subscription=subscription,
+            correlation=f"d-{i}",
+        )
+        for i in range(3000)
+    ]
+    for start in range(0, len(records), 1000):
+        archive_app.writer.write(records[start : start + 1000])
+    compact(archive_app.tables, as_of=NOW)
+    tables = archive_app.tables
+    digest = value_hash(subscription)[1]
+    unit = ("s", prefix_of(digest))
+    old_run = RunStore(tables, "202402").state(day).runs[unit]
+    late = make_record("2024-02-12T23:30:00.0000000Z", subscription=subscription, correlation="y")
+    before = {
+        (ref, place) for ref, places in _places(tables, digest, day, old_run) for place in places
+    }
+    assert len(before) == len(records)
+    seen: list[int] = []
+    real_table = tables.table
+
+    class Watched:
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._client, name)
+
+        def submit_transaction(self, operations: list[Any]) -> Any:
+            answer = self._client.submit_transaction(operations)
+            if (
+                operations
+                and operations[0][0] == "delete"
+                and operations[0][1]["PartitionKey"] == run_partition("s", day)
+            ):
+                got = {
+                    (r, p) for r, places in _places(tables, digest, day, old_run) for p in places
+                }
+                assert before <= got, f"{len(before - got)} places missing after a delete"
+                seen.append(len(got))
+            return answer
+
+    monkeypatch.setattr(tables, "table", lambda month: Watched(real_table(month)))
+    archive_app.writer.write([late])
+    report = _report()
+    DayCompaction(tables, "202402", day, report).run()
+    assert report.units
+    assert len(seen) >= 3, seen  # the old run went in several transactions, each checked
+
+
+def _places(
+    tables: IndexTables, digest: bytes, day: date, run: int
+) -> list[tuple[Any, list[tuple[int, int]]]]:
+    return run_places(tables, "202402", ("s", digest), day, run)

@@ -8,8 +8,11 @@ Exact while compaction runs (shared.services.compaction), because of the order o
 2. then the days' state rows, which name each day's run as of now: a run that holds every
    fresh row read missing in step 1;
 3. then, for each day with a run, its rows from the value's hash on (one range read). A run
-   replaced meanwhile has had its rows deleted: a read that finds no row at all reads the
-   day's state again and goes on with the newer run, which holds all the old one held.
+   replaced meanwhile has its rows deleted from the last down (shared.services.run_store):
+   a read whose rows run out before one past the hash (every run ends with `{run}~`) saw
+   the run go, before or between its requests, so it reads the day's state again and goes
+   on with the newer run, which holds all the old one held. A read that reaches a row past
+   the hash saw every row below it.
 
 A place listed both fresh and in a run (compaction stopped between its commit and its
 deletes) counts once. Reading costs two ranges and one state read a month, then one range
@@ -68,18 +71,17 @@ def _read_run(
 ) -> DayPostings | None:
     """The places of the rows from the hash on, a few rows first (most values end in the
     first), then the rest of a frequent value's rows a full page at a time; None when the
-    run has no row left (deleted: replaced meanwhile)."""
+    run's rows ran out before one past the hash (every run ends with `{run}~`, past every
+    hash): it was replaced and deleted meanwhile, before or between these reads."""
     kind, digest = key
     low, last = lookup_low(run, digest), run_prefix(run) + LAST_ROW
     found: DayPostings = []
-    read_any = False
     for page_size in (_RUN_PAGE, _FULL_PAGE):
         parameters = {"pk": run_partition(kind, day), "low": low, "high": last}
         rows = tables.query(
             month, FILTER_RUN, parameters, select=["RowKey", "E"], page_size=page_size
         )
         for count, row in enumerate(rows, start=1):
-            read_any = True
             row_key = str(row["RowKey"])
             found.extend(places_in_run(_packed(row), day, digest))
             if ends_past(row_key, digest):
@@ -88,8 +90,8 @@ def _read_run(
             if count == page_size and page_size == _RUN_PAGE:
                 break
         else:
-            return found if read_any else None
-    return found
+            return None  # cut short: what was read is a part of a run that is gone
+    return None
 
 
 def _packed(row: dict[str, Any]) -> bytes:

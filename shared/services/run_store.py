@@ -12,7 +12,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableTransactionError
 
-from shared.adapters.index_tables import IndexTables
+from shared.adapters.index_tables import IndexTables, transactions
 from shared.core.archive_keys import BlobRef, new_blob_id
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.query_spec import FILTER_PARTITION
@@ -126,9 +126,15 @@ class RunStore:
         return found
 
     def delete_run(self, kind: str, day: date, run: int) -> None:
+        """A run's rows from the last (`{run}~`) down, one transaction after another: a
+        lookup reads a run upwards, so a row it reads means every row below it was there
+        when it was read, and a run cut short under it has lost its top (shared.services.
+        postings_read): it sees the run whole, or sees it go and reads its successor."""
         rows = self.rows(kind, day, run)
         keys = [{"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]} for row in rows]
-        self.tables.delete(self.month, keys)
+        keys.sort(key=lambda key: str(key["RowKey"]), reverse=True)
+        for batch in transactions(keys):
+            self.tables.delete(self.month, batch)
 
     def day_refs(self, day: date) -> dict[BlobRef, str]:
         """The blobs the day's committed runs name, each with one row naming it (`partition/
