@@ -109,6 +109,24 @@ def written(archive_app: Runtime) -> Runtime:
     return archive_app
 
 
+def frequent_day(app: Runtime, subscription: str, tag: str) -> list[NormalizedRecord]:
+    """3,000 events of one subscription on 12 February (a second apart, each its own
+    correlation id), written 1,000 a write and merged: the subscription's places fill many
+    run rows."""
+    records = [
+        make_record(
+            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
+            subscription=subscription,
+            correlation=f"{tag}-{i}",
+        )
+        for i in range(3000)
+    ]
+    for start in range(0, len(records), 1000):
+        app.writer.write(records[start : start + 1000])
+    compact(app.tables, as_of=NOW)
+    return records
+
+
 def test_lookups_give_the_same_answer_before_and_after_a_merge(written: Runtime) -> None:
     assert_exact(written, DATASET)
     report = compact(written.tables, as_of=NOW)
@@ -340,17 +358,7 @@ def test_a_frequent_value_spans_many_run_rows_and_pages_through_them(
 ) -> None:
     """3,000 events of one subscription in a day: its places fill many 2 KB run rows, read a
     few first, then a page at a time; every record is found once, newest first."""
-    records = [
-        make_record(
-            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
-            subscription="44444444-4444-4444-4444-444444444444",
-            correlation=f"c-{i}",
-        )
-        for i in range(3000)
-    ]
-    for start in range(0, len(records), 1000):
-        archive_app.writer.write(records[start : start + 1000])
-    compact(archive_app.tables, as_of=NOW)
+    records = frequent_day(archive_app, "44444444-4444-4444-4444-444444444444", "c")
     wanted = expected(records, subscription="44444444-4444-4444-4444-444444444444")
     query = parse_query(
         {**SPAN, "limit": "1000", "subscription": "44444444-4444-4444-4444-444444444444"}, NOW
@@ -429,17 +437,7 @@ def test_a_run_replaced_between_two_reads_of_one_lookup_loses_nothing(
     that replaces the run between them (a late event of the day) deletes the rows the second
     would read: the lookup goes on with the successor, which holds all the first held."""
     subscription = "66666666-6666-6666-6666-666666666666"
-    records = [
-        make_record(
-            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
-            subscription=subscription,
-            correlation=f"r-{i}",
-        )
-        for i in range(3000)
-    ]
-    for start in range(0, len(records), 1000):
-        archive_app.writer.write(records[start : start + 1000])
-    compact(archive_app.tables, as_of=NOW)
+    records = frequent_day(archive_app, subscription, "r")
     late = make_record("2024-02-12T23:30:00.0000000Z", subscription=subscription, correlation="z")
     tables = archive_app.tables
     original = tables.query
@@ -482,17 +480,7 @@ def test_a_lookup_never_reads_part_of_a_run_being_deleted(
     monkeypatch.setattr(archive_app.tables, "_parallelism", 1)  # each checked before the next
     subscription = "77777777-7777-7777-7777-777777777777"
     day = date(2024, 2, 12)
-    records = [
-        make_record(
-            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
-            subscription=subscription,
-            correlation=f"d-{i}",
-        )
-        for i in range(3000)
-    ]
-    for start in range(0, len(records), 1000):
-        archive_app.writer.write(records[start : start + 1000])
-    compact(archive_app.tables, as_of=NOW)
+    records = frequent_day(archive_app, subscription, "d")
     tables = archive_app.tables
     digest = value_hash(subscription)[1]
     unit = ("s", prefix_of(digest))
