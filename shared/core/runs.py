@@ -18,6 +18,12 @@ else the day holds. This is how LSM stores and search engines merge segments.
   digits numbering rows that end on one value (a value with more places than a row holds
   spans rows). A run's last row is `{run}~`, so every hash has a row at or after it. `E`
   holds, for each value of the row, its hash and, per blob, its places.
+* a frequent value (more places than a row holds: a subscription's, a status's) has its
+  places newest first across blobs (pieces of consecutive places of one blob), and each row
+  that ends on it has RowKey `{run}{hash}t{99999 - second}{part}` (five digits, then four hex):
+  the second of the row's last place, so its rows sort newest first, every row after one
+  holds only places of that second or older, and a page that starts at second S skips to
+  `{run}{hash}t{99999 - S}` (shared.services.postings_read).
 
 A lookup of hash h reads rows from `{run}{h}` on, until a row that ends past h.
 """
@@ -34,6 +40,7 @@ from shared.core.archive_keys import (
     VALUE_HASH_BYTES,
     BlobRef,
     id_text,
+    pack_entries,
     unpack_entries,
 )
 from shared.core.keys import LOOKUP_COLUMNS
@@ -44,6 +51,9 @@ WRITING = "W"
 REPLACED = "O"
 RUN_ROW = "y"
 LAST_ROW = "~"
+NEWEST_FIRST = "t"  # after the hash in the RowKey of a row ending on a frequent value
+_LAST_SECOND = 99_999  # seconds in the RowKey count down from here: newest sorts first
+_SECOND_DIGITS = 5
 PREFIXES = 16  # units a kind a day: the first hex digit of the value hash
 ROW_BYTES = 2_048  # a run row's `E` aims at this: a lookup reads about one row a day
 # A run's rows from a hash on (or a whole run), the run's last row `{run}~` included.
@@ -53,6 +63,7 @@ _BLOB = struct.Struct(">cQH")  # class code, blob id, number of places
 _ENTRY_BYTES = 4
 _ID_CHARS = 13
 _PLACES_A_PIECE = (ROW_BYTES - _HEAD.size - _BLOB.size) // _ENTRY_BYTES
+_PLACES_A_ROW = _PLACES_A_PIECE  # more than this: a frequent value, its rows newest first
 _KINDS = tuple(LOOKUP_COLUMNS)
 _SLOT = struct.Struct(">Q")
 
@@ -140,12 +151,17 @@ def pack_run(run: int, postings: Postings) -> list[RunRow]:
     parts: dict[str, int] = {}
     last = ""
     for digest in sorted(postings):
-        for group in _groups(digest, postings[digest]):
+        blobs = postings[digest]
+        frequent = sum(len(entries) for entries in blobs.values()) > _PLACES_A_ROW * _ENTRY_BYTES
+        groups = _newest_first(digest, blobs) if frequent else _by_blob(digest, blobs)
+        for group, last_second in groups:
             if current and len(current) + len(group) > ROW_BYTES:
                 rows.append(_row(prefix, last, parts, current))
                 current = bytearray()
             current += group
             last = digest.hex()
+            if last_second is not None:
+                last += f"{NEWEST_FIRST}{_LAST_SECOND - last_second:05d}"
     rows.append(RunRow(prefix + LAST_ROW, bytes(current)))
     return rows
 
@@ -153,26 +169,80 @@ def pack_run(run: int, postings: Postings) -> list[RunRow]:
 def _row(prefix: str, last: str, parts: dict[str, int], packed: bytearray) -> RunRow:
     part = parts.get(last, 0)
     parts[last] = part + 1
-    return RunRow(f"{prefix}{last}{part:02x}", bytes(packed))
+    width = 4 if NEWEST_FIRST in last else 2  # a second of a frequent value may span rows
+    return RunRow(f"{prefix}{last}{part:0{width}x}", bytes(packed))
 
 
-def _groups(digest: bytes, blobs: Mapping[BlobRef, bytes]) -> Iterator[bytes]:
-    """A value's places as groups of at most ~ROW_BYTES: a frequent value spans rows."""
-    group = bytearray()
-    count = 0
+def row_second(row_key: str, digest: bytes) -> int | None:
+    """The second of a frequent value's row's last place (every later row of the value holds
+    that second or older ones); None for any other row."""
+    stem = _ID_CHARS + 2 * VALUE_HASH_BYTES
+    if row_key[_ID_CHARS:stem] != digest.hex() or row_key[stem : stem + 1] != NEWEST_FIRST:
+        return None
+    digits = row_key[stem + 1 : stem + 1 + _SECOND_DIGITS]
+    if len(digits) != _SECOND_DIGITS or not digits.isdigit():
+        return None
+    return _LAST_SECOND - int(digits)
+
+
+def seek_low(run: int, digest: bytes, second: int) -> str:
+    """The first RowKey that can hold a frequent value's places of `second` or older."""
+    return f"{lookup_low(run, digest)}{NEWEST_FIRST}{_LAST_SECOND - second:05d}"
+
+
+def _by_blob(digest: bytes, blobs: Mapping[BlobRef, bytes]) -> Iterator[tuple[bytes, None]]:
+    """A value that fits a row: its places blob by blob, as one group (or a few)."""
     step = _PLACES_A_PIECE * _ENTRY_BYTES
-    for ref in sorted(blobs):
-        packed = blobs[ref]
-        for start in range(0, len(packed), step):
-            chunk = packed[start : start + step]
-            piece = _BLOB.pack(ref.code.encode(), ref.blob_id, len(chunk) // _ENTRY_BYTES)
-            if count and len(group) + len(piece) + len(chunk) > ROW_BYTES:
-                yield _HEAD.pack(digest, count) + bytes(group)
-                group, count = bytearray(), 0
-            group += piece + chunk
-            count += 1
+    pieces = (
+        (ref, blobs[ref][start : start + step])
+        for ref in sorted(blobs)
+        for start in range(0, len(blobs[ref]), step)
+    )
+    for group, _ in _grouped(digest, ((ref, chunk, 0) for ref, chunk in pieces)):
+        yield group, None
+
+
+def _newest_first(digest: bytes, blobs: Mapping[BlobRef, bytes]) -> Iterator[tuple[bytes, int]]:
+    """A frequent value's places newest first across its blobs (second, then blob, then
+    ordinal), as groups of pieces of consecutive places of one blob; with each group's last
+    second."""
+    places = sorted(
+        (
+            (-second, ref, ordinal)
+            for ref, entries in blobs.items()
+            for second, ordinal in unpack_entries(entries)
+        ),
+    )
+    pieces: list[tuple[BlobRef, bytes, int]] = []
+    start = 0
+    while start < len(places):
+        ref = places[start][1]
+        end = start + 1
+        while end < len(places) and places[end][1] == ref and end - start < _PLACES_A_PIECE:
+            end += 1
+        run = [(-second, ordinal) for second, _, ordinal in places[start:end]]
+        pieces.append((ref, pack_entries(run), run[-1][0]))
+        start = end
+    yield from _grouped(digest, iter(pieces))
+
+
+def _grouped(
+    digest: bytes, pieces: Iterator[tuple[BlobRef, bytes, int]]
+) -> Iterator[tuple[bytes, int]]:
+    """Pieces (blob, places packed, second of the last place) as groups of ~ROW_BYTES, each
+    with the second of its last place."""
+    group = bytearray()
+    count = last_second = 0
+    for ref, chunk, second in pieces:
+        piece = _BLOB.pack(ref.code.encode(), ref.blob_id, len(chunk) // _ENTRY_BYTES)
+        if count and len(group) + len(piece) + len(chunk) > ROW_BYTES:
+            yield _HEAD.pack(digest, count) + bytes(group), last_second
+            group, count = bytearray(), 0
+        group += piece + chunk
+        count += 1
+        last_second = second
     if count:
-        yield _HEAD.pack(digest, count) + bytes(group)
+        yield _HEAD.pack(digest, count) + bytes(group), last_second
 
 
 def unpack_run(packed: bytes, day: date) -> Iterator[tuple[bytes, BlobRef, bytes]]:

@@ -176,9 +176,12 @@ def _month_places(
     found: dict[str, Places] = {}
     for value in values:
         places: Places = found.setdefault(value, {})
-        for day, postings in month_postings(tables, month_of(top), (kind, value), top, bottom):
+        chunks = month_postings(tables, month_of(top), (kind, value), (top, bottom))
+        for day, postings, _ in chunks:  # a day may come in several chunks: all are counted
             if bottom <= day <= top:
-                places[day] = {ref: set(held) for ref, held in postings if held}
+                held_today = places.setdefault(day, {})
+                for ref, held in postings:
+                    held_today.setdefault(ref, set()).update(held)
     return found
 
 

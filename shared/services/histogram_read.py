@@ -117,7 +117,7 @@ def month_values(
             continue
         # Replaced during the scan: each value of the unit from the run's successor.
         for digest in (digest for digest in digests if prefix_of(digest) == prefix):
-            for ref, places in run_places(tables, month, (kind, digest), day, run):
+            for ref, places in run_places(tables, (kind, digest), day, run):
                 _add(found[digest], day, ref, places)
     return {digests[digest]: places for digest, places in found.items()}
 

@@ -17,19 +17,30 @@ Exact while compaction runs (shared.services.compaction), because of the order o
 A place listed both fresh and in a run (compaction stopped between its commit and its
 deletes) counts once. Reading costs two ranges and one state read a month, then one range
 read a day that returns the row holding the value: what the lookup finds, whatever else the
-days hold.
+days hold. A frequent value (a subscription's, a status's: more places a day than a row
+holds) has its rows newest first (shared.core.runs), so its day comes in chunks, a row at a
+time, and a page stops reading once it has its records; a page that starts inside a day (a
+token, or the range's end) seeks to its second. A run replaced in the middle of that is read
+on from its successor, from the second the chunks so far reached.
 """
 
 from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import date
 from typing import Any
 
 from shared.adapters.index_tables import IndexTables
-from shared.core.archive_keys import BlobRef, places_of, posting_ranges, posting_ref, value_hash
+from shared.core.archive_keys import (
+    BlobRef,
+    month_of,
+    places_of,
+    posting_ranges,
+    posting_ref,
+    value_hash,
+)
 from shared.core.query_spec import FILTER_RANGE
 from shared.core.runs import (
     FILTER_RUN,
@@ -38,8 +49,10 @@ from shared.core.runs import (
     lookup_low,
     places_in_run,
     prefix_of,
+    row_second,
     run_partition,
     run_prefix,
+    seek_low,
 )
 from shared.services.run_store import RunStore
 
@@ -50,48 +63,92 @@ _REREADS = 3  # a run replaced this many times during one lookup: read the state
 DayPostings = list[tuple[BlobRef, list[tuple[int, int]]]]
 
 
-def run_places(
-    tables: IndexTables, month: str, key: tuple[str, bytes], day: date, run: int
-) -> DayPostings:
+Chunk = tuple[DayPostings, int | None]  # places; the second down from which more may come
+
+
+def run_places(tables: IndexTables, key: tuple[str, bytes], day: date, run: int) -> DayPostings:
     """A value's places in a day's run, from the rows that can hold its hash."""
+    return [piece for places, _ in run_chunks(tables, key, day, run) for piece in places]
+
+
+def run_chunks(
+    tables: IndexTables, key: tuple[str, bytes], day: date, run: int, below: int | None = None
+) -> Iterator[Chunk]:
+    """A value's places in a day's run (of second `below` or older, if given), in chunks
+    newest first: a frequent value's rows hold its places newest first (shared.core.runs),
+    so a chunk comes with each row, holding the places newer than the row's last second,
+    whose number goes with it (more may come from that second down); the last chunk's is
+    None. A value whose rows are not so ordered comes in one chunk. A run replaced during
+    the read is read on from its successor, from where the chunks so far stopped."""
     current: int | None = run
     for _ in range(_REREADS):
         if current is None:
-            return []
-        found = _read_run(tables, month, key, day, current)
-        if found is not None:
-            return found
+            return
+        below = yield from _read_run(tables, key, day, current, below)
+        if below == _DONE:
+            return
         unit = (key[0], prefix_of(key[1]))
-        current = RunStore(tables, month).state(day).runs.get(unit)  # replaced: its successor
+        current = (
+            RunStore(tables, month_of(day)).state(day).runs.get(unit)
+        )  # replaced: its successor
     raise RuntimeError(f"the compacted postings of {day} kept changing during one lookup")
 
 
+_DONE = -1  # _read_run's answer when it read the run to a row past the hash
+
+
 def _read_run(
-    tables: IndexTables, month: str, key: tuple[str, bytes], day: date, run: int
-) -> DayPostings | None:
-    """The places of the rows from the hash on, a few rows first (most values end in the
-    first), then the rest of a frequent value's rows a full page at a time; None when the
+    tables: IndexTables, key: tuple[str, bytes], day: date, run: int, below: int | None
+) -> Generator[Chunk, None, int | None]:
+    """The rows from the hash on, a few first (most values end in the first), then a full
+    page at a time; yields chunks as run_chunks says, then returns _DONE, or, when the
     run's rows ran out before one past the hash (every run ends with `{run}~`, past every
-    hash): it was replaced and deleted meanwhile, before or between these reads."""
+    hash: it was replaced and deleted meanwhile), the second down from which nothing was
+    yielded (what was read past it is dropped: the successor holds it)."""
     kind, digest = key
+    month = month_of(day)
     low, last = lookup_low(run, digest), run_prefix(run) + LAST_ROW
-    found: DayPostings = []
-    for page_size in (_RUN_PAGE, _FULL_PAGE):
+    held: dict[BlobRef, list[tuple[int, int]]] = {}
+    page_size, sought = _RUN_PAGE, below is None
+    while True:
         parameters = {"pk": run_partition(kind, day), "low": low, "high": last}
         rows = tables.query(
             month, FILTER_RUN, parameters, select=["RowKey", "E"], page_size=page_size
         )
+        again = False
         for count, row in enumerate(rows, start=1):
             row_key = str(row["RowKey"])
-            found.extend(places_in_run(_packed(row), day, digest))
-            if ends_past(row_key, digest):
-                return found
-            low = row_key + " "  # the next query goes on after this row (" " sorts first)
-            if count == page_size and page_size == _RUN_PAGE:
+            second = row_second(row_key, digest)
+            if not sought and below is not None and second is not None and second > below:
+                low, sought, again = seek_low(run, digest, below), True, True  # skip newer rows
                 break
-        else:
-            return None  # cut short: what was read is a part of a run that is gone
-    return None
+            sought = True
+            for ref, places in places_in_run(_packed(row), day, digest):
+                wanted = places if below is None else [p for p in places if p[0] <= below]
+                held.setdefault(ref, []).extend(wanted)
+            if ends_past(row_key, digest):
+                yield list(held.items()), None
+                return _DONE
+            if second is not None:
+                yield _older_than(held, second), second
+                below = second
+            low = row_key + " "  # the next query goes on after this row (" " sorts first)
+            if count == page_size == _RUN_PAGE:
+                page_size, again = _FULL_PAGE, True  # a frequent value: the rest in full pages
+                break
+        if not again:
+            return below  # the rows ran out before one past the hash: the run is gone
+
+
+def _older_than(held: dict[BlobRef, list[tuple[int, int]]], second: int) -> DayPostings:
+    """The places newer than `second`, taken out of `held` (which keeps the rest)."""
+    ready: DayPostings = []
+    for ref, places in list(held.items()):
+        newer = [place for place in places if place[0] > second]
+        if newer:
+            ready.append((ref, newer))
+            held[ref] = [place for place in places if place[0] <= second]
+    return ready
 
 
 def _packed(row: dict[str, Any]) -> bytes:
@@ -121,12 +178,19 @@ def _fresh(
 
 
 def month_postings(
-    tables: IndexTables, month: str, key: tuple[str, str], newest: date, oldest: date
-) -> Iterator[tuple[date, DayPostings]]:
-    """Each day's (blob, places) of a value in [oldest, newest] of one month, newest first;
-    run reads go side by side, a few days at a time (the newest alone), so a page that fills
-    early stops."""
+    tables: IndexTables,
+    month: str,
+    key: tuple[str, str],
+    span: tuple[date, date],
+    below: int | None = None,
+) -> Iterator[tuple[date, DayPostings, int | None]]:
+    """A value's (blob, places) in the days [oldest, newest] of one month, newest day first,
+    each day in chunks newest first (run_chunks; with each chunk the second down from which
+    more of its day may come, None for the day's last); `below`: only the newest day's places
+    of that second or older are wanted (a page starting inside it). Days' first run reads go
+    side by side, a few days at a time (the newest alone), so a page that fills early stops."""
     kind, value = key
+    newest, oldest = span
     by_day: dict[date, DayPostings] = {}
     for ref, places in _fresh(tables, month, key, newest.day, oldest.day):  # 1. fresh first
         by_day.setdefault(ref.day, []).append((ref, places))
@@ -145,13 +209,33 @@ def month_postings(
     while start < len(days):
         batch = days[start : start + wave]
         start, wave = start + len(batch), max(1, tables.parallelism)
-        with_run = [day for day in batch if day.day in runs]
-        read = tables.parallel(
-            lambda day: run_places(tables, month, (kind, digest), day, runs[day.day]), with_run
-        )
-        from_runs = dict(zip(with_run, read, strict=True))
+        streams = {
+            day: run_chunks(
+                tables, (kind, digest), day, runs[day.day], below if day == newest else None
+            )
+            for day in batch
+            if day.day in runs
+        }
+        firsts = tables.parallel(lambda stream: next(stream, None), list(streams.values()))
+        first = dict(zip(streams, firsts, strict=True))
         for day in batch:
-            yield day, _union([*by_day.get(day, []), *from_runs.get(day, [])])
+            yield from _day_chunks(day, by_day.get(day, []), first.get(day), streams.get(day))
+
+
+def _day_chunks(
+    day: date, fresh: DayPostings, chunk: Chunk | None, stream: Iterator[Chunk] | None
+) -> Iterator[tuple[date, DayPostings, int | None]]:
+    """A day's chunks from its run, each with the fresh places of its seconds (a place both
+    fresh and in the run, of a merge stopped before its deletes, counts once)."""
+    while chunk is not None:
+        places, more_from = chunk
+        if more_from is None:
+            break
+        now = [(ref, [p for p in found if p[0] > more_from]) for ref, found in fresh]
+        fresh = [(ref, [p for p in found if p[0] <= more_from]) for ref, found in fresh]
+        yield day, _union([*now, *places]), more_from
+        chunk = next(stream, None) if stream is not None else None
+    yield day, _union([*fresh, *(chunk[0] if chunk is not None else [])]), None
 
 
 def _union(postings: Iterable[tuple[BlobRef, list[tuple[int, int]]]]) -> DayPostings:
@@ -159,4 +243,4 @@ def _union(postings: Iterable[tuple[BlobRef, list[tuple[int, int]]]]) -> DayPost
     merged: dict[BlobRef, set[tuple[int, int]]] = {}
     for ref, places in postings:
         merged.setdefault(ref, set()).update(places)
-    return [(ref, sorted(places)) for ref, places in merged.items()]
+    return [(ref, sorted(places)) for ref, places in merged.items() if places]

@@ -182,6 +182,7 @@ def _by_key(
     for item in _key_days(page, keys, start, tables):
         if isinstance(item, Continuation):
             return _drained(page, pending, stores, item)
+        more_from = None  # of a day read in chunks: the second down from which more comes
         if isinstance(item, _ScanDay):
             day = item.day
             pending = _fetch(page, pending, stores, drain=True)
@@ -189,7 +190,7 @@ def _by_key(
                 return _drained(page, pending, stores, Continuation(day, None))
             cut = read_day(page, day, tables, reader)
         else:
-            day, entries = item
+            day, entries, more_from = item
             pending = _fetch(page, [*pending, *entries], stores, drain=False)
             cut = None
         if page.lacking() == 0:
@@ -197,7 +198,10 @@ def _by_key(
         if cut is not None:
             return page.answer(cut)
         if page.spent():
-            return _drained(page, pending, stores, Continuation(day - timedelta(days=1), None))
+            then = Continuation(day - timedelta(days=1), None)
+            if more_from is not None:  # the rest of the day: its seconds up to more_from
+                then = page.before(day, day_ticks(day) + (more_from + 1) * _SECOND_TICKS)
+            return _drained(page, pending, stores, then)
     return _drained(page, pending, stores, None)
 
 
@@ -220,11 +224,13 @@ def _drained(
 
 def _key_days(
     page: Page, keys: list[tuple[str, str]], start: date, tables: IndexTables
-) -> Iterator[tuple[date, list[Entry]] | _ScanDay | Continuation]:
-    """Each day's entries (newest second first), newest day first, or the days to read whole
-    of a month without postings to use; a Continuation where the walk stops at
-    KEY_MONTHS_PER_PAGE months."""
+) -> Iterator[tuple[date, list[Entry], int | None] | _ScanDay | Continuation]:
+    """Each day's entries (newest second first), newest day first, a day in chunks where its
+    run orders them (with each, the second down from which more of the day comes), or the
+    days to read whole of a month without postings to use; a Continuation where the walk
+    stops at KEY_MONTHS_PER_PAGE months."""
     walked = 0
+    below = _second_below(page, start)  # a page starting inside its first day skips ahead
     for top, bottom in months_back(start, page.query.since.date()):
         month = month_of(top)
         if not page.has_table(month):
@@ -237,9 +243,20 @@ def _key_days(
         if key is None:
             yield from (_ScanDay(top - timedelta(days=n)) for n in range((top - bottom).days + 1))
             continue
-        for day, postings in month_postings(tables, month, key, top, bottom):
+        from_second = below if top == start else None
+        chunks = month_postings(tables, month, key, (top, bottom), from_second)
+        for day, postings, more_from in chunks:
             if bottom <= day <= top:  # the ranges already say so; checked all the same
-                yield day, _day_entries(page, day, postings)
+                yield day, _day_entries(page, day, postings), more_from
+
+
+def _second_below(page: Page, day: date) -> int | None:
+    """The last second of `day` a page can return records of, when that is not its end (a
+    token or the range's end inside the day); None otherwise."""
+    last = page.high - 1  # the newest tick a record of the page can have
+    if last >= day_ticks(day + timedelta(days=1)) or last < day_ticks(day):
+        return None
+    return (last - day_ticks(day)) // _SECOND_TICKS
 
 
 def _day_entries(
