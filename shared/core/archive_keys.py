@@ -373,6 +373,10 @@ def pack_entries(entries: Iterable[tuple[int, int]]) -> bytes:
     return b"".join(_ENTRY.pack(second << _ORDINAL_BITS | ordinal) for second, ordinal in entries)
 
 
+def entry_second(value: int) -> int:
+    return value >> _ORDINAL_BITS
+
+
 def unpack_entries(data: bytes) -> list[tuple[int, int]]:
     mask = (1 << _ORDINAL_BITS) - 1
     return [(value >> _ORDINAL_BITS, value & mask) for (value,) in _ENTRY.iter_unpack(data)]

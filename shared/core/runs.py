@@ -30,7 +30,10 @@ A lookup of hash h reads rows from `{run}{h}` on, until a row that ends past h.
 
 from __future__ import annotations
 
+import heapq
 import struct
+import sys
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -39,8 +42,8 @@ from shared.core.archive_keys import (
     CODE_CLASSES,
     VALUE_HASH_BYTES,
     BlobRef,
+    entry_second,
     id_text,
-    pack_entries,
     unpack_entries,
 )
 from shared.core.keys import LOOKUP_COLUMNS
@@ -203,27 +206,49 @@ def _by_blob(digest: bytes, blobs: Mapping[BlobRef, bytes]) -> Iterator[tuple[by
 
 
 def _newest_first(digest: bytes, blobs: Mapping[BlobRef, bytes]) -> Iterator[tuple[bytes, int]]:
-    """A frequent value's places newest first across its blobs (second, then blob, then
-    ordinal), as groups of pieces of consecutive places of one blob; with each group's last
-    second."""
-    places = sorted(
-        (
-            (-second, ref, ordinal)
-            for ref, entries in blobs.items()
-            for second, ordinal in unpack_entries(entries)
-        ),
-    )
-    pieces: list[tuple[BlobRef, bytes, int]] = []
-    start = 0
-    while start < len(places):
-        ref = places[start][1]
-        end = start + 1
-        while end < len(places) and places[end][1] == ref and end - start < _PLACES_A_PIECE:
-            end += 1
-        run = [(-second, ordinal) for second, _, ordinal in places[start:end]]
-        pieces.append((ref, pack_entries(run), run[-1][0]))
-        start = end
-    yield from _grouped(digest, iter(pieces))
+    """A frequent value's places newest first across its blobs (merged lazily from each
+    blob's, sorted: memory stays at four bytes a place), as groups of pieces of consecutive
+    places of one blob; with each group's last second."""
+    refs = sorted(blobs)
+    ordered = [_tagged(_newest_entries(blobs[ref]), index) for index, ref in enumerate(refs)]
+    yield from _grouped(digest, _pieces(refs, heapq.merge(*ordered, reverse=True)))
+
+
+def _newest_entries(packed: bytes) -> array[int]:
+    """Packed entries as numbers, largest (newest second) first; four bytes each, not an
+    object each: a frequent value's day holds many."""
+    values = array("I")
+    values.frombytes(packed)
+    if sys.byteorder == "little":
+        values.byteswap()  # entries are big-endian
+    return array("I", sorted(values, reverse=True))
+
+
+def _tagged(values: array[int], index: int) -> Iterator[tuple[int, int]]:
+    return ((value, index) for value in values)
+
+
+def _packed_entries(values: array[int]) -> bytes:
+    packed = array("I", values)
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _pieces(
+    refs: list[BlobRef], merged: Iterator[tuple[int, int]]
+) -> Iterator[tuple[BlobRef, bytes, int]]:
+    """Runs of consecutive entries of one blob, at most _PLACES_A_PIECE each."""
+    run: array[int] = array("I")
+    current = -1
+    for value, index in merged:
+        if run and (index != current or len(run) == _PLACES_A_PIECE):
+            yield refs[current], _packed_entries(run), entry_second(run[-1])
+            run = array("I")
+        current = index
+        run.append(value)
+    if run:
+        yield refs[current], _packed_entries(run), entry_second(run[-1])
 
 
 def _grouped(
