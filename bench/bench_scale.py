@@ -183,7 +183,7 @@ def lookup_growth(quick: bool) -> list[Figure]:
         ("correlation id", "--correlation-id", CORRELATION, 3),
         ("resource id", "--resource", RESOURCE, 10),
         # A value with most of each day: a page of it costs the page, not the day it is in.
-        ("a page of status Succeeded", "--status", "Succeeded", PAGE),
+        ("status Succeeded, a page", "--status", "Succeeded", PAGE),
     )
     figures: list[Figure] = []
     found: dict[tuple[str, int], Lookup] = {}

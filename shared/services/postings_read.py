@@ -88,9 +88,8 @@ def run_chunks(
         if below == _DONE:
             return
         unit = (key[0], prefix_of(key[1]))
-        current = (
-            RunStore(tables, month_of(day)).state(day).runs.get(unit)
-        )  # replaced: its successor
+        # Replaced: its successor, which holds all the old run held.
+        current = RunStore(tables, month_of(day)).state(day).runs.get(unit)
     raise RuntimeError(f"the compacted postings of {day} kept changing during one lookup")
 
 
