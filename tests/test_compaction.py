@@ -21,7 +21,7 @@ from shared.bootstrap import Runtime
 from shared.core import runs
 from shared.core.archive_keys import posting_ref, value_hash
 from shared.core.keys import LOOKUP_COLUMNS
-from shared.core.query_spec import FILTER_PARTITION, parse_query
+from shared.core.query_spec import FILTER_PARTITION, ActivityQuery, parse_query
 from shared.core.records import NormalizedRecord
 from shared.core.runs import RUN_ROW, prefix_of, run_partition, run_prefix
 from shared.services import postings_read
@@ -111,22 +111,44 @@ def written(archive_app: Runtime) -> Runtime:
     return archive_app
 
 
-def frequent_day(app: Runtime, subscription: str, tag: str) -> list[NormalizedRecord]:
-    """3,000 events of one subscription on 12 February (a second apart, each its own
-    correlation id), written 1,000 a write and merged: the subscription's places fill many
-    run rows."""
+def _second_apart(i: int) -> str:
+    return f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z"
+
+
+def frequent_day(
+    app: Runtime,
+    subscription: str,
+    tag: str,
+    time_of: Callable[[int], str] = _second_apart,
+    shape: tuple[int, int] = (3000, 1000),
+) -> list[NormalizedRecord]:
+    """Events of one subscription (3,000 on 12 February, a second apart, by default), each
+    its own correlation id, written (1,000 a write) and merged: the subscription's places
+    fill many run rows."""
+    count, per_write = shape
     records = [
-        make_record(
-            f"2024-02-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i:07d}Z",
-            subscription=subscription,
-            correlation=f"{tag}-{i}",
-        )
-        for i in range(3000)
+        make_record(time_of(i), subscription=subscription, correlation=f"{tag}-{i}")
+        for i in range(count)
     ]
-    for start in range(0, len(records), 1000):
-        app.writer.write(records[start : start + 1000])
+    for start in range(0, len(records), per_write):
+        app.writer.write(records[start : start + per_write])
     compact(app.tables, as_of=NOW)
     return records
+
+
+def all_pages(
+    app: Runtime, query: ActivityQuery, each_page: Callable[[], None] = lambda: None
+) -> list[str]:
+    """Every page of a query, token after token: the records' keys in order."""
+    found: list[str] = []
+    token: str | None = None
+    while True:
+        page = run_query(query, tables=app.tables, reader=app.reader, continuation=token)
+        found += [record["EventKey"] for record in page.records]
+        token = page.continuation
+        if token is None:
+            return found
+        each_page()
 
 
 def test_lookups_give_the_same_answer_before_and_after_a_merge(written: Runtime) -> None:
@@ -365,17 +387,7 @@ def test_a_frequent_value_spans_many_run_rows_and_pages_through_them(
     query = parse_query(
         {**SPAN, "limit": "1000", "subscription": "44444444-4444-4444-4444-444444444444"}, NOW
     )
-    found: list[str] = []
-    token: str | None = None
-    while True:
-        page = run_query(
-            query, tables=archive_app.tables, reader=archive_app.reader, continuation=token
-        )
-        found += [record["EventKey"] for record in page.records]
-        token = page.continuation
-        if token is None:
-            break
-    assert found == wanted
+    assert all_pages(archive_app, query) == wanted
 
 
 def test_the_kill_points_cover_the_whole_merge(archive_app: Runtime) -> None:
@@ -401,17 +413,11 @@ def test_a_page_filled_by_its_newest_day_reads_no_other_days_run(archive_app: Ru
     """A frequent value (a subscription, a status) whose newest day fills the page: the page
     reads that day's run only, not a wave of older days' (each as big, at scale)."""
     subscription = "55555555-5555-5555-5555-555555555555"
-    records = [
-        make_record(
-            f"2024-02-{1 + i % 8:02d}T{i // 8 % 24:02d}:{i % 60:02d}:00.{i:07d}Z",
-            subscription=subscription,
-            correlation=f"w-{i}",
-        )
-        for i in range(1600)
-    ]
-    for start in range(0, len(records), 800):
-        archive_app.writer.write(records[start : start + 800])
-    compact(archive_app.tables, as_of=NOW)
+
+    def eight_days(i: int) -> str:
+        return f"2024-02-{1 + i % 8:02d}T{i // 8 % 24:02d}:{i % 60:02d}:00.{i:07d}Z"
+
+    records = frequent_day(archive_app, subscription, "w", eight_days, (1600, 800))
     runs_read: set[str] = set()
     original = archive_app.tables.query
 
@@ -459,14 +465,7 @@ def test_a_run_replaced_between_two_reads_of_one_lookup_loses_nothing(
 
     tables.query = merge_between  # type: ignore[method-assign,assignment]
     query = parse_query({**SPAN, "limit": "1000", "subscription": subscription}, NOW)
-    found: list[str] = []
-    token: str | None = None
-    while True:
-        page = run_query(query, tables=tables, reader=archive_app.reader, continuation=token)
-        found += [record["EventKey"] for record in page.records]
-        token = page.continuation
-        if token is None:
-            break
+    found = all_pages(archive_app, query)
     tables.query = original  # type: ignore[method-assign]
     assert replaced, "the lookup read its run in one request: nothing was tested"
     # The late event, newest of all, came after the lookup had passed its second: it may be
@@ -561,14 +560,6 @@ def test_a_page_of_a_frequent_value_reads_the_rows_it_returns_not_its_day(
     run_rows = sum(1 for _ in original("202402", FILTER_PARTITION, {"pk": "ys12"}))
     assert run_rows >= 40, run_rows
     query = parse_query({**SPAN, "limit": "100", "subscription": subscription}, NOW)
-    found: list[str] = []
-    token: str | None = None
-    while True:
-        page = run_query(query, tables=tables, reader=archive_app.reader, continuation=token)
-        found += [record["EventKey"] for record in page.records]
-        token = page.continuation
-        if token is None:
-            break
-        rows_read.append(0)
+    found = all_pages(archive_app, query, lambda: rows_read.append(0))
     assert found == expected(records, subscription=subscription)
     assert max(rows_read) <= 8, rows_read  # a page's rows: about 100 places' worth, and a seek
