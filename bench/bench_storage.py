@@ -246,9 +246,7 @@ def _store(azurite: Azurite) -> tuple[Runtime, RequestCount, str]:
     return open_store(azurite.connection_string, prefix, count), count, prefix
 
 
-def ingest_figures(
-    azurite: Azurite, data: Input, quick: bool
-) -> tuple[list[Figure], Runtime, RequestCount]:
+def ingest_figures(azurite: Azurite, data: Input) -> tuple[list[Figure], Runtime, RequestCount]:
     """Figures 3 and 4; the store of the first ingest and its count, for the others."""
     warm, _, _ = _store(azurite)  # so that no timed run pays for the emulator's own warm-up
     ingest(warm, make_input(300, seed=99))
@@ -312,7 +310,7 @@ def run(count: int = 5000, quick: bool = False, azurite: Azurite | None = None) 
         with Azurite(in_memory=True) as own:
             return run(count, quick, own)
     data = make_input(count)
-    figures, app, requests = ingest_figures(azurite, data, quick)
+    figures, app, requests = ingest_figures(azurite, data)
     figures = layout_figures(app, data) + figures
     figures += outside_figures(azurite, app, data, quick)
     figures.append(retention_figure(app, requests))

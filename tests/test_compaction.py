@@ -544,7 +544,6 @@ def test_a_page_of_a_frequent_value_reads_the_rows_it_returns_not_its_day(
     finds every record once, newest first."""
     monkeypatch.setattr(runs, "ROW_BYTES", 256)  # 3,000 places: some fifty rows
     monkeypatch.setattr(runs, "_PLACES_A_PIECE", 60)
-    monkeypatch.setattr(runs, "_PLACES_A_ROW", 60)
     subscription = "88888888-8888-8888-8888-888888888888"
     records = frequent_day(archive_app, subscription, "p")
     tables = archive_app.tables

@@ -66,7 +66,6 @@ _BLOB = struct.Struct(">cQH")  # class code, blob id, number of places
 _ENTRY_BYTES = 4
 _ID_CHARS = 13
 _PLACES_A_PIECE = (ROW_BYTES - _HEAD.size - _BLOB.size) // _ENTRY_BYTES
-_PLACES_A_ROW = _PLACES_A_PIECE  # more than this: a frequent value, its rows newest first
 _KINDS = tuple(LOOKUP_COLUMNS)
 _SLOT = struct.Struct(">Q")
 
@@ -155,7 +154,8 @@ def pack_run(run: int, postings: Postings) -> list[RunRow]:
     last = ""
     for digest in sorted(postings):
         blobs = postings[digest]
-        frequent = sum(len(entries) for entries in blobs.values()) > _PLACES_A_ROW * _ENTRY_BYTES
+        # More places than a piece (a row) holds: a frequent value, its rows newest first.
+        frequent = sum(len(entries) for entries in blobs.values()) > _PLACES_A_PIECE * _ENTRY_BYTES
         groups = _newest_first(digest, blobs) if frequent else _by_blob(digest, blobs)
         for group, last_second in groups:
             if current and len(current) + len(group) > ROW_BYTES:
