@@ -32,6 +32,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from shared.core.eventkey import digest
 from shared.core.fields import (
     as_text,
@@ -51,6 +53,7 @@ from shared.core.identity import (
     properties_column,
     who_columns,
 )
+from shared.core.nesting import flatten_deep
 from shared.core.records import NormalizedRecord
 from shared.core.timeparse import parse_time
 from shared.core.vocabulary import category_column, level_column, status_value
@@ -148,7 +151,11 @@ def build_record(event: dict[str, Any], fallback_subscription: str) -> Normalize
         "HttpRequest": http_request,
         "AdditionalFields": extra,
     }
-    key = digest(record)  # before the path's subscription: see the module's notes
+    try:
+        key = digest(record)  # before the path's subscription: see the module's notes
+    except orjson.JSONEncodeError:  # nested past what JSON writers take
+        flatten_deep(record, warnings)
+        key = digest(record)
     if not subscription_id and fallback_subscription:
         record["SubscriptionId"] = fallback_subscription.strip().lower()
         warnings.append("SubscriptionId taken from the blob path")

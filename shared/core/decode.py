@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -39,18 +40,29 @@ _JSON_TYPES: dict[type, str] = {
 }
 
 
-# A number token (after `:`, `,` or `[`) of 16 or more characters may not survive a machine
-# type: such an input is parsed again, exactly. Found without a regular expression (which costs
-# as much as the parse itself): number characters map to "0", the three that can precede a
-# number to "!", white space goes, and the needle is one plain substring search. Digit runs
-# inside strings (`/ticks/638...` in event ids) follow a letter or a slash, never those three.
+# A number a machine type may not hold makes an input parse again, exactly, whatever else it
+# holds, so that a number reads the same whatever its neighbours (an event's key must not
+# depend on them): a token (after `:`, `,` or `[`) whose digits before any exponent run to
+# 16 characters or more (a float keeps 15 significant digits), or whose exponent has three
+# characters or more (`1e-999` is 0.0 to a float, `1e400` infinity; two digits stay within
+# a float's range). A regular expression over the raw input costs as much as the parse itself,
+# so the input is first translated to a shape: number characters "0", an exponent's letter
+# "E", the three that can precede a number "!", white space gone, anything else "x"; one
+# search of that shape with a literal first character is cheap (0.03 ms for 30 KB). Digit
+# runs inside strings (`/ticks/638...` in event ids, GUIDs, IPv6 addresses) follow a letter, a
+# quote or a slash, never those three.
 _NUMBER_SHAPE = bytearray(b"x" * 256)
-for _char in b"0123456789.-+eE":
+for _char in b"0123456789.-+":
     _NUMBER_SHAPE[_char] = ord("0")
+for _char in b"eE":
+    _NUMBER_SHAPE[_char] = ord("E")
 for _char in b":,[":
     _NUMBER_SHAPE[_char] = ord("!")
 _NUMBER_TABLE = bytes(_NUMBER_SHAPE)
-_LONG_NUMBER = b"!" + b"0" * 16
+# In that shape: 16 number characters, or 1 to 15 then an exponent of three or more.
+_ODD_NUMBER = re.compile(rb"!0(?:0{15}|0{0,14}E000)")
+# The standard parser (the exact one) recurses once a level; orjson reads 1,024 levels.
+_EXACT_DEPTH = 1024 + 200
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _UINT64_DIGITS = len(str(_UINT64_MAX))  # 20
 
@@ -89,22 +101,80 @@ def loads(data: bytes | memoryview | str) -> Any:
 
     Raises orjson.JSONDecodeError for input that is not JSON.
     """
-    value = orjson.loads(data)
-    if not _may_hold_long_numbers(data):
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        if not _may_hold_odd_numbers(data):
+            raise
+        try:  # `1e400` is JSON, though orjson will not read it: the exact parser does
+            return _exact_loads(data)
+        except (ValueError, RecursionError):
+            raise error from None  # not JSON after all: orjson's reason
+    if not _may_hold_odd_numbers(data):
         return value
     try:
-        return json.loads(
-            data if isinstance(data, str | bytes) else bytes(data),
-            parse_int=_exact_int,
-            parse_float=_exact_float,
-        )
-    except (RecursionError, ValueError):
-        return value  # nested past the standard parser's depth: orjson's reading stands
+        return _exact_loads(data)
+    except RecursionError:  # a thread with less stack: orjson's reading stands
+        return value
 
 
-def _may_hold_long_numbers(data: bytes | memoryview | str) -> bool:
+def _exact_loads(data: bytes | memoryview | str) -> Any:
+    """The standard parser with exact numbers; JSON's grammar only (no NaN or Infinity)."""
+    if sys.getrecursionlimit() < _EXACT_DEPTH:
+        sys.setrecursionlimit(_EXACT_DEPTH)  # as deep as orjson reads (a process-wide floor)
+    return json.loads(
+        data if isinstance(data, str | bytes) else bytes(data),
+        parse_int=_exact_int,
+        parse_float=_exact_float,
+        parse_constant=_not_json,
+    )
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _may_hold_odd_numbers(data: bytes | memoryview | str) -> bool:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    return _LONG_NUMBER in raw.translate(_NUMBER_TABLE, b" \t\r\n")
+    return _ODD_NUMBER.search(raw.translate(_NUMBER_TABLE, b" \t\r\n")) is not None
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON of a parsed value, ExactNumbers as the bare numbers they are: orjson's,
+    or, nested past the 254 levels orjson writes, the same text built without recursion."""
+    try:
+        return orjson.dumps(value, option=_PASS_SUBCLASS, default=bare_number)
+    except orjson.JSONEncodeError:
+        pass
+    out = bytearray()
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is bytes:  # text already made (parsed JSON holds no bytes)
+            out += item
+        elif type(item) is dict:
+            parts: list[Any] = [b"{"]
+            for number, (key, inner) in enumerate(item.items()):
+                parts += [b"," if number else b"", orjson.dumps(key) + b":", inner]
+            stack.extend(reversed([*parts, b"}"]))
+        elif type(item) is list:
+            parts = [b"["]
+            for number, inner in enumerate(item):
+                parts += [b"," if number else b"", inner]
+            stack.extend(reversed([*parts, b"]"]))
+        else:
+            out += orjson.dumps(item, option=_PASS_SUBCLASS, default=bare_number)
+    return bytes(out)
+
+
+_PASS_SUBCLASS = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def bare_number(value: object) -> orjson.Fragment:
+    """orjson's `default` (with OPT_PASSTHROUGH_SUBCLASS): an ExactNumber as its own text."""
+    if isinstance(value, ExactNumber):
+        return orjson.Fragment(str.__str__(value))
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +193,14 @@ class RawEvent:
     @property
     def raw(self) -> str:
         if self.text_bytes is None:
-            return orjson.dumps(self.event).decode()
+            return json_bytes(self.event).decode()
         return _text(self.text_bytes)
 
     @property
     def raw_bytes(self) -> bytes:
         """The event's bytes exactly as read (an element: its JSON)."""
         if self.text_bytes is None:
-            return orjson.dumps(self.event)
+            return json_bytes(self.event)
         return bytes(self.text_bytes).strip(_JSON_SPACE)
 
 
@@ -205,7 +275,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
                 waiting.append(rejected)
             continue
         if not seen_object:
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) and not _events_array(value):
                 waiting.extend(_expand(value, line_source, line, arrays=False))
                 continue
             seen_object = True
@@ -226,7 +296,8 @@ def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
     """The events of one JSON Lines line (an object, or a `records` envelope on one line).
 
     `source` is used as given (the caller names the blob and line number). A blank line yields
-    nothing; a bad line yields one rejection; an array on a line is not an event.
+    nothing; a bad line yields one rejection; an array on a line is its objects, each an event
+    (an array holding anything else is one rejection).
     """
     line = _bytes_of(line)
     if line.startswith(_BOM):
@@ -269,21 +340,26 @@ def _expand(
 ) -> Iterator[Decoded]:
     """The events in one parsed value: itself, its envelope's records, or an array's items."""
     if isinstance(value, dict):
-        key = _envelope_key(value)
-        if key is None:
+        keys = _envelope_keys(value)
+        if not keys:
             yield RawEvent(value, source, raw)
-        else:
+        for key in keys:
             yield from _elements(value[key], f"{source}#{key}")
-    elif arrays and isinstance(value, list):
+    elif isinstance(value, list) and (arrays or _events_array(value)):
         for index, element in enumerate(value):
             element_source = f"{source}#[{index}]"
-            key = _envelope_key(element) if isinstance(element, dict) else None
-            if key is None:
+            keys = _envelope_keys(element) if isinstance(element, dict) else []
+            if not keys:
                 yield _element(element, element_source)
-            else:  # a list of Event Hub bodies: each envelope expands in place
+            for key in keys:  # a list of Event Hub bodies: each envelope expands in place
                 yield from _elements(element[key], f"{element_source}#{key}")
     else:
         yield Rejection(f"not an object: got {json_type(value)}", source, _text(raw), _exact(raw))
+
+
+def _events_array(value: Any) -> bool:
+    """An array of objects: events (a line of JSON Lines may hold one, as a whole input may)."""
+    return type(value) is list and bool(value) and all(type(item) is dict for item in value)
 
 
 def _elements(elements: list[Any], prefix: str) -> Iterator[Decoded]:
@@ -294,19 +370,16 @@ def _elements(elements: list[Any], prefix: str) -> Iterator[Decoded]:
 def _element(element: Any, source: str) -> Decoded:
     if isinstance(element, dict):
         return RawEvent(element, source)
-    return Rejection(
-        f"not an object: got {json_type(element)}", source, orjson.dumps(element).decode()
-    )
+    reason = f"not an object: got {json_type(element)}"
+    return Rejection(reason, source, json_bytes(element).decode())
 
 
-def _envelope_key(value: dict[str, Any]) -> str | None:
-    """`records` or `value` when the object wraps a list of events rather than being one."""
+def _envelope_keys(value: dict[str, Any]) -> list[str]:
+    """`records`, `value` or both when the object wraps lists of events rather than being one
+    (both: each list's events, none left out)."""
     if "time" in value or "eventTimestamp" in value:
-        return None
-    for key in _ENVELOPE_KEYS:
-        if isinstance(value.get(key), list):
-            return key
-    return None
+        return []
+    return [key for key in _ENVELOPE_KEYS if isinstance(value.get(key), list)]
 
 
 def json_type(value: Any) -> str:

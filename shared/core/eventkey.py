@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 
-from shared.core.decode import ExactNumber
+from shared.core.decode import bare_number
 from shared.core.records import COLUMNS, NormalizedRecord
 
 UNKEYED_COLUMNS = ("NormalizationWarnings", "EventKey")
 KEYED_COLUMNS = tuple(column for column in COLUMNS if column not in UNKEYED_COLUMNS)
 
-# Subclasses go to `_bare_number`: an ExactNumber is hashed as the number it is.
+# Subclasses go to `bare_number`: an ExactNumber is hashed as the number it is.
 _KEY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
@@ -31,11 +31,5 @@ def event_key(record: NormalizedRecord) -> str:
 def digest(keyed: dict[str, Any]) -> str:
     """The key of a record that holds the keyed columns only (the normalizer's own, unfinished
     record: no NormalizationWarnings nor EventKey yet)."""
-    canonical = orjson.dumps(keyed, option=_KEY_OPTIONS, default=_bare_number)
+    canonical = orjson.dumps(keyed, option=_KEY_OPTIONS, default=bare_number)
     return hashlib.sha256(canonical).hexdigest()[:32]
-
-
-def _bare_number(value: object) -> orjson.Fragment:
-    if isinstance(value, ExactNumber):
-        return orjson.Fragment(str.__str__(value))
-    raise TypeError(f"not JSON: {type(value).__name__}")

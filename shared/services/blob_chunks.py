@@ -1,8 +1,9 @@
 """Reading a blob's complete lines by byte ranges, and telling a replaced blob from a grown one.
 
 One ranged GET per chunk (bounded memory, no 412 while the blob grows), more only for a line
-longer than a chunk. The blob's last line may lack its newline; the pre-2018 form is one
-`{"records": [...]}` envelope read whole. No parsing of events here: that is the indexer's.
+longer than a chunk. The blob's last line may lack its newline; a blob that is one JSON value
+(the pre-2018 `{"records": [...]}` envelope, a pretty-printed array or object) is read whole.
+No parsing of events here: that is the indexer's.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ CHUNK_BYTES = 1024 * 1024  # one ranged GET per chunk: bounded memory (two in fl
 # appended to. One small ranged read per change; a line names its event's time and ids.
 TAIL_BYTES = 4096
 _LINE_SPACE = b" \t\r"
-# The pre-2018 form: the whole blob is one `{"records": [...]}` envelope, written once.
-_ENVELOPE_START = re.compile(rb'^(?:\xef\xbb\xbf)?\s*\{\s*"records"\s*:')
+# One JSON value written once, read whole: the pre-2018 form (one `{"records": [...]}`
+# envelope, perhaps pretty-printed), and files put beside the export by hand (`az monitor
+# activity-log list` output: a pretty-printed array; a REST `{"value": [...]}` page; one
+# event). JSON Lines start the same way but with a first line that is a whole value.
+_DOCUMENT_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*[{\[]")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -62,7 +66,7 @@ def read_chunk(
         return Chunk(start, b"", 0)
     data = source.read(start, min(chunk_bytes, size - start))
     chunk = Chunk(start, data, 0, bytes_read=len(data))
-    if start == 0 and _ENVELOPE_START.match(data) and not _first_line_complete(data):
+    if start == 0 and _DOCUMENT_START.match(data) and not _first_line_complete(data):
         whole = _whole_envelope(source, chunk, size)
         if whole is not None:
             return whole

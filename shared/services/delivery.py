@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.adapters.deadletters import UNDELIVERED, DeadLetter, DeadLetterStore, text_and_data
 from shared.core.normalize import normalize_input
-from shared.core.records import NormalizedRecord
+from shared.core.records import NormalizedRecord, Rejection
 from shared.core.written import WriteResult
 from shared.services.archive_write import ArchiveWriter
 from shared.services.deadlettering import dead_letter_rejections
@@ -102,7 +102,12 @@ def _take_body(
 ) -> list[NormalizedRecord]:
     """A body's records. Its rejections can never succeed: dead-lettered now, retrying would
     not help."""
-    records, rejections = normalize_input(body.body, body.source)
+    try:
+        records, rejections = normalize_input(body.body, body.source)
+    except Exception as error:  # a defect must not lose the batch: this body is kept whole
+        raw, data = text_and_data(body.body)
+        reason = f"normalizer error: {type(error).__name__}: {error}"[:MAX_REASON]
+        records, rejections = [], [Rejection(reason, body.source, raw, data)]
     report.deadlettered += dead_letter_rejections(
         deadletters, rejections, coordinates_of=lambda _rejection: body.coordinates, path=path
     )

@@ -101,18 +101,26 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
 
 
 def event_hub_bodies(path: str, data: bytes) -> list[Any]:
-    """A file of Event Hub bodies: one JSON value is one body, else each non-blank line is."""
+    """A file of Event Hub bodies: one JSON value is one body; JSON Lines (a first line that
+    is a value of its own), each non-blank line; anything else, one body (one rejection,
+    not a dead letter for each line of a broken pretty-printed file)."""
     from shared.services.delivery import EventBody
 
     try:
         orjson.loads(data)
     except orjson.JSONDecodeError:
-        return [
-            EventBody(body=line, origin=f"{path}:{number}")
-            for number, line in enumerate(data.split(b"\n"), start=1)
-            if line.strip()
-        ]
+        lines = [(number, line) for number, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+        if lines and _is_json(lines[0][1]):
+            return [EventBody(body=line, origin=f"{path}:{number}") for number, line in lines]
     return [EventBody(body=data, origin=path)]
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

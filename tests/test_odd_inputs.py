@@ -1,0 +1,206 @@
+"""Inputs found by attacking the pipeline from outside: nesting deeper than JSON writers take,
+numbers a float cannot hold beside others, whole-document files in the blob path. Each must
+end as records or dead letters with their bytes, never as a crash that drops neighbours, and
+an event's key must not depend on what arrived beside it. Real Azurite where storage is used.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from shared import settings as names
+from shared.adapters.blobs import ArchiveBlob
+from shared.adapters.deadletters import REJECTED
+from shared.bootstrap import Runtime, runtime
+from shared.core.archive_format import encode_blob
+from shared.core.decode import ExactNumber
+from shared.core.normalize import Batch, normalize_input
+from shared.services.delivery import EventBody, deliver
+from shared.settings import Settings
+from shared.tools.local_host import Invocation, app_settings, event_hub_batch, registered
+from tests.archive_view import archived_keys, archived_records
+from tests.events import activity_event, envelope
+from tests.test_blobindex import append_blob, pt1h_name
+
+HOUR = datetime(2024, 5, 1, 10, tzinfo=UTC)
+LATER = datetime.now(UTC) + timedelta(days=2)
+
+
+def event_json(number: int, **overrides: object) -> bytes:
+    return orjson.dumps(activity_event(number, **overrides))
+
+
+def nested(depth: int, leaf: bytes = b'"x"') -> bytes:
+    """`depth` objects one in another: JSON that orjson reads (to 1,024) but writes only to 254."""
+    return b'{"a":' * depth + leaf + b"}" * depth
+
+
+def with_deep_properties(number: int, depth: int) -> bytes:
+    """An Activity Log event whose properties nest `depth` levels deeper."""
+    event = event_json(number)
+    head, _, _ = event.rpartition(b',"properties":')
+    return head + b',"properties":{"statusCode":"OK","d":' + nested(depth) + b"}}"
+
+
+def keys(data: bytes) -> list[str]:
+    return sorted(record["EventKey"] for record in normalize_input(data, "x")[0])
+
+
+# --- nesting --------------------------------------------------------------------------------
+
+
+def test_an_event_nested_past_the_writers_depth_is_a_record_with_its_deep_part_as_text() -> None:
+    records, rejections = normalize_input(with_deep_properties(1, 300), "body")
+    assert rejections == []
+    [record] = records
+    encode_blob([record])  # the archive can write it
+    orjson.dumps([record])  # and so can a Logs Ingestion post
+    assert any("nested deeper" in warning for warning in record["NormalizationWarnings"])
+    held: object = record["Properties_d"]["d"]
+    while isinstance(held, dict):
+        held = held["a"]
+    assert isinstance(held, str)  # the part past the limit, kept whole as its JSON text
+    assert orjson.loads(held) is not None
+    assert held.endswith('"x"' + "}" * held.count("{"))
+    # The same input always gives the same record and key.
+    assert normalize_input(with_deep_properties(1, 300), "again")[0][0] == record
+
+
+def test_a_request_body_nested_past_that_depth_is_kept_not_rejected() -> None:
+    body = nested(400).decode()
+    event = activity_event(2, properties={"requestbody": body, "statusCode": "OK"})
+    records, rejections = normalize_input(orjson.dumps(event), "body")
+    assert rejections == []
+    encode_blob(records)
+
+
+def test_an_event_hub_batch_with_deep_records_loses_none_of_their_neighbours(
+    settings: Settings,
+) -> None:
+    deep_element = b"[" * 600 + b"]" * 600  # not an event: a dead letter with its bytes
+    bodies = [
+        b'{"records":[' + event_json(1) + b"," + with_deep_properties(2, 600) + b"]}",
+        b'{"records":[' + event_json(3) + b"," + deep_element + b"]}",
+        envelope([activity_event(4)]),
+    ]
+    with app_settings(
+        {
+            names.STORAGE_CONNECTION: settings.storage_connection,
+            names.STORE_PREFIX: settings.store_prefix,
+        }
+    ):
+        registered("activity_events")(event_hub_batch(bodies), Invocation("activity_events"))
+        app = runtime()
+    expected = [
+        *keys(event_json(1)),
+        *keys(with_deep_properties(2, 600)),
+        *keys(event_json(3)),
+        *keys(envelope([activity_event(4)])),
+    ]
+    assert archived_keys(app) == sorted(expected)
+    [letter] = app.deadletters.list(REJECTED)
+    assert letter.reason == "not an object: got array"
+    assert letter.raw == deep_element.decode()
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+
+def test_an_events_key_does_not_depend_on_the_numbers_of_its_neighbours() -> None:
+    tiny = activity_event(5, properties={"ratio": "@", "statusCode": "OK"})
+    alone = orjson.dumps(tiny).replace(b'"@"', b"1e-999")
+    long_neighbour = orjson.dumps(activity_event(6, properties={"n": "@"})).replace(
+        b'"@"', b"123456789012345678901234567890"
+    )
+    [by_itself] = normalize_input(b'{"records":[' + alone + b"]}", "a")[0]
+    beside, _ = normalize_input(b'{"records":[' + alone + b"," + long_neighbour + b"]}", "b")
+    assert by_itself["EventKey"] == beside[0]["EventKey"]
+    assert by_itself["Properties_d"]["ratio"] == ExactNumber("1e-999")  # never rounded to 0
+    zero = orjson.dumps(tiny).replace(b'"@"', b"0.0")
+    assert keys(zero) != keys(alone)  # two events, two keys
+
+
+def test_a_number_past_a_floats_range_is_kept_exact_and_spares_its_neighbours() -> None:
+    huge = orjson.dumps(activity_event(7, properties={"big": "@"})).replace(b'"@"', b"1e400")
+    records, rejections = normalize_input(
+        b'{"records":[' + huge + b"," + event_json(8) + b"]}", "body"
+    )
+    assert rejections == []
+    assert [r["Properties_d"].get("big") for r in records] == [ExactNumber("1e400"), None]
+    nan = b'{"records":[' + event_json(9).replace(b'"Created"', b"NaN") + b"]}"
+    assert b"NaN" in nan
+    assert normalize_input(nan, "nan")[1][0].reason.startswith("not JSON")
+
+
+def test_a_rejected_elements_bytes_keep_its_exact_numbers() -> None:
+    element = b'{"big":123456789012345678901234567890,"n":1.0E2}'
+    [rejection] = normalize_input(b'{"records":[' + element + b"]}", "body")[1]
+    assert rejection.raw == '{"big":123456789012345678901234567890,"n":100.0}'
+
+
+# --- whole documents in the blob path -----------------------------------------------------------
+
+
+def test_whole_json_documents_in_the_blob_path_are_read_whole(archive_app: Runtime) -> None:
+    app = archive_app
+    events = [activity_event(n) for n in range(10, 16)]
+    documents = {
+        "array": orjson.dumps(events[:2], option=orjson.OPT_INDENT_2),
+        "object": orjson.dumps(events[2], option=orjson.OPT_INDENT_2),
+        "page": orjson.dumps({"nextLink": None, "value": events[3:5]}, option=orjson.OPT_INDENT_2),
+        "one-line-array": orjson.dumps(events[5:6]) + b"\n",
+    }
+    for number, data in enumerate(documents.values()):
+        name = pt1h_name(HOUR + timedelta(hours=number))
+        append_blob(app, name).append_block(data)
+        report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name), now=LATER)
+        assert report.deadlettered == 0, name
+    assert archived_keys(app) == keys(orjson.dumps(events))
+    assert len(archived_records(app)) == len(events)
+
+
+# --- a defect in the normalizer ------------------------------------------------------------------
+
+
+def test_a_defect_normalizing_one_body_dead_letters_it_whole_and_spares_the_batch(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cursed = envelope([activity_event(21)]).replace(b'"Created"', b'"cursed"')
+
+    def normalize_input_with_a_defect(data: bytes | str, source: str) -> Batch:
+        if b'"cursed"' in bytes(data if isinstance(data, bytes) else data.encode()):
+            raise RecursionError("a defect nobody has found yet")
+        return normalize_input(data, source)
+
+    monkeypatch.setattr("shared.services.delivery.normalize_input", normalize_input_with_a_defect)
+    bodies = [envelope([activity_event(20)]), cursed, envelope([activity_event(22)])]
+    report = deliver(
+        [EventBody(body, "0", number) for number, body in enumerate(bodies)],
+        writer=app.writer,
+        deadletters=app.deadletters,
+        final_attempt=False,
+    )
+    assert (report.indexed, report.deadlettered) == (2, 1)
+    assert archived_keys(app) == sorted(keys(bodies[0]) + keys(bodies[2]))
+    [letter] = app.deadletters.list(REJECTED)
+    assert letter.reason.startswith("normalizer error: RecursionError: a defect")
+    assert letter.raw == cursed.decode()
+
+
+def test_a_file_that_is_not_json_lines_is_one_body_for_ingest() -> None:
+    from shared.tools.cli import event_hub_bodies
+
+    broken = orjson.dumps({"records": [activity_event(30)]}, option=orjson.OPT_INDENT_2)[:-3]
+    assert [body.body for body in event_hub_bodies("f.json", broken)] == [broken]
+    lines = envelope([activity_event(31)]) + b"\n\n" + envelope([activity_event(32)]) + b"\n"
+    assert len(event_hub_bodies("f.jsonl", lines)) == 2
+    assert len(event_hub_bodies("f.jsonl", lines + b"not json\n")) == 3
+
+
+def test_an_envelope_with_both_lists_of_events_yields_both() -> None:
+    both = orjson.dumps({"records": [activity_event(40)], "value": [activity_event(41)]})
+    records, rejections = normalize_input(both, "body")
+    assert (len(records), rejections) == (2, [])
