@@ -16,8 +16,9 @@ from functions.query_http import handle_histogram
 from shared.bootstrap import Runtime, build_runtime
 from shared.core.eventkey import event_key
 from shared.core.normalize import normalize
+from shared.core.query_spec import QueryError
 from shared.core.records import NormalizedRecord, Rejection
-from shared.services.histogram import histogram
+from shared.services.histogram import MAX_BUCKETS, histogram
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
 from tests.test_query_filters import legacy_write
@@ -332,3 +333,19 @@ def test_compacted_runs_count_the_same_as_fresh_rows(
 
     monkeypatch.setattr(app.tables, "query", without_last_rows)
     assert all_counts(app) == later
+
+
+def test_an_index_reaching_back_to_year_one_still_answers_a_keyed_timeline(app: Runtime) -> None:
+    """A record dated 0001-01-01 (a default time) makes a key lookup's range start there; the
+    timeline without `since` keeps to the buckets it may give, and says from when."""
+    ancient = {**make(1, NOW), "TimeGenerated": "0001-01-01T00:00:00.0000001Z"}
+    ancient = {**ancient, "EventKey": event_key(ancient)}
+    recent = make(3, NOW - timedelta(days=2))
+    app.writer.write([ancient, recent])
+    got = histogram({"caller": recent["Caller"]}, NOW, app.tables).as_dict()
+    assert got["total"] == 1
+    assert len(got["buckets"]) <= MAX_BUCKETS
+    assert got["since"] >= "1990"
+    with pytest.raises(QueryError, match="a shorter range") as refused:
+        histogram({"caller": "x", "since": "1970-01-01", "bucket": "day"}, NOW, app.tables)
+    assert "choose bucket=day" not in str(refused.value)

@@ -587,6 +587,11 @@ KEY = "0123456789abcdef" * 2
         _token(["20240301", "", "", "x"]),  # well formed, but its seal is not
         _sealed({"subscription": S1}, date(2024, 3, 1)),  # sealed for another query
         _sealed(SPAN, date(2099, 1, 1)),  # a day after the range
+        # Sealed (the seal has no secret: anyone can make one) around an impossible time.
+        _sealed(SPAN, date(2024, 3, 1), ("2024-03-01T99:99:99.0000000Z", KEY)),
+        _sealed(SPAN, date(2024, 3, 1), ("2024-03-01T23:59:60.0000000Z", KEY)),
+        _sealed(SPAN, date(2024, 3, 1), ("2024-03-01T1\u0661:00:00.0000000Z", KEY)),
+        _token(["2024030\u0661", "", "", "x"]),  # digits other than ASCII's
     ],
 )
 def test_bad_continuations_are_refused(archive: Runtime, token: str) -> None:

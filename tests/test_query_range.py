@@ -346,6 +346,57 @@ def test_an_event_from_any_year_is_found_by_a_key_lookup_without_since(
     assert event_keys(json_lines(by_key.stdout)) == event_keys(newest_first([record, *recent]))
 
 
+@pytest.mark.parametrize("ahead", [timedelta(hours=30), timedelta(days=400)])
+def test_an_event_dated_ahead_of_now_is_found_by_a_key_lookup(
+    settings: Settings, app: Runtime, ahead: timedelta
+) -> None:
+    """A clock ahead (of the event's source, not of this app) must not hide what is archived:
+    a key lookup reaches the index's newest month, and `until` may name it."""
+    now = datetime.now(UTC)
+    ahead_record, recent = records_of(
+        [
+            activity_event(1, time=_canonical(now + ahead), caller="ahead@contoso.com"),
+            activity_event(
+                2, time=_canonical(now - timedelta(hours=1)), caller="ahead@contoso.com"
+            ),
+        ]
+    )
+    app.writer.write([ahead_record, recent])
+    by_key = shared_cli("query", "--caller", "ahead@contoso.com", settings=settings)
+    assert by_key.returncode == 0, by_key.stderr
+    assert event_keys(json_lines(by_key.stdout)) == event_keys([ahead_record, recent])
+    far = shared_cli(
+        "query",
+        "--caller",
+        "ahead@contoso.com",
+        "--until",
+        "9999-12-31T00:00:00Z",
+        settings=settings,
+    )
+    assert event_keys(json_lines(far.stdout)) == event_keys([ahead_record, recent]), far.stderr
+    # A query without a key filter keeps its 30 days up to now, as before.
+    recent_only = shared_cli("query", "--since", "2d", settings=settings)
+    assert event_keys(json_lines(recent_only.stdout)) == event_keys([recent])
+
+
+def test_an_event_dated_at_the_end_of_time_is_found_and_breaks_no_lookup(
+    settings: Settings, app: Runtime
+) -> None:
+    """December 9999 is the newest month a table can hold; a lookup reaches its 30th."""
+    late, last = records_of(
+        [
+            activity_event(3, time="9999-12-30T23:59:59.9999999Z", caller="end@x"),
+            activity_event(4, time="9999-12-31T23:59:59.9999999Z", caller="end@x"),
+        ]
+    )
+    app.writer.write([late, last])
+    by_key = shared_cli("query", "--caller", "end@x", settings=settings)
+    assert by_key.returncode == 0, by_key.stderr
+    assert event_keys(json_lines(by_key.stdout)) == event_keys([late])
+    other = shared_cli("query", "--caller", "nobody@x", "--until", "9999-12-31", settings=settings)
+    assert other.returncode == 0, other.stderr
+
+
 # --- a record row that cannot be read (damaged storage) -----------------------------------
 
 

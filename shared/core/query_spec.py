@@ -9,6 +9,9 @@ the constant templates below; user input only ever travels as a bound parameter.
 
 Without `since`, a key lookup (KEY_ORDER: an identity, not status) searches the whole index
 (from its oldest month, when known: see `oldest_day`); any other query the last 30 days.
+Without `until`, a key lookup searches to the end of the index's newest month (`newest_day`),
+so an event dated ahead of now (a source's clock) is found; any other query ends now. An
+`until` past now + a day is clamped to the later of that and the newest month's end.
 
 A continuation token is opaque to callers: base64 of JSON naming the day to read on from and
 the last record returned, sealed with a digest of the query's filters and those fields: a
@@ -29,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from shared.core.keys import LOOKUP_COLUMNS
+from shared.core.keys import LOOKUP_COLUMNS, parse_canonical_time
 from shared.core.records import CATEGORIES, NormalizedRecord
 from shared.core.vocabulary import status_value
 
@@ -84,10 +87,11 @@ QUERY_FILTERS = (FILTER_PARTITION, FILTER_RANGE, FILTER_PARTITIONS)
 
 # Control characters: refused in parameters, and neutralised in text shown on a terminal.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_RELATIVE = re.compile(r"(\d{1,7})([mhd])")
-_LIMIT = re.compile(r"\d{1,9}")
-_TOKEN_DAY = re.compile(r"\d{8}")
-_TOKEN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z")
+# re.ASCII: `\d` is 0-9 only (else Arabic-Indic or full-width digits pass, and int() reads them).
+_RELATIVE = re.compile(r"(\d{1,7})([mhd])", re.ASCII)
+_LIMIT = re.compile(r"\d{1,9}", re.ASCII)
+_TOKEN_DAY = re.compile(r"\d{8}", re.ASCII)
+_TOKEN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", re.ASCII)
 _TOKEN_KEY = re.compile(r"[0-9a-f]{32}")
 _TOKEN_CHECK_BYTES = 12
 _RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -201,12 +205,15 @@ def parse_query(
     now: datetime,
     *,
     oldest_day: datetime | None = None,
+    newest_day: datetime | None = None,
     max_limit: int = MAX_LIMIT,
 ) -> ActivityQuery:
     """Validate query parameters (names as in PARAMETERS) into a query; QueryError if wrong.
 
     `oldest_day` is the oldest day the index holds (see oldest_indexed_day), if known: a key
-    lookup without `since` starts there. `max_limit` is the largest `limit` accepted.
+    lookup without `since` starts there. `newest_day`, the day after the newest month the index
+    holds, if known: a key lookup without `until` ends there (or now, if later), and no
+    `until` is clamped below it. `max_limit` is the largest `limit` accepted.
     """
     unknown = sorted(name for name in params if name not in PARAMETERS)
     if unknown:
@@ -217,12 +224,15 @@ def parse_query(
     category = _category(values)
     limit = _limit(values, max_limit)
 
-    until = _time("until", values["until"], now) if "until" in values else now
-    until = min(until, now + FUTURE_ALLOWANCE)
+    keyed = any(field in values for field, _ in KEY_ORDER)
+    ceiling = max(now + FUTURE_ALLOWANCE, newest_day or now)
+    if "until" in values:
+        until = min(_time("until", values["until"], now), ceiling)
+    else:
+        until = max(now, newest_day) if keyed and newest_day else now
     if "since" in values:
         since = _time("since", values["since"], now)
     else:
-        keyed = any(field in values for field, _ in KEY_ORDER)
         since = _default_since(until, keyed, oldest_day)
     if since >= until:
         raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
@@ -364,6 +374,10 @@ def _token_position(fields: list[str]) -> Continuation | None:
     if not time_generated and not event_key:
         return Continuation(day, None)
     if not (_TOKEN_TIME.fullmatch(time_generated) and _TOKEN_KEY.fullmatch(event_key)):
+        return None
+    try:
+        parse_canonical_time(time_generated)  # a real instant (the seal has no secret)
+    except ValueError:
         return None
     return Continuation(day, (time_generated, event_key))
 

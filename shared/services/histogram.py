@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -144,14 +144,20 @@ def histogram(params: Mapping[str, str], now: datetime, tables: IndexTables) -> 
     read from the index."""
     bucket, split = _options(params)
     rest = {name: value for name, value in params.items() if name not in OPTIONS}
-    query = read_query(rest, now, tables, max_limit=MAX_LIMIT)
+    query = read_query(rest, now, tables, max_limit=MAX_LIMIT, ahead=False)
     if bucket is None:
         bucket = "hour" if query.until - query.since <= HOURLY_UP_TO else "day"
+    if "since" not in params:
+        # A key lookup's default start is the index's oldest day, which one record dated
+        # 0001-01-01 puts there: the timeline keeps to the buckets it may give, and says so.
+        earliest = query.until - timedelta(seconds=BUCKETS[bucket] * (MAX_BUCKETS - 1))
+        query = replace(query, since=max(query.since, earliest))
     result = Histogram(query, bucket, split)
     if result.size > MAX_BUCKETS:
+        instead = "a shorter range" if bucket == "day" else "bucket=day or a shorter range"
         raise QueryError(
             f"bucket={bucket} gives {result.size} buckets over this range, at most "
-            f"{MAX_BUCKETS}: choose bucket=day or a shorter range"
+            f"{MAX_BUCKETS}: choose {instead}"
         )
     held = set(tables.months())
     oldest, newest = query.since.date(), (query.until - timedelta(microseconds=1)).date()

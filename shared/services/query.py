@@ -29,6 +29,7 @@ from shared.core.archive_keys import MANIFEST_ROW, BlobRef, month_of
 from shared.core.keys import LEGACY_KINDS
 from shared.core.query_spec import (
     FILTER_RANGE,
+    FUTURE_ALLOWANCE,
     MAX_LIMIT,
     ActivityQuery,
     Continuation,
@@ -59,6 +60,7 @@ KEY_MONTHS_PER_PAGE = 12
 
 _LIST_MONTHS_FROM = 2  # months a range spans beyond its first before tables are listed
 _ONE_TICK = timedelta(microseconds=1)  # the finest a range bound can be
+_LAST_DAY = datetime(9999, 12, 31, tzinfo=UTC)
 _SECOND_TICKS = 10_000_000
 # Blobs of one day a fetch needs from which their manifests are listed, not read one by one.
 LIST_MANIFESTS_FROM = 2
@@ -74,8 +76,23 @@ class _ScanDay:
 
 def oldest_indexed_day(tables: IndexTables) -> datetime | None:
     """Midnight (UTC) of the first day of the oldest month table; None when there is none."""
+    held = indexed_days(tables)
+    return held[0] if held else None
+
+
+def indexed_days(tables: IndexTables) -> tuple[datetime, datetime] | None:
+    """Midnight (UTC) of the oldest month table's first day, and of the day after the newest
+    month table's last; None when there is no month table (one listing of tables)."""
     months = tables.months()
-    return datetime(int(months[0][:4]), int(months[0][4:]), 1, tzinfo=UTC) if months else None
+    if not months:
+        return None
+    oldest = datetime(int(months[0][:4]), int(months[0][4:]), 1, tzinfo=UTC)
+    newest = datetime(int(months[-1][:4]), int(months[-1][4:]), 1, tzinfo=UTC)
+    if newest.year == _LAST_DAY.year and newest.month == _LAST_DAY.month:
+        # December 9999: a range's day arithmetic needs the day after its last one, so a
+        # lookup ends before 9999-12-31 (a record of that day is archived, not found).
+        return oldest, _LAST_DAY
+    return oldest, (newest + timedelta(days=32)).replace(day=1)
 
 
 def read_query(
@@ -84,16 +101,31 @@ def read_query(
     tables: IndexTables,
     *,
     max_limit: int = MAX_LIMIT,
+    ahead: bool = True,
 ) -> ActivityQuery:
-    """parse_query, with the index's oldest month read when a key lookup has no `since`.
+    """parse_query, with the index's oldest and newest months read when a key lookup lacks
+    `since` or `until`, or an `until` is clamped (`ahead`: a key lookup without `until` reaches
+    the newest month; the timeline, whose buckets would run past now, passes False).
 
     The parameters are checked before anything is read, so a bad query costs no request.
     """
     query = parse_query(params, now, max_limit=max_limit)
-    if "since" in params or not is_key_lookup(query):
+    keyed = is_key_lookup(query)
+    open_end = "until" not in params and keyed and ahead
+    clamped = "until" in params and query.until >= now + FUTURE_ALLOWANCE
+    if not (("since" not in params and keyed) or open_end or clamped):
         return query
-    oldest = oldest_indexed_day(tables)
-    return parse_query(params, now, oldest_day=oldest, max_limit=max_limit) if oldest else query
+    held = indexed_days(tables)
+    if held is None:
+        return query
+    oldest, newest = held
+    return parse_query(
+        params,
+        now,
+        oldest_day=oldest,
+        newest_day=newest if open_end or clamped else None,
+        max_limit=max_limit,
+    )
 
 
 def search_page(
