@@ -19,7 +19,7 @@ from functions.query_http import handle_activity
 from shared.bootstrap import Runtime, build_runtime
 from shared.core.keys import LEGACY_KINDS, LOOKUP_COLUMNS
 from shared.core.normalize import normalize
-from shared.core.query_spec import QueryError, parse_query, resource_type
+from shared.core.query_spec import QueryError, matches, parse_query, resource_type
 from shared.core.records import NormalizedRecord, Rejection
 from shared.services import archive_write
 from shared.services.index_kinds import KINDS_PARTITION, KINDS_ROW, IndexKinds, kinds_of
@@ -424,3 +424,22 @@ def test_a_blob_whose_several_members_a_page_needs_is_read_once(
     # a page reads what it needs of a blob or two: one range each
     assert 200 <= sum(spies.places) <= 220 and spies.blobs == []  # (the token's second again)
     assert 20 <= len(spies.reads) <= 2 * 21  # at most a read of each blob a page (21 pages)
+
+
+def test_a_keyword_is_looked_for_as_typed_not_as_json_escapes_it() -> None:
+    """`text` looks inside the record's JSON text: a quote or a backslash in a value is there
+    as its escape, so the keyword is escaped the same way before it is looked for."""
+    event = {
+        "time": "2024-03-01T10:00:00.0000000Z",
+        "caller": 'say "hi"@contoso.com',
+        "properties": {"path": "C:\\temp\\x", "note": "ünïcode ✓"},
+    }
+    record = normalize(event, source="test", raw="")
+    assert not isinstance(record, Rejection)
+    since = {"since": "2024-02-01", "until": "2024-04-01"}
+
+    def found(text: str) -> bool:
+        return matches(record, parse_query({**since, "text": text}, NOW))
+
+    assert found('say "hi"') and found("c:\\temp\\x") and found("ÜNÏCODE ✓")
+    assert not found("c:\\\\temp")  # the escape itself is not what the value holds

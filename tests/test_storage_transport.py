@@ -3,12 +3,18 @@ every request, unless the environment holds some (then the SDK's documented beha
 
 from __future__ import annotations
 
+import socket
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from azure.core.exceptions import AzureError
 
 from shared.adapters.storage import connect, transport_options
 from shared.settings import Settings
+from shared.tools.azurite import DEV_ACCOUNT as ACCOUNT
+from shared.tools.azurite import DEV_KEY as KEY
 
 
 @pytest.mark.parametrize(
@@ -54,3 +60,35 @@ def test_the_real_clients_honour_a_proxy_setting(
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     assert _sessions_trust_env(settings) == (True, True)
+
+
+# --- a storage endpoint that accepts and never answers ----------------------------------------
+
+
+@pytest.mark.parametrize("proxy", [False, True])
+def test_a_storage_call_that_never_gets_an_answer_fails_after_the_read_timeout(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, proxy: bool
+) -> None:
+    """Without transport timeouts a hung connection waits 300 s an attempt (azure-core's
+    default), and a search page hangs for minutes; with them it fails, and says so."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if proxy:  # the timeouts hold whichever transport options the environment gives
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr("shared.adapters.storage.STORAGE_READ_TIMEOUT", 1)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        endpoints = (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+        )
+        stores = connect(replace(settings, storage_connection=endpoints), retry_total=0)
+        for call in (
+            lambda: stores.cursors.get_entity("p", "r"),
+            lambda: stores.records.download_blob("x").readall(),
+        ):
+            started = time.monotonic()
+            with pytest.raises(AzureError):
+                call()
+            assert time.monotonic() - started < 10

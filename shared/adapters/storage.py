@@ -105,9 +105,23 @@ def _table_clients_safe_across_threads(service: TableServiceClient) -> TableServ
     return service
 
 
+# Transport timeouts (seconds), per attempt. azure-core's default is 300 s for each (Learn,
+# "Azure Core shared client library for Python", Configurations: connection_timeout,
+# read_timeout; https://learn.microsoft.com/python/api/overview/azure/core-readme): a storage
+# call that is never answered held a search page for minutes. A read timeout is per socket
+# read, not per request, so large blobs still stream; the SDKs' own retries still apply.
+STORAGE_CONNECTION_TIMEOUT = 10
+STORAGE_READ_TIMEOUT = 60
+
+
 def connect(settings: Settings, **client_options: Any) -> Stores:
     """The stores; `client_options` go to the SDK clients (a benchmark counts requests)."""
-    client_options = {**transport_options(os.environ), **client_options}
+    client_options = {
+        "connection_timeout": STORAGE_CONNECTION_TIMEOUT,
+        "read_timeout": STORAGE_READ_TIMEOUT,
+        **transport_options(os.environ),
+        **client_options,
+    }
     if settings.storage_connection:
         blob_service = BlobServiceClient.from_connection_string(
             settings.storage_connection, **client_options

@@ -314,7 +314,13 @@ def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
     wanted_type = _folded(query.resource_type)
     if wanted_type and resource_type(str(record.get("ResourceId") or "")) != wanted_type:
         return False
-    return query.text is None or query.text.lower() in record_text(record)
+    return query.text is None or keyword_text(query.text) in record_text(record)
+
+
+def keyword_text(text: str) -> str:
+    """A keyword as it appears inside the record's JSON text: lower case, a quote or a
+    backslash escaped as JSON escapes it (else `a"b` would never be found as typed)."""
+    return orjson.dumps(text.lower()).decode("utf-8")[1:-1]
 
 
 # --- continuation tokens ---------------------------------------------------------------
