@@ -41,7 +41,7 @@ def _json(status: HTTPStatus, body: object) -> func.HttpResponse:
         orjson.dumps(body),
         status_code=int(status),
         mimetype="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,6 +73,36 @@ def test_it_answers_on_loopback_names_only(server: tuple[str, int]) -> None:
     assert fetch(server, "/api/nothing")[0] == 404
     assert fetch(server, "/search")[0] == 404
     assert fetch(server, "/api/activity?since=2d")[0] == 200  # keys unchecked, as `func start`
+
+
+def raw_exchange(address: tuple[str, int], data: bytes) -> bytes:
+    """Bytes sent on one connection, and everything answered until the server closes it."""
+    with socket.create_connection(address, timeout=30) as connection:
+        connection.sendall(data)
+        answered = b""
+        while chunk := connection.recv(65536):
+            answered += chunk
+    return answered
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", "1e3", " "])
+def test_a_bad_content_length_is_a_400_at_once(server: tuple[str, int], length: str) -> None:
+    request = "GET /api/activity?since=2d HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    answered = raw_exchange(server, f"{request}Content-Length: {length}\r\n\r\n".encode())
+    assert answered.startswith(b"HTTP/1.1 400"), answered[:80]
+
+
+def test_a_head_answer_carries_no_body_and_the_next_answer_is_whole(
+    server: tuple[str, int],
+) -> None:
+    connection = HTTPConnection(*server, timeout=30)
+    connection.request("HEAD", "/api/search/nothing")
+    head = connection.getresponse()
+    assert head.status == 404 and head.read() == b""
+    connection.request("GET", "/api/search")
+    answer = connection.getresponse()
+    assert answer.status == 200 and b"search/assets/app.js" in answer.read()
+    connection.close()
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.com"])

@@ -425,3 +425,9 @@ def test_a_damaged_record_is_named_and_the_others_still_come_back(
         page = handle_activity(request(params), build_runtime(settings), now)
         body = orjson.loads(page.get_body())
         assert (page.status_code, len(body["records"]), body["unreadable"]) == (200, 2, [damaged])
+
+
+def test_json_answers_say_nosniff_too(app: Runtime) -> None:
+    for params in ({"since": "2d"}, {"since": "yesterday-ish"}):
+        answer = handle_activity(request(params), app, datetime.now(UTC))
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", params

@@ -99,9 +99,18 @@ def _host_name(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+def _content_length(value: str | None) -> int | None:
+    """A request's body length: 0 when none is said, None when what is said is not one."""
+    if value is None:
+        return 0
+    value = value.strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a connection may keep a thread waiting for a request's bytes
 
     def _dispatch(self) -> None:
         if not is_loopback(_host_name(self.headers.get("Host", ""))):
@@ -122,20 +131,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._plain(HTTPStatus.NOT_FOUND, "not found")
 
     def _call(self, route: Route, found: re.Match[str]) -> None:
-        if int(self.headers.get("Content-Length") or 0) > MAX_BODY:
-            self.close_connection = True
-            self._plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+        length = _content_length(self.headers.get("Content-Length"))
+        if length is None or length > MAX_BODY:
+            self.close_connection = True  # the body, if any, is never read
+            if length is None:
+                self._plain(HTTPStatus.BAD_REQUEST, "Content-Length must be a whole number")
+            else:
+                self._plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
             return
         try:
-            response = route.call(**{route.binding: self._request(found)})
+            response = route.call(**{route.binding: self._request(found, length)})
         except Exception:  # the host answers a function's exception with a bare 500 too
             traceback.print_exc(file=sys.stderr)
             self._plain(HTTPStatus.INTERNAL_SERVER_ERROR, f"{route.function} failed")
             return
         self._answer(route, response)
 
-    def _request(self, found: re.Match[str]) -> func.HttpRequest:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _request(self, found: re.Match[str], length: int) -> func.HttpRequest:
         body = self.rfile.read(length) if length else b""
         host = self.headers.get("Host", "127.0.0.1")
         return func.HttpRequest(
@@ -168,8 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'none'")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has no body, or the next one is read wrong
+            self.wfile.write(body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _dispatch
 
