@@ -7,6 +7,7 @@ rows that nothing references once a merge of the day has run to its end.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from shared.services.compaction import CompactionReport, DayCompaction, compact
 from shared.services.postings_read import run_places
 from shared.services.query import run_query
 from shared.services.repair import repair
-from shared.services.run_store import RunStore
+from shared.services.run_store import RunStore, UnitMerge
 from shared.services.verify import verify
 from tests.test_query import DATASET, NOW, make_record
 
@@ -341,6 +342,66 @@ def test_a_merge_paused_while_another_merges_the_day_never_commits_late(
     setattr(tables, step, original)
     assert_exact(written, DATASET + LATE)
     assert len(outcome) == 1
+    compact(tables, as_of=NOW)
+    assert_exact(written, DATASET + LATE)
+    assert_clean(tables)
+
+
+def assert_runs_have_rows(tables: IndexTables, day: date) -> None:
+    """Every run a day's state names as committed has its rows."""
+    month = day.strftime("%Y%m")
+    for (kind, prefix), run in RunStore(tables, month).state(day).runs.items():
+        partition = f"{RUN_ROW}{kind}{day.day:02d}"
+        rows = tables.query(month, FILTER_PARTITION, {"pk": partition}, select=["RowKey"])
+        held = {str(row["RowKey"])[:13] for row in rows}
+        assert run_prefix(run) in held, (kind, prefix, run)
+
+
+def test_a_merge_that_read_the_state_before_another_committed_deletes_nothing_of_it(
+    written: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Merge B reads a unit's state while merge A holds it (A's new run listed as being
+    written), then A commits: B must not take A's run for a stopped merge's leftover and
+    delete it (found from outside: the state then named a run with no rows, and lookups of
+    the unit failed, or after a late event found only the late records)."""
+    compact(written.tables, as_of=NOW)
+    written.writer.write(LATE)
+    only, tables = date(2024, 2, 10), written.tables
+    a_in_window, b_read, a_done = threading.Event(), threading.Event(), threading.Event()
+    original_upsert, original_state = tables.upsert, RunStore.state
+    main = threading.current_thread()
+
+    def upsert_held(*args: Any, **kwargs: Any) -> Any:
+        if not a_in_window.is_set() and threading.current_thread() is not main:
+            a_in_window.set()  # A has reserved its unit and is writing its run
+            b_read.wait(30)
+        return original_upsert(*args, **kwargs)
+
+    def state_then_wait(runs: RunStore, day: date) -> Any:
+        state = original_state(runs, day)
+        merging = sys._getframe(1).f_code is UnitMerge.run.__code__  # not unfinished_units
+        if threading.current_thread() is main and merging and not b_read.is_set():
+            b_read.set()  # B's merge has read the state A's reservation left
+            a_done.wait(30)
+        return state
+
+    monkeypatch.setattr(tables, "upsert", upsert_held)
+    monkeypatch.setattr(RunStore, "state", state_then_wait)
+
+    def merge_a() -> None:
+        _merged_all(tables, only)
+        a_done.set()
+
+    worker = threading.Thread(target=merge_a)
+    worker.start()
+    assert a_in_window.wait(30)
+    second = _report()
+    DayCompaction(tables, "202402", only, second).run()
+    worker.join(30)
+    monkeypatch.undo()
+    assert a_done.is_set()
+    assert_runs_have_rows(tables, only)
+    assert_exact(written, DATASET + LATE)
     compact(tables, as_of=NOW)
     assert_exact(written, DATASET + LATE)
     assert_clean(tables)

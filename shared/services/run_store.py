@@ -201,14 +201,17 @@ class UnitMerge:
         holds the unit."""
         kind, unit, day = self._unit[0], self._unit, self._day
         state = self._runs.state(day)
-        for leftover in (state.writing, state.replaced):  # a merge stopped before its end
-            if unit in leftover:
-                self._runs.delete_run(kind, day, leftover[unit])
         old, new = state.runs.get(unit), new_blob_id()
         reserving = with_unit(state, unit, state.etag, writing=new, replaced=None)
         reserved = self._runs.write_state(day, reserving)
         if reserved is None:
             return False
+        # Only now are the unit's leftovers a stopped merge's: the reserve (If-Match the state
+        # read) proves no merge committed since, and no merge holding one can commit it now.
+        # Deleted before it, a run another merge committed meanwhile went (found from outside).
+        for leftover in (state.writing, state.replaced):
+            if unit in leftover:
+                self._runs.delete_run(kind, day, leftover[unit])
         older = self._runs.postings(kind, day, old) if old is not None else {}
         rows = self._rows(new, keep_blobs(merge_sources(fresh, older), committed))
         self._runs.tables.upsert(self._runs.month, rows)
