@@ -88,9 +88,8 @@ def quick_clients(patch: pytest.MonkeyPatch) -> None:
                 retry_policy=LinearRetry(
                     backoff=cast(int, 0.05), random_jitter_range=0, retry_total=2
                 ),
-                connection_timeout=CLIENT_TIMEOUT,
-                read_timeout=CLIENT_TIMEOUT,
-                **options,
+                # The test's own timeouts, over the app's (shared.adapters.storage).
+                **{**options, "connection_timeout": CLIENT_TIMEOUT, "read_timeout": CLIENT_TIMEOUT},
             )
 
     class QuickTableService:
@@ -100,9 +99,8 @@ def quick_clients(patch: pytest.MonkeyPatch) -> None:
                 connection,
                 retry_total=2,
                 retry_backoff_factor=0.05,
-                connection_timeout=CLIENT_TIMEOUT,
-                read_timeout=CLIENT_TIMEOUT,
-                **options,
+                # The test's own timeouts, over the app's (shared.adapters.storage).
+                **{**options, "connection_timeout": CLIENT_TIMEOUT, "read_timeout": CLIENT_TIMEOUT},
             )
 
     patch.setattr(storage, "BlobServiceClient", QuickBlobService)

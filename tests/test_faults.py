@@ -235,9 +235,8 @@ def quick_storage_clients(monkeypatch: pytest.MonkeyPatch) -> None:
                 retry_policy=LinearRetry(
                     backoff=cast(int, 0.05), random_jitter_range=0, retry_total=2
                 ),
-                connection_timeout=2,
-                read_timeout=CLIENT_READ_TIMEOUT,
-                **options,
+                # The test's own timeouts, over the app's (shared.adapters.storage).
+                **{**options, "connection_timeout": 2, "read_timeout": CLIENT_READ_TIMEOUT},
             )
 
     class QuickTableService:
@@ -247,9 +246,8 @@ def quick_storage_clients(monkeypatch: pytest.MonkeyPatch) -> None:
                 connection,
                 retry_total=2,
                 retry_backoff_factor=0.05,
-                connection_timeout=2,
-                read_timeout=CLIENT_READ_TIMEOUT,
-                **options,
+                # The test's own timeouts, over the app's (shared.adapters.storage).
+                **{**options, "connection_timeout": 2, "read_timeout": CLIENT_READ_TIMEOUT},
             )
 
     monkeypatch.setattr(storage, "BlobServiceClient", QuickBlobService)

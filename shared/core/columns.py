@@ -151,17 +151,23 @@ def build_record(event: dict[str, Any], fallback_subscription: str) -> Normalize
         "HttpRequest": http_request,
         "AdditionalFields": extra,
     }
-    try:
-        key = digest(record)  # before the path's subscription: see the module's notes
-    except orjson.JSONEncodeError:  # nested past what JSON writers take
-        flatten_deep(record, warnings)
-        key = digest(record)
+    key = _key(record, warnings)  # before the path's subscription: see the module's notes
     if not subscription_id and fallback_subscription:
         record["SubscriptionId"] = fallback_subscription.strip().lower()
         warnings.append("SubscriptionId taken from the blob path")
     record["NormalizationWarnings"] = warnings
     record["EventKey"] = key
     return record
+
+
+def _key(record: NormalizedRecord, warnings: list[str]) -> str:
+    """The record's EventKey; a record nested past what JSON writers take is flattened first
+    (shared.core.nesting), so the key is of the record as it is kept."""
+    try:
+        return digest(record)
+    except orjson.JSONEncodeError:
+        flatten_deep(record, warnings)
+        return digest(record)
 
 
 def _time_generated(

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from shared.core.decode import bare_number
+from shared.core.exact_json import bare_number
 from shared.core.records import COLUMNS, NormalizedRecord
 
 UNKEYED_COLUMNS = ("NormalizationWarnings", "EventKey")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.core.decode import json_bytes
+from shared.core.exact_json import json_bytes
 
 MAX_NESTING = 128  # levels from the record itself: room to spare for any wrapper around it
 _SHOWN_PATHS = 3

@@ -9,9 +9,8 @@ the constant templates below; user input only ever travels as a bound parameter.
 
 Without `since`, a key lookup (KEY_ORDER: an identity, not status) searches the whole index
 (from its oldest month, when known: see `oldest_day`); any other query the last 30 days.
-Without `until`, a key lookup searches to the end of the index's newest month (`newest_day`),
-so an event dated ahead of now (a source's clock) is found; any other query ends now. An
-`until` past now + a day is clamped to the later of that and the newest month's end.
+Without `until`, a key lookup ends with the index's newest month (`newest_day`: an event dated
+ahead of now is found), any other query now; a later `until` is clamped there (or now + a day).
 
 A continuation token is opaque to callers: base64 of JSON naming the day to read on from and
 the last record returned, sealed with a digest of the query's filters and those fields: a
