@@ -16,10 +16,10 @@ import orjson
 from shared import settings as names
 from shared.bootstrap import Runtime
 from shared.core.archive_format import decode_lines
-from shared.core.archive_keys import BlobRef, category_class, slot_partition
+from shared.core.archive_keys import CODE_CLASSES, BlobRef, category_class, slot_partition
 from shared.core.normalize import normalize_input
 from shared.core.records import CATEGORIES, NormalizedRecord
-from shared.core.retention_policy import RetentionPolicy, day_end
+from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
 from shared.services.retention import Budget, enforce_retention
 from shared.settings import Settings
 from tests.events import SUBSCRIPTION, activity_event, envelope
@@ -242,6 +242,48 @@ def test_a_run_stopped_by_its_budget_is_finished_by_the_next(app: Runtime) -> No
     assert resumed.complete
     assert committed_keys(app) == survivors(records, policy)
     assert stopped.records_deleted + resumed.records_deleted == expected_gone
+
+
+def claim_rows_past_retention(app: Runtime, policy: RetentionPolicy) -> list[str]:
+    """Claim rows of a class's day that is wholly past that class's limit."""
+    left = []
+    for month in app.tables.months():
+        bounds = {"low": "k", "high": "l"}
+        for row in app.tables.query(
+            month, "PartitionKey ge @low and PartitionKey lt @high", bounds
+        ):
+            partition, code = str(row["PartitionKey"]), row.get("C")
+            if not str(row["RowKey"]).startswith("c") or code not in CODE_CLASSES:
+                continue
+            day = date(int(month[:4]), int(month[4:]), int(partition[1:3]))
+            cutoff = policy.class_cutoff(CODE_CLASSES[str(code)], AS_OF)
+            if wholly_past(day_end(day), cutoff):
+                left.append(f"{month}/{partition}/{row['RowKey']}")
+    return left
+
+
+def test_a_run_stopped_at_any_step_leaves_no_claim_rows_of_expired_days(app: Runtime) -> None:
+    """Stopped between a day's blobs and its claim rows (by its budget, or killed), a run
+    left claim rows no later run came back for: `verify` then named their events unarchived
+    for good (found from outside)."""
+    policy = RetentionPolicy(365, {"Security": 730})  # Security keeps each month's table
+    numbers = itertools.count()
+    for stop_after in range(1, 16):
+        start = AS_OF - timedelta(days=400 + 35 * stop_after)
+        write(
+            app,
+            [
+                record_at(start - timedelta(days=day, hours=hour), next(numbers), category)
+                for day in range(3)
+                for hour in (2, 14)
+                for category in ("Administrative", "Security")
+            ],
+        )
+        ticks = itertools.count()
+        budget = Budget(stop_after, lambda ticks=ticks: float(next(ticks)))  # type: ignore[misc]
+        enforce_retention(app.stores, policy, as_of=AS_OF, budget=budget)
+        assert enforce_retention(app.stores, policy, as_of=AS_OF).complete
+        assert claim_rows_past_retention(app, policy) == [], stop_after
 
 
 def test_each_run_leaves_an_audit_record(app: Runtime) -> None:

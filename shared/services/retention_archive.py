@@ -299,11 +299,17 @@ class ArchiveRetention:
     def _delete_day(
         self, month: str, day: date, due: set[str], manifests: Manifests, blobs: Sequence[Listed]
     ) -> None:
-        """The due classes of a day: manifests (the commit points), blobs, then key rows."""
-        self._sweep([blob for blob in blobs if blob.ref not in manifests])
+        """The due classes of a day: manifests (the commit points), key rows, then blobs.
+
+        Blobs go last: a run stopped anywhere before them leaves blobs, which bring the next
+        run back to the day, and it sweeps them (now uncommitted) and the key rows again.
+        (Key rows went last before: a run stopped after the blobs left claim rows that no run
+        came back for, and `verify` named their events unarchived for good.)"""
+        orphans = [blob for blob in blobs if blob.ref not in manifests]
+        self._sweep(orphans)
         blobs = [blob for blob in blobs if blob.ref in manifests]
         classes = {ref.archive_class for ref in manifests} | {b.ref.archive_class for b in blobs}
-        if not classes:
+        if not classes and not orphans:
             return  # gone on an earlier run (a class of the day that stays brought it here)
         self._count_records(manifests, 1)
         self.report.days_deleted += len(classes)
@@ -313,9 +319,9 @@ class ArchiveRetention:
             if not self._dry_run:
                 self._tables.delete(month, keys)
                 self.report.requests += len(transactions(keys))
-        self._delete_blobs(blobs, manifests)
         if not self._spent():
             self._delete_key_rows(month, day, due)
+        self._delete_blobs(blobs, manifests)
 
     def _key_rows(self, month: str, day: date, due: set[str]) -> Iterator[dict[str, Any]]:
         """A day's claim rows of the due classes, and its mark rows once every class is due
