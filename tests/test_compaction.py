@@ -438,6 +438,30 @@ def test_verify_is_clean_after_a_merge_and_names_a_run_entry_of_an_uncommitted_b
     assert_exact(written, DATASET)
 
 
+def test_verify_names_a_committed_run_without_rows_and_the_repair_heals_it(
+    written: Runtime,
+) -> None:
+    """What a merge racing another left (found from outside): the day's state names a run
+    whose rows are gone, so lookups of its values miss their records. `verify` said ok."""
+    compact(written.tables, as_of=NOW)
+    tables, month, day = written.tables, "202402", date(2024, 2, 10)
+    state = RunStore(tables, month).state(day)
+    (kind, prefix), run = next(iter(sorted(state.runs.items())))
+    RunStore(tables, month).delete_run(kind, day, run)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    report = verify(tables, written.archive, written.reader, since=None, until=None, now=later)
+    assert not report.ok
+    [problem] = report.problems["unindexed"]
+    assert f"{kind}{prefix:x}" in problem.name and "2024-02-10" in problem.name
+    assert problem.blobs  # the day's committed blobs: what the repair re-archives
+    done = repair(tables, written.archive, written.writer, report, apply=True, clock=lambda: later)
+    assert not done.failed, done.as_dict()
+    report = verify(tables, written.archive, written.reader, since=None, until=None, now=later)
+    assert report.ok, report.as_dict()
+    assert_runs_have_rows(tables, day)
+    assert_exact(written, DATASET)
+
+
 def test_a_frequent_value_spans_many_run_rows_and_pages_through_them(
     archive_app: Runtime,
 ) -> None:

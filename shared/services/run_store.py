@@ -14,10 +14,10 @@ from azure.data.tables import TableTransactionError
 
 from shared.adapters.index_tables import IndexTables, transactions
 from shared.core.archive_keys import BlobRef, new_blob_id
-from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.query_spec import FILTER_PARTITION
 from shared.core.runs import (
     FILTER_RUN,
+    LAST_ROW,
     REPLACED,
     RUN,
     STATE_PARTITION,
@@ -136,22 +136,27 @@ class RunStore:
         for batch in transactions(keys):
             self.tables.delete(self.month, batch)
 
-    def day_refs(self, day: date) -> dict[BlobRef, str]:
+    def day_refs(self, day: date) -> tuple[dict[BlobRef, str], list[Unit]]:
         """The blobs the day's committed runs name, each with one row naming it (`partition/
-        RowKey`): what verify holds against the manifests."""
+        RowKey`): what verify holds against the manifests; and the units whose committed run
+        has lost its last row (`{run}~`, which every run has and a delete takes first): the
+        run is gone under the state, and lookups of its values miss their records."""
         state = self.state(day)
         named: dict[BlobRef, str] = {}
-        for kind in LOOKUP_COLUMNS:
-            runs = {run for (unit_kind, _), run in state.runs.items() if unit_kind == kind}
-            for run in sorted(runs):
-                for row in self.rows(kind, day, run):
-                    name = f"{row['PartitionKey']}/{row['RowKey']}"
-                    try:
-                        for _, ref, _ in unpack_run(bytes(row.get("E") or b""), day):
-                            named.setdefault(ref, name)
-                    except _DAMAGED:
-                        continue
-        return named
+        broken: list[Unit] = []
+        for unit, run in sorted(state.runs.items()):
+            whole = False
+            for row in self.rows(unit[0], day, run):
+                name = f"{row['PartitionKey']}/{row['RowKey']}"
+                whole = whole or str(row["RowKey"]).endswith(LAST_ROW)
+                try:
+                    for _, ref, _ in unpack_run(bytes(row.get("E") or b""), day):
+                        named.setdefault(ref, name)
+                except _DAMAGED:
+                    continue
+            if not whole:
+                broken.append(unit)
+        return named, broken
 
 
 _KEEP = -1

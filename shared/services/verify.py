@@ -11,6 +11,8 @@ For every day in [since, until) (a day is in when any part of it is):
   when the claim went stale and a later one took the event over, another (else
   `unarchived`, once the claim is older than CLAIM_TIMEOUT: a younger one whose blob is not
   committed is a write in flight, counted as `pending`);
+* each compacted run a day's state names as committed is whole, its last row there (else its
+  values' records are `unindexed`, named with the day's committed blobs);
 * each posting row's blob is committed (else `dangling`), except a posting whose blob is gone
   and whose class-day has no manifest left: retention deletes a class-day whole and leaves
   postings (partitioned by value, not by day) until the month's table drops;
@@ -331,7 +333,10 @@ class _Verifier:
         found = self._tables.parallel(lambda kind: self._posting_refs(month, kind), kinds)
         # Compacted runs (shared.services.compaction): held to the manifests the same way.
         runs = RunStore(self._tables, month)
-        found += self._tables.parallel(runs.day_refs, days)
+        day_runs = self._tables.parallel(runs.day_refs, days)
+        for day, (refs, broken) in zip(days, day_runs, strict=True):
+            found.append(refs)
+            self._broken_runs(day, broken)
         named: dict[BlobRef, str] = {}
         for refs in found:
             for ref, row in refs.items():
@@ -352,6 +357,16 @@ class _Verifier:
             else:
                 detail = "posting names an uncommitted blob"
                 self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
+
+    def _broken_runs(self, day: date, broken: list[tuple[str, int]]) -> None:
+        """A committed run whose rows are gone: its values' records are `unindexed`, named
+        with the day's committed blobs (`verify --repair` re-archives them, posting anew)."""
+        blobs = tuple(sorted(ref.name for ref in self._manifests if ref.day == day))
+        for kind, prefix in broken:
+            detail = "the day's committed run of this unit has no rows: its values are not found"
+            self.report.add(
+                "unindexed", f"run {kind}{prefix:x} of {day.isoformat()}", detail, blobs
+            )
 
     def _posting_refs(self, month: str, partition: str) -> dict[BlobRef, str]:
         """The blobs a posting partition names, each with one of its rows."""
