@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from shared import settings as names
 from shared.adapters.index_tables import as_int, int64
@@ -26,6 +27,7 @@ from shared.core.keys import parse_canonical_time
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.services.archive_write import plan_blobs
+from shared.services.blob_check import check_blob
 from shared.services.verify import VerifyReport, verify
 from shared.settings import Settings
 from shared.tools.verify_cli import format_report
@@ -120,6 +122,27 @@ def test_a_deleted_blob_is_missing(app: Runtime, settings: Settings) -> None:
     result = _cli(settings)
     assert result.returncode == 3
     assert f"missing  {victim.name}".encode() in result.stdout
+
+
+def test_a_class_day_retention_deletes_while_verify_runs_is_not_missing(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deletes a class-day's manifests, then its blobs; a verify that listed the
+    manifests before and looks at the blobs after must not call them missing (found from
+    outside: a false exit 3)."""
+    _archived(app)
+    victim = committed_blobs(app)[-1]
+
+    def retention_meanwhile(archive: Any, manifest: Any, stored: Any) -> Any:
+        if manifest.ref == victim:
+            partition, row = victim.manifest_keys
+            app.tables.delete(victim.month, [{"PartitionKey": partition, "RowKey": row}])
+            app.archive.delete([victim.name])
+        return check_blob(archive, manifest, stored)
+
+    monkeypatch.setattr("shared.services.verify.check_blob", retention_meanwhile)
+    report = _verify(app, later=True)
+    assert _names(report, "missing") == [] and report.ok, report.as_dict()
 
 
 def test_a_deleted_manifest_leaves_a_blob_pending_then_orphaned(app: Runtime) -> None:

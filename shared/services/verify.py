@@ -23,7 +23,8 @@ For every day in [since, until) (a day is in when any part of it is):
 
 `verify --repair` (shared.services.repair) heals what these name, where no event is lost.
 
-Blobs committed while verify ran are re-read before they are called a problem.
+Blobs committed while verify ran are re-read before they are called a problem, and so are
+committed blobs found gone (retention deleted their class-day meanwhile: not `missing`).
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class _Verifier:
         self._uncommitted: dict[BlobRef, tuple[bool, datetime | None]] = {}  # fenced?, written
         self._stored: dict[BlobRef, StoredBlob] = {}
         self._unreadable: set[BlobRef] = set()
+        self._gone: set[BlobRef] = set()  # committed when listed, deleted since (retention)
 
     def run(self) -> VerifyReport:
         months = set(self._tables.months())
@@ -197,7 +199,7 @@ class _Verifier:
     def _month(self, month: str, days: list[date]) -> None:
         self._manifests = manifests = self._read_manifests(month, days[0], days[-1])
         self._stored = stored = {}
-        self._unreadable = set()
+        self._unreadable, self._gone = set(), set()
         for archive_class in CLASS_CODES:
             prefix = f"class={archive_class}/y={month[:4]}/m={month[4:]}/"
             for blob in self._archive.blobs(prefix):
@@ -242,6 +244,9 @@ class _Verifier:
         )
         archived: set[bytes] = set()  # event ids of the day's intact committed blobs
         for blob in checked:
+            if blob.missing and self._reader.manifest(blob.ref) is None:
+                self._gone.add(blob.ref)  # its class-day went (retention) while verify ran
+                continue
             if blob.missing:
                 self.report.add("missing", blob.ref.name, "committed, and the blob is gone")
             elif blob.altered is not None:
@@ -299,7 +304,7 @@ class _Verifier:
         """A claim whose events are not all archived: a write in flight, or events lost."""
         ref = claim.ref
         lost = [event for event in claim.events() if event not in archived]
-        if not lost or ref in self._unreadable or self._fenced(ref):
+        if not lost or ref in self._unreadable or ref in self._gone or self._fenced(ref):
             return  # all archived (here or by a later claim), reported with its blob, or void
         young = claim.written is not None and claim.written >= self._old
         if ref not in self._manifests and (young or self._reader.manifest(ref) is not None):
