@@ -149,7 +149,8 @@ def taken_over(blobs: Sequence[PlannedBlob], written: WriteResult) -> ClaimedEls
     return ClaimedElsewhere(
         f"{count} events were taken over by another writer while this write was held up "
         f"(its blobs {names} were fenced before their commit, and removed): they are "
-        "archived once, by that writer; run again to confirm",
+        "archived once, by that writer, or, for any it did not take, by running this again "
+        "(which counts the others as duplicates)",
         event_keys=[record["EventKey"] for blob in blobs for record in blob.owned],
         holders=[blob.ref.name for blob in blobs],
         written=written,
