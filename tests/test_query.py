@@ -823,3 +823,10 @@ def test_a_lookup_needing_several_members_of_a_blob_reads_one_range_and_decodes_
     (offset, length), *others = sorted(reads, key=lambda read: -(read[1] or 0))
     assert len(others) == neighbours  # the neighbour's one record: its one member
     assert offset > 0 and length is not None  # members 1 to 3 of 5: not the first, nor the last
+
+
+def test_times_take_rfc_3339s_lower_case_t_and_z() -> None:
+    """RFC 3339 (section 5.6, NOTE) allows `t` and `z` in lower case."""
+    lower = parse_query({"since": "2024-03-01t12:00:00z", "until": "2024-03-02t00:00:00.5z"}, NOW)
+    upper = parse_query({"since": "2024-03-01T12:00:00Z", "until": "2024-03-02T00:00:00.5Z"}, NOW)
+    assert (lower.since, lower.until) == (upper.since, upper.until)

@@ -154,7 +154,7 @@ def _time(name: str, text: str, now: datetime) -> datetime:
             amount, unit = relative.groups()
             moment = now - timedelta(**{_RELATIVE_UNITS[unit]: int(amount)})
         else:
-            parsed = datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(text.upper())  # RFC 3339 allows `t` and `z`
             moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
             moment = moment.astimezone(UTC)
     except OverflowError:
