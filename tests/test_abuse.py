@@ -525,6 +525,11 @@ HOSTILE_VALUES = {
         "@pk",
         "$filter=RowKey gt ''",
         "l" * 1000,
+        # Control characters a display name may carry: an auditor follows them from the
+        # event's detail, so they are searchable, not refused (found from outside).
+        "esc\x1b[31mred@contoso.com",
+        "tab\there\r\nnewline@contoso.com",
+        "nul\x00nel\u0085@contoso.com",
     ],
     "correlation_id": ["corr') or (true", "%27%20or%201%20eq%201"],
     "operation": ["microsoft.test/ops/write' or 'a' eq 'a"],
@@ -668,9 +673,6 @@ def hostile_found_cases() -> list[dict[str, str]]:
 
 REFUSED_CASES: list[dict[str, str]] = [
     {"caller": "x" * 10_240},
-    {"caller": "a\x00b"},
-    {"caller": "a\x1b[31mb"},
-    {"caller": "a\u0085b"},
     {"caller": "\t\n "},
     {"correlation_id": "\ud800"},
     {"$filter": "PartitionKey ne ''"},
@@ -784,7 +786,8 @@ def test_cli_query_with_hostile_arguments_in_process(
         for name, value in filters.items():
             argv += [f"--{name.replace('_', '-')}={value}"]
         status, out, err = _main(argv)
-        keys = [orjson.loads(line)["EventKey"] for line in out.splitlines()]
+        # JSON Lines end at "\n" only: a value may hold U+0085, which splitlines() splits at.
+        keys = [orjson.loads(line)["EventKey"] for line in out.split("\n") if line]
         assert keys == expected({**SPAN, **filters})
         # Standard error stays empty, but for the one line that says what an empty search read.
         assert status == 0, (filters, err)
@@ -832,7 +835,7 @@ def _main(argv: list[str]) -> tuple[int, str, str]:
         (["--limit=-5"], 2, None),
         (["--caller", "x" * 10_240], 2, None),
         (["--category", "Administrative' or 'a' eq 'a"], 2, None),
-        (["--caller", "a\x1bb"], 2, None),
+        (["--caller", "a\x1bb"], 0, {"caller": "a\x1bb"}),  # searched for as it is
     ],
     ids=["quote-or", "unicode", "subscription-or", "bad-date", "negative", "10kb", "cat", "esc"],
 )

@@ -11,8 +11,8 @@ at a time. Month by month, oldest first:
 * In a month that stays, each class's day wholly past the class's limit (the day's end at or
   before the class's cutoff) goes in three steps: the day's manifest rows of those classes
   first (the commit points: from then on nothing of the day is visible, so nothing is ever
-  seen half-deleted), then the day's blobs, then the day's claim rows of those classes (and
-  its forward-mark rows once every class's day is gone: a mark lists events of any class).
+  seen half-deleted), then its claim rows of those classes (and its forward-mark rows once
+  every class's day is gone: a mark lists events of any class), then its blobs.
   The day's posting rows stay until the month's table is dropped: they hold value hashes and
   blob ids only, and resolve to nothing (every read skips a blob without a manifest).
 * A day that straddles a cutoff (the cutoff falls within it) is kept whole, so nothing younger
@@ -299,12 +299,7 @@ class ArchiveRetention:
     def _delete_day(
         self, month: str, day: date, due: set[str], manifests: Manifests, blobs: Sequence[Listed]
     ) -> None:
-        """The due classes of a day: manifests (the commit points), key rows, then blobs.
-
-        Blobs go last: a run stopped anywhere before them leaves blobs, which bring the next
-        run back to the day, and it sweeps them (now uncommitted) and the key rows again.
-        (Key rows went last before: a run stopped after the blobs left claim rows that no run
-        came back for, and `verify` named their events unarchived for good.)"""
+        """A day's due classes: manifests, key rows, then blobs (left, they bring runs back)."""
         orphans = [blob for blob in blobs if blob.ref not in manifests]
         self._sweep(orphans)
         blobs = [blob for blob in blobs if blob.ref in manifests]
