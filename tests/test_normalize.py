@@ -371,7 +371,7 @@ def test_normalize_input_rejections_not_json_and_not_object() -> None:
         ("hub#records[0]", "not an object: got number"),
         ("hub#records[1]", "no parseable time: time='bad'"),
     ]
-    assert rejections[1].raw == '{"time":"bad"}'
+    assert rejections[1].raw == '{"time": "bad"}'  # as the body holds it, byte for byte
 
 
 # -- CategoryValue ---------------------------------------------------------------------------

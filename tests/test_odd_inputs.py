@@ -135,10 +135,22 @@ def test_a_number_past_a_floats_range_is_kept_exact_and_spares_its_neighbours() 
     assert normalize_input(nan, "nan")[1][0].reason.startswith("not JSON")
 
 
-def test_a_rejected_elements_bytes_keep_its_exact_numbers() -> None:
-    element = b'{"big":123456789012345678901234567890,"n":1.0E2}'
-    [rejection] = normalize_input(b'{"records":[' + element + b"]}", "body")[1]
-    assert rejection.raw == '{"big":123456789012345678901234567890,"n":100.0}'
+def test_a_rejected_element_is_dead_lettered_as_it_was_sent() -> None:
+    """Its own bytes in the body: spacing, a number's spelling, a duplicate key's earlier
+    value (its parsed value written back would lose all three)."""
+    element = b'{ "big": 123456789012345678901234567890, "k": 1, "k": 2, "n": 1.0E2 }'
+    other = b'{"s": "a \\"], [{ \\\\", "records": [1]}'  # brackets and quotes in strings
+    body = b'{"skip": [[0], {"records": []}],\n "records": [' + other + b" ,\n " + element
+    body += b', 1.50, "text"  ]}'
+    rejections = normalize_input(body, "body")[1]
+    assert [r.raw for r in rejections] == [
+        other.decode(),
+        element.decode(),
+        "1.50",
+        '"text"',
+    ]
+    in_an_array = b"[ " + element + b" ]"
+    assert [r.raw for r in normalize_input(in_an_array, "body")[1]] == [element.decode()]
 
 
 # --- whole documents in the blob path -----------------------------------------------------------

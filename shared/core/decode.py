@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from shared.core.exact_json import ExactNumber, bare_number, json_bytes, loads
+from shared.core.json_spans import ElementBytes
 from shared.core.records import Rejection
 
 __all__ = [
@@ -61,20 +62,34 @@ class RawEvent:
 
     event: dict[str, Any]
     source: str
-    text_bytes: bytes | memoryview | None = None  # None: an element, serialized on demand
+    text_bytes: bytes | memoryview | None = None  # None: an element, found on demand
+    element: tuple[ElementBytes, int] | None = None  # where to find an element's bytes
 
     @property
     def raw(self) -> str:
         if self.text_bytes is None:
-            return json_bytes(self.event).decode()
+            return _text(self.raw_bytes)
         return _text(self.text_bytes)
 
     @property
     def raw_bytes(self) -> bytes:
-        """The event's bytes exactly as read (an element: its JSON)."""
+        """The event's bytes exactly as read (an element: as its input holds it, or, where
+        they cannot be told, its JSON)."""
         if self.text_bytes is None:
-            return json_bytes(self.event)
+            return _element_bytes(self.event, self.element)
         return bytes(self.text_bytes).strip(_JSON_SPACE)
+
+
+def _element_bytes(value: Any, element: tuple[ElementBytes, int] | None) -> bytes:
+    """An element's own bytes in its input, when they parse to it; else its JSON."""
+    found = element[0].get(element[1]) if element is not None else None
+    if found is not None:
+        try:
+            if loads(found) == value:
+                return found
+        except ValueError:
+            pass
+    return json_bytes(value)
 
 
 Decoded = RawEvent | Rejection
@@ -217,13 +232,14 @@ def _expand(
         if not keys:
             yield RawEvent(value, source, raw)
         for key in keys:
-            yield from _elements(value[key], f"{source}#{key}")
+            yield from _elements(value[key], f"{source}#{key}", ElementBytes(raw, key))
     elif isinstance(value, list) and (arrays or _events_array(value)):
+        spans = ElementBytes(raw, None)
         for index, element in enumerate(value):
             element_source = f"{source}#[{index}]"
             keys = _envelope_keys(element) if isinstance(element, dict) else []
             if not keys:
-                yield _element(element, element_source)
+                yield _element(element, element_source, (spans, index))
             for key in keys:  # a list of Event Hub bodies: each envelope expands in place
                 yield from _elements(element[key], f"{element_source}#{key}")
     else:
@@ -235,16 +251,19 @@ def _events_array(value: Any) -> bool:
     return type(value) is list and bool(value) and all(type(item) is dict for item in value)
 
 
-def _elements(elements: list[Any], prefix: str) -> Iterator[Decoded]:
+def _elements(
+    elements: list[Any], prefix: str, spans: ElementBytes | None = None
+) -> Iterator[Decoded]:
     for index, element in enumerate(elements):
-        yield _element(element, f"{prefix}[{index}]")
+        yield _element(element, f"{prefix}[{index}]", (spans, index) if spans else None)
 
 
-def _element(element: Any, source: str) -> Decoded:
+def _element(element: Any, source: str, where: tuple[ElementBytes, int] | None) -> Decoded:
     if isinstance(element, dict):
-        return RawEvent(element, source)
+        return RawEvent(element, source, element=where)
     reason = f"not an object: got {json_type(element)}"
-    return Rejection(reason, source, json_bytes(element).decode())
+    exact = _element_bytes(element, where)
+    return Rejection(reason, source, _text(exact), _exact(exact))
 
 
 def _envelope_keys(value: dict[str, Any]) -> list[str]:
