@@ -55,6 +55,8 @@ TARGET = "mallory@contoso.example"
 DELETE_CORRELATION = "d0d0d0d0-0000-4000-8000-0000000de1e7"
 TICKET = "CHG-4242"
 SCRIPT = "<script>alert(1)</script>"
+LONG_CALLER = "long-name@contoso.example"
+LONG_RESOURCE = f"{GROUPS}/rg-long/providers/Microsoft.Web/sites/{'a' * 1100}"
 IMG = '"><img src=x onerror=alert(1)>'
 HOSTILE_RESOURCE = f"{GROUPS}/rg-x/providers/Microsoft.Web/sites/{IMG}"
 PAGE_SIZE = 100
@@ -140,6 +142,14 @@ def planted() -> list[dict[str, Any]]:
             SCRIPT,
             HOSTILE_RESOURCE,
             properties={"note": SCRIPT, "html": IMG},
+        ),
+        _event(
+            420,
+            "MICROSOFT.WEB/SITES/WRITE",
+            "Success",
+            "1011a000-0000-4000-8000-000000001011",
+            LONG_CALLER,
+            LONG_RESOURCE,
         ),
     ]
 
@@ -444,6 +454,21 @@ def test_exports_hold_every_page_as_the_api_gives_them(site: Site, page: Page) -
     lines = Path(started.value.path()).read_bytes().splitlines()
     assert len(lines) == len(keys)
     assert {orjson.loads(line)["EventKey"] for line in lines} == keys
+
+
+def test_a_value_too_long_to_search_by_offers_no_link_that_would_be_refused(
+    site: Site, open_page: Callable[..., Watched]
+) -> None:
+    """A filter value takes at most 1,024 characters: a resource id longer than that gets no
+    "resource history" link (the search would be refused), and says why (found from outside)."""
+    page = open_page().page
+    go(page, site, caller=LONG_CALLER, since="all")
+    assert len(shown_keys(page)) == 1
+    page.click("#results tbody tr >> nth=0")
+    assert page.locator("a.link-resource").count() == 0
+    assert page.locator("a.link-correlation").count() == 1
+    assert page.locator("a.link-caller-day").count() == 1
+    assert "longer than the 1,024 characters" in page.inner_text("#detail-links")
 
 
 def test_hostile_values_show_as_text_and_run_nothing(

@@ -19,6 +19,7 @@
   // page asks for ten years (the timeline then starts at the first bucket that holds events).
   const ALL_UNKEYED = '3650d';
   const PAGE_SIZE = 100;
+  const MAX_VALUE = 1024; // the API's longest filter value (shared/core/query_spec.py MAX_TEXT)
   const EXPORT_PAGE = 1000;
   const AUTO_PAGES = 3; // pages loaded in a row while the end of the table stays in view
   const COLUMNS = [
@@ -342,18 +343,19 @@
     $('copy-status').textContent = '';
     const links = $('detail-links');
     clear(links);
-    if (record.CorrelationId) {
-      links.appendChild(link('Other events of this correlation id',
-        relatedState({ correlation_id: String(record.CorrelationId) }, 'all'), 'link-correlation'));
-    }
-    if (record.ResourceId) {
-      links.appendChild(link('Resource history (created, changed, deleted)',
-        relatedState({ resource: String(record.ResourceId) }, 'all'), 'link-resource'));
-    }
+    const related = (value, what, make) => {
+      if (!value) return;
+      if (String(value).trim().length <= MAX_VALUE) links.appendChild(make(String(value)));
+      else links.appendChild(el('span', `Its ${what} is longer than the 1,024 characters a search takes.`, 'link-note'));
+    };
+    related(record.CorrelationId, 'correlation id', (value) => link('Other events of this correlation id',
+      relatedState({ correlation_id: value }, 'all'), 'link-correlation'));
+    related(record.ResourceId, 'resource id', (value) => link('Resource history (created, changed, deleted)',
+      relatedState({ resource: value }, 'all'), 'link-resource'));
     const day = dayOf(record);
-    if (record.Caller && day) {
-      links.appendChild(link('Everything this caller did that day (UTC)',
-        relatedState({ caller: String(record.Caller) }, day[0], day[1]), 'link-caller-day'));
+    if (day) {
+      related(record.Caller, 'caller', (value) => link('Everything this caller did that day (UTC)',
+        relatedState({ caller: value }, day[0], day[1]), 'link-caller-day'));
     }
     const body = $('detail-body');
     clear(body);
