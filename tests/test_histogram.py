@@ -258,7 +258,7 @@ def test_http_answers_the_counts_and_names_what_it_could_not_apply(archive: Runt
         ({"split": "level"}, "split"),
         ({"since": "2020-01-01", "until": "2024-01-01", "bucket": "hour"}, "bucket"),
         ({"since": "soon"}, "since"),
-        ({"caller": "a\x00b"}, "caller"),
+        ({"caller": "x" * 1025}, "caller"),  # too long (a control character is a value now)
         ({"histogram": "1"}, "histogram"),
     ],
 )
