@@ -27,7 +27,8 @@ from shared.core.retention_policy import RetentionPolicy
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
 from shared.services.repair import repair
 from shared.services.retention import enforce_retention
-from shared.services.verify import VerifyReport, verify
+from shared.services.verify import verify
+from shared.services.verify_report import VerifyReport
 from tests.archive_view import archived_keys
 from tests.events import activity_event, envelope
 

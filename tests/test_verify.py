@@ -26,9 +26,12 @@ from shared.core.archive_keys import (
 from shared.core.keys import parse_canonical_time
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
-from shared.services.archive_write import plan_blobs
+from shared.core.retention_policy import policy_from
+from shared.services.archive_write import ArchiveWriter, plan_blobs
 from shared.services.blob_check import check_blob
-from shared.services.verify import VerifyReport, verify
+from shared.services.repair import repair
+from shared.services.verify import verify
+from shared.services.verify_report import VerifyReport
 from shared.settings import Settings
 from shared.tools.verify_cli import format_report
 from tests.archive_view import committed_blobs
@@ -267,3 +270,115 @@ def test_bad_arguments_are_exit_two_with_one_line(settings: Settings) -> None:
         assert result.returncode == 2, (args, result.stderr)
         message = result.stderr.decode().strip()
         assert message.count("\n") == 0 and "--since" in message, message
+
+
+# --- found from outside: damage that verify (or its repair) let pass ------------------------
+
+
+def test_a_lost_blob_stays_a_failure_after_the_repair_fences_it(app: Runtime) -> None:
+    """Repair fences a missing blob's manifest (so a re-delivery archives its events again);
+    until that happens, its events are unarchived: the loss never reads as a clean archive."""
+    _archived(app)
+    victim = committed_blobs(app)[-1]
+    assert app.archive.delete([victim.name]) == {}
+    report = _verify(app, later=True)
+    assert _names(report, "missing") == [victim.name]
+    later = datetime.now(UTC) + LATER
+    writer = ArchiveWriter(app.tables, app.archive, clock=lambda: later)
+    done = repair(app.tables, app.archive, writer, report, apply=True)
+    assert [action.kind for action in done.actions] == ["missing"] and done.failed == []
+    after = _verify(app, later=True)
+    assert not after.ok and after.counts["unarchived"] == 1, after.as_dict()
+    assert after.problems["unarchived"][0].blobs == (victim.name,)
+
+
+@pytest.mark.parametrize("spelling", ["upper", "low bit", "past the id"])
+def test_a_copy_under_another_spelling_of_a_blob_id_is_not_that_blob(
+    app: Runtime, spelling: str
+) -> None:
+    """Base32 decoding ignores case and the last character's low bit: another spelling of a
+    committed blob's id must not pass for it (engines reading `**/*.jsonl.gz` read both)."""
+    _archived(app, 10)
+    victim = committed_blobs(app)[0]
+    folder, file = victim.name.rsplit("/", 1)
+    blob_id = file.removesuffix(".jsonl.gz")
+    last = "abcdefghijklmnopqrstuvwxyz234567".index(blob_id[-1])
+    other = {
+        "upper": blob_id.upper(),
+        "low bit": blob_id[:-1] + "abcdefghijklmnopqrstuvwxyz234567"[last ^ 1],
+        "past the id": "zzzzzzzzzzzzz",
+    }[spelling]
+    assert BlobRef.of_name(f"{folder}/{other}.jsonl.gz") is None
+    copy = f"{folder}/{other}.jsonl.gz"
+    app.stores.records.upload_blob(copy, app.archive.read(victim.name) or b"")
+    report = _verify(app, later=True)
+    assert _names(report, "stray") == [copy] and not report.ok, report.as_dict()
+    writer = ArchiveWriter(app.tables, app.archive)
+    dry = repair(app.tables, app.archive, writer, report, apply=False)
+    assert [(a.kind, a.name) for a in dry.not_repaired] == [("stray", copy)]
+
+
+def test_a_record_changed_with_its_manifest_rehashed_is_altered(app: Runtime) -> None:
+    """Whoever rewrites a blob and its manifest and metadata alike still cannot keep a
+    changed record's EventKey: it is a hash of the record's content."""
+    _archived(app, 10)
+    victim = committed_blobs(app)[0]
+    records = app.reader.blob_records(victim)
+    assert isinstance(records, list)
+    records[0] = {**records[0], "Caller": "innocent@contoso.example"}
+    encoded = encode_blob(records)
+    blob = app.stores.records.get_blob_client(victim.name)
+    metadata = {**blob.get_blob_properties().metadata, "sha256": encoded.sha256}
+    blob.upload_blob(encoded.data, overwrite=True, metadata=metadata)
+    partition, row = victim.manifest_keys
+    manifest = app.tables.get(victim.month, partition, row)
+    assert manifest is not None
+    replaced = {**manifest, "H": bytes.fromhex(encoded.sha256), "O": pack_offsets(encoded.offsets)}
+    app.tables.upsert(victim.month, [replaced])
+    report = _verify(app, later=True)
+    assert _names(report, "altered") == [victim.name] and not report.ok, report.as_dict()
+    assert "EventKey" in report.problems["altered"][0].detail
+
+
+def test_odd_records_keep_their_event_keys_through_the_archive(app: Runtime) -> None:
+    """The EventKey check reads numbers as the normalizer did: exact ones stay exact."""
+    body = (
+        b'{"records": [{"time": "2024-05-01T10:00:00Z", "operationName": "x/write",'
+        b' "resourceId": "/SUBSCRIPTIONS/11111111-1111-4111-8111-111111111111", "properties":'
+        b' {"big": 123456789012345678901234567890, "tiny": 1e-999, "huge": 1e400,'
+        b' "plain": 0.1, "neg": -0.0, "deep": ' + b"[" * 300 + b"]" * 300 + b"}}]}"
+    )
+    records, rejections = normalize_input(body, "test")
+    assert not rejections and len(records) == 1
+    assert len(app.writer.write(records).indexed) == 1
+    report = _verify(app, later=True)
+    assert report.ok, report.as_dict()
+
+
+def test_a_class_day_gone_before_its_retention_is_not_taken_for_retention(app: Runtime) -> None:
+    """Retention deletes a class-day whole and leaves its postings until the month goes;
+    a class-day gone whole while younger than its retention was deleted by something else."""
+    _archived(app, 10)
+    victim = next(ref for ref in committed_blobs(app) if ref.archive_class == "policy")
+    partition, row = victim.manifest_keys
+    app.tables.delete(victim.month, [{"PartitionKey": partition, "RowKey": row}])
+    app.tables.delete(victim.month, _claim_rows(app, victim))
+    assert app.archive.delete([victim.name]) == {}
+    now = datetime.now(UTC) + LATER
+    common: dict[str, Any] = {"since": None, "until": None, "now": now}
+    kept = verify(app.tables, app.archive, app.reader, policy=policy_from(0, {}), **common)
+    assert not kept.ok and kept.problems["dangling"][0].blobs == (victim.name,), kept.as_dict()
+    assert "retention" in kept.problems["dangling"][0].detail
+    longer = policy_from(30, {"Policy": 100_000})
+    assert not verify(app.tables, app.archive, app.reader, policy=longer, **common).ok
+    past = verify(app.tables, app.archive, app.reader, policy=policy_from(30, {}), **common)
+    assert past.ok, past.as_dict()
+
+
+def test_a_blob_whose_count_metadata_was_changed_is_altered(app: Runtime) -> None:
+    _archived(app, 10)
+    victim = committed_blobs(app)[0]
+    blob = app.stores.records.get_blob_client(victim.name)
+    blob.set_blob_metadata({**blob.get_blob_properties().metadata, "records": "999"})
+    report = _verify(app, later=True)
+    assert _names(report, "altered") == [victim.name] and not report.ok

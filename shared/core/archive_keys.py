@@ -140,9 +140,14 @@ def id_text(blob_id: int) -> str:
 
 
 def id_of_text(text: str) -> int:
+    """A blob id from its one spelling: base32 decoding ignores case and the last character's
+    low bit, so another spelling (a copy under a name that decodes alike) is no blob id."""
     if len(text) != _ID_CHARS:
         raise ValueError(f"not a blob id: {text!r}")
-    return int.from_bytes(base64.b32decode(text.upper() + "==="), "big")
+    blob_id = int.from_bytes(base64.b32decode(text.upper() + "==="), "big")
+    if id_text(blob_id) != text:
+        raise ValueError(f"not a blob id's spelling: {text!r}")
+    return blob_id
 
 
 def plan_id_for(archive_class: str, day: date, event_keys: Iterable[str]) -> int:

@@ -37,7 +37,7 @@ from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, posti
 from shared.services.compaction import CompactionReport, DayCompaction
 from shared.services.instances import Instances, Stage, fenced_row
 from shared.services.run_store import RunStore
-from shared.services.verify import VerifyReport
+from shared.services.verify_report import VerifyReport
 
 _POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
 NOT_REPAIRED = {
@@ -45,6 +45,8 @@ NOT_REPAIRED = {
     "storage snapshot (soft delete, versioning), then verify again",
     "unarchived": "claimed by a write that never committed: re-deliver the source (backfill "
     "the PT1H.json blobs, replay dead letters) to archive these events",
+    "stray": "not written by the app: look at what it holds, then delete it or move it out of "
+    "the records container (engines reading **/*.jsonl.gz count its lines as records)",
 }
 
 

@@ -18,8 +18,9 @@ For every day in [since, until) (a day is in when any part of it is):
   postings (partitioned by value, not by day) until the month's table drops;
 * each blob of the archive container is committed (else `orphaned`, unless its manifest row
   is pending and younger than CLAIM_TIMEOUT or the blob itself is that young: `pending`) and
-  named by the layout (else `foreign`: reported, not a failure, for it is nothing the app
-  wrote).
+  named by the layout (else `stray` when it is named like an archive blob, `*.jsonl.gz`:
+  engines reading `**/*.jsonl.gz` would read its lines as records; else `foreign`: reported,
+  not a failure, for it is nothing the app wrote nor anything an engine reads as records).
 
 `verify --repair` (shared.services.repair) heals what these name, where no event is lost.
 
@@ -33,36 +34,32 @@ import gzip
 import re
 import struct
 import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import date, datetime
 
 from shared.adapters.archive_store import ArchiveStore, StoredBlob
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import (
+    BLOB_SUFFIX,
     CLAIM,
     CLASS_CODES,
     FENCED,
     STATE,
     BlobRef,
     event_id,
-    month_of,
     posting_ref,
     slot_partitions,
 )
 from shared.core.keys import LOOKUP_COLUMNS
+from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
 from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.blob_check import Checked, check_blob
 from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
 from shared.services.run_store import RunStore
+from shared.services.verify_report import DaySpan, VerifyReport
 
-# What makes the archive unproven (exit 3); `foreign` is reported beside them.
-FAILURES = ("missing", "altered", "duplicated", "unarchived", "unindexed", "dangling", "orphaned")
-KINDS = (*FAILURES, "foreign")
-MAX_LISTED = 10_000  # problems listed per kind; the counts go on past it
 _EVENT_KEY = re.compile(r"[0-9a-f]{32}")
 _RANGE = "PartitionKey ge @low and PartitionKey lt @high"
 _CLAIMS = "PartitionKey ge @low and PartitionKey le @high and RowKey ge @first and RowKey lt @after"
@@ -70,73 +67,6 @@ _PAST_CLAIMS = chr(ord(CLAIM) + 1)  # sorts after every claim's RowKey, before m
 _POSTINGS = "PartitionKey eq @pk"
 # What damaged bytes raise when decoded (orjson's JSONDecodeError is a ValueError).
 _DAMAGED = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    name: str  # a blob's name, an EventKey, or a row's `month/PartitionKey/RowKey`
-    detail: str
-    blobs: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "detail": self.detail, "blobs": list(self.blobs)}
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    since: datetime | None
-    until: datetime | None
-    months: int = 0
-    blobs: int = 0  # committed blobs read
-    records: int = 0  # lines checked in them
-    bytes: int = 0
-    pending: int = 0  # writes in flight: young uncommitted blobs and claims
-    counts: Counter[str] = field(default_factory=Counter)
-    problems: dict[str, list[Problem]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
-
-    def add(self, kind: str, name: str, detail: str, blobs: tuple[str, ...] = ()) -> None:
-        self.counts[kind] += 1
-        if len(self.problems[kind]) < MAX_LISTED:
-            self.problems[kind].append(Problem(name, detail, blobs))
-
-    @property
-    def ok(self) -> bool:
-        return not any(self.counts[kind] for kind in FAILURES)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-            "months": self.months,
-            "blobs": self.blobs,
-            "records": self.records,
-            "bytes": self.bytes,
-            "pending": self.pending,
-            "counts": {kind: self.counts[kind] for kind in KINDS},
-            **{kind: [p.as_dict() for p in self.problems[kind]] for kind in KINDS},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _Span:
-    """The days verified: [first, last], both inclusive (None: unbounded)."""
-
-    first: date | None
-    last: date | None
-
-    @classmethod
-    def of(cls, since: datetime | None, until: datetime | None) -> _Span:
-        last = (until.astimezone(UTC) - timedelta(microseconds=1)).date() if until else None
-        return cls(since.astimezone(UTC).date() if since else None, last)
-
-    def holds(self, day: date) -> bool:
-        return (self.first is None or day >= self.first) and (self.last is None or day <= self.last)
-
-    def days_of(self, month: str) -> list[date]:
-        first = date(int(month[:4]), int(month[4:6]), 1)
-        days = (first + timedelta(days=n) for n in range(31))
-        return [day for day in days if month_of(day) == month and self.holds(day)]
 
 
 def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock, by name
@@ -147,9 +77,15 @@ def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock,
     since: datetime | None,
     until: datetime | None,
     now: datetime,
+    policy: RetentionPolicy | None = None,
 ) -> VerifyReport:
-    """Check every day of [since, until) (None: unbounded) of the archive and its index."""
-    return _Verifier(tables, archive, reader, now, VerifyReport(since, until)).run()
+    """Check every day of [since, until) (None: unbounded) of the archive and its index.
+
+    `policy` (the configured retention) tells a class-day retention deleted from one deleted
+    by something else; without it, any class-day gone whole is taken for retention's doing."""
+    verifier = _Verifier(tables, archive, reader, now, VerifyReport(since, until))
+    verifier.policy = policy
+    return verifier.run()
 
 
 class _Verifier:
@@ -165,7 +101,9 @@ class _Verifier:
         self._archive = archive
         self._reader = reader
         self._old = now - CLAIM_TIMEOUT  # what was written before this has no live writer
-        self._span = _Span.of(report.since, report.until)
+        self._span = DaySpan.of(report.since, report.until)
+        self._now = now
+        self.policy: RetentionPolicy | None = None
         self.report = report
         self._seen: dict[bytes, int] = {}  # EventKey -> index of its first blob in _names
         self._names: list[str] = []
@@ -182,7 +120,10 @@ class _Verifier:
         months = set(self._tables.months())
         for blob in self._archive.blobs():  # one pass for names outside the layout
             ref = BlobRef.of_name(blob.name)
-            if ref is None:
+            if ref is None and blob.name.endswith(BLOB_SUFFIX):
+                why = "named like an archive blob, but no name the app writes: engines read it"
+                self.report.add("stray", blob.name, why)
+            elif ref is None:
                 self.report.add("foreign", blob.name, "a name outside the archive's layout")
             elif self._span.holds(ref.day):
                 months.add(ref.month)
@@ -259,8 +200,9 @@ class _Verifier:
             self.report.records += len(blob.event_keys)
             archived.update(self._events(blob, claimed))
         del claimed
+        taken = self._taken_over(claims, archived)
         for name, claim in claims:
-            self._settle_claim(name, claim, archived)
+            self._settle_claim(name, claim, archived, taken)
 
     def _claims(self, month: str, day: date) -> list[tuple[str, Claim]]:
         """The day's claim rows (every slot), each with its `month/PartitionKey/RowKey`."""
@@ -300,12 +242,41 @@ class _Verifier:
                 self.report.add("unindexed", event_key, "no claim names its blob", (ref.name,))
             yield event
 
-    def _settle_claim(self, name: str, claim: Claim, archived: set[bytes]) -> None:
+    def _taken_over(self, claims: list[tuple[str, Claim]], archived: set[bytes]) -> set[bytes]:
+        """Of the unarchived events of fenced blobs' claims, those a live claim holds (a write
+        that took them over, maybe still in flight); the rest are lost, not taken over (a
+        repair fences a missing blob, and its events wait for a re-delivery)."""
+        void = {
+            event
+            for _, claim in claims
+            if self._fenced(claim.ref)
+            for event in claim.events()
+            if event not in archived
+        }
+        if not void:
+            return void
+        return {
+            event
+            for _, claim in claims
+            if not self._fenced(claim.ref)
+            for event in claim.events()
+            if event in void
+        }
+
+    def _settle_claim(
+        self, name: str, claim: Claim, archived: set[bytes], taken: set[bytes]
+    ) -> None:
         """A claim whose events are not all archived: a write in flight, or events lost."""
         ref = claim.ref
         lost = [event for event in claim.events() if event not in archived]
-        if not lost or ref in self._unreadable or ref in self._gone or self._fenced(ref):
-            return  # all archived (here or by a later claim), reported with its blob, or void
+        if self._fenced(ref):
+            lost = [event for event in lost if event not in taken]  # a taker's claim settles
+        if not lost or ref in self._unreadable or ref in self._gone:
+            return  # all archived (here or by a later claim), or reported with its blob
+        if self._fenced(ref):
+            detail = f"{len(lost)} events of a fenced blob that no write took over, e.g. "
+            self.report.add("unarchived", name, detail + lost[0].hex(), (ref.name,))
+            return
         young = claim.written is not None and claim.written >= self._old
         if ref not in self._manifests and (young or self._reader.manifest(ref) is not None):
             self.report.pending += 1  # in flight, or committed while verify ran
@@ -352,7 +323,11 @@ class _Verifier:
                 continue
             blob = stored.get(ref)
             if blob is None and (ref.archive_class, ref.day) not in committed_days:
-                continue  # the class-day is gone (retention): postings stay till the month goes
+                if self._past_retention(ref):
+                    continue  # retention took the class-day: postings stay till the month goes
+                detail = "its class-day is gone whole, but younger than its retention"
+                self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
+                continue
             if (
                 self._reader.manifest(ref) is not None
                 or self._in_flight(ref)
@@ -362,6 +337,13 @@ class _Verifier:
             else:
                 detail = "posting names an uncommitted blob"
                 self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
+
+    def _past_retention(self, ref: BlobRef) -> bool:
+        """Whether retention, as configured, deletes the blob's class-day by now."""
+        if self.policy is None:
+            return True
+        cutoff = self.policy.class_cutoff(ref.archive_class, self._now)
+        return wholly_past(day_end(ref.day), cutoff)
 
     def _broken_runs(self, day: date, broken: list[tuple[str, int]]) -> None:
         """A committed run whose rows are gone: its values' records are `unindexed`, named

@@ -1,7 +1,8 @@
 """The CLI's `verify` verb: proves the archive complete and unaltered, or names what is not.
 
-Exit 0 when no blob is missing, altered or orphaned, no event is duplicated, unarchived or
-unindexed and no posting dangles; 3 otherwise, with the report; 2 for a bad --since/--until.
+Exit 0 when no blob is missing, altered, orphaned or stray, no event is duplicated,
+unarchived or unindexed and no posting dangles; 3 otherwise, with the report; 2 for a bad
+--since/--until.
 The plain form is a short summary, then one line per problem (`kind  name  detail`); --json
 prints one object (shared.services.verify.VerifyReport.as_dict).
 
@@ -22,8 +23,10 @@ import orjson
 
 from shared.bootstrap import Runtime
 from shared.core.query_spec import CONTROL, QueryError, parse_query
+from shared.core.retention_policy import policy_from
 from shared.services.repair import RepairReport, repair
-from shared.services.verify import KINDS, VerifyReport, verify
+from shared.services.verify import verify
+from shared.services.verify_report import KINDS, VerifyReport
 from shared.tools.cli import UsageError
 
 EXIT_OK, EXIT_PROBLEMS = 0, 3
@@ -91,6 +94,7 @@ def format_repair(repaired: RepairReport) -> str:
 
 
 def _verify(runtime: Runtime, span: VerifyRange) -> VerifyReport:
+    settings = runtime.settings
     return verify(
         runtime.tables,
         runtime.archive,
@@ -98,6 +102,7 @@ def _verify(runtime: Runtime, span: VerifyRange) -> VerifyReport:
         since=span.since,
         until=span.until,
         now=datetime.now(UTC) if span.now is None else span.now,
+        policy=policy_from(settings.retention_days, settings.retention_category_days),
     )
 
 
@@ -130,8 +135,8 @@ def add_verify_verb(verbs: Any, run: Callable[[argparse.Namespace], int]) -> Non
         help="prove the archive complete and unaltered",
         description="Check every committed archive blob against its manifest (SHA-256, size, "
         "count, JSON lines) and the index against the archive (claims, postings), and list "
-        "what is missing, altered, duplicated, unarchived, unindexed, dangling, orphaned or "
-        "foreign. Exit 0: the archive is proven; 3: problems, listed; 2: bad arguments.",
+        "what is missing, altered, duplicated, unarchived, unindexed, dangling, orphaned, "
+        "stray or foreign. Exit 0: the archive is proven; 3: problems, listed; 2: bad arguments.",
     )
     verify.add_argument("--since", help="ISO 8601 time or relative (15m, 12h, 7d); default: all")
     verify.add_argument("--until", help="ISO 8601 time or relative; default: all")
