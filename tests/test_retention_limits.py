@@ -24,10 +24,11 @@ from shared import settings as names
 from shared.adapters.cursors import Cursor, CursorStore
 from shared.adapters.deadletters import UNDELIVERED, DeadLetter
 from shared.adapters.storage import Stores
-from shared.bootstrap import Runtime
+from shared.bootstrap import Runtime, build_runtime
 from shared.core.archive_format import encode_blob
 from shared.core.archive_keys import STATE, BlobRef, category_class, id_text, posting_ref
 from shared.core.keys import LOOKUP_COLUMNS
+from shared.core.normalize import normalize_input
 from shared.core.pt1h import hour_key
 from shared.core.records import CATEGORIES, NormalizedRecord
 from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
@@ -35,7 +36,7 @@ from shared.services import orphans
 from shared.services.retention import enforce_retention
 from shared.services.retention_archive import OUTSIDE_LAYOUT
 from shared.settings import Settings
-from tests.events import SUBSCRIPTION
+from tests.events import SUBSCRIPTION, activity_event, envelope
 from tests.test_retention import (
     AS_OF,
     blob_names,
@@ -503,3 +504,17 @@ def test_the_last_day_and_month_of_the_calendar_are_never_wholly_past(app: Runti
     )
     assert report.complete and (report.records_deleted, report.records_kept) == (0, 1)
     assert date(9999, 12, 31).isoformat() in str(report.oldest_kept)
+
+
+def test_a_worker_writes_on_after_retention_drops_a_month_table_it_wrote(app: Runtime) -> None:
+    """A worker remembers which month tables it created; retention, elsewhere, drops one of
+    them. The worker's next write into that month makes the table again, and the fresh
+    events beside those late ones are never held back by it."""
+    late = normalize_input(envelope([activity_event(1)]), "x")[0]
+    assert len(app.writer.write(late).indexed) == 1
+    month = late[0]["TimeGenerated"][:7].replace("-", "")
+    other = build_runtime(app.settings)  # retention in another worker
+    other.tables.drop(month)
+    again = normalize_input(envelope([activity_event(n) for n in range(2, 5)]), "x")[0]
+    assert len(app.writer.write(again).indexed) == 3
+    assert month in app.tables.months()

@@ -152,11 +152,24 @@ class IndexTables:
 
     # --- conditional writes: what fences a write (shared.services.instances) ----------------
 
+    def _on_table(self, month: str, work: Callable[[TableClient], _R]) -> _R:
+        """`work` on the month's table, made if need be. A table this process made may have
+        been dropped since (retention, in another worker): a write that finds it gone wrote
+        nothing, so the table is made again and the write done once more."""
+        try:
+            return work(self.ensure(month))
+        except (TableTransactionError, ResourceNotFoundError) as error:
+            if getattr(error, "error_code", None) != "TableNotFound":
+                raise
+        with self._lock:
+            self._created.discard(index_table(self.prefix, month))
+        return work(self.ensure(month))
+
     def insert_rows(self, month: str, entities: Sequence[Entity]) -> list[str]:
         """Insert rows of one partition in one transaction; their ETags. Raises the service's
         EntityAlreadyExists error when any of them exists (then none was inserted)."""
-        table = self.ensure(month)
-        answers = table.submit_transaction([("create", entity) for entity in entities])
+        rows = [("create", entity) for entity in entities]
+        answers = self._on_table(month, lambda table: table.submit_transaction(rows))
         return [str(answer["etag"]) for answer in answers]
 
     def replace_if(self, month: str, entity: Entity, etag: str) -> str | None:
@@ -176,27 +189,35 @@ class IndexTables:
 
     def upsert(self, month: str, entities: Sequence[Entity]) -> None:
         """Insert or replace (idempotent), in transactions run side by side."""
-        table = self.ensure(month)
-        self.parallel(
-            lambda batch: table.submit_transaction(
-                [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
-            ),
-            transactions(entities),
-        )
+
+        def upsert(table: TableClient) -> None:
+            self.parallel(
+                lambda batch: table.submit_transaction(
+                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
+                ),
+                transactions(entities),
+            )
+
+        self._on_table(month, upsert)
 
     def create(self, month: str, entities: Sequence[Entity]) -> dict[tuple[str, str], Entity]:
         """Insert rows that do not exist yet; the keys of those that did, by (PartitionKey,
         RowKey)."""
-        table = self.ensure(month)
-        found: dict[tuple[str, str], Entity] = {}
-        for batch_found in self.parallel(lambda b: _create_batch(table, b), transactions(entities)):
-            found.update(batch_found)
-        return found
+
+        def create(table: TableClient) -> dict[tuple[str, str], Entity]:
+            found: dict[tuple[str, str], Entity] = {}
+            batches = transactions(entities)
+            for batch_found in self.parallel(lambda b: _create_batch(table, b), batches):
+                found.update(batch_found)
+            return found
+
+        return self._on_table(month, create)
 
     def append(self, month: str, entities: Sequence[Entity]) -> None:
         """Insert rows of one partition in one transaction: all or none. Raises the
         service's EntityAlreadyExists error when any of them exists."""
-        self.ensure(month).submit_transaction([("create", entity) for entity in entities])
+        rows = [("create", entity) for entity in entities]
+        self._on_table(month, lambda table: table.submit_transaction(rows))
 
     def delete(self, month: str, keys: Sequence[Mapping[str, Any]]) -> None:
         """Delete rows by key, a transaction per partition and hundred; gone is no error."""
