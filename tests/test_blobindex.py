@@ -217,7 +217,9 @@ def test_subscription_comes_from_the_path_when_the_record_lacks_it(archive_app: 
 
 def test_the_name_builder_and_the_parser_share_one_grammar() -> None:
     assert blob_name(SUBSCRIPTION, HOUR) == pt1h_name()
-    assert BlobPath.parse(blob_name(SUBSCRIPTION, HOUR)) == BlobPath(SUBSCRIPTION.lower(), HOUR)
+    assert BlobPath.parse(blob_name(SUBSCRIPTION, HOUR)) == BlobPath(
+        SUBSCRIPTION.lower(), HOUR, listed=True
+    )
     early = datetime(999, 1, 2, 3, tzinfo=UTC)  # years before 1000 keep four digits
     assert "/y=0999/m=01/d=02/h=03/m=00/PT1H.json" in blob_name(SUBSCRIPTION, early)
     assert BlobPath.parse(blob_name(SUBSCRIPTION, early)).hour == early

@@ -23,6 +23,9 @@ class ByteSource(Protocol):
     """An append-only object read by ranges: an archive blob, or a file in a local copy."""
 
     name: str
+    # In the container the catch-up timer lists (growth after a read is read again): a blob
+    # under a name it would not list is reported outside the layout.
+    watched: bool
 
     def properties(self) -> BlobState: ...
 
@@ -30,6 +33,8 @@ class ByteSource(Protocol):
 
 
 class ArchiveBlob:
+    watched = True
+
     def __init__(self, container: ContainerClient, name: str) -> None:
         self.name = name
         self._blob = container.get_blob_client(name)

@@ -18,14 +18,25 @@ _PT1H = re.compile(
 )
 
 
+# What the catch-up timer lists (shared.services.catchup), exactly: a name it would not list is
+# read when announced, but growth after that would wait for a backfill.
+_LISTED = re.compile(
+    re.escape(SUBSCRIPTIONS_PREFIX) + r"[^/]+/y=[0-9]{4}/m=[0-9]{2}/d=[0-9]{2}/h=[0-9]{2}/m=00/"
+    r"PT1H\.json"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class BlobPath:
     subscription: str
     hour: datetime | None
+    listed: bool = False  # in the layout as Azure writes it: what the catch-up timer lists
 
     @classmethod
     def parse(cls, name: str) -> BlobPath:
         """The subscription and hour a PT1H.json name gives; hour None outside the layout.
+        (Read loosely, in any case and under any folder, so that a copy is placed by its
+        hour; `listed` says whether the name is exactly Azure's.)
 
         A name shaped like the layout but naming no real hour (`m=02/d=30`, `h=24`) is outside
         it too: that blob is indexed from its content and reported, never an error for others.
@@ -39,7 +50,7 @@ class BlobPath:
             )
         except ValueError:
             return cls(match["subscription"].lower(), None)
-        return cls(match["subscription"].lower(), hour)
+        return cls(match["subscription"].lower(), hour, _LISTED.fullmatch(name) is not None)
 
 
 def hour_key(hour: datetime | None) -> str:

@@ -102,7 +102,9 @@ class BlobIndexer:
         now = now or datetime.now(UTC)
         path = BlobPath.parse(source.name)
         report = BlobReport(blobs=1)
-        if path.hour is None:
+        if path.hour is None or (source.watched and not path.listed):
+            # No hour, or a name the catch-up timer does not list (its growth after this
+            # read waits for a backfill): reported, and read all the same.
             log.warning(
                 "blob outside the PT1H.json layout, indexed from its content",
                 extra={"blob": source.name},

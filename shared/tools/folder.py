@@ -10,6 +10,8 @@ from shared.services.catchup import in_scope
 
 
 class LocalFile:
+    watched = False  # a local copy: read whole by a backfill, no timer comes back to it
+
     def __init__(self, root: Path, path: Path) -> None:
         self.name = path.relative_to(root).as_posix()
         self._path = path
