@@ -299,6 +299,50 @@ def test_log_analytics_failing_mid_batch_then_recovering(
     assert letters(app) == []
 
 
+class WorkerDied(BaseException):
+    """A crash inside a call (the host killing a worker at its timeout, say): no handler
+    of the app's runs, as none would when the process ends."""
+
+
+def test_a_worker_dying_mid_forward_leaves_the_calls_already_accepted_marked(
+    forwarding_settings: dict[str, str],
+    logs_ingestion: LogsIngestionServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each call Log Analytics accepted is marked as it returns, not once all are done: the
+    redelivery after a crash re-sends only what was in flight or never sent."""
+    _credential_for_tests(monkeypatch)
+    padding = "p" * 30_000
+    events = [
+        activity_event(n, properties={"statusCode": "OK", "pad": f"{n}{padding}"})
+        for n in range(100)
+    ]
+    batch = event_hub_batch([envelope(events)])
+    function = registered("activity_events")
+    calls = 0
+    upload = forward.LogAnalyticsForwarder._send
+
+    def dies_at_the_second_call(self: Any, chunk: Any, result: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first call was accepted
+            raise WorkerDied
+        return upload(self, chunk, result)
+
+    with app_settings(forwarding_settings):
+        monkeypatch.setattr(forward.LogAnalyticsForwarder, "_send", dies_at_the_second_call)
+        with pytest.raises(WorkerDied):
+            function(batch, Invocation("activity_events", Retry(0, 8)))
+        first_call = len(logs_ingestion.records)
+        assert 0 < first_call < 100
+        monkeypatch.setattr(forward.LogAnalyticsForwarder, "_send", upload)
+        function(batch, Invocation("activity_events", Retry(1, 8)))  # redelivered
+        app = runtime()
+    sent = [record["EventKey"] for record in logs_ingestion.records]
+    assert len(sent) == 100 and len(set(sent)) == 100, (len(sent), first_call)
+    assert indexed_event_keys(app) == sorted(sent)
+
+
 def test_a_record_too_large_for_any_call_is_dead_lettered_and_its_neighbours_forwarded(
     forwarding_settings: dict[str, str],
     logs_ingestion: LogsIngestionServer,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -148,8 +148,15 @@ class LogAnalyticsForwarder:
         self._stream_name = stream_name
         self._enforce_https = enforce_https
 
-    def forward(self, records: Sequence[NormalizedRecord]) -> ForwardResult:
-        """Upload `records`; raise TransientForwardError if a call fails for a passing reason."""
+    def forward(
+        self,
+        records: Sequence[NormalizedRecord],
+        accepted: Callable[[list[str]], None] | None = None,
+    ) -> ForwardResult:
+        """Upload `records`; raise TransientForwardError if a call fails for a passing reason.
+
+        `accepted` is told the EventKeys of each call Log Analytics took, as it returns (so a
+        worker that dies at a later call has the earlier ones marked)."""
         result = ForwardResult()
         encoded: list[_Encoded] = []
         for record in records:
@@ -169,7 +176,12 @@ class LogAnalyticsForwarder:
 
         calls = 0
         for chunk in _chunks(encoded):
-            calls += self._send(chunk, result)
+            before = len(result.forwarded)
+            try:
+                calls += self._send(chunk, result)
+            finally:  # a call taken, then a transient failure of its split half: told too
+                if accepted is not None and len(result.forwarded) > before:
+                    accepted(result.forwarded[before:])
         log.info(
             "forwarded %d records in %d calls; %d rejected",
             len(result.forwarded),

@@ -1,5 +1,8 @@
-"""Forwarding to Log Analytics once per record, whichever delivery brings it: an Event Hub
-batch (shared.services.delivery) or a piece of an archive blob (shared.services.blob_indexing).
+"""Forwarding to Log Analytics, at least once per record, whichever delivery brings it: an
+Event Hub batch (shared.services.delivery) or a piece of an archive blob
+(shared.services.blob_indexing). Once, but for a call accepted whose answer or mark is lost,
+and for two deliveries of one event sending at the same moment (the Logs Ingestion API cannot
+recognise a repeated upload: README, "Log Analytics").
 
 What Log Analytics has accepted is forwarding's own state: mark rows beside the records'
 claims (shared.adapters.forward_marks). A record is sent when it is new to the index, or already
@@ -11,6 +14,7 @@ it could not take on the last attempt, becomes a not-forwarded dead letter for r
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,10 +85,11 @@ class ForwardRun:
                 self._send(by_key)
 
     def _send(self, by_key: dict[str, NormalizedRecord]) -> None:
+        # What each call Log Analytics took is marked as the call returns.
+        accepted = functools.partial(self._accepted, by_key=by_key)
         try:
-            result = self.forwarding.forwarder.forward(list(by_key.values()))
+            result = self.forwarding.forwarder.forward(list(by_key.values()), accepted)
         except TransientForwardError as error:
-            self._accepted(error.forwarded_so_far, by_key)
             # Records refused for themselves will be refused again: dead-letter them now.
             self._dead_letter(error.rejected_so_far)
             if not self.final_attempt:
@@ -92,7 +97,6 @@ class ForwardRun:
             done = set(error.forwarded_so_far) | {r["EventKey"] for r, _ in error.rejected_so_far}
             self._dead_letter((r, str(error)) for key, r in by_key.items() if key not in done)
             return
-        self._accepted(result.forwarded, by_key)
         self._dead_letter(result.rejected)
 
     def _accepted(self, keys: list[str], by_key: dict[str, NormalizedRecord]) -> None:
