@@ -346,3 +346,51 @@ def test_table_clients_are_built_without_relinking_the_service_pipeline() -> Non
         assert client.table_name == name
     assert all(link.next is was for link, was in zip(links[:-1], before, strict=False))
     assert all(hasattr(link, "next") for link in client._client._client._pipeline._impl_policies)
+
+
+def test_a_reader_that_stops_reading_ends_the_verb_quietly(tmp_path: Path) -> None:
+    """`python -m shared normalize big.jsonl | head -1`: the pipe closing is no storage
+    failure and no traceback; the verb ends as a writer killed by SIGPIPE does (141)."""
+    from tests.events import activity_event, jsonl
+
+    source = tmp_path / "big.jsonl"
+    source.write_bytes(jsonl([activity_event(n) for n in range(3000)]))
+    command = [sys.executable, "-m", "shared", "normalize", str(source)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as verb:
+        assert verb.stdout is not None and verb.stderr is not None
+        assert verb.stdout.readline().startswith(b"{")
+        verb.stdout.close()  # as `head -1` does once it has its line
+        errors = verb.stderr.read()
+        code = verb.wait(timeout=120)
+    assert errors == b"", errors.decode(errors="replace")
+    assert code == 141  # 128 + SIGPIPE, as the shell reports such a writer
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("run", "--events", "0"), b"--events must be 1 or more"),
+        (("run", "--events", "-5"), b"--events must be 1 or more"),
+        (("backfill", "--since", "2024-05-02", "--until", "2024-05-01"), b"--since must be"),
+        (("backfill", "--parallel", "0"), b"--parallel must be 1 or more"),
+        (("backfill", "--container", "nosuchcontainer"), b"nosuchcontainer"),
+    ],
+)
+def test_values_no_run_could_use_are_usage_errors(
+    settings: Settings, args: tuple[str, ...], said: bytes
+) -> None:
+    from tests.test_cli import shared_cli
+
+    result = shared_cli(*args, settings=settings)
+    assert result.returncode == cli.EXIT_USAGE, result.stderr
+    assert said in result.stderr and result.stdout == b""
+    assert b"Traceback" not in result.stderr and b"run it again" not in result.stderr
+
+
+def test_compaction_as_of_the_first_day_of_year_one_has_nothing_to_merge(
+    settings: Settings,
+) -> None:
+    from tests.test_cli import shared_cli
+
+    result = shared_cli("compact", "--as-of", "0001-01-01", "--json", settings=settings)
+    assert result.returncode == 0, result.stderr

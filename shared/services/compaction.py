@@ -94,7 +94,10 @@ def compact(
     """Merge every closed day (ended SETTLE before `as_of`) that has fresh postings, or a
     merge left unfinished, in the given months (default: all), while the budget lasts."""
     report = CompactionReport()
-    closed = (as_of - SETTLE).date()
+    try:
+        closed = (as_of - SETTLE).date()
+    except OverflowError:  # as of the first hours of year 1: no day has closed
+        return report
     deadline = clock() + budget_seconds if budget_seconds is not None else None
     for month in months if months is not None else tables.months():
         runs = RunStore(tables, month)

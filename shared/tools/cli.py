@@ -27,6 +27,7 @@ from shared.core.records import Rejection
 from shared.settings import SettingsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a writer its reader left
 
 
 class _Parser(argparse.ArgumentParser):
@@ -190,6 +191,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     since = parse_time_argument(args.since) if args.since else None
     until = parse_time_argument(args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError("--since must be before --until")
+    if args.parallel < 1:
+        raise UsageError(f"--parallel must be 1 or more; got {args.parallel}")
     scope = {"since": since, "until": until, "subscription": args.subscription}
     root = Path(args.path) if args.path else None
     if root is not None and not root.is_dir():
@@ -198,9 +203,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if root is not None:
             sources = folder_sources(root, **scope)
         else:
-            container = app.stores.blob_service.get_container_client(
-                args.container or app.settings.archive_container
-            )
+            name = args.container or app.settings.archive_container
+            container = app.stores.blob_service.get_container_client(name)
+            if not container.exists():  # running again cannot help: say which container
+                raise UsageError(
+                    f"no container {name!r} in this storage account (Azure makes "
+                    "insights-activity-logs when it first writes the Activity Log there)"
+                )
             sources = container_sources(container, **scope)
         indexer = app.blob_indexer
         progress = None
@@ -265,6 +274,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else None
     if source is not None and not source.is_dir():
         raise UsageError(f"not a folder: {args.source}")
+    if args.events < 1:
+        raise UsageError(f"--events must be 1 or more; got {args.events}")
     summary = run(source=source, count=args.events, seed=args.seed, as_json=args.json)
     if args.json:
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
@@ -595,6 +606,15 @@ def _verb_log() -> Iterator[_VerbLog]:
         root.removeHandler(handler)
 
 
+def _stdout_closed() -> int:
+    """Standard output's reader went away (`| head`): no failure to report; the exit a
+    writer SIGPIPE ends has. What is still buffered goes nowhere, not to a second error at
+    the interpreter's exit (https://docs.python.org/3/library/signal.html, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PIPE_CLOSED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -607,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:
+            return _stdout_closed()
         except Exception as error:
             line = failure_line(error)
             if line is None:
