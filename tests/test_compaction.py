@@ -172,6 +172,21 @@ def test_late_events_of_a_merged_day_are_found_fresh_then_merged_again(written: 
     assert_clean(written.tables)
 
 
+def test_a_posting_row_not_of_the_index_s_making_is_passed_over(written: Runtime) -> None:
+    """A fresh row whose RowKey names no blob (another spelling of a blob id, an unknown
+    class) neither stops the merge nor a lookup; it is left as it is."""
+    first = next(iter(written.tables.query("202402", FILTER_PARTITION, {"pk": "s"})))
+    row_key = str(first["RowKey"])
+    odd = [
+        {**first, "RowKey": row_key[:4] + row_key[4:17].upper() + row_key[17:]},
+        {**first, "RowKey": row_key[:3] + "z" + row_key[4:]},
+    ]
+    written.tables.upsert("202402", odd)
+    report = compact(written.tables, as_of=NOW)
+    assert report.units > 0 and report.days_left == 0
+    assert_exact(written, DATASET)
+
+
 def test_open_days_and_pending_blobs_keep_their_fresh_rows(written: Runtime) -> None:
     report = compact(written.tables, as_of=datetime(2024, 2, 10, 1, 0, tzinfo=UTC))
     assert all(

@@ -125,7 +125,11 @@ def fresh_leads(tables: IndexTables, month: str) -> dict[date, Leads]:
         for lead in POSTING_LEADS:
             low = lead
             while (row_key := _first(tables, month, kind, low, lead + "~")) is not None:
-                ref = posting_ref(month, row_key)
+                try:
+                    ref = posting_ref(month, row_key)
+                except (ValueError, KeyError, IndexError):
+                    low = row_key + " "  # not a row of the index's making: the next one
+                    continue
                 found.setdefault(ref.day, {}).setdefault(kind, set()).add(lead)
                 low = lead + day_range(ref.day.day)[1]  # past every row of that day
     return found
