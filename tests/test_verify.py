@@ -27,13 +27,14 @@ from shared.core.keys import parse_canonical_time
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.core.retention_policy import policy_from
-from shared.services.archive_write import ArchiveWriter, plan_blobs
+from shared.services.archive_write import ArchiveWriter, plan_blobs, posted_kinds
 from shared.services.blob_check import check_blob
 from shared.services.repair import repair
 from shared.services.verify import verify
 from shared.services.verify_report import VerifyReport
 from shared.settings import Settings
 from shared.tools.verify_cli import format_report
+from tests.archive_view import archived_records as archived_records_of
 from tests.archive_view import committed_blobs
 from tests.events import activity_event, envelope
 
@@ -185,8 +186,16 @@ def test_an_event_in_a_second_committed_blob_is_duplicated(app: Runtime) -> None
     assert duplicated.name == copy["EventKey"]
     first = next(blob.name for blob in original if blob.archive_class == ref.archive_class)
     assert sorted(duplicated.blobs) == sorted([first, ref.name])
-    assert _names(report, "unindexed") == [copy["EventKey"]]  # its key row names the first
+    unindexed = _names(report, "unindexed")
+    assert copy["EventKey"] in unindexed  # its key row names the first
+    # ... and the copy was committed without posting rows: not found by any filter
+    assert sorted(unindexed) == sorted([copy["EventKey"], *posted(copy, ref)])
     assert not report.ok
+
+
+def posted(record: NormalizedRecord, ref: BlobRef) -> list[str]:
+    """verify's names of a blob's missing posting kinds, for a blob of this one record."""
+    return [f"{kind} postings of {ref.name}" for kind in sorted(posted_kinds(record))]
 
 
 def _claim_rows(app: Runtime, ref: BlobRef) -> list[dict[str, Any]]:
@@ -389,3 +398,33 @@ def test_a_record_placed_by_its_blob_paths_subscription_verifies_clean(app: Runt
     assert not rejections and records[0]["SubscriptionId"]
     assert len(app.writer.write(records).indexed) == 1
     assert _verify(app, later=True).ok
+
+
+def test_a_blob_whose_posting_rows_of_a_kind_are_gone_is_unindexed_and_repaired(
+    app: Runtime,
+) -> None:
+    """Posting rows deleted (or never written) leave a value's records unfindable by it:
+    verify names the blob, and the repair re-archives it, posting anew."""
+    records = _archived(app)
+    victim = committed_blobs(app)[0]
+    suffix = victim.name.rsplit("/", 1)[1].removesuffix(".jsonl.gz")
+    rows = [
+        row
+        for row in app.tables.query(victim.month, "PartitionKey eq @pk", {"pk": "c"})
+        if suffix in str(row["RowKey"])
+    ]
+    assert rows
+    app.tables.delete(victim.month, rows)
+    report = _verify(app, later=True)
+    assert not report.ok, report.as_dict()
+    [problem] = report.problems["unindexed"]
+    assert problem.blobs == (victim.name,) and "c" in problem.name
+    later = datetime.now(UTC) + LATER
+    writer = ArchiveWriter(app.tables, app.archive, clock=lambda: later)
+    done = repair(app.tables, app.archive, writer, report, apply=True)
+    assert done.failed == [] and done.rearchived > 0
+    after = _verify(app, later=True)
+    assert after.ok, after.as_dict()
+    assert sorted(r["EventKey"] for r in records) == sorted(
+        r["EventKey"] for r in archived_records_of(app)
+    )

@@ -29,7 +29,7 @@ sweeps it once it is fenced (shared.services.retention_archive).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -89,6 +89,14 @@ def plan_blobs(
             plan = plan_id_for(archive_class, day, (r["EventKey"] for r in chunk))
             planned.append(PlannedBlob(BlobRef(day, archive_class, new_id()), plan, chunk))
     return planned
+
+
+def posted_kinds(record: NormalizedRecord) -> Iterator[str]:
+    """The posting kinds a record has a value of (what `postings` posts it under)."""
+    for kind, column in LOOKUP_COLUMNS.items():
+        value = record.get(column)
+        if isinstance(value, str) and value.strip():
+            yield kind
 
 
 def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str, Any]]:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from shared.adapters.archive_store import COUNT, SHA256, ArchiveStore, StoredBlob
 from shared.core.archive_format import decode_lines, decode_record
 from shared.core.archive_keys import BlobRef
+from shared.core.keys import LOOKUP_COLUMNS
 from shared.services.archive_read import Manifest
+from shared.services.archive_write import posted_kinds
 
 _EVENT_KEY = re.compile(r"[0-9a-f]{32}")
 # What damaged bytes raise when decoded (orjson's JSONDecodeError is a ValueError).
@@ -27,6 +29,8 @@ class Checked:
     event_keys: list[str]
     missing: bool = False
     altered: str | None = None
+    # The posting kinds its records have a value of: each must have a posting row naming it.
+    kinds: frozenset[str] = frozenset()
 
 
 def check_blob(archive: ArchiveStore, manifest: Manifest, stored: StoredBlob | None) -> Checked:
@@ -36,8 +40,9 @@ def check_blob(archive: ArchiveStore, manifest: Manifest, stored: StoredBlob | N
     if stored is None or data is None:
         return Checked(ref, 0, [], missing=True)
     keys: list[str] = []
-    problem = _bytes_problem(data, manifest, stored) or _lines_problem(data, manifest, keys)
-    return Checked(ref, len(data), [] if problem else keys, altered=problem)
+    kinds: set[str] = set()
+    problem = _bytes_problem(data, manifest, stored) or _lines_problem(data, manifest, keys, kinds)
+    return Checked(ref, len(data), [] if problem else keys, altered=problem, kinds=frozenset(kinds))
 
 
 def _bytes_problem(data: bytes, manifest: Manifest, stored: StoredBlob) -> str | None:
@@ -54,8 +59,9 @@ def _bytes_problem(data: bytes, manifest: Manifest, stored: StoredBlob) -> str |
     return None
 
 
-def _lines_problem(data: bytes, manifest: Manifest, keys: list[str]) -> str | None:
-    """What is wrong with a blob's lines, if anything; their EventKeys go to `keys`."""
+def _lines_problem(data: bytes, manifest: Manifest, keys: list[str], kinds: set[str]) -> str | None:
+    """What is wrong with a blob's lines, if anything; their EventKeys go to `keys`, and the
+    posting kinds they have values of (as the writer posts them) to `kinds`."""
     try:
         lines = decode_lines(data)
     except _DAMAGED as error:
@@ -64,9 +70,12 @@ def _lines_problem(data: bytes, manifest: Manifest, keys: list[str]) -> str | No
         return f"{len(lines)} lines, N is {manifest.count}"
     for number, line in enumerate(lines, start=1):
         try:
-            event_key = decode_record(line).get("EventKey")
+            record = decode_record(line)
         except _DAMAGED:
             return f"line {number} is not a JSON object"
+        event_key = record.get("EventKey")
+        if len(kinds) < len(LOOKUP_COLUMNS):
+            kinds.update(posted_kinds(record))
         if not isinstance(event_key, str) or not _EVENT_KEY.fullmatch(event_key):
             return f"line {number} has no EventKey"
         keys.append(event_key)

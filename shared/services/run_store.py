@@ -7,7 +7,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableTransactionError
@@ -136,27 +136,35 @@ class RunStore:
         for batch in transactions(keys):
             self.tables.delete(self.month, batch)
 
-    def day_refs(self, day: date) -> tuple[dict[BlobRef, str], list[Unit]]:
+    def day_refs(self, day: date) -> DayRefs:
         """The blobs the day's committed runs name, each with one row naming it (`partition/
-        RowKey`): what verify holds against the manifests; and the units whose committed run
+        RowKey`): what verify holds against the manifests; the units whose committed run
         has lost its last row (`{run}~`, which every run has and a delete takes first): the
-        run is gone under the state, and lookups of its values miss their records."""
+        run is gone under the state, and lookups of its values miss their records; and, by
+        kind, the blobs its runs name."""
         state = self.state(day)
-        named: dict[BlobRef, str] = {}
-        broken: list[Unit] = []
+        found = DayRefs({}, [], {})
         for unit, run in sorted(state.runs.items()):
             whole = False
+            of_kind = found.by_kind.setdefault(unit[0], set())
             for row in self.rows(unit[0], day, run):
                 name = f"{row['PartitionKey']}/{row['RowKey']}"
                 whole = whole or str(row["RowKey"]).endswith(LAST_ROW)
                 try:
                     for _, ref, _ in unpack_run(bytes(row.get("E") or b""), day):
-                        named.setdefault(ref, name)
+                        found.named.setdefault(ref, name)
+                        of_kind.add(ref)
                 except _DAMAGED:
                     continue
             if not whole:
-                broken.append(unit)
-        return named, broken
+                found.broken.append(unit)
+        return found
+
+
+class DayRefs(NamedTuple):
+    named: dict[BlobRef, str]  # each blob a run names, with one row naming it
+    broken: list[Unit]  # committed runs without their last row
+    by_kind: dict[str, set[BlobRef]]  # the blobs the runs of each kind name
 
 
 _KEEP = -1

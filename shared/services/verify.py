@@ -12,15 +12,16 @@ For every day in [since, until) (a day is in when any part of it is):
   `unarchived`, once the claim is older than CLAIM_TIMEOUT: a younger one whose blob is not
   committed is a write in flight, counted as `pending`);
 * each compacted run a day's state names as committed is whole, its last row there (else its
-  values' records are `unindexed`, named with the day's committed blobs);
+  values' records are `unindexed`, named with the day's committed blobs); each intact
+  committed blob is named, for each posting kind its records have a value of, by a fresh
+  posting row or a run of the day (else `unindexed`: not found by that filter);
 * each posting row's blob is committed (else `dangling`), except a posting whose blob is gone
-  and whose class-day has no manifest left: retention deletes a class-day whole and leaves
-  postings (partitioned by value, not by day) until the month's table drops;
+  and whose class-day, past its retention, has no manifest left (retention deletes it whole
+  and leaves postings till the month's table drops; younger: `dangling`);
 * each blob of the archive container is committed (else `orphaned`, unless its manifest row
   is pending and younger than CLAIM_TIMEOUT or the blob itself is that young: `pending`) and
-  named by the layout (else `stray` when it is named like an archive blob, `*.jsonl.gz`:
-  engines reading `**/*.jsonl.gz` would read its lines as records; else `foreign`: reported,
-  not a failure, for it is nothing the app wrote nor anything an engine reads as records).
+  named by the layout (else `stray` if named `*.jsonl.gz`, which engines read as records;
+  else `foreign`: reported, not a failure, for it is nothing the app wrote).
 
 `verify --repair` (shared.services.repair) heals what these name, where no event is lost.
 
@@ -57,6 +58,7 @@ from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.blob_check import Checked, check_blob
 from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
+from shared.services.index_kinds import kinds_of
 from shared.services.run_store import RunStore
 from shared.services.verify_report import DaySpan, VerifyReport
 
@@ -115,6 +117,7 @@ class _Verifier:
         self._stored: dict[BlobRef, StoredBlob] = {}
         self._unreadable: set[BlobRef] = set()
         self._gone: set[BlobRef] = set()  # committed when listed, deleted since (retention)
+        self._kinds: dict[BlobRef, frozenset[str]] = {}  # posting kinds of intact blobs
 
     def run(self) -> VerifyReport:
         months = set(self._tables.months())
@@ -140,7 +143,7 @@ class _Verifier:
     def _month(self, month: str, days: list[date]) -> None:
         self._manifests = manifests = self._read_manifests(month, days[0], days[-1])
         self._stored = stored = {}
-        self._unreadable, self._gone = set(), set()
+        self._unreadable, self._gone, self._kinds = set(), set(), {}
         for archive_class in CLASS_CODES:
             prefix = f"class={archive_class}/y={month[:4]}/m={month[4:]}/"
             for blob in self._archive.blobs(prefix):
@@ -199,6 +202,7 @@ class _Verifier:
             self.report.bytes += blob.size
             self.report.records += len(blob.event_keys)
             archived.update(self._events(blob, claimed))
+            self._kinds[blob.ref] = blob.kinds
         del claimed
         taken = self._taken_over(claims, archived)
         for name, claim in claims:
@@ -307,12 +311,14 @@ class _Verifier:
         manifests, stored = self._manifests, self._stored
         kinds = list(LOOKUP_COLUMNS)  # a posting partition is its kind
         found = self._tables.parallel(lambda kind: self._posting_refs(month, kind), kinds)
+        fresh = dict(zip(kinds, found, strict=True))
         # Compacted runs (shared.services.compaction): held to the manifests the same way.
         runs = RunStore(self._tables, month)
         day_runs = self._tables.parallel(runs.day_refs, days)
-        for day, (refs, broken) in zip(days, day_runs, strict=True):
-            found.append(refs)
-            self._broken_runs(day, broken)
+        for day, day_refs in zip(days, day_runs, strict=True):
+            found.append(day_refs.named)
+            self._broken_runs(day, day_refs.broken)
+            self._unposted(month, day, fresh, day_refs.by_kind)
         named: dict[BlobRef, str] = {}
         for refs in found:
             for ref, row in refs.items():
@@ -337,6 +343,29 @@ class _Verifier:
             else:
                 detail = "posting names an uncommitted blob"
                 self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
+
+    def _unposted(
+        self,
+        month: str,
+        day: date,
+        fresh: dict[str, dict[BlobRef, str]],
+        in_runs: dict[str, set[BlobRef]],
+    ) -> None:
+        """Each intact committed blob of the day, for each kind its records have a value of
+        (and the month posts): a fresh row or a run names it, else its records are not
+        found by that filter (`unindexed`; the repair re-archives the blob, posting anew).
+        Fresh rows are read before runs, and a merge commits its run before it deletes
+        them: a blob is named by one or the other, whenever compaction runs."""
+        posted = kinds_of(self._tables).of(month)
+        for ref, kinds in sorted(self._kinds.items()):
+            if ref.day != day or ref in self._unreadable or ref in self._gone:
+                continue
+            for kind in sorted(kinds & posted):
+                if ref not in fresh[kind] and ref not in in_runs.get(kind, ()):
+                    detail = f"no posting row of kind {kind!r} names the blob: not found by it"
+                    self.report.add(
+                        "unindexed", f"{kind} postings of {ref.name}", detail, (ref.name,)
+                    )
 
     def _past_retention(self, ref: BlobRef) -> bool:
         """Whether retention, as configured, deletes the blob's class-day by now."""
