@@ -270,18 +270,23 @@ def test_forwarding_delivers_each_record_once_across_redelivery(
         assert request.path.startswith(f"/dataCollectionRules/{RULE_ID}/streams/{STREAM}")
 
 
+def padded_batch() -> Any:
+    """100 events of 30 KB each: a batch Log Analytics takes in several calls."""
+    padding = "p" * 30_000
+    events = [
+        activity_event(n, properties={"statusCode": "OK", "pad": f"{n}{padding}"})
+        for n in range(100)
+    ]
+    return event_hub_batch([envelope(events)])
+
+
 def test_log_analytics_failing_mid_batch_then_recovering(
     forwarding_settings: dict[str, str],
     logs_ingestion: LogsIngestionServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _credential_for_tests(monkeypatch)
-    padding = "p" * 30_000
-    events = [
-        activity_event(n, properties={"statusCode": "OK", "pad": f"{n}{padding}"})
-        for n in range(100)
-    ]
-    batch = event_hub_batch([envelope(events)])
+    batch = padded_batch()
     function = registered("activity_events")
     with app_settings(forwarding_settings):
         app = runtime()
@@ -312,12 +317,7 @@ def test_a_worker_dying_mid_forward_leaves_the_calls_already_accepted_marked(
     """Each call Log Analytics accepted is marked as it returns, not once all are done: the
     redelivery after a crash re-sends only what was in flight or never sent."""
     _credential_for_tests(monkeypatch)
-    padding = "p" * 30_000
-    events = [
-        activity_event(n, properties={"statusCode": "OK", "pad": f"{n}{padding}"})
-        for n in range(100)
-    ]
-    batch = event_hub_batch([envelope(events)])
+    batch = padded_batch()
     function = registered("activity_events")
     calls = 0
     upload = forward.LogAnalyticsForwarder._send
