@@ -91,12 +91,17 @@ def plan_blobs(
     return planned
 
 
-def posted_kinds(record: NormalizedRecord) -> Iterator[str]:
-    """The posting kinds a record has a value of (what `postings` posts it under)."""
+def posted_values(record: NormalizedRecord) -> Iterator[tuple[str, str]]:
+    """(kind, value) of each posting kind a record has a value of: what it is posted under."""
     for kind, column in LOOKUP_COLUMNS.items():
         value = record.get(column)
         if isinstance(value, str) and value.strip():
-            yield kind
+            yield kind, value
+
+
+def posted_kinds(record: NormalizedRecord) -> Iterator[str]:
+    """The posting kinds a record has a value of (what verify holds its blob to)."""
+    return (kind for kind, _ in posted_values(record))
 
 
 def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str, Any]]:
@@ -105,11 +110,9 @@ def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str
     values: dict[str, dict[bytes, tuple[str, list[tuple[int, int]]]]] = defaultdict(dict)
     for ordinal, record in enumerate(records):
         second = second_of_day(record["TimeGenerated"])
-        for kind, column in LOOKUP_COLUMNS.items():
-            value = record[column]
-            if isinstance(value, str) and value.strip():
-                bucket, digest = value_hash(value)
-                values[kind].setdefault(digest, (bucket, []))[1].append((second, ordinal))
+        for kind, value in posted_values(record):
+            bucket, digest = value_hash(value)
+            values[kind].setdefault(digest, (bucket, []))[1].append((second, ordinal))
     rows = []
     small = len(records) <= SINGLE_ROW_RECORDS
     for kind, by_digest in values.items():

@@ -85,19 +85,19 @@ def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock,
 
     `policy` (the configured retention) tells a class-day retention deleted from one deleted
     by something else; without it, any class-day gone whole is taken for retention's doing."""
-    verifier = _Verifier(tables, archive, reader, now, VerifyReport(since, until))
-    verifier.policy = policy
-    return verifier.run()
+    return _Verifier(tables, archive, reader, now, VerifyReport(since, until), policy=policy).run()
 
 
 class _Verifier:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the three adapters, the clock, the report, the policy
         self,
         tables: IndexTables,
         archive: ArchiveStore,
         reader: ArchiveReader,
         now: datetime,
         report: VerifyReport,
+        *,
+        policy: RetentionPolicy | None,
     ) -> None:
         self._tables = tables
         self._archive = archive
@@ -105,7 +105,7 @@ class _Verifier:
         self._old = now - CLAIM_TIMEOUT  # what was written before this has no live writer
         self._span = DaySpan.of(report.since, report.until)
         self._now = now
-        self.policy: RetentionPolicy | None = None
+        self._policy = policy
         self.report = report
         self._seen: dict[bytes, int] = {}  # EventKey -> index of its first blob in _names
         self._names: list[str] = []
@@ -314,11 +314,11 @@ class _Verifier:
         fresh = dict(zip(kinds, found, strict=True))
         # Compacted runs (shared.services.compaction): held to the manifests the same way.
         runs = RunStore(self._tables, month)
-        day_runs = self._tables.parallel(runs.day_refs, days)
-        for day, day_refs in zip(days, day_runs, strict=True):
+        day_runs = dict(zip(days, self._tables.parallel(runs.day_refs, days), strict=True))
+        for day, day_refs in day_runs.items():
             found.append(day_refs.named)
             self._broken_runs(day, day_refs.broken)
-            self._unposted(month, day, fresh, day_refs.by_kind)
+        self._unposted(month, fresh, {day: refs.by_kind for day, refs in day_runs.items()})
         named: dict[BlobRef, str] = {}
         for refs in found:
             for ref, row in refs.items():
@@ -347,21 +347,21 @@ class _Verifier:
     def _unposted(
         self,
         month: str,
-        day: date,
         fresh: dict[str, dict[BlobRef, str]],
-        in_runs: dict[str, set[BlobRef]],
+        in_runs: dict[date, dict[str, set[BlobRef]]],
     ) -> None:
-        """Each intact committed blob of the day, for each kind its records have a value of
+        """Each intact committed blob of the month, for each kind its records have a value of
         (and the month posts): a fresh row or a run names it, else its records are not
         found by that filter (`unindexed`; the repair re-archives the blob, posting anew).
         Fresh rows are read before runs, and a merge commits its run before it deletes
-        them: a blob is named by one or the other, whenever compaction runs."""
+        them: a blob is named by one or the other (its day's), whenever compaction runs."""
         posted = kinds_of(self._tables).of(month)
         for ref, kinds in sorted(self._kinds.items()):
-            if ref.day != day or ref in self._unreadable or ref in self._gone:
+            if ref in self._unreadable or ref in self._gone:
                 continue
+            of_day = in_runs.get(ref.day, {})
             for kind in sorted(kinds & posted):
-                if ref not in fresh[kind] and ref not in in_runs.get(kind, ()):
+                if ref not in fresh[kind] and ref not in of_day.get(kind, ()):
                     detail = f"no posting row of kind {kind!r} names the blob: not found by it"
                     self.report.add(
                         "unindexed", f"{kind} postings of {ref.name}", detail, (ref.name,)
@@ -369,9 +369,9 @@ class _Verifier:
 
     def _past_retention(self, ref: BlobRef) -> bool:
         """Whether retention, as configured, deletes the blob's class-day by now."""
-        if self.policy is None:
+        if self._policy is None:
             return True
-        cutoff = self.policy.class_cutoff(ref.archive_class, self._now)
+        cutoff = self._policy.class_cutoff(ref.archive_class, self._now)
         return wholly_past(day_end(ref.day), cutoff)
 
     def _broken_runs(self, day: date, broken: list[tuple[str, int]]) -> None:
