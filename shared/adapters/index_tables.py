@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from shared.adapters.thread_pools import side_by_side
 from shared.core.archive_keys import index_table
 
 _IF_MATCH = MatchConditions.IfNotModified
@@ -239,10 +239,7 @@ class IndexTables:
         self.parallel(delete, transactions(rows))
 
     def parallel(self, work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        if len(items) <= 1 or self._parallelism <= 1:
-            return [work(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self._parallelism, len(items))) as pool:
-            return list(pool.map(work, items))
+        return side_by_side(work, items, self._parallelism)
 
 
 def _create_batch(table: TableClient, batch: list[Entity]) -> dict[tuple[str, str], Entity]:
