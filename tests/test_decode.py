@@ -187,6 +187,37 @@ def test_truncated_pretty_printed_object_is_one_rejection() -> None:
     assert rejection.reason.startswith("not JSON: ")
 
 
+def test_a_truncated_envelope_with_an_event_a_line_is_one_rejection_not_lines() -> None:
+    # Pretty-printed with each event on its own line: some lines parse as objects, yet the
+    # input is one broken document, not JSON Lines (its lines are pieces of one value).
+    events_lines = ",\n".join(f"    {line(event)}" for event in (A, B, C))
+    whole = f'{{\n  "records": [\n{events_lines}\n  ]\n}}\n'
+    for cut in (whole[: whole.rindex("]")], whole[: whole.rindex(line(C))], whole[:-3]):
+        decoded = items(cut.encode(), "cut.json")
+        assert len(decoded) == 1, (cut, decoded)
+        rejection = decoded[0]
+        assert isinstance(rejection, Rejection)
+        assert rejection.source == "cut.json"
+        assert rejection.raw == cut.strip()
+        assert rejection.reason.startswith("not JSON: ")
+
+
+def test_a_pretty_printed_array_with_a_syntax_error_inside_is_one_rejection() -> None:
+    broken = f"[\n  {line(A)},\n  {line(B)},,\n  {line(C)}\n]\n"
+    decoded = items(broken.encode(), "az-list.json")
+    assert len(decoded) == 1
+    assert isinstance(decoded[0], Rejection)
+    assert decoded[0].raw == broken.strip()
+
+
+def test_json_lines_whose_first_line_is_cut_spoil_only_that_line() -> None:
+    for first in (line(A)[:-9], line(A)[:-1] + ",", "xyz", line(A) + "x"):
+        decoded = items(f"{first}\n{line(B)}\n{line(C)}\n".encode(), "PT1H.json")
+        kinds = [type(item).__name__ for item in decoded]
+        assert kinds == ["Rejection", "RawEvent", "RawEvent"], (first, decoded)
+        assert decoded[0].source == "PT1H.json:1"
+
+
 def test_truncated_single_line_object_is_one_rejection() -> None:
     decoded = items(line(A)[:-5], "cut.json")
     assert len(decoded) == 1

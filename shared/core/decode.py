@@ -99,9 +99,10 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
     """Every event of one input (file, blob or Event Hub body), in order, or its rejection.
 
     An input that is one JSON value (an envelope, one object, pretty-printed or not, an array)
-    is parsed whole. Otherwise it is read as JSON Lines, provided at least one line is a JSON
-    object; then each bad line is one rejection and the others still decode. Otherwise the
-    whole input is one rejection with the parser's reason.
+    is parsed whole; one that fails to, past its first line (a pretty-printed value cut short
+    or broken inside), is one rejection. Otherwise it is read as JSON Lines, provided at least
+    one line is a JSON object; then each bad line is one rejection and the others still
+    decode. Otherwise the whole input is one rejection with the parser's reason.
     """
     buffer = _bytes_of(data)
     start = len(_BOM) if buffer.startswith(_BOM) else 0
@@ -111,12 +112,28 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
     if not _starts_json_lines(buffer, first.start()):
         try:
             value = loads(memoryview(buffer)[start:] if start else buffer)
-        except orjson.JSONDecodeError:
-            pass
+        except orjson.JSONDecodeError as error:
+            if _one_value_across_lines(buffer, first.start(), error):
+                yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE))
+                return
         else:
             yield from _expand(value, source, memoryview(buffer)[start:])
             return
     yield from _decode_lines(buffer, start, source)
+
+
+def _one_value_across_lines(buffer: bytes, first: int, error: orjson.JSONDecodeError) -> bool:
+    """Whether the whole input's parse failed past the start of its second line: its first
+    line opens one value that the next goes on with (a pretty-printed document, cut short or
+    broken inside), so it is one bad input, not JSON Lines (whose lines never continue one
+    another: a cut or bad first line fails there, or where the second begins)."""
+    newline = buffer.find(b"\n", first)
+    second = _NON_SPACE.search(buffer, newline) if newline >= 0 else None
+    if second is None:
+        return False
+    line_number = buffer.count(b"\n", 0, second.start()) + 1
+    column = second.start() - buffer.rfind(b"\n", 0, second.start())
+    return (error.lineno, error.colno) > (line_number, column)
 
 
 def _starts_json_lines(buffer: bytes, first: int) -> bool:
