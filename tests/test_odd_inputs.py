@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import azure.functions as func
 import orjson
 import pytest
 
+from functions.query_http import handle_activity
 from shared import settings as names
 from shared.adapters.blobs import ArchiveBlob
 from shared.adapters.deadletters import REJECTED
 from shared.bootstrap import Runtime, runtime
 from shared.core.archive_format import encode_blob
 from shared.core.decode import ExactNumber
+from shared.core.nesting import MAX_NESTING
 from shared.core.normalize import Batch, normalize_input
 from shared.services.delivery import EventBody, deliver
 from shared.settings import Settings
@@ -67,6 +70,52 @@ def test_an_event_nested_past_the_writers_depth_is_a_record_with_its_deep_part_a
     assert held.endswith('"x"' + "}" * held.count("{"))
     # The same input always gives the same record and key.
     assert normalize_input(with_deep_properties(1, 300), "again")[0][0] == record
+
+
+# The keys versions before records were held to MAX_NESTING gave these events: a redelivery of
+# one archived then must still count as a duplicate.
+KEYS_OF_DEEP_EVENTS = {
+    130: "f9b3b628e9e92e436d015f9141279a0f",
+    200: "8ce1479828029caaf364c38f01305759",
+    251: "4c9320bc47e3667bbf88feadc72ec823",
+}
+
+
+def depth_of(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((depth_of(inner) for inner in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(inner) for inner in value), default=0)
+    return 0
+
+
+def test_no_record_nests_past_max_nesting_and_each_keeps_the_key_it_had() -> None:
+    # Found from outside: a record 251 levels deep was archived as it was, and every JSON
+    # page holding it failed (the page's own levels took it past what orjson writes).
+    for depth, key in KEYS_OF_DEEP_EVENTS.items():
+        records, rejections = normalize_input(with_deep_properties(7, depth), "x")
+        assert rejections == []
+        [record] = records
+        assert record["EventKey"] == key
+        assert depth_of(record) <= MAX_NESTING
+        assert any("nested deeper" in warning for warning in record["NormalizationWarnings"])
+        orjson.dumps({"records": [{"wrapped": [[record]]}]})  # room for any wrapper
+
+
+def test_a_json_page_holding_a_record_archived_deep_is_answered(app: Runtime) -> None:
+    # As a version before records were held to MAX_NESTING archived it: as deep as orjson
+    # writes, which the page's own two levels took past.
+    [record], _ = normalize_input(event_json(8), "x")
+    record["Properties_d"] = {"d": orjson.loads(nested(252))}
+    orjson.dumps(record)  # the archive could write it
+    assert app.writer.write([record]).indexed
+    params = {"subscription": record["SubscriptionId"], "since": "2020-01-01"}
+    request = func.HttpRequest("GET", "http://127.0.0.1/api/activity", params=params, body=b"")
+    response = handle_activity(request, app, datetime.now(UTC))
+    assert response.status_code == 200, response.get_body()[:300]
+    [found] = orjson.loads(response.get_body())["records"]
+    assert found["EventKey"] == record["EventKey"]
+    assert depth_of(found) == depth_of(record)
 
 
 def test_a_request_body_nested_past_that_depth_is_kept_not_rejected() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from shared.core.eventkey import digest
+from shared.core.eventkey import canonical_json, digest, key_of
 from shared.core.fields import (
     as_text,
     localized_differs,
@@ -53,7 +53,7 @@ from shared.core.identity import (
     properties_column,
     who_columns,
 )
-from shared.core.nesting import flatten_deep
+from shared.core.nesting import MAX_NESTING, flatten_deep
 from shared.core.records import NormalizedRecord
 from shared.core.timeparse import parse_time
 from shared.core.vocabulary import category_column, level_column, status_value
@@ -161,13 +161,21 @@ def build_record(event: dict[str, Any], fallback_subscription: str) -> Normalize
 
 
 def _key(record: NormalizedRecord, warnings: list[str]) -> str:
-    """The record's EventKey; a record nested past what JSON writers take is flattened first
-    (shared.core.nesting), so the key is of the record as it is kept."""
+    """The record's EventKey, then the record held to MAX_NESTING levels (shared.core.nesting).
+
+    The key is of the event as it came, as every version keyed it: flattened first only where
+    no JSON writer takes it (past 254 levels), so a redelivery of an event archived by an
+    earlier version is still its duplicate."""
     try:
-        return digest(record)
+        canonical = canonical_json(record)
     except orjson.JSONEncodeError:
         flatten_deep(record, warnings)
         return digest(record)
+    # A value nests no deeper than it has brackets: most records have far fewer than the
+    # limit, and the walk that flattens is only taken for those that may need it.
+    if canonical.count(b"{") + canonical.count(b"[") > MAX_NESTING:
+        flatten_deep(record, warnings)
+    return key_of(canonical)
 
 
 def _time_generated(

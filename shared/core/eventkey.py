@@ -31,5 +31,13 @@ def event_key(record: NormalizedRecord) -> str:
 def digest(keyed: dict[str, Any]) -> str:
     """The key of a record that holds the keyed columns only (the normalizer's own, unfinished
     record: no NormalizationWarnings nor EventKey yet)."""
-    canonical = orjson.dumps(keyed, option=_KEY_OPTIONS, default=bare_number)
+    return key_of(canonical_json(keyed))
+
+
+def canonical_json(keyed: dict[str, Any]) -> bytes:
+    """What a key hashes: sorted keys, no white space, exact numbers bare."""
+    return orjson.dumps(keyed, option=_KEY_OPTIONS, default=bare_number)
+
+
+def key_of(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()[:32]
