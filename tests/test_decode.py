@@ -218,6 +218,43 @@ def test_json_lines_whose_first_line_is_cut_spoil_only_that_line() -> None:
         assert decoded[0].source == "PT1H.json:1"
 
 
+def test_an_event_json_allows_but_a_record_cannot_hold_is_rejected_alone() -> None:
+    # A lone UTF-16 surrogate escape (JSON's grammar takes it; .NET writes one when it cuts a
+    # string) and nesting past the 1,024 levels read: found from outside, they rejected the
+    # whole Event Hub body, and the events beside them were never archived.
+    surrogate = b'{"time": "2024-05-01T10:00:03Z", "caller": "ab\\ud83d"}'
+    deep = b'{"time": "2024-05-01T10:00:04Z", "p": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+    for odd in (surrogate, deep):
+        for body, prefix in (
+            (
+                b'{"records": ['
+                + line(A).encode()
+                + b", "
+                + odd
+                + b", "
+                + line(B).encode()
+                + b"]}",
+                "body#records",
+            ),
+            (b"[" + line(A).encode() + b",\n " + odd + b",\n" + line(B).encode() + b"]", "body#"),
+        ):
+            decoded = items(body, "body")
+            assert [type(item).__name__ for item in decoded] == [
+                "RawEvent",
+                "Rejection",
+                "RawEvent",
+            ]
+            assert [item.event for item in decoded if isinstance(item, RawEvent)] == [A, B]
+            rejection = decoded[1]
+            assert isinstance(rejection, Rejection)
+            assert rejection.source == f"{prefix}[1]"
+            assert rejection.raw.encode() == odd  # its own bytes, as sent
+            # as the same event on a line of a PT1H blob is
+            [on_a_line] = decode_line(odd, "PT1H.json:2")
+            assert isinstance(on_a_line, Rejection)
+            assert on_a_line.reason == rejection.reason
+
+
 def test_truncated_single_line_object_is_one_rejection() -> None:
     decoded = items(line(A)[:-5], "cut.json")
     assert len(decoded) == 1

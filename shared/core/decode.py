@@ -17,7 +17,13 @@ from typing import Any
 
 import orjson
 
-from shared.core.exact_json import ExactNumber, bare_number, json_bytes, loads
+from shared.core.exact_json import (
+    ExactNumber,
+    bare_number,
+    json_bytes,
+    json_grammar_loads,
+    loads,
+)
 from shared.core.json_spans import ElementBytes
 from shared.core.records import Rejection
 
@@ -113,6 +119,11 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
         try:
             value = loads(memoryview(buffer)[start:] if start else buffer)
         except orjson.JSONDecodeError as error:
+            whole = memoryview(buffer)[start:]
+            refused = json_grammar_loads(whole) if _holds_arrays(buffer) else None
+            if isinstance(refused, dict | list):
+                yield from _each_alone(refused, source, whole, error)
+                return
             if _one_value_across_lines(buffer, first.start(), error):
                 yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE))
                 return
@@ -120,6 +131,34 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
             yield from _expand(value, source, memoryview(buffer)[start:])
             return
     yield from _decode_lines(buffer, start, source)
+
+
+def _holds_arrays(buffer: bytes) -> bool:
+    return b"[" in buffer  # elements to read apart: an envelope's records, or an array
+
+
+def _each_alone(
+    value: dict[str, Any] | list[Any], source: str, raw: memoryview, error: orjson.JSONDecodeError
+) -> Iterator[Decoded]:
+    """An input that JSON's grammar allows and the reader refuses as a whole (an element with a
+    lone UTF-16 surrogate escape, or nested past 1,024 levels): each element read on its own,
+    from its own bytes, as a line of a PT1H blob is; so only those that hold what is refused
+    are rejected, each with its bytes, and the others are events."""
+    if isinstance(value, list):
+        lists = [(source + "#", ElementBytes(raw, None), len(value))]
+    else:
+        keys = _envelope_keys(value)
+        lists = [(f"{source}#{key}", ElementBytes(raw, key), len(value[key])) for key in keys]
+    if not lists:  # one event: the input is its text
+        yield _rejection(error, source, bytes(raw).strip(_JSON_SPACE))
+        return
+    for prefix, spans, count in lists:
+        for index in range(count):
+            found = spans.get(index)
+            if found is None:  # not where a scan finds it: the whole input stands for it
+                yield _rejection(error, f"{prefix}[{index}]", bytes(raw).strip(_JSON_SPACE))
+            else:
+                yield from decode_line(found, f"{prefix}[{index}]")
 
 
 def _one_value_across_lines(buffer: bytes, first: int, error: orjson.JSONDecodeError) -> bool:

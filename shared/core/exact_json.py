@@ -94,6 +94,16 @@ def loads(data: bytes | memoryview | str) -> Any:
         return value
 
 
+def json_grammar_loads(data: bytes | memoryview | str) -> Any | None:
+    """The value of JSON that orjson may refuse though the grammar allows it (a lone UTF-16
+    surrogate escape, nesting past 1,024 levels, to the standard parser's depth); None when it
+    is not JSON at all."""
+    try:
+        return _exact_loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _exact_loads(data: bytes | memoryview | str) -> Any:
     """The standard parser with exact numbers; JSON's grammar only (no NaN or Infinity)."""
     if sys.getrecursionlimit() < _EXACT_DEPTH:
