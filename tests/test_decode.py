@@ -255,6 +255,19 @@ def test_an_event_json_allows_but_a_record_cannot_hold_is_rejected_alone() -> No
             assert on_a_line.reason == rejection.reason
 
 
+def test_a_whole_input_rejected_keeps_its_bytes_exactly_bom_and_line_ends_too() -> None:
+    cut = orjson.dumps({"records": [A, B]}, option=orjson.OPT_INDENT_2)[:-9]
+    for data in (
+        b"\xef\xbb\xbfnot json at all\r\n",
+        b"  plain\r\ntext\r\n\r\n",
+        b"\xef\xbb\xbf" + cut + b"\r\n",
+    ):
+        [rejection] = items(data, "body")
+        assert isinstance(rejection, Rejection)
+        assert rejection.raw_bytes == data
+        assert rejection.raw == data.decode().lstrip("\ufeff").strip()  # for people: trimmed
+
+
 def test_truncated_single_line_object_is_one_rejection() -> None:
     decoded = items(line(A)[:-5], "cut.json")
     assert len(decoded) == 1

@@ -122,10 +122,10 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
             whole = memoryview(buffer)[start:]
             refused = json_grammar_loads(whole) if _holds_arrays(buffer) else None
             if isinstance(refused, dict | list):
-                yield from _each_alone(refused, source, whole, error)
+                yield from _each_alone(refused, source, buffer, start, error)
                 return
             if _one_value_across_lines(buffer, first.start(), error):
-                yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE))
+                yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE), buffer)
                 return
         else:
             yield from _expand(value, source, memoryview(buffer)[start:])
@@ -138,25 +138,31 @@ def _holds_arrays(buffer: bytes) -> bool:
 
 
 def _each_alone(
-    value: dict[str, Any] | list[Any], source: str, raw: memoryview, error: orjson.JSONDecodeError
+    value: dict[str, Any] | list[Any],
+    source: str,
+    buffer: bytes,
+    start: int,
+    error: orjson.JSONDecodeError,
 ) -> Iterator[Decoded]:
     """An input that JSON's grammar allows and the reader refuses as a whole (an element with a
     lone UTF-16 surrogate escape, or nested past 1,024 levels): each element read on its own,
     from its own bytes, as a line of a PT1H blob is; so only those that hold what is refused
     are rejected, each with its bytes, and the others are events."""
+    raw = memoryview(buffer)[start:]
+    whole = bytes(raw).strip(_JSON_SPACE)
     if isinstance(value, list):
         lists = [(source + "#", ElementBytes(raw, None), len(value))]
     else:
         keys = _envelope_keys(value)
         lists = [(f"{source}#{key}", ElementBytes(raw, key), len(value[key])) for key in keys]
     if not lists:  # one event: the input is its text
-        yield _rejection(error, source, bytes(raw).strip(_JSON_SPACE))
+        yield _rejection(error, source, whole, buffer)
         return
     for prefix, spans, count in lists:
         for index in range(count):
             found = spans.get(index)
             if found is None:  # not where a scan finds it: the whole input stands for it
-                yield _rejection(error, f"{prefix}[{index}]", bytes(raw).strip(_JSON_SPACE))
+                yield _rejection(error, f"{prefix}[{index}]", whole, buffer)
             else:
                 yield from decode_line(found, f"{prefix}[{index}]")
 
@@ -233,7 +239,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
         try:
             orjson.loads(whole)
         except orjson.JSONDecodeError as error:
-            yield _rejection(error, source, whole)
+            yield _rejection(error, source, whole, buffer)
 
 
 def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
@@ -335,10 +341,14 @@ def json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _rejection(error: orjson.JSONDecodeError, source: str, raw: bytes) -> Rejection:
+def _rejection(
+    error: orjson.JSONDecodeError, source: str, raw: bytes, exact: bytes | None = None
+) -> Rejection:
+    """`raw` trimmed, for people; `exact`: the input's own bytes where they differ (a whole
+    input's BOM and line ends), which its dead letter keeps."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         reason = f"not UTF-8: {bad.reason} at byte {bad.start} (shown as \\x escapes)"
-        return Rejection(reason, source, _text(raw), _exact(raw))
-    return Rejection(f"not JSON: {error}", source, text)
+        return Rejection(reason, source, _text(raw), exact or _exact(raw))
+    return Rejection(f"not JSON: {error}", source, text, b"" if exact == raw else exact or b"")
