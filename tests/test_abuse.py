@@ -355,10 +355,8 @@ def expected_count(value: Any) -> int:
     def envelope_length(item: Any) -> int | None:
         if not isinstance(item, dict) or "time" in item or "eventTimestamp" in item:
             return None
-        for key in ("records", "value"):
-            if isinstance(item.get(key), list):
-                return len(item[key])
-        return None
+        lists = [item[key] for key in ("records", "value") if isinstance(item.get(key), list)]
+        return sum(map(len, lists)) if lists else None  # both: each list's events
 
     if isinstance(value, list):
         return sum(length if (length := envelope_length(item)) is not None else 1 for item in value)

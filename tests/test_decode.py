@@ -64,6 +64,16 @@ def test_json_lines_with_leading_space_blank_lines_crlf_and_bom() -> None:
     assert decoded[0].raw == '{ "time": "2024-05-01T10:00:00Z"}'
 
 
+def test_a_bom_at_the_start_of_any_line_is_ignored_as_the_blob_path_ignores_it() -> None:
+    # Two exported files concatenated: the second one's BOM starts a line.
+    data = line(A).encode() + b"\n\xef\xbb\xbf" + line(B).encode() + b"\n"
+    assert [item.event for item in events(data)] == [A, B]
+    assert [item.event for item in events(b"\xef\xbb\xbf" + data)] == [A, B]
+    [on_a_line] = decode_line(b"\xef\xbb\xbf" + line(B).encode(), "PT1H.json:2")
+    assert isinstance(on_a_line, RawEvent)
+    assert on_a_line.event == B
+
+
 def test_bom_before_a_single_object() -> None:
     decoded = events(b"\xef\xbb\xbf" + orjson.dumps(A))
     assert [item.event for item in decoded] == [A]
@@ -99,6 +109,18 @@ def test_array_of_envelopes_expands_each() -> None:
         "bodies.json#[1]#records[0]",
         "bodies.json#[1]#records[1]",
     ]
+
+
+def test_a_rejected_element_of_an_array_of_bodies_keeps_its_bytes_as_sent() -> None:
+    odd = b'{"d": 1, "d": 2.50, "e": "\\u00e9"}'  # no time; a duplicate key, a number's spelling
+    data = b'[{"records": [' + line(A).encode() + b']}, {"records": [' + odd + b", 7]}]"
+    decoded = items(data, "bodies.json")
+    rejections = [item for item in decoded if isinstance(item, Rejection)]
+    assert [item.source for item in rejections] == ["bodies.json#[1]#records[1]"]
+    first, odd_event = [item for item in decoded if isinstance(item, RawEvent)]
+    assert first.event == A
+    assert odd_event.raw_bytes == odd
+    assert rejections[0].raw_bytes == b"7"
 
 
 def test_rest_form_object_and_rest_page() -> None:
