@@ -28,7 +28,9 @@ def parse_time(value: object) -> str | None:
 
     Accepted: ISO-8601 with any number of fractional digits (beyond seven truncated, never
     rounded), `Z`, an offset (`+05:30`, `-0800`, `+05`) or no zone (UTC); and the US form
-    `M/d/yyyy h:mm:ss` with optional fraction, `AM`/`PM` and offset. Impossible dates are None.
+    `M/d/yyyy h:mm:ss` with optional fraction, `AM`/`PM` and offset. Impossible dates are None;
+    `24:00:00` is the next day's midnight, and a leap second (`23:59:60`) the last tick of the
+    second before it.
     """
     if not isinstance(value, str):
         return None
@@ -39,6 +41,14 @@ def parse_time(value: object) -> str | None:
         match.groups()
     )
     second = second or "00"
+    # ISO 8601's 24:00:00, the end of a day: validated as its last hour, then the next midnight.
+    end_of_day = hour == "24" and minute == second == "00" and not (fraction or "").strip("0")
+    if end_of_day:
+        hour = "23"
+    elif second == "60" and minute == "59":
+        # A leap second (UTC inserts 23:59:60; local times keep the minute): no clock here
+        # has it, so it is the last tick of the second before, in order among that minute's.
+        second, fraction = "59", "9999999"
     # Validated on the digits as text: zero-padded two-digit fields compare like numbers.
     if (
         year == "0000"
@@ -51,10 +61,22 @@ def parse_time(value: object) -> str | None:
     ):
         return None
     digits = (fraction + "000000")[:7] if fraction else "0000000"
+    if end_of_day:
+        return _next_midnight(int(year), int(month), int(day), (sign, offset_hours, offset_minutes))
     if sign is None or (offset_hours == "00" and offset_minutes in (None, "00")):
         return f"{year}-{month}-{day}T{hour}:{minute}:{second}.{digits}Z"
     moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
     return _shifted(moment, digits, (sign, offset_hours, offset_minutes))
+
+
+def _next_midnight(
+    year: int, month: int, day: int, offset: tuple[str | None, str | None, str | None]
+) -> str | None:
+    try:
+        moment = datetime(year, month, day) + timedelta(days=1)
+    except OverflowError:
+        return None  # 9999-12-31T24:00 has no day after it
+    return _shifted(moment, "0000000", offset)
 
 
 def _parse_us_time(value: str) -> str | None:
