@@ -24,6 +24,7 @@ from shared.core.records import NormalizedRecord, Rejection
 from shared.services import archive_write
 from shared.services.index_kinds import KINDS_PARTITION, KINDS_ROW, IndexKinds, kinds_of
 from shared.services.query import QueryPage, ScanBudget, run_query
+from shared.services.query_page import order
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools.azurite import Azurite
 from tests.test_abuse import table_queries
@@ -343,6 +344,50 @@ def test_a_bounded_page_goes_on_where_it_stopped(
             assert SPAN["since"][:10] <= page.reached[:10] <= SPAN["until"][:10]
     assert keys(found) == keys(expected(params))
     assert stopped > 0 or records > 1  # one record a page: the bound stops every search here
+
+
+def overlapping_blobs(app: Runtime) -> list[NormalizedRecord]:
+    """12 writes, each one blob of 10 records spread over the same day: every blob's span
+    reaches across every other's, as late or batched deliveries make them."""
+    day = datetime(2024, 2, 10, tzinfo=UTC)
+    written = []
+    for write in range(12):
+        records = []
+        for n in range(10):
+            moment = day + timedelta(seconds=1 + n * 8000 + write)
+            index = write * 10 + n
+            record = make(index, moment)
+            records.append(record)
+        assert len(app.writer.write(records).indexed) == len(records)
+        written += records
+    return written
+
+
+@pytest.mark.parametrize("budget", [1, 15, 35, 0])
+def test_a_bounded_page_over_overlapping_blobs_moves_on_and_ends(app: Runtime, budget: int) -> None:
+    # Found from outside: a page stopped by its bound handed back the very token it started
+    # from whenever the blobs reaching across its cut took the whole bound: paging never
+    # ended (the CLI, the page's "Load more" and the export looped).
+    written = overlapping_blobs(app)
+    day = {"since": "2024-02-10T00:00:00Z", "until": "2024-02-11T00:00:00Z", "limit": "5"}
+    # 0: a bound of seconds spent at every look (a clock that moves on a second a read)
+    bound = ScanBudget(records=budget) if budget else ScanBudget(seconds=0.5, clock=FakeClock())
+    for filters in (
+        {"text": "rotated"},
+        {"text": "no-such-word"},
+        {"subscription": SUB, "text": "rotated"},  # postings: the keyed walk
+    ):
+        params = {**day, **filters}
+        tokens: list[str] = []
+        found: list[NormalizedRecord] = []
+        for page in pages(app, params, bound):
+            found.extend(page.records)
+            if page.continuation is not None:
+                assert page.continuation not in tokens, "a page handed back a token again"
+                tokens.append(page.continuation)
+        query = parse_query(params, NOW)
+        wanted = sorted((r for r in written if matches(r, query)), key=order, reverse=True)
+        assert keys(found) == keys(wanted)
 
 
 def test_a_page_stops_within_its_seconds(archive: Runtime) -> None:

@@ -233,7 +233,8 @@ def _by_key(
             then = Continuation(day - timedelta(days=1), None)
             if more_from is not None:  # the rest of the day: its seconds up to more_from
                 then = page.before(day, day_ticks(day) + (more_from + 1) * _SECOND_TICKS)
-            return _drained(page, pending, stores, then)
+            if pending or page.moves_on(then):  # else read on: stopped, it would start again
+                return _drained(page, pending, stores, then)
     return _drained(page, pending, stores, None)
 
 

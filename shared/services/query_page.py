@@ -5,7 +5,8 @@ A page stops filling when it is full, when the range is done, or when a bound st
 days or months one page may walk, the records it may read, the seconds it may take. Then it
 returns what it found with a continuation and the time it reached (`QueryPage.reached`):
 every record from then to the query's `until` has been looked at. A bound is checked only
-after some work was done, so every page moves on.
+after some work was done, and a page stops only where going on moves past where it began
+(Page.moves_on), so every page moves on.
 """
 
 from __future__ import annotations
@@ -148,6 +149,12 @@ class Page:
         if self.after is not None and _bound(position) > self.after:
             return Continuation(day_of(self.after[0]), self.after)
         return position
+
+    def moves_on(self, position: Continuation) -> bool:
+        """Whether going on from `position` is past where this page began: a page that stops
+        where it began would be asked for again, and stop there again, forever."""
+        began = self.after if self.after is not None else (self.until, _LOWEST_KEY)
+        return _bound(position) < began
 
     def answer(self, continuation: Continuation | None) -> QueryPage:
         """The page as it is: with a continuation, a bound stopped it (or it is full)."""

@@ -108,7 +108,11 @@ def read_day(
         found.sort(key=order, reverse=True)
         if page.spent() and start < len(listed):
             newest_unread = listed[start].high_ticks
-            page.emit([record for record in found if ticks(order(record)[0]) > newest_unread])
-            return None if page.lacking() == 0 else page.before(day, newest_unread + 1)
+            then = page.before(day, newest_unread + 1)
+            # Blobs read again (their spans reach across where the page began) may take the
+            # whole bound: then read on, until stopping moves the search past its start.
+            if page.moves_on(then):
+                page.emit([r for r in found if ticks(order(r)[0]) > newest_unread])
+                return None if page.lacking() == 0 else then
     page.emit(found)
     return None
