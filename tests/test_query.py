@@ -23,12 +23,11 @@ from shared.core.archive_keys import (
     posting_row,
     value_hash,
 )
+from shared.core.continuation import Continuation, encode_continuation
 from shared.core.normalize import normalize
 from shared.core.query_spec import (
     ActivityQuery,
-    Continuation,
     QueryError,
-    encode_continuation,
     parse_query,
 )
 from shared.core.records import COLUMNS, NormalizedRecord, Rejection

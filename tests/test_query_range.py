@@ -15,7 +15,7 @@ import pytest
 from functions.query_http import handle_activity
 from shared.bootstrap import Runtime, build_runtime
 from shared.core.normalize import normalize_input
-from shared.core.query_spec import DEFAULT_SPAN, parse_query
+from shared.core.query_spec import DEFAULT_SPAN, QueryError, parse_query
 from shared.core.records import NormalizedRecord
 from shared.services import query as query_module
 from shared.services.query import run_query
@@ -431,3 +431,30 @@ def test_json_answers_say_nosniff_too(app: Runtime) -> None:
     for params in ({"since": "2d"}, {"since": "yesterday-ish"}):
         answer = handle_activity(request(params), app, datetime.now(UTC))
         assert answer.headers["X-Content-Type-Options"] == "nosniff", params
+
+
+def test_since_and_until_bound_to_the_100_ns_that_record_times_hold(app: Runtime) -> None:
+    # Found from outside: the bounds were read to the microsecond, so their seventh digit was
+    # dropped (`since=…00.0000001Z` found a record of `…00.0000000Z`).
+    event = activity_event(3, time="2024-05-01T10:00:00.0000000Z")
+    [record] = records_of([event])
+    assert app.writer.write([record]).indexed
+    caller = "user3@contoso.com"
+    cases = {
+        ("2024-05-01T09:59:59.9999999Z", "2024-05-01T10:00:00.0000001Z"): 1,
+        ("2024-05-01T10:00:00.0000000Z", "2024-05-01T10:00:00.0000001Z"): 1,
+        ("2024-05-01T10:00:00.0000001Z", "2024-05-01T11:00:00Z"): 0,
+        ("2024-05-01T10:00:00.0000009Z", "2024-05-01T11:00:00Z"): 0,
+        ("2024-05-01T09:00:00Z", "2024-05-01T10:00:00.0000000Z"): 0,
+        ("2024-05-01T11:00:00+01:00", "2024-05-01T11:00:00.00000019+01:00"): 1,
+    }
+    for (since, until), count in cases.items():
+        for filters in ({"caller": caller}, {"text": "MICROSOFT.COMPUTE"}):
+            query = parse_query({"since": since, "until": until, **filters}, datetime.now(UTC))
+            page = run_query(query, tables=app.tables, reader=app.reader)
+            assert len(page.records) == count, (since, until, filters)
+    with pytest.raises(QueryError, match="must be before"):
+        parse_query(
+            {"since": "2024-05-01T10:00:00.0000001Z", "until": "2024-05-01T10:00:00.0000001Z"},
+            datetime.now(UTC),
+        )

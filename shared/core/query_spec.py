@@ -1,4 +1,4 @@
-"""What a query is: its parameters checked into an ActivityQuery, and its continuation token.
+"""What a query is: its parameters checked into an ActivityQuery.
 
 Pure: no I/O. An indexed filter (correlation id, resource, resource group, caller, operation,
 subscription, then status) is read from the index's posting rows, the first one given in
@@ -12,27 +12,22 @@ Without `since`, a key lookup (KEY_ORDER: an identity, not status) searches the 
 Without `until`, a key lookup ends with the index's newest month (`newest_day`: an event dated
 ahead of now is found), any other query now; a later `until` is clamped there (or now + a day).
 
-A continuation token is opaque to callers: base64 of JSON naming the day to read on from and
-the last record returned, sealed with a digest of the query's filters and those fields: a
-token is refused by any other query, and when edited by hand. (The digest is not keyed: a
-forged token is still held to the query's own range, which bounds every read.)
+Continuation tokens: shared.core.continuation.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from shared.core.keys import LOOKUP_COLUMNS, parse_canonical_time
+from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.records import CATEGORIES, NormalizedRecord
+from shared.core.timeparse import parse_time
 from shared.core.vocabulary import status_value
 
 DEFAULT_LIMIT = 100
@@ -50,7 +45,6 @@ FUTURE_ALLOWANCE = timedelta(days=1)
 # takes any year from 0001) is still found by a key lookup without `since`, which starts at
 # the index's oldest day.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_CONTINUATION = 2048
 
 # Query parameter names; the HTTP query string and the CLI use the same ones.
 STRING_FILTERS = ("subscription", "resource", "caller", "correlation_id", "operation")
@@ -73,7 +67,6 @@ KEY_ORDER: tuple[tuple[str, str], ...] = (
 INDEX_ORDER: tuple[tuple[str, str], ...] = (*KEY_ORDER, ("status", "t"))
 FIELD_COLUMNS: dict[str, str] = {field: LOOKUP_COLUMNS[kind] for field, kind in INDEX_ORDER}
 # Tokens issued before MORE_FILTERS existed stay valid: those are sealed only when given.
-_SEALED_FIRST = ("correlation_id", "resource", "caller", "operation", "subscription")
 _LEVEL_NAMES = {"information": "Informational"}  # the one other name the spec maps
 
 # The only filters a query sends: a day's manifest rows (all of them, or one class's RowKey
@@ -89,10 +82,6 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # re.ASCII: `\d` is 0-9 only (else Arabic-Indic or full-width digits pass, and int() reads them).
 _RELATIVE = re.compile(r"(\d{1,7})([mhd])", re.ASCII)
 _LIMIT = re.compile(r"\d{1,9}", re.ASCII)
-_TOKEN_DAY = re.compile(r"\d{8}", re.ASCII)
-_TOKEN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z", re.ASCII)
-_TOKEN_KEY = re.compile(r"[0-9a-f]{32}")
-_TOKEN_CHECK_BYTES = 12
 _RELATIVE_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 _CATEGORY_NAMES = {category.lower(): category for category in CATEGORIES}
 
@@ -117,13 +106,25 @@ class ActivityQuery:
     status: str | None = None  # ActivityStatusValue's name (`success` means Succeeded)
     level: str | None = None
     text: str | None = None  # a keyword, matched in the record's JSON text
+    # The 100 ns digit of each bound past its microseconds (a datetime holds six digits of a
+    # second, a record's time seven).
+    since_tick: int = 0
+    until_tick: int = 0
+
+    @property
+    def since_text(self) -> str:
+        """`since` as a canonical TimeGenerated, to the 100 ns."""
+        return canonical(self.since, self.since_tick)
+
+    @property
+    def until_text(self) -> str:
+        return canonical(self.until, self.until_tick)
 
 
 # --- parsing ---------------------------------------------------------------------------
 
 
 _SHOWN_CHARS = 80  # a user's value quoted back in an error message, at most
-_TOKEN_PARTS = 4  # a continuation token: [day, TimeGenerated, EventKey, check]
 
 
 def _shown(text: str) -> str:
@@ -223,18 +224,7 @@ def parse_query(
     category = _category(values)
     limit = _limit(values, max_limit)
 
-    keyed = any(field in values for field, _ in KEY_ORDER)
-    ceiling = max(now + FUTURE_ALLOWANCE, newest_day or now)
-    if "until" in values:
-        until = min(_time("until", values["until"], now), ceiling)
-    else:
-        until = max(now, newest_day) if keyed and newest_day else now
-    if "since" in values:
-        since = _time("since", values["since"], now)
-    else:
-        since = _default_since(until, keyed, oldest_day)
-    if since >= until:
-        raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+    (since, since_tick), (until, until_tick) = _range(values, now, oldest_day, newest_day)
     status, level = values.get("status"), values.get("level")
     kind = values["resource_type"].strip("/") if "resource_type" in values else None
     if kind == "":
@@ -254,16 +244,50 @@ def parse_query(
         status=status_value(status) if status is not None else None,
         level=_LEVEL_NAMES.get(level.lower(), level) if level is not None else None,
         text=values.get("text"),
+        since_tick=since_tick,
+        until_tick=until_tick,
     )
 
 
-def canonical(moment: datetime) -> str:
-    """A moment as a canonical TimeGenerated (`%Y` is not zero-padded before 1000 on Linux)."""
+def _range(
+    values: Mapping[str, str],
+    now: datetime,
+    oldest_day: datetime | None,
+    newest_day: datetime | None,
+) -> tuple[tuple[datetime, int], tuple[datetime, int]]:
+    """(since, its 100 ns digit), (until, its): as parse_query says."""
+    keyed = any(field in values for field, _ in KEY_ORDER)
+    ceiling = max(now + FUTURE_ALLOWANCE, newest_day or now)
+    until_tick = since_tick = 0
+    if "until" in values:
+        until = min(_time("until", values["until"], now), ceiling)
+        until_tick = _tick(values["until"], until) if until < ceiling else 0
+    else:
+        until = max(now, newest_day) if keyed and newest_day else now
+    if "since" in values:
+        since = _time("since", values["since"], now)
+        since_tick = _tick(values["since"], since)
+    else:
+        since = _default_since(until, keyed, oldest_day)
+    if (since, since_tick) >= (until, until_tick):
+        raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
+    return (since, since_tick), (until, until_tick)
+
+
+def canonical(moment: datetime, tick: int = 0) -> str:
+    """A moment (and its 100 ns digit) as a canonical TimeGenerated (`%Y` is not zero-padded
+    before 1000 on Linux)."""
     m = moment.astimezone(UTC)
     return (
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
-        f".{m.microsecond:06d}0Z"
+        f".{m.microsecond:06d}{tick}Z"
     )
+
+
+def _tick(text: str, moment: datetime) -> int:
+    """The 100 ns digit a time given as text has past its microseconds (0 if none)."""
+    exact = parse_time(text)
+    return int(exact[26]) if exact is not None and exact[:26] == canonical(moment)[:26] else 0
 
 
 def is_key_lookup(query: ActivityQuery) -> bool:
@@ -276,7 +300,7 @@ def index_keys(query: ActivityQuery) -> list[tuple[str, str]]:
     return [(kind, value) for field, kind in INDEX_ORDER if (value := getattr(query, field))]
 
 
-def _folded(value: Any) -> str:
+def folded(value: Any) -> str:
     # The same folding the posting rows get (archive_keys.fold: trimmed, lower case).
     return str(value or "").strip().lower()
 
@@ -304,13 +328,13 @@ def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
     """Whether the record passes every filter of the query, exactly."""
     for field, column in FIELD_COLUMNS.items():
         wanted: str | None = getattr(query, field)
-        if wanted is not None and _folded(record.get(column)) != _folded(wanted):
+        if wanted is not None and folded(record.get(column)) != folded(wanted):
             return False
     if query.category is not None and record.get("CategoryValue") != query.category:
         return False
-    if query.level is not None and _folded(record.get("Level")) != _folded(query.level):
+    if query.level is not None and folded(record.get("Level")) != folded(query.level):
         return False
-    wanted_type = _folded(query.resource_type)
+    wanted_type = folded(query.resource_type)
     if wanted_type and resource_type(str(record.get("ResourceId") or "")) != wanted_type:
         return False
     return query.text is None or keyword_text(query.text) in record_text(record)
@@ -320,81 +344,3 @@ def keyword_text(text: str) -> str:
     """A keyword as it appears inside the record's JSON text: lower case, a quote or a
     backslash escaped as JSON escapes it (else `a"b` would never be found as typed)."""
     return orjson.dumps(text.lower()).decode("utf-8")[1:-1]
-
-
-# --- continuation tokens ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Continuation:
-    """Where the next page starts: `day` and older days, past the last record returned."""
-
-    day: date
-    after: tuple[str, str] | None  # (TimeGenerated, EventKey) of that record; None: day's start
-
-
-def _check(query: ActivityQuery, fields: list[str]) -> str:
-    """A digest binding a token's fields to the query's filters (not its range or limit: a
-    relative `since` moves between pages, and the CLI's pages differ in size)."""
-    filters = [_folded(getattr(query, field)) for field in _SEALED_FIRST]
-    more = [_folded(getattr(query, field)) for field in MORE_FILTERS]
-    more = more if any(more) else []  # absent: the material of tokens issued before them
-    material = orjson.dumps([*filters, query.category or "", *fields, *more])
-    digest = hashlib.sha256(b"activity-query-continuation\x00" + material).digest()
-    return base64.urlsafe_b64encode(digest[:_TOKEN_CHECK_BYTES]).decode("ascii")
-
-
-def encode_continuation(query: ActivityQuery, position: Continuation) -> str:
-    day = f"{position.day.year:04d}{position.day.month:02d}{position.day.day:02d}"
-    time_generated, event_key = position.after or ("", "")
-    fields = [day, time_generated, event_key]
-    data = orjson.dumps([*fields, _check(query, fields)])
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _token_fields(token: str) -> list[str] | None:
-    if not token or len(token) > MAX_CONTINUATION:
-        return None
-    try:
-        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, TypeError):
-        return None
-    if not (
-        isinstance(data, list)
-        and len(data) == _TOKEN_PARTS
-        and all(isinstance(part, str) for part in data)
-    ):
-        return None
-    return data
-
-
-def _token_position(fields: list[str]) -> Continuation | None:
-    day_text, time_generated, event_key = fields
-    if not _TOKEN_DAY.fullmatch(day_text):
-        return None
-    try:
-        day = date(int(day_text[:4]), int(day_text[4:6]), int(day_text[6:]))
-    except ValueError:
-        return None
-    if not time_generated and not event_key:
-        return Continuation(day, None)
-    if not (_TOKEN_TIME.fullmatch(time_generated) and _TOKEN_KEY.fullmatch(event_key)):
-        return None
-    try:
-        parse_canonical_time(time_generated)  # a real instant (the seal has no secret)
-    except ValueError:
-        return None
-    return Continuation(day, (time_generated, event_key))
-
-
-def decode_continuation(token: str, query: ActivityQuery) -> Continuation:
-    """A token's position; QueryError if it is not a token issued for this query."""
-    fields = _token_fields(token)
-    position = _token_position(fields[:3]) if fields is not None else None
-    if fields is None or position is None:
-        raise QueryError("continuation is not a token this service issued")
-    sealed = hmac.compare_digest(fields[3], _check(query, fields[:3]))
-    # The last record returned is of the token's day.
-    if not sealed or (position.after and position.after[0][:10] != position.day.isoformat()):
-        raise QueryError("continuation does not belong to this query")
-    return position

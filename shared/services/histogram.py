@@ -38,7 +38,6 @@ from shared.core.query_spec import (
     MAX_LIMIT,
     ActivityQuery,
     QueryError,
-    canonical,
     index_keys,
 )
 from shared.services.archive_read import Manifest
@@ -78,8 +77,8 @@ class Histogram:
     def __post_init__(self) -> None:
         self.step = BUCKETS[self.bucket] * _TICKS
         # [low, high) in ticks: records are placed to the second (postings hold no finer)
-        self.low = ticks(canonical(self.query.since)) // _TICKS * _TICKS
-        self.high = ticks(canonical(self.query.until))
+        self.low = ticks(self.query.since_text) // _TICKS * _TICKS
+        self.high = ticks(self.query.until_text)
         self.start = self.low // self.step * self.step  # the first bucket's
         self.size = -(-(self.high - self.start) // self.step)
 

@@ -26,15 +26,14 @@ from itertools import islice, takewhile
 
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import MANIFEST_ROW, BlobRef, month_of
+from shared.core.continuation import Continuation, decode_continuation
 from shared.core.keys import LEGACY_KINDS
 from shared.core.query_spec import (
     FILTER_RANGE,
     FUTURE_ALLOWANCE,
     MAX_LIMIT,
     ActivityQuery,
-    Continuation,
     QueryError,
-    decode_continuation,
     index_keys,
     is_key_lookup,
     parse_query,

@@ -19,12 +19,10 @@ from datetime import date, timedelta
 from typing import Any
 
 from shared.core.archive_keys import BlobRef, category_class, day_of, second_of_day
+from shared.core.continuation import Continuation, encode_continuation
 from shared.core.keys import canonical_of_ticks, parse_canonical_time
 from shared.core.query_spec import (
     ActivityQuery,
-    Continuation,
-    canonical,
-    encode_continuation,
     matches,
 )
 from shared.core.records import NormalizedRecord
@@ -81,8 +79,8 @@ class Page:
         self, query: ActivityQuery, after: tuple[str, str] | None, budget: ScanBudget
     ) -> None:
         self.query = query
-        self.since = canonical(query.since)
-        self.until = canonical(query.until)
+        self.since = query.since_text
+        self.until = query.until_text
         self.after = after  # only records sorting after it (older) are returned
         # A blob's span [Lo, Hi] in ticks meets the page's if Hi >= low and Lo < high.
         self.low = ticks(self.since)

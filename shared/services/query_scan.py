@@ -14,7 +14,8 @@ from datetime import date, timedelta
 
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import CLASS_CODES, MANIFEST_ROW, BlobRef, month_of
-from shared.core.query_spec import FILTER_PARTITION, FILTER_RANGE, Continuation
+from shared.core.continuation import Continuation
+from shared.core.query_spec import FILTER_PARTITION, FILTER_RANGE
 from shared.core.records import NormalizedRecord
 from shared.services.archive_read import ArchiveReader, Manifest, is_manifest
 from shared.services.query_page import Page, QueryPage, order, ticks
