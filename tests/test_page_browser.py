@@ -56,6 +56,7 @@ DELETE_CORRELATION = "d0d0d0d0-0000-4000-8000-0000000de1e7"
 TICKET = "CHG-4242"
 SCRIPT = "<script>alert(1)</script>"
 LONG_CALLER = "long-name@contoso.example"
+BOM_CALLER = "\ufeffbom@contoso.example"  # kept by the API's folding (Python's strip), not JS's trim
 LONG_RESOURCE = f"{GROUPS}/rg-long/providers/Microsoft.Web/sites/{'a' * 1100}"
 IMG = '"><img src=x onerror=alert(1)>'
 HOSTILE_RESOURCE = f"{GROUPS}/rg-x/providers/Microsoft.Web/sites/{IMG}"
@@ -150,6 +151,14 @@ def planted() -> list[dict[str, Any]]:
             "1011a000-0000-4000-8000-000000001011",
             LONG_CALLER,
             LONG_RESOURCE,
+        ),
+        _event(
+            430,
+            "MICROSOFT.WEB/SITES/WRITE",
+            "Success",
+            "b0b0b0b0-0000-4000-8000-00000000b0b0",
+            BOM_CALLER,
+            f"{GROUPS}/rg-bom/providers/Microsoft.Web/sites/bom",
         ),
     ]
 
@@ -469,6 +478,20 @@ def test_a_value_too_long_to_search_by_offers_no_link_that_would_be_refused(
     assert page.locator("a.link-correlation").count() == 1
     assert page.locator("a.link-caller-day").count() == 1
     assert "longer than the 1,024 characters" in page.inner_text("#detail-links")
+
+
+def test_the_links_of_a_value_starting_with_a_bom_find_it(
+    site: Site, open_page: Callable[..., Watched]
+) -> None:
+    """The page trimmed values as JavaScript does (a leading U+FEFF too), the API as Python
+    does (not it): its own link then searched for another caller (found from outside)."""
+    page = open_page().page
+    go(page, site, caller=BOM_CALLER, since="all")
+    [key] = shown_keys(page)
+    page.click("#results tbody tr >> nth=0")
+    searched(page, lambda: page.click("a.link-caller-day"))
+    assert address(page)["caller"] == BOM_CALLER
+    assert shown_keys(page) == [key]
 
 
 def test_hostile_values_show_as_text_and_run_nothing(

@@ -73,6 +73,11 @@
     box.hidden = !text;
   }
 
+  // What the API trims from a filter value (Python's str.strip): not JavaScript's trim, which
+  // also takes a leading U+FEFF that an archived value may hold (its links must find it).
+  const SPACE = '[\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
+  const EDGES = new RegExp(`^${SPACE}+|${SPACE}+$`, 'g');
+  const trimmed = (text) => String(text).replace(EDGES, '');
   const pad = (n, width) => String(n).padStart(width || 2, '0');
 
   // "2025-03-01T12:00:05.1234567Z" -> Date (to the millisecond); null if not a time.
@@ -120,7 +125,7 @@
     const state = { filters: {}, since: params.get('since') || DEFAULT_RANGE, until: params.get('until') || '',
       tz: params.get('tz') === 'local' ? 'local' : 'utc', split: params.get('split') === 'category' ? 'category' : 'status' };
     for (const name of FILTERS) {
-      const value = (params.get(name) || '').trim();
+      const value = trimmed(params.get(name) || '');
       if (value) state.filters[name] = value;
     }
     return state;
@@ -157,7 +162,7 @@
     const state = { filters: {}, since: String(data.get('range') || DEFAULT_RANGE), until: '', tz,
       split: $('split').value === 'category' ? 'category' : 'status' };
     for (const name of FILTERS) {
-      const value = String(data.get(name) || '').trim();
+      const value = trimmed(data.get(name) || '');
       if (value) state.filters[name] = value;
     }
     if (state.since === 'custom') {
@@ -345,7 +350,7 @@
     clear(links);
     const related = (value, what, make) => {
       if (!value) return;
-      if (String(value).trim().length <= MAX_VALUE) links.appendChild(make(String(value)));
+      if (trimmed(value).length <= MAX_VALUE) links.appendChild(make(String(value)));
       else links.appendChild(el('span', `Its ${what} is longer than the 1,024 characters a search takes.`, 'link-note'));
     };
     related(record.CorrelationId, 'correlation id', (value) => link('Other events of this correlation id',
