@@ -538,6 +538,20 @@ def test_times_in_local_time_and_a_custom_range(
     assert len(shown_keys(page)) == 2  # the list-keys and the role assignment
 
 
+def test_a_local_range_on_a_night_clocks_go_back_searches_the_range_it_shows(
+    site: Site, open_page: Callable[..., Watched]
+) -> None:
+    """01:30 comes twice in New York on 2026-11-01: a range opened at the second one (06:30 UTC)
+    was searched from the first (05:30 UTC) once a filter was added (found from outside)."""
+    page = open_page(timezone_id="America/New_York").page
+    since, until = "2026-11-01T06:30:00Z", "2026-11-01T08:00:00Z"
+    go(page, site, since=since, until=until, tz="local")
+    assert page.input_value("input[name=from]").startswith("2026-11-01T01:30")  # EST, the 2nd
+    page.fill("input[name=caller]", TARGET)
+    searched(page, lambda: page.click("#search"))
+    assert (address(page)["since"], address(page)["until"]) == (since, until)
+
+
 def test_the_readme_shows_a_screenshot_of_the_page() -> None:
     root = Path(__file__).resolve().parents[1]
     shot = root / "docs" / "search-page.png"  # copied from tests/artifacts/ after a run

@@ -166,10 +166,20 @@
       if (value) state.filters[name] = value;
     }
     if (state.since === 'custom') {
-      state.since = inputToIso(String(data.get('from') || ''), tz) || '24h';
-      state.until = inputToIso(String(data.get('to') || ''), tz);
+      state.since = fieldIso('from', tz) || '24h';
+      state.until = fieldIso('to', tz);
     }
     return state;
+  }
+
+  // A time field's ISO time: the one it was filled with while it still shows that (a local
+  // time on a night clocks go back names two instants; the field cannot say which).
+  function fieldIso(name, tz) {
+    const field = form.elements.namedItem(name);
+    if (field.dataset.iso && field.value === field.dataset.shown && tz === field.dataset.tz) {
+      return field.dataset.iso;
+    }
+    return inputToIso(field.value, tz);
   }
 
   function ensureOption(select, value) {
@@ -189,8 +199,11 @@
     $('split').value = state.split;
     $('custom-range').hidden = preset;
     if (!preset) {
-      form.elements.namedItem('from').value = isoToInput(state.since, state.tz);
-      form.elements.namedItem('to').value = isoToInput(state.until, state.tz);
+      for (const [name, iso] of [['from', state.since], ['to', state.until]]) {
+        const field = form.elements.namedItem(name);
+        field.value = isoToInput(iso, state.tz);
+        Object.assign(field.dataset, { iso, shown: field.value, tz: state.tz });
+      }
     }
   }
 
