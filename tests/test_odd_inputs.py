@@ -223,6 +223,29 @@ def test_whole_json_documents_in_the_blob_path_are_read_whole(archive_app: Runti
     assert len(archived_records(app)) == len(events)
 
 
+def test_a_sealed_blob_that_is_one_broken_document_is_read_as_any_input_is(
+    archive_app: Runtime,
+) -> None:
+    """Found from outside: a blob holding a pretty-printed document that does not parse was
+    read line by line, one dead letter a line (76 for one event), and a pre-2018 envelope with
+    one lone UTF-16 surrogate escape lost its every event to fragments of lines."""
+    app = archive_app
+    events = [activity_event(n) for n in range(20, 24)]
+    lines = ",\n".join("    " + orjson.dumps(event).decode() for event in events)
+    cut = f'{{\n  "records": [\n{lines}\n'.encode()  # one event a line, the end cut off
+    odd = b'{"time": "2024-05-01T10:00:03Z", "caller": "ab\\ud83d"}'
+    legacy = b'{\n  "records": [\n    ' + orjson.dumps(events[0]) + b",\n    " + odd + b"\n  ]\n}"
+    expected = {"cut": (1, []), "legacy": (1, [events[0]])}
+    for number, (what, data) in enumerate((("cut", cut), ("legacy", legacy))):
+        name = pt1h_name(HOUR + timedelta(hours=number))
+        append_blob(app, name).append_block(data)
+        report = app.blob_indexer.index(ArchiveBlob(app.stores.archive, name), now=LATER)
+        letters, archived = expected[what]
+        assert report.deadlettered == letters, what
+        assert report.indexed == len(archived), what
+    assert archived_keys(app) == keys(orjson.dumps(events[:1]))
+
+
 # --- a defect in the normalizer ------------------------------------------------------------------
 
 

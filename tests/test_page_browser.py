@@ -56,7 +56,7 @@ DELETE_CORRELATION = "d0d0d0d0-0000-4000-8000-0000000de1e7"
 TICKET = "CHG-4242"
 SCRIPT = "<script>alert(1)</script>"
 LONG_CALLER = "long-name@contoso.example"
-BOM_CALLER = "\ufeffbom@contoso.example"  # kept by the API's folding (Python's strip), not JS's trim
+BOM_CALLER = "\ufeffbom@contoso.example"  # Python strip keeps a BOM; JavaScript trim takes it
 LONG_RESOURCE = f"{GROUPS}/rg-long/providers/Microsoft.Web/sites/{'a' * 1100}"
 IMG = '"><img src=x onerror=alert(1)>'
 HOSTILE_RESOURCE = f"{GROUPS}/rg-x/providers/Microsoft.Web/sites/{IMG}"

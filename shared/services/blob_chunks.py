@@ -70,6 +70,12 @@ def read_chunk(
         whole = _whole_envelope(source, chunk, size)
         if whole is not None:
             return whole
+        if final:
+            # Sealed, and not one value the reader takes: read whole as any input is (a
+            # broken document is one rejection, an envelope with an element the reader
+            # refuses loses that element only, JSON Lines are lines), not as fragments.
+            chunk.length, chunk.envelope = len(chunk.data), True
+            return chunk
         data = chunk.data
     end = data.rfind(b"\n") + 1
     while end == 0 and start + len(data) < size:
