@@ -249,6 +249,15 @@ def test_indexed_filters_read_postings_and_legacy_months_read_days(
     assert spies.blobs and not spies.places
 
 
+def test_a_keyword_is_looked_for_in_what_records_hold_not_in_their_column_names() -> None:
+    [record] = [make(7, datetime(2024, 3, 1, tzinfo=UTC))]
+    now = datetime(2024, 3, 2, tzinfo=UTC)
+    for word in ("caller", "ActivityStatusValue", "Properties_d", "EventKey", "resourceid"):
+        assert not matches(record, parse_query({"text": word, "since": "30d"}, now)), word
+    for word in ("user3@contoso", "Microsoft.KeyVault", "message", "corr-1"):
+        assert matches(record, parse_query({"text": word, "since": "30d"}, now)), word
+
+
 @pytest.mark.parametrize(
     ("resource_id", "kind"),
     [

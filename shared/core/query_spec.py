@@ -4,8 +4,9 @@ Pure: no I/O. An indexed filter (correlation id, resource, resource group, calle
 subscription, then status) is read from the index's posting rows, the first one given in
 INDEX_ORDER; every other given filter is applied exactly to the records fetched (`matches`):
 resource type (from the resource id), level and `text` (a keyword: a case-insensitive
-substring of the record's JSON text) are never indexed. The filters sent to Table storage are
-the constant templates below; user input only ever travels as a bound parameter.
+substring of the JSON text of the record's values) are never indexed. The filters sent to
+Table storage are the constant templates below; user input only ever travels as a bound
+parameter.
 
 Without `since`, a key lookup (KEY_ORDER: an identity, not status) searches the whole index
 (from its oldest month, when known: see `oldest_day`); any other query the last 30 days.
@@ -105,7 +106,7 @@ class ActivityQuery:
     resource_type: str | None = None
     status: str | None = None  # ActivityStatusValue's name (`success` means Succeeded)
     level: str | None = None
-    text: str | None = None  # a keyword, matched in the record's JSON text
+    text: str | None = None  # a keyword, matched in the JSON text of the record's values
     # The 100 ns digit of each bound past its microseconds (a datetime holds six digits of a
     # second, a record's time seven).
     since_tick: int = 0
@@ -320,8 +321,10 @@ def resource_type(resource_id: str) -> str:
 
 
 def record_text(record: NormalizedRecord) -> str:
-    """What `text` is looked for in: the record as JSON, lower case."""
-    return orjson.dumps(record).decode("utf-8").lower()
+    """What `text` is looked for in: each column's value as JSON, lower case, a line each (the
+    columns' own names are the schema's, not the event's: `caller` would match every record;
+    a keyword holds no line break, JSON escapes it, so none matches across two values)."""
+    return b"\n".join(orjson.dumps(value) for value in record.values()).decode("utf-8").lower()
 
 
 def matches(record: NormalizedRecord, query: ActivityQuery) -> bool:
