@@ -4,6 +4,7 @@ empty result says what was searched, and the CLI's --limit is a total read page 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from shared.core.query_spec import DEFAULT_SPAN, QueryError, parse_query
 from shared.core.records import NormalizedRecord
 from shared.services import query as query_module
 from shared.services.query import run_query
+from shared.services.query_page import QueryPage
 from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, Settings, load_settings
 from shared.tools import query_cli
 from shared.tools.azurite import Azurite
@@ -458,3 +460,21 @@ def test_since_and_until_bound_to_the_100_ns_that_record_times_hold(app: Runtime
             {"since": "2024-05-01T10:00:00.0000001Z", "until": "2024-05-01T10:00:00.0000001Z"},
             datetime.now(UTC),
         )
+
+
+def test_the_cli_stops_with_an_error_rather_than_follow_a_token_that_goes_nowhere(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Paging that handed back the token it was given looped for ever (found from outside);
+    # the service no longer does, and the command line says so if it ever did again.
+    calls = itertools.count()
+
+    def stuck(*args: Any, continuation: str | None = None, **kwargs: Any) -> QueryPage:
+        assert next(calls) < 50, "the command line followed the same token for ever"
+        return QueryPage([], "stuck-token", reached="2024-05-01T00:00:00.0000000Z")
+
+    monkeypatch.setattr(query_cli, "run_query", stuck)
+    out, err = io.StringIO(), io.StringIO()
+    args = cli_args(since="2024-05-01", until="2024-05-02", limit="1000")
+    assert query_main(args, app, out, err) == 1
+    assert "did not move on" in err.getvalue()

@@ -139,6 +139,11 @@ def _rows(fmt: str, records: Sequence[NormalizedRecord]) -> str:
     return "".join(orjson.dumps(record).decode("utf-8") + "\n" for record in records)
 
 
+class _Stuck(Exception):
+    """A page came back empty with the very token it was asked with: following it would
+    never end (the service guarantees otherwise: this is a defect, said, never looped on)."""
+
+
 def _write_pages(
     query: ActivityQuery, runtime: Runtime, fmt: str, out: TextIO, err: TextIO
 ) -> tuple[int, str | None]:
@@ -161,6 +166,8 @@ def _write_pages(
         for name in page.unreadable:  # damaged storage: named, never silently missing
             err.write(f"• records in {name} match the index but cannot be read; skipped\n")
         written += len(page.records)
+        if page.continuation is not None and page.continuation == continuation:
+            raise _Stuck(page.reached or "")
         continuation = page.continuation
         if continuation is None or written >= query.limit:
             progress.done(written)
@@ -203,6 +210,13 @@ def query_main(
     except QueryError as error:
         print(f"error: {_as_flags(str(error))}", file=err)
         return 2
+    except _Stuck as stuck:
+        where = f" past {str(stuck)[:19]}Z" if str(stuck) else ""
+        print(
+            f"error: the search did not move on{where}; stopped (a defect: please report it)",
+            file=err,
+        )
+        return 1
     out.flush()
     if written == 0:
         print(_searched(query, params, tables), file=err)
