@@ -262,7 +262,9 @@
       const body = await getJson('activity', params, view.abort.signal);
       if (generation !== view.generation) return;
       const records = Array.isArray(body.records) ? body.records : [];
-      view.continuation = body.continuation || null;
+      const stuck = !records.length && body.continuation && body.continuation === view.continuation;
+      view.continuation = stuck ? null : body.continuation || null;  // as the export: never looped on
+      if (stuck) say('The search did not move on (a defect: please report it).');
       view.scanned = body.scanned || null;
       for (const record of records) tbody.appendChild(row(record, view.records.push(record) - 1));
       if (Array.isArray(body.unreadable) && body.unreadable.length) {
@@ -589,6 +591,9 @@
         bytes += part.size;
         const next = response.headers.get('X-Continuation');
         if (!next) break;
+        // The service never hands back the token it was asked with; if it ever did, following
+        // it would never end: said, not looped on.
+        if (next === params.get('continuation')) throw new Error('the search did not move on (a defect: please report it)');
         params.set('continuation', next);
       }
       save(new Blob(parts, { type: TYPES[format] }), name);
