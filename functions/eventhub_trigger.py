@@ -9,7 +9,7 @@ import azure.functions as func
 
 from functions import shell
 from shared.adapters import telemetry
-from shared.services.delivery import EventBody, deliver
+from shared.services.delivery import EventBody, deliver, deliver_last
 from shared.settings import (
     EVENTHUB_CONNECTION,
     EVENTHUB_CONSUMER_GROUP,
@@ -81,7 +81,15 @@ def is_final_attempt(context: func.Context | None) -> bool:
 def activity_events(events: list[func.EventHubEvent], context: func.Context) -> None:
     bodies = [event_body(event) for event in events]
     partition = bodies[0].partition if bodies else ""  # a batch comes from one partition
-    final_attempt = is_final_attempt(context)
+    if is_final_attempt(context):  # holds on while storage refuses: nothing is kept nowhere
+        shell.run(
+            TRIGGER,
+            lambda app: deliver_last(
+                bodies, writer=app.writer, deadletters=app.deadletters, forwarding=app.forwarding
+            ),
+            partition=partition,
+        )
+        return
     shell.run(
         TRIGGER,
         lambda app: deliver(
@@ -89,7 +97,7 @@ def activity_events(events: list[func.EventHubEvent], context: func.Context) -> 
             writer=app.writer,
             deadletters=app.deadletters,
             forwarding=app.forwarding,
-            final_attempt=final_attempt,
+            final_attempt=False,
         ),
         partition=partition,
     )

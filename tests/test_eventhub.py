@@ -12,12 +12,14 @@ from typing import Any
 
 import orjson
 import pytest
+from azure.core.exceptions import ServiceRequestError
 
 from shared import settings as names
 from shared.adapters import log_analytics as forward
 from shared.adapters.deadletters import NOT_FORWARDED, REJECTED, UNDELIVERED
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.normalize import normalize_input
+from shared.services import delivery
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
@@ -247,6 +249,80 @@ def test_the_function_raises_for_a_retry_and_dead_letters_on_its_last_attempt(
             function(event_hub_batch(bodies), Invocation("activity_events", Retry(2, 8)))
         function(event_hub_batch(bodies), Invocation("activity_events", Retry(8, 8)))
         assert len(letters(app, UNDELIVERED)) == 1
+
+
+class Outage:
+    """Storage refusing the first `failures` calls made through any of the wrapped stores,
+    then back (the index and the dead letters live in one account: down together)."""
+
+    def __init__(self, failures: int) -> None:
+        self.left = failures
+
+    def wrap(self, store: Any) -> Any:
+        outage = self
+
+        class Refusing:
+            def __getattr__(self, name: str) -> Any:
+                method = getattr(store, name)
+
+                def call(*args: Any, **kwargs: Any) -> Any:
+                    if outage.left > 0:
+                        outage.left -= 1
+                        raise ServiceRequestError("connection refused")
+                    return method(*args, **kwargs)
+
+                return call
+
+        return Refusing()
+
+
+def held(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[float]:
+    """The last attempt's hold, on a clock that moves only by its own pauses."""
+    pauses: list[float] = []
+    hold = delivery.Hold(seconds=seconds, clock=lambda: sum(pauses), sleep=pauses.append)
+    monkeypatch.setattr(delivery, "LAST_ATTEMPT_HOLD", hold)
+    return pauses
+
+
+def test_the_last_attempt_holds_on_while_storage_is_down_and_loses_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found from outside: with the storage account down on the last attempt, neither the
+    # archive nor the dead letters took the batch, the invocation raised, and the host moved
+    # the checkpoint on: both events were kept nowhere.
+    events = [activity_event(n) for n in range(2)]
+    pauses = held(monkeypatch, seconds=480)
+    store = {names.STORAGE_CONNECTION: settings.storage_connection,
+             names.STORE_PREFIX: settings.store_prefix}  # fmt: skip
+    with app_settings(store):
+        app = runtime()
+        outage = Outage(failures=5)
+        object.__setattr__(app, "writer", outage.wrap(app.writer))
+        object.__setattr__(app, "deadletters", outage.wrap(app.deadletters))
+        registered("activity_events")(
+            event_hub_batch([envelope(events)]), Invocation("activity_events", Retry(8, 8))
+        )
+    assert pauses and sum(pauses) < 480
+    # Kept: storage came back while the dead letters were written; a replay archives them.
+    app = build_runtime(settings)
+    [letter] = letters(app, UNDELIVERED)
+    assert letter.raw == envelope(events).decode()
+    assert replay(app) == {"replayed": 1, "still_failing": 0}
+    assert indexed_event_keys(app) == keys_of(events)
+
+
+def test_the_last_attempt_raises_only_when_its_hold_runs_out(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses = held(monkeypatch, seconds=120)
+    broken = unreachable_writer(settings)
+    outage = Outage(failures=10**6)
+    bodies = [EventBody(envelope([activity_event(1)]))]
+    with pytest.raises(ServiceRequestError):
+        delivery.deliver_last(
+            bodies, writer=broken, deadletters=outage.wrap(build_runtime(settings).deadletters)
+        )
+    assert pauses and sum(pauses) <= 120
 
 
 def test_forwarding_delivers_each_record_once_across_redelivery(

@@ -3,7 +3,9 @@
 The host checkpoints a batch when the invocation returns, raised or not. So an invocation
 either (a) delivers every record of the batch, (b) raises while retries remain, so the retry
 policy holds the checkpoint and re-drives the same batch, or (c) on the last attempt, puts
-what it could not deliver into dead letters before returning. Redelivery is harmless: each
+what it could not deliver into dead letters before returning; while storage refuses even
+those (the index and the dead letters live in one account), the last attempt holds on and
+delivers again (`deliver_last`), raising only when its hold runs out. Redelivery is harmless: each
 event is claimed by one archive blob (shared.services.archive_write), and what Log Analytics
 accepted is marked (shared.services.forwarding). Events another writer is archiving right now
 (ClaimedElsewhere) are retried like any storage failure. Dead letters keep the input's exact
@@ -12,8 +14,10 @@ bytes.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,15 @@ log = logging.getLogger(__name__)
 
 MAX_REASON = 2000
 
-__all__ = ["DeliveryReport", "EventBody", "RetryableDeliveryError", "deliver", "index_and_forward"]
+__all__ = [
+    "DeliveryReport",
+    "EventBody",
+    "Hold",
+    "RetryableDeliveryError",
+    "deliver",
+    "deliver_last",
+    "index_and_forward",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,60 @@ def deliver(  # noqa: PLR0913 - a batch, its three sinks and how this attempt en
         return report
     _settle(written, report, _forward_run(forwarding, deadletters, path, final_attempt, report))
     return report
+
+
+@dataclass(frozen=True)
+class Hold:
+    """How long the last attempt holds on while storage refuses, and how it waits: within
+    host.json's functionTimeout (10 minutes), with room for the delivery itself."""
+
+    seconds: float = 480.0
+    pauses: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0, 60.0)  # then 60 s each
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+LAST_ATTEMPT_HOLD = Hold()
+
+
+def deliver_last(
+    bodies: Sequence[EventBody],
+    *,
+    writer: ArchiveWriter,
+    deadletters: DeadLetterStore,
+    forwarding: Forwarding | None = None,
+    path: str = "eventhub",
+) -> DeliveryReport:
+    """`deliver` on the last attempt. The host moves the checkpoint when it returns, raised or
+    not: what it could neither archive nor dead-letter (storage refusing both) would be kept
+    nowhere. So it delivers again, as a redelivery would (each event is archived once however
+    often it comes), after a pause, until it has kept every record or the hold runs out."""
+    hold = LAST_ATTEMPT_HOLD
+    deadline = hold.clock() + hold.seconds
+    for attempt in itertools.count():
+        try:
+            return deliver(
+                bodies,
+                writer=writer,
+                deadletters=deadletters,
+                forwarding=forwarding,
+                final_attempt=True,
+                path=path,
+            )
+        except Exception as error:  # storage down: the dead letters could not be written either
+            pause = hold.pauses[min(attempt, len(hold.pauses) - 1)]
+            if hold.clock() + pause > deadline:
+                raise
+            log.warning(
+                "last attempt: storage refused the batch and its dead letters (%s: %s); "
+                "delivering again in %.0f s",
+                type(error).__name__,
+                str(error)[:200],
+                pause,
+                extra={"path": path, "bodies": len(bodies)},
+            )
+            hold.sleep(pause)
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def _take_body(
