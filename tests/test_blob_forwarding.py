@@ -24,6 +24,7 @@ from shared.adapters.deadletters import NOT_FORWARDED
 from shared.bootstrap import Runtime, runtime
 from shared.core.normalize import normalize_input
 from shared.services.delivery import RetryableDeliveryError
+from shared.services.replay import replay
 from shared.settings import Settings
 from shared.tools import cli
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
@@ -216,6 +217,27 @@ def test_events_by_blob_then_by_event_hub_are_sent_once_in_all(
         Invocation("activity_events", Retry(0, 8)),
     )
     assert_sent_once(logs_ingestion, keys_of(envelope([*shared_events, *events(700, 3)])))
+
+
+def test_a_record_refused_by_both_paths_has_one_letter_and_is_sent_once_by_its_replays(
+    app_env: dict[str, str], logs_ingestion: LogsIngestionServer
+) -> None:
+    # Found from outside: a letter was named by its path (and by the record's JSON, which the
+    # blob path's subscription can fill), so each path that met a refusal wrote its own, and
+    # two replays at once each claimed one and both sent the record.
+    event = activity_event(1)
+    logs_ingestion.script([400])  # the Event Hub path: refused
+    registered("activity_events")(
+        event_hub_batch([envelope([event])]), Invocation("activity_events", Retry(0, 8))
+    )
+    logs_ingestion.script([400])  # the same event in its PT1H blob: refused again
+    registered("archive_blob")(append_blob(pt1h_name(this_hour()), jsonl([event])))
+    app = runtime()
+    [letter] = app.deadletters.list(NOT_FORWARDED)
+    assert orjson.loads(letter.raw)["EventKey"] in keys_of(jsonl([event]))
+    replays = [replay(runtime()) for _ in range(2)]
+    assert [r["replayed"] for r in replays] == [1, 0]
+    assert_sent_once(logs_ingestion, keys_of(jsonl([event])))
 
 
 # --- (c) Log Analytics down during a blob run -----------------------------------------------

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REJECTED = "rejected"  # the input can never become a record (not JSON, no time, ...)
 UNDELIVERED = "undelivered"  # a whole Event Hub body the index could not take in time
 NOT_FORWARDED = "not-forwarded"  # indexed, but Log Analytics refused or was unreachable
+INDEX_SOURCE = "index:"  # a not-forwarded letter's source: `index:{EventKey}`
 
 # A claim's lease: long enough for a slow call, short enough that a crashed holder's letter is
 # free again within a minute. It is renewed every third of that while the work goes on.
@@ -66,6 +67,10 @@ class DeadLetter:
         return self.data or self.raw.encode("utf-8", "surrogatepass")
 
     def blob_name(self) -> str:
+        if self.kind == NOT_FORWARDED and self.source.startswith(INDEX_SOURCE):
+            # One letter a record, whichever path met the refusal: named by its EventKey (the
+            # record's JSON can differ by path: a blob's name fills its SubscriptionId).
+            return f"index/{NOT_FORWARDED}/{self.source[len(INDEX_SOURCE) :]}.json"
         digest = hashlib.sha256(
             b"\0".join(
                 (

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from shared.adapters.deadletters import (
+    INDEX_SOURCE,
     NOT_FORWARDED,
     Claim,
     DeadLetter,
@@ -165,7 +166,7 @@ def not_forwarded_letter(record: NormalizedRecord, reason: str, path: str) -> De
     return DeadLetter(
         kind=NOT_FORWARDED,
         reason=reason[:MAX_REASON],
-        source=f"index:{record['EventKey']}",
+        source=f"{INDEX_SOURCE}{record['EventKey']}",
         raw=orjson.dumps(record).decode(),
         coordinates={"EventKey": record["EventKey"], "TimeGenerated": record["TimeGenerated"]},
         path=path,
