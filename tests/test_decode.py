@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from shared.core.decode import RawEvent, decode, decode_line
+from shared.core.normalize import normalize_input
 from shared.core.records import Rejection
 
 A = {"time": "2024-05-01T10:00:00.0000000Z", "operationName": "a/b/write"}
@@ -288,6 +289,22 @@ def test_a_whole_input_rejected_keeps_its_bytes_exactly_bom_and_line_ends_too() 
         assert isinstance(rejection, Rejection)
         assert rejection.raw_bytes == data
         assert rejection.raw == data.decode().lstrip("\ufeff").strip()  # for people: trimmed
+
+
+def test_a_whole_input_parsed_and_then_rejected_keeps_its_bytes_exactly() -> None:
+    # Found from outside: a body that parsed but was refused (no time, not an object) was
+    # dead-lettered trimmed, its BOM and line end gone, so a replay re-drove other bytes.
+    for data in (
+        b'\xef\xbb\xbf{"category": "Administrative"}\r\n',
+        b"42\r\n",
+        b'\xef\xbb\xbf"hello"',
+        b'\xef\xbb\xbf\xef\xbb\xbf{"time": "x"}',
+        b'\t {"time": "not a time"} \n',
+    ):
+        records, rejections = normalize_input(data, "body")
+        assert records == [], data
+        [rejection] = rejections
+        assert rejection.raw_bytes == data
 
 
 def test_truncated_single_line_object_is_one_rejection() -> None:

@@ -70,6 +70,7 @@ class RawEvent:
     source: str
     text_bytes: bytes | memoryview | None = None  # None: an element, found on demand
     element: tuple[ElementBytes, int] | None = None  # where to find an element's bytes
+    whole: bytes | None = None  # the input's own bytes, when the event is the whole input
 
     @property
     def raw(self) -> str:
@@ -80,7 +81,9 @@ class RawEvent:
     @property
     def raw_bytes(self) -> bytes:
         """The event's bytes exactly as read (an element: as its input holds it, or, where
-        they cannot be told, its JSON)."""
+        they cannot be told, its JSON; the whole input: all of it, BOM and line ends too)."""
+        if self.whole is not None:
+            return self.whole
         if self.text_bytes is None:
             return _element_bytes(self.event, self.element)
         return bytes(self.text_bytes).strip(_JSON_SPACE)
@@ -128,7 +131,7 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
                 yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE), buffer)
                 return
         else:
-            yield from _expand(value, source, memoryview(buffer)[start:])
+            yield from _expand(value, source, memoryview(buffer)[start:], whole=buffer)
             return
     yield from _decode_lines(buffer, start, source)
 
@@ -202,6 +205,8 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
     # JSON Lines at all (plain text, a truncated pretty-printed object) and is one rejection.
     waiting: list[Decoded] = []
     seen_object = False
+    # One line in all: its event's bytes are the input's, BOM and line end too.
+    whole = buffer if b"\n" not in buffer[start:].strip(_JSON_SPACE) else None
     size = len(buffer)
     position = start
     line_number = 0
@@ -214,7 +219,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
         try:
             value = loads(line)
         except orjson.JSONDecodeError as error:
-            rejected = _rejection(error, line_source, line)
+            rejected = _rejection(error, line_source, line, whole)
             if seen_object:
                 yield rejected
             else:
@@ -222,20 +227,20 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
             continue
         if not seen_object:
             if not isinstance(value, dict) and not _events_array(value):
-                waiting.extend(_expand(value, line_source, line, arrays=False))
+                waiting.extend(_expand(value, line_source, line, arrays=False, whole=whole))
                 continue
             seen_object = True
             yield from waiting
         if type(value) is dict and ("time" in value or "eventTimestamp" in value):
-            yield RawEvent(value, line_source, line)  # the usual line: one event
+            yield RawEvent(value, line_source, line, whole=whole)  # the usual line: one event
         else:
-            yield from _expand(value, line_source, line, arrays=False)
+            yield from _expand(value, line_source, line, arrays=False, whole=whole)
     if not seen_object:
-        whole = buffer[start:].strip(_JSON_SPACE)
+        trimmed = buffer[start:].strip(_JSON_SPACE)
         try:
-            orjson.loads(whole)
+            orjson.loads(trimmed)
         except orjson.JSONDecodeError as error:
-            yield _rejection(error, source, whole, buffer)
+            yield _rejection(error, source, trimmed, buffer)
 
 
 def _line_at(buffer: bytes, position: int) -> tuple[bytes, int]:
@@ -294,13 +299,19 @@ def _exact(data: bytes | memoryview) -> bytes:
 
 
 def _expand(
-    value: Any, source: str, raw: bytes | memoryview, *, arrays: bool = True
+    value: Any,
+    source: str,
+    raw: bytes | memoryview,
+    *,
+    arrays: bool = True,
+    whole: bytes | None = None,
 ) -> Iterator[Decoded]:
-    """The events in one parsed value: itself, its envelope's records, or an array's items."""
+    """The events in one parsed value: itself, its envelope's records, or an array's items.
+    `whole`: the input's own bytes, when the value is all of it (kept by a rejection)."""
     if isinstance(value, dict):
         keys = _envelope_keys(value)
         if not keys:
-            yield RawEvent(value, source, raw)
+            yield RawEvent(value, source, raw, whole=whole)
         for key in keys:
             yield from _elements(value[key], f"{source}#{key}", ElementBytes(raw, key))
     elif isinstance(value, list) and (arrays or _events_array(value)):
@@ -314,7 +325,9 @@ def _expand(
                 inner = _InnerElementBytes(spans, index, key)
                 yield from _elements(element[key], f"{element_source}#{key}", inner)
     else:
-        yield Rejection(f"not an object: got {json_type(value)}", source, _text(raw), _exact(raw))
+        text = _text(raw)
+        exact = whole if whole is not None and whole != text.encode() else _exact(raw)
+        yield Rejection(f"not an object: got {json_type(value)}", source, text, exact)
 
 
 class _InnerElementBytes(ElementBytes):
