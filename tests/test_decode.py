@@ -307,6 +307,19 @@ def test_a_whole_input_parsed_and_then_rejected_keeps_its_bytes_exactly() -> Non
         assert rejection.raw_bytes == data
 
 
+def test_an_object_with_an_empty_list_beside_an_events_fields_is_not_an_empty_envelope() -> None:
+    # Found from outside: it vanished (no record, no dead letter), read as an envelope of none.
+    for data in (
+        b'{"category": "Administrative", "operationName": "x/y", "value": []}',
+        b'{"resourceId": "/subscriptions/s", "records": []}',
+    ):
+        records, rejections = normalize_input(data, "body")
+        assert records == [] and len(rejections) == 1, data
+        assert rejections[0].raw_bytes == data
+    for empty in (b'{"records": []}', b'{"value": [], "nextLink": null}', b'{"value": []}'):
+        assert items(empty) == [], empty
+
+
 def test_truncated_single_line_object_is_one_rejection() -> None:
     decoded = items(line(A)[:-5], "cut.json")
     assert len(decoded) == 1

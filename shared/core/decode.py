@@ -46,6 +46,8 @@ _NON_SPACE = re.compile(rb"[^ \t\r\n]")
 # Keys of a wrapper whose list holds the events: Event Hub bodies and old PT1H blobs use
 # `records`; a REST / `az rest` page of the Activity Log uses `value` (spec-silent, accepted).
 _ENVELOPE_KEYS = ("records", "value")
+# What else an envelope or a REST page holds beside its list (Azure's REST paging).
+_ENVELOPE_FIELDS = frozenset({*_ENVELOPE_KEYS, "nextLink", "@odata.nextLink", "@odata.context"})
 _JSON_TYPES: dict[type, str] = {
     dict: "object",
     list: "array",
@@ -370,10 +372,15 @@ def _element(element: Any, source: str, where: tuple[ElementBytes, int] | None) 
 
 def _envelope_keys(value: dict[str, Any]) -> list[str]:
     """`records`, `value` or both when the object wraps lists of events rather than being one
-    (both: each list's events, none left out)."""
+    (both: each list's events, none left out). Empty lists beside fields that are neither an
+    envelope's nor a REST page's make an event (without a time: rejected), not an envelope of
+    none: it would vanish, neither record nor dead letter."""
     if "time" in value or "eventTimestamp" in value:
         return []
-    return [key for key in _ENVELOPE_KEYS if isinstance(value.get(key), list)]
+    keys = [key for key in _ENVELOPE_KEYS if isinstance(value.get(key), list)]
+    if keys and not any(value[key] for key in keys) and value.keys() - _ENVELOPE_FIELDS:
+        return []
+    return keys
 
 
 def json_type(value: Any) -> str:
