@@ -144,3 +144,43 @@ def test_the_command_prints_the_page_url_and_stops_on_sigterm(
         _, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert "stopped" in err
+
+
+_WRITE_THEN_WAIT = """
+import sys, time
+from azure.data.tables import TableServiceClient
+from shared.tools.azurite import Azurite
+az = Azurite(__import__("pathlib").Path(sys.argv[1])).start()
+try:
+    table = TableServiceClient.from_connection_string(az.connection_string).create_table("kept")
+    for n in range(200):
+        table.create_entity({"PartitionKey": "p", "RowKey": f"{n:04d}"})
+    print("written", flush=True)
+    time.sleep(60)
+finally:
+    az.stop()
+"""
+
+
+def test_ctrl_c_in_a_terminal_stops_local_azurite_without_losing_what_was_written(
+    tmp_path: Path,
+) -> None:
+    # Found from outside: Ctrl-C on `serve` reached Azurite twice (the terminal signals the
+    # whole foreground group, and the command stopped it too), and writes made a second
+    # before were gone on the next start.
+    child = subprocess.Popen(  # as a terminal runs a command: its own process group
+        [sys.executable, "-c", _WRITE_THEN_WAIT, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == b"written"
+    os.killpg(child.pid, signal.SIGINT)  # Ctrl-C: the terminal's foreground group
+    assert child.wait(timeout=60) != 0
+    with Azurite(tmp_path) as again:
+        from azure.data.tables import TableServiceClient
+
+        table = TableServiceClient.from_connection_string(again.connection_string)
+        rows = list(table.get_table_client("kept").list_entities())
+        assert len(rows) == 200

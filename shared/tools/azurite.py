@@ -23,6 +23,9 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Where `UseDevelopmentStorage=true` points: Azurite's default ports on loopback.
 DEFAULT_PORTS = (10000, 10001, 10002)
 LOCAL_DATA = _PROJECT_ROOT / ".azurite"
+# How long Azurite may take to save and exit when asked (seconds): it writes its metadata on
+# the way out, which took up to 7 s on a busy 2-core machine; killed sooner, that is lost.
+STOP_SECONDS = 30
 
 
 def _free_port() -> int:
@@ -118,6 +121,10 @@ class Azurite:
             cwd=self.location,  # whatever Azurite writes stays in its own folder
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Its own session: a terminal's Ctrl-C goes to its foreground group, and reached
+            # Azurite beside stop()'s own signal; stopped twice at once, it exited before
+            # saving what was written in its last seconds (found from outside).
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         for port in (self.blob_port, self.queue_port, self.table_port):
@@ -139,7 +146,7 @@ class Azurite:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGINT)  # Azurite shuts down cleanly on Ctrl-C
             try:
-                self._process.wait(timeout=5)
+                self._process.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
