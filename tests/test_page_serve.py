@@ -184,3 +184,26 @@ def test_ctrl_c_in_a_terminal_stops_local_azurite_without_losing_what_was_writte
         table = TableServiceClient.from_connection_string(again.connection_string)
         rows = list(table.get_table_client("kept").list_entities())
         assert len(rows) == 200
+
+
+def test_a_client_that_goes_away_mid_answer_leaves_no_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # Found from outside: each search the page replaced (or a closed tab) printed a
+    # BrokenPipeError traceback of some 20 lines in the terminal.
+    server = make_server("127.0.0.1", 0)
+    try:
+        for gone in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+            try:
+                raise gone
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 5))
+        try:
+            raise ValueError("a real failure")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 5))
+    finally:
+        server.server_close()
+    err = capfd.readouterr().err
+    assert "Broken pipe" not in err and "reset" not in err
+    assert "ValueError: a real failure" in err  # anything else still shows

@@ -197,6 +197,16 @@ class _Server(ThreadingHTTPServer):
     routes: list[Route]
     verbose: bool
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a search replaced by the next, a closed tab)
+        is no error of the server's: no traceback for it (one line when verbose)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # BrokenPipeError, ConnectionResetError
+            if self.verbose:
+                sys.stderr.write(f"{client_address[0]} went away: {type(error).__name__}\n")
+            return
+        super().handle_error(request, client_address)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
