@@ -126,7 +126,9 @@ def test_a_query_without_a_key_filter_keeps_30_days_and_an_empty_one_says_what_i
     assert message.count("\n") == 1, message
     assert message.startswith("no records found from ")
     assert "searched the last 30 days" in message and "--since" in message
-    assert "the index holds records from 2019-03-01 on" in message
+    # a month, as the index knows it without reading its days (said "records from" its
+    # first day, found from outside, for a month whose first record came days later)
+    assert "the index's oldest month is 2019-03" in message
 
 
 def test_a_key_lookup_that_finds_nothing_says_which_range_it_searched(
@@ -478,3 +480,12 @@ def test_the_cli_stops_with_an_error_rather_than_follow_a_token_that_goes_nowher
     args = cli_args(since="2024-05-01", until="2024-05-02", limit="1000")
     assert query_main(args, app, out, err) == 1
     assert "did not move on" in err.getvalue()
+
+
+def test_the_query_help_gives_the_page_size_the_command_reads_in() -> None:
+    # Found from outside: the help said pages of 1000 while the command read 2,500.
+    from shared.tools.cli import build_parser
+
+    verbs = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
+    assert isinstance(verbs.choices, dict)
+    assert f"pages of {query_cli.CLI_PAGE} " in verbs.choices["query"].format_help()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import subprocess
 import sysconfig
 from collections.abc import Iterator
@@ -331,3 +332,28 @@ def test_ruff_bans_the_azure_sdk_in_shared_core_only(path: str, banned: bool) ->
     )
     assert ("TID251" in checked.stdout) is banned, checked.stdout + checked.stderr
     assert checked.returncode == (1 if banned else 0)
+
+
+def test_every_relative_link_in_the_docs_leads_to_a_file_of_the_repository() -> None:
+    # Found from outside: the README linked the record contract beside the checkout, which
+    # a clone does not have.
+    root = Path(__file__).resolve().parents[1]
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    broken = []
+    for doc in [root / "README.md", *root.glob("infra/**/*.md"), *root.glob("docs/**/*.md")]:
+        for target in link.findall(doc.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            resolved = (doc.parent / target).resolve()
+            if not resolved.is_relative_to(root) or not resolved.exists():
+                broken.append(f"{doc.relative_to(root)}: {target}")
+    assert broken == []
+
+
+HANDBOOK_SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "normalized-record.md"
+
+
+@pytest.mark.skipif(not HANDBOOK_SPEC.exists(), reason=f"no team handbook at {HANDBOOK_SPEC}")
+def test_the_repositorys_copy_of_the_record_contract_is_the_handbooks() -> None:
+    copy = Path(__file__).resolve().parents[1] / "docs" / "spec" / "normalized-record.md"
+    assert copy.read_bytes() == HANDBOOK_SPEC.read_bytes()

@@ -24,7 +24,7 @@ from shared.core.exact_json import (
     json_grammar_loads,
     loads,
 )
-from shared.core.json_spans import ElementBytes
+from shared.core.json_spans import ElementBytes, InnerElementBytes
 from shared.core.records import Rejection
 
 __all__ = [
@@ -324,30 +324,12 @@ def _expand(
             if not keys:
                 yield _element(element, element_source, (spans, index))
             for key in keys:  # a list of Event Hub bodies: each envelope expands in place
-                inner = _InnerElementBytes(spans, index, key)
+                inner = InnerElementBytes(spans, index, key)
                 yield from _elements(element[key], f"{element_source}#{key}", inner)
     else:
         text = _text(raw)
         exact = whole if whole is not None and whole != text.encode() else _exact(raw)
         yield Rejection(f"not an object: got {json_type(value)}", source, text, exact)
-
-
-class _InnerElementBytes(ElementBytes):
-    """The elements of an array inside an element of the input's array (the records of one of
-    a list of Event Hub bodies): that element's bytes found first, on the first ask."""
-
-    __slots__ = ("_index", "_outer")
-
-    def __init__(self, outer: ElementBytes, index: int, key: str) -> None:
-        super().__init__(b"", key)
-        self._outer: ElementBytes | None = outer
-        self._index = index
-
-    def get(self, index: int) -> bytes | None:
-        if self._outer is not None:
-            self._data = self._outer.get(self._index) or b""
-            self._outer = None
-        return super().get(index)
 
 
 def _events_array(value: Any) -> bool:

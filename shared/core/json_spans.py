@@ -95,3 +95,21 @@ class ElementBytes:
             return None
         start, end = self._spans[index]
         return bytes(self._data[start:end])
+
+
+class InnerElementBytes(ElementBytes):
+    """The elements of an array inside an element of the input's array (the records of one of
+    a list of Event Hub bodies): that element's bytes found first, on the first ask."""
+
+    __slots__ = ("_index", "_outer")
+
+    def __init__(self, outer: ElementBytes, index: int, key: str) -> None:
+        super().__init__(b"", key)
+        self._outer: ElementBytes | None = outer
+        self._index = index
+
+    def get(self, index: int) -> bytes | None:
+        if self._outer is not None:
+            self._data = self._outer.get(self._index) or b""
+            self._outer = None
+        return super().get(index)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Output columns, in the order of the spec (../shared/spec/normalized-record.md in the
-# team handbook). Every normalized record has every one of them.
+# Output columns, in the order of the spec (docs/spec/normalized-record.md, the team
+# handbook's contract). Every normalized record has every one of them.
 COLUMNS: tuple[str, ...] = (
     "TimeGenerated",
     "CategoryValue",

@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit",
         default="100",
         help="at most this many records in all (default 100, up to 10000000); read in pages "
-        "of 1000, with progress on standard error",
+        "of 2500 (query_cli.CLI_PAGE), with progress on standard error",
     )
     query.add_argument(
         "--format",

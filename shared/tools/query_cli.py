@@ -123,7 +123,8 @@ def _searched(query: ActivityQuery, params: Mapping[str, str], tables: IndexTabl
             "give --since to search further back)"
         )
     oldest = oldest_indexed_day(tables)
-    held = f"the index holds records from {oldest.date().isoformat()} on" if oldest else ""
+    # The oldest month table, not the oldest record (that would cost a read of its days).
+    held = f"the index's oldest month is {oldest:%Y-%m}" if oldest else ""
     held = held or "the index is empty"
     return (
         f"no records found from {query.since.isoformat()} to {query.until.isoformat()}; "
