@@ -397,6 +397,21 @@ def test_detail_copy_and_the_links_to_its_operation_and_resource_history(
     text = detail.text_content() or ""
     for value in (record["CorrelationId"], record["EventKey"], TICKET, "Properties", "Claims"):
         assert value in text
+    # A long name (a claim's URI) wraps; its value keeps most of the width (found from outside:
+    # claim values wrapped every few characters beside their names).
+    narrowest = page.evaluate(
+        """() => Math.min(...[...document.querySelectorAll('#detail dl')].flatMap(dl =>
+             [...dl.children].filter(c => c.tagName === 'DD' && !c.querySelector('dl'))
+               .map(dd => dd.getBoundingClientRect().width / dl.getBoundingClientRect().width)))"""
+    )
+    assert narrowest >= 0.5, narrowest
+    beside = page.evaluate(
+        """() => [...document.querySelectorAll('#detail dl')].every(dl => {
+             const [name, value] = [dl.querySelector('dt'), dl.querySelector('dd')];
+             return !name || Math.abs(name.getBoundingClientRect().top
+               - value.getBoundingClientRect().top) < 3; })"""
+    )
+    assert beside, "names and values are no longer side by side"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "search-page.png")
     print(f"screenshot: {ARTIFACTS / 'search-page.png'}")
