@@ -127,17 +127,23 @@ def test_jsonl_is_the_whole_record_a_line() -> None:
     assert page_body("csv", records, first=False).decode() == csv_rows(records)
 
 
-def test_the_file_name_says_the_query_and_when_it_ran() -> None:
+def test_the_file_name_says_the_query_its_range_and_when_it_ran() -> None:
+    # The range too (found from outside: two exports of one caller on two days had names
+    # that differed only by when they were made).
     query = parse_query({"caller": "Bob O'Neil@contoso.com", "status": "failed"}, NOW)
     assert file_name(query, "csv", NOW) == (
-        "activity-caller-Bob-O-Neil-contoso.com_status-Failed-20240415T120000Z.csv"
+        "activity-caller-Bob-O-Neil-contoso.com_status-Failed"
+        "-from-20240316T1200Z-to-20240415T1200Z-at-20240415T120000Z.csv"
     )
     resource = f'/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Web/sites/shop"'
-    query = parse_query({"resource": resource}, NOW)
-    assert file_name(query, "jsonl", NOW) == "activity-resource-shop-20240415T120000Z.jsonl"
-    assert file_name(parse_query({}, NOW), "csv", NOW) == "activity-all-20240415T120000Z.csv"
+    day = {"since": "2024-04-01", "until": "2024-04-02"}
+    query = parse_query({"resource": resource, **day}, NOW)
+    assert file_name(query, "jsonl", NOW) == (
+        "activity-resource-shop-from-20240401T0000Z-to-20240402T0000Z-at-20240415T120000Z.jsonl"
+    )
+    assert file_name(parse_query({}, NOW), "csv", NOW).startswith("activity-all-from-")
     long = parse_query({"text": "x" * 500, "caller": "y" * 500, "operation": "z" * 500}, NOW)
-    assert len(file_name(long, "csv", NOW)) < 140
+    assert len(file_name(long, "csv", NOW)) < 180  # file systems take 255
 
 
 # --- over HTTP and the CLI, on Azurite -------------------------------------------------------
@@ -174,7 +180,8 @@ def test_http_csv_pages_with_the_header_once_and_the_token_in_a_header(
         assert response.status_code == 200
         assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
         assert response.headers["Content-Disposition"] == (
-            'attachment; filename="activity-resource-group-rg-audit-20240415T120000Z.csv"'
+            'attachment; filename="activity-resource-group-rg-audit'
+            '-from-20240301T0000Z-to-20240401T0000Z-at-20240415T120000Z.csv"'
         )
         assert SCANNED_HEADER not in response.headers
         text = response.get_body().decode()

@@ -139,8 +139,9 @@ def page_body(fmt: str, records: Sequence[NormalizedRecord], *, first: bool) -> 
 
 
 def file_name(query: ActivityQuery, fmt: str, now: datetime) -> str:
-    """`activity-<filters given>-<UTC time>.<ext>`: named after the query and when it ran,
-    in characters every file system and a quoted Content-Disposition take as they are."""
+    """`activity-<filters given>-from-<since>-to-<until>-at-<UTC time>.<ext>`: named after the
+    query (its filters and range) and when it ran, in characters every file system and a
+    quoted Content-Disposition take as they are."""
     parts = []
     for name in (*STRING_FILTERS, *MORE_FILTERS, "category"):
         value = getattr(query, name)
@@ -150,4 +151,6 @@ def file_name(query: ActivityQuery, fmt: str, now: datetime) -> str:
             shown = _NAME_UNSAFE.sub("-", text)
             parts.append(f"{name.replace('_', '-')}-{shown.strip('-.')[:_NAME_PART]}")
     summary = "_".join(parts)[:_NAME_SUMMARY] or "all"
-    return f"activity-{summary}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.{EXTENSIONS[fmt]}"
+    since, until = (f"{moment:%Y%m%dT%H%M}Z" for moment in (query.since, query.until))
+    ran = f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return f"activity-{summary}-from-{since}-to-{until}-at-{ran}.{EXTENSIONS[fmt]}"
