@@ -207,3 +207,15 @@ def test_a_client_that_goes_away_mid_answer_leaves_no_traceback(
     err = capfd.readouterr().err
     assert "Broken pipe" not in err and "reset" not in err
     assert "ValueError: a real failure" in err  # anything else still shows
+
+
+def test_addresses_near_the_page_lead_to_it(server: tuple[str, int]) -> None:
+    # Found from outside: `/` and `/api/search/` answered a bare 404.
+    for path in ("/", "/api", "/api/", "/api/search/"):
+        connection = HTTPConnection(*server, timeout=30)
+        connection.request("GET", path, headers={"Host": "127.0.0.1"})
+        answer = connection.getresponse()
+        answer.read()
+        assert (answer.status, answer.getheader("Location")) == (302, "/api/search"), path
+    assert fetch(server, "/api/search")[0] == 200
+    assert fetch(server, "/elsewhere")[0] == 404

@@ -118,6 +118,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = urlsplit(self.path)
         path = unquote(parts.path)
+        page = f"/{ROUTE_PREFIX}/{PAGE_ROUTE}"
+        if path != page and path.rstrip("/") in ("", f"/{ROUTE_PREFIX}", page):
+            self._redirect(page)  # near the page: sent to it
+            return
         prefix = f"/{ROUTE_PREFIX}/"
         for route in self.server.routes if path.startswith(prefix) else ():
             found = route.pattern.fullmatch(path[len(prefix) :])
@@ -173,6 +177,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(int(HTTPStatus.FOUND))
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _plain(self, status: HTTPStatus, text: str) -> None:
         body = text.encode()
