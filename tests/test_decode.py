@@ -226,7 +226,8 @@ def test_a_truncated_envelope_with_an_event_a_line_is_one_rejection_not_lines() 
 
 
 def test_a_pretty_printed_array_with_a_syntax_error_inside_is_one_rejection() -> None:
-    broken = f"[\n  {line(A)},\n  {line(B)},,\n  {line(C)}\n]\n"
+    pretty = orjson.dumps([A, B, C], option=orjson.OPT_INDENT_2).decode()
+    broken = pretty.replace("},", "},,", 1)  # no line holds a whole object: not JSON Lines
     decoded = items(broken.encode(), "az-list.json")
     assert len(decoded) == 1
     assert isinstance(decoded[0], Rejection)
@@ -318,6 +319,42 @@ def test_an_object_with_an_empty_list_beside_an_events_fields_is_not_an_empty_en
         assert rejections[0].raw_bytes == data
     for empty in (b'{"records": []}', b'{"value": [], "nextLink": null}', b'{"value": []}'):
         assert items(empty) == [], empty
+
+
+def test_json_lines_whose_first_line_opens_a_value_the_next_lines_fill_keep_those_lines() -> None:
+    # Found from outside (a regression of the broken-document rule): the whole parse went on
+    # into line 2, so the error fell past it, and every good line was lost with the first.
+    good = f"{line(B)}\n{line(C)}\n"
+    for first in (
+        '{"records":[' + line(A) + ",",
+        '{"records":[',
+        "[",
+        "[" + line(A) + ",",
+        '{"time":"2024-05-01T10:00:00Z","properties":',
+        '{"time":"2024-05-01T10:00:00Z","tags":[',
+    ):
+        for ending in ("\n", "\r\n"):
+            data = (first + "\n" + good).replace("\n", ending).encode()
+            decoded = items(data, "f.json")
+            assert [item.event for item in decoded if isinstance(item, RawEvent)] == [B, C], first
+            assert [item.source for item in decoded if isinstance(item, Rejection)] == ["f.json:1"]
+
+
+def test_a_pretty_printed_event_on_top_of_json_lines_spares_the_lines_after_it() -> None:
+    pretty = orjson.dumps(A, option=orjson.OPT_INDENT_2).decode()
+    decoded = items(f"{pretty}\n{line(B)}\n{line(C)}\n".encode(), "f.json")
+    assert [item.event for item in decoded if isinstance(item, RawEvent)][-2:] == [B, C]
+
+
+def test_a_refused_element_of_an_envelope_on_a_line_spares_the_others_of_that_line() -> None:
+    odd = '{"time":"2024-05-01T10:09:00Z","caller":"ab\\ud83d","x":[1]}'
+    for on_a_line in ('{"records":[' + line(A) + "," + odd + "]}", "[" + line(A) + "," + odd + "]"):
+        decoded = items(f"{on_a_line}\n{line(B)}\n".encode(), "f")
+        assert [item.event for item in decoded if isinstance(item, RawEvent)] == [A, B], on_a_line
+        [refused] = [item for item in decoded if isinstance(item, Rejection)]
+        assert refused.raw_bytes == odd.encode()
+        by_line = list(decode_line(on_a_line.encode(), "PT1H.json:4"))
+        assert [item.event for item in by_line if isinstance(item, RawEvent)] == [A]
 
 
 def test_truncated_single_line_object_is_one_rejection() -> None:

@@ -24,6 +24,14 @@ from shared.core.exact_json import (
     json_grammar_loads,
     loads,
 )
+from shared.core.input_shape import (
+    BOM as _BOM,
+)
+from shared.core.input_shape import (
+    line_at,
+    one_value_across_lines,
+    starts_json_lines,
+)
 from shared.core.json_spans import ElementBytes, InnerElementBytes
 from shared.core.records import Rejection
 
@@ -39,8 +47,6 @@ __all__ = [
     "loads",
 ]
 
-_BOM = b"\xef\xbb\xbf"
-_LINE_SPACE = b" \t\r"  # JSON's own white space, less the newline that ends a line
 _JSON_SPACE = b" \t\r\n"
 _NON_SPACE = re.compile(rb"[^ \t\r\n]")
 # Keys of a wrapper whose list holds the events: Event Hub bodies and old PT1H blobs use
@@ -120,16 +126,16 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
     first = _NON_SPACE.search(buffer, start)
     if first is None:
         return  # an empty blob or body holds no events
-    if not _starts_json_lines(buffer, first.start()):
+    if not starts_json_lines(buffer, first.start()):
         try:
             value = loads(memoryview(buffer)[start:] if start else buffer)
         except orjson.JSONDecodeError as error:
             whole = memoryview(buffer)[start:]
             refused = json_grammar_loads(whole) if _holds_arrays(buffer) else None
             if isinstance(refused, dict | list):
-                yield from _each_alone(refused, source, buffer, start, error)
+                yield from _each_alone(refused, source, buffer[start:], error, buffer)
                 return
-            if _one_value_across_lines(buffer, first.start(), error):
+            if one_value_across_lines(buffer, first.start(), error):
                 yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE), buffer)
                 return
         else:
@@ -145,61 +151,30 @@ def _holds_arrays(buffer: bytes) -> bool:
 def _each_alone(
     value: dict[str, Any] | list[Any],
     source: str,
-    buffer: bytes,
-    start: int,
+    raw: bytes,
     error: orjson.JSONDecodeError,
+    exact: bytes | None = None,
 ) -> Iterator[Decoded]:
     """An input that JSON's grammar allows and the reader refuses as a whole (an element with a
     lone UTF-16 surrogate escape, or nested past 1,024 levels): each element read on its own,
     from its own bytes, as a line of a PT1H blob is; so only those that hold what is refused
     are rejected, each with its bytes, and the others are events."""
-    raw = memoryview(buffer)[start:]
-    whole = bytes(raw).strip(_JSON_SPACE)
+    whole = raw.strip(_JSON_SPACE)  # `exact`: the input's own bytes, when it is all of it
     if isinstance(value, list):
         lists = [(source + "#", ElementBytes(raw, None), len(value))]
     else:
         keys = _envelope_keys(value)
         lists = [(f"{source}#{key}", ElementBytes(raw, key), len(value[key])) for key in keys]
     if not lists:  # one event: the input is its text
-        yield _rejection(error, source, whole, buffer)
+        yield _rejection(error, source, whole, exact)
         return
     for prefix, spans, count in lists:
         for index in range(count):
             found = spans.get(index)
             if found is None:  # not where a scan finds it: the whole input stands for it
-                yield _rejection(error, f"{prefix}[{index}]", whole, buffer)
+                yield _rejection(error, f"{prefix}[{index}]", whole, exact)
             else:
                 yield from decode_line(found, f"{prefix}[{index}]")
-
-
-def _one_value_across_lines(buffer: bytes, first: int, error: orjson.JSONDecodeError) -> bool:
-    """Whether the whole input's parse failed past the start of its second line: its first
-    line opens one value that the next goes on with (a pretty-printed document, cut short or
-    broken inside), so it is one bad input, not JSON Lines (whose lines never continue one
-    another: a cut or bad first line fails there, or where the second begins)."""
-    newline = buffer.find(b"\n", first)
-    second = _NON_SPACE.search(buffer, newline) if newline >= 0 else None
-    if second is None:
-        return False
-    line_number = buffer.count(b"\n", 0, second.start()) + 1
-    column = second.start() - buffer.rfind(b"\n", 0, second.start())
-    return (error.lineno, error.colno) > (line_number, column)
-
-
-def _starts_json_lines(buffer: bytes, first: int) -> bool:
-    """True when the first line is a whole JSON value and more follows: JSON Lines for sure.
-
-    Such an input cannot parse whole, and finding that out costs orjson a pass over all of it
-    (a third of the time of a large blob), so it is skipped.
-    """
-    newline = buffer.find(b"\n", first)
-    if newline < 0 or _NON_SPACE.search(buffer, newline) is None:
-        return False
-    try:
-        orjson.loads(buffer[first:newline])
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
@@ -213,7 +188,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
     position = start
     line_number = 0
     while position < size:
-        line, position = _line_at(buffer, position)
+        line, position = line_at(buffer, position)
         line_number += 1
         if not line:
             continue
@@ -221,11 +196,14 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
         try:
             value = loads(line)
         except orjson.JSONDecodeError as error:
-            rejected = _rejection(error, line_source, line, whole)
+            found = _bad_line(line, line_source, error, whole)
+            if not seen_object and any(isinstance(item, RawEvent) for item in found):
+                seen_object = True  # a line of objects, one refused: JSON Lines
+                yield from waiting
             if seen_object:
-                yield rejected
+                yield from found
             else:
-                waiting.append(rejected)
+                waiting.extend(found)
             continue
         if not seen_object:
             if not isinstance(value, dict) and not _events_array(value):
@@ -245,18 +223,6 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
             yield _rejection(error, source, trimmed, buffer)
 
 
-def _line_at(buffer: bytes, position: int) -> tuple[bytes, int]:
-    """The line from `position`, trimmed, and where the next begins. A BOM that starts a line
-    (files joined end to end) is passed over, as the blob path's reader passes it."""
-    newline = buffer.find(b"\n", position)
-    if newline < 0:
-        newline = len(buffer)
-    line = buffer[position:newline].strip(_LINE_SPACE)
-    if line.startswith(_BOM):
-        line = line[len(_BOM) :].strip(_LINE_SPACE)
-    return line, newline + 1
-
-
 def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
     """The events of one JSON Lines line (an object, or a `records` envelope on one line).
 
@@ -273,9 +239,20 @@ def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
     try:
         value = loads(line)
     except orjson.JSONDecodeError as error:
-        yield _rejection(error, source, line)
+        yield from _bad_line(line, source, error)
         return
     yield from _expand(value, source, line, arrays=False)
+
+
+def _bad_line(
+    line: bytes, source: str, error: orjson.JSONDecodeError, whole: bytes | None = None
+) -> list[Decoded]:
+    """A line the reader refuses: one rejection; or, when JSON's grammar takes it (an element
+    with a lone surrogate escape), each element of its envelope or array read on its own."""
+    refused = json_grammar_loads(line) if _holds_arrays(line) else None
+    if isinstance(refused, dict | list):
+        return list(_each_alone(refused, source, line, error, whole))
+    return [_rejection(error, source, line, whole)]
 
 
 def _bytes_of(data: bytes | str) -> bytes:
