@@ -47,6 +47,7 @@ from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
 from shared.services.blob_chunks import CHUNK_BYTES, Chunk, read_chunk, replaced, tail_of
 from shared.services.deadlettering import dead_letter_rejections
 from shared.services.forwarding import Forwarding, ForwardRun
+from shared.services.gc_pause import collection_paused
 from shared.services.report import BlobReport
 
 log = logging.getLogger(__name__)
@@ -157,10 +158,11 @@ class BlobIndexer:
                     upcoming = ahead.submit(
                         read_chunk, source, chunk.end, size, self._chunk_bytes, final
                     )
-                piece = self._parse(chunk, path, source.name, cursor)
-                del chunk  # its bytes are records now
-                moved = self._commit(cursor, piece, report, source)
-                del piece  # gone before the next is parsed: one piece of records at a time
+                with collection_paused():  # a piece's records held at once: see gc_pause
+                    piece = self._parse(chunk, path, source.name, cursor)
+                    del chunk  # its bytes are records now
+                    moved = self._commit(cursor, piece, report, source)
+                    del piece  # gone before the next is parsed: one piece of records at a time
                 if upcoming is not None:
                     chunk = upcoming.result()
                     report.bytes_read += chunk.bytes_read

@@ -28,6 +28,7 @@ from shared.core.written import WriteResult
 from shared.services.archive_write import ArchiveWriter
 from shared.services.deadlettering import dead_letter_rejections
 from shared.services.forwarding import Forwarding, ForwardRun, RetryableDeliveryError
+from shared.services.gc_pause import collection_paused
 from shared.services.report import DeliveryReport
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,24 @@ def deliver(  # noqa: PLR0913 - a batch, its three sinks and how this attempt en
     path: str = "eventhub",
 ) -> DeliveryReport:
     report = DeliveryReport(bodies=len(bodies))
-    per_body = [_take_body(body, deadletters, path, report) for body in bodies]
-    records = [record for taken in per_body for record in taken]
-    try:
-        written = writer.write(records)
-    except Exception as error:  # not only AzureError: a cut-off answer raises requests' errors
-        if not final_attempt:
-            # The cause's own message kept: ClaimedElsewhere's says which events and when.
-            message = f"index unavailable: {type(error).__name__}: {error}"
-            raise RetryableDeliveryError(message) from error
-        _dead_letter_undelivered(bodies, per_body, error, deadletters, path)
-        report.deadlettered += len(records)
-        log.error(
-            "index unavailable on the last attempt; %d records dead-lettered",
-            len(records),
-            extra={"records": len(records), "path": path},
-        )
-        return report
+    with collection_paused():  # the batch's records held at once: see gc_pause
+        per_body = [_take_body(body, deadletters, path, report) for body in bodies]
+        records = [record for taken in per_body for record in taken]
+        try:
+            written = writer.write(records)
+        except Exception as error:  # not only AzureError: a cut-off answer raises requests'
+            if not final_attempt:
+                # The cause's own message kept: ClaimedElsewhere's says which events and when.
+                message = f"index unavailable: {type(error).__name__}: {error}"
+                raise RetryableDeliveryError(message) from error
+            _dead_letter_undelivered(bodies, per_body, error, deadletters, path)
+            report.deadlettered += len(records)
+            log.error(
+                "index unavailable on the last attempt; %d records dead-lettered",
+                len(records),
+                extra={"records": len(records), "path": path},
+            )
+            return report
     _settle(written, report, _forward_run(forwarding, deadletters, path, final_attempt, report))
     return report
 
