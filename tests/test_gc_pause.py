@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -12,6 +13,7 @@ from shared.adapters.blobs import ArchiveBlob
 from shared.bootstrap import Runtime
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
+from shared.services import gc_pause
 from shared.services.archive_write import ArchiveWriter
 from shared.services.delivery import EventBody, deliver
 from shared.services.gc_pause import collection_paused
@@ -102,3 +104,43 @@ def test_the_blob_path_parses_and_writes_each_piece_with_the_collector_paused(
     assert app.blob_indexer.index(ArchiveBlob(container, name)).indexed == 20
     assert seen == [False]
     assert gc.isenabled()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_pauses_overlapping_without_end_still_collect_cycles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(gc_pause, "_clock", lambda: now[0])
+    first_in, first_out, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with collection_paused():
+            first_in.set()
+            first_out.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(10)
+    with collection_paused():  # the second pause begins while the first goes on
+        garbage = weakref.ref(_Cycle())
+        first_out.set()
+        thread.join(10)  # the first ends within COLLECT_EVERY: nothing collected yet
+        assert garbage() is not None
+        refreshed = threading.Thread(target=lambda: _pause_once(second_in))
+        now[0] += gc_pause.COLLECT_EVERY + 1
+        refreshed.start()
+        refreshed.join(10)  # a third, ending with this one still under way, collects
+        assert second_in.is_set()
+        assert garbage() is None
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def _pause_once(inside: threading.Event) -> None:
+    with collection_paused():
+        inside.set()
