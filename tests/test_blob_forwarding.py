@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobClient, ContainerClient
 
 from shared import settings as names
+from shared.adapters.blobs import ArchiveBlob
 from shared.adapters.deadletters import NOT_FORWARDED
 from shared.bootstrap import Runtime, runtime
 from shared.core.normalize import normalize_input
@@ -278,6 +279,31 @@ def test_log_analytics_down_during_a_blob_run_loses_nothing_and_doubles_nothing(
     assert indexed_keys(app) == marked_keys(app) == expected
     assert list(app.deadletters.list()) == []
     assert app.cursors.load(blob.blob_name, this_hour()).offset == len(data)
+
+
+def test_a_sealed_blob_is_indexed_whole_while_log_analytics_refuses_the_app(
+    app_env: dict[str, str], logs_ingestion: LogsIngestionServer
+) -> None:
+    # Found from outside: a revoked role or a wrong rule or stream (401, 403, 404) never ends
+    # by itself, and the blob path retried it forever: the archive index stopped at the
+    # blob's first piece. A blob that can no longer grow is its own last attempt: what Log
+    # Analytics will not take becomes not-forwarded letters, and the cursor moves on.
+    hour = this_hour() - timedelta(hours=5)
+    data = jsonl(events(0, 20))
+    blob = append_blob(pt1h_name(hour), data)
+    logs_ingestion.fail_persistently(401)
+    app = runtime()
+    later = datetime.now(UTC) + timedelta(hours=3)  # the blob has been still long enough
+    report = app.blob_indexer.index(ArchiveBlob(archive(), blob.blob_name), now=later)
+    assert report.indexed == len(keys_of(data))
+    assert indexed_keys(app) == keys_of(data)
+    assert app.cursors.load(blob.blob_name, hour).offset == len(data)
+    letters = list(app.deadletters.list(NOT_FORWARDED))
+    assert {orjson.loads(letter.raw)["EventKey"] for letter in letters} == keys_of(data)
+    assert "401" in letters[0].reason
+    logs_ingestion.fail_persistently(None)  # the role is granted again
+    assert replay(runtime())["replayed"] == len(keys_of(data))
+    assert_sent_once(logs_ingestion, keys_of(data))
 
 
 def test_a_record_log_analytics_refuses_for_itself_is_dead_lettered_and_the_blob_goes_on(

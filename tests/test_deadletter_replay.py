@@ -36,6 +36,7 @@ from shared.adapters.deadletters import (
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.normalize import normalize_input
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.services.forwarding import not_forwarded_letter
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
@@ -595,3 +596,17 @@ def test_an_unreadable_letter_is_reported_and_never_stops_the_others(settings: S
     assert b"Traceback" not in replayed.stderr
     assert orjson.loads(replayed.stdout) == {"replayed": 0, "still_failing": 5}
     assert sorted(app.deadletters.names()) == sorted([*damaged, names[0]])  # nothing lost
+
+
+def test_a_replay_without_forwarding_settings_says_why_not_forwarded_letters_stay(
+    settings: Settings, app: Runtime
+) -> None:
+    # Found from outside: `still_failing 3`, exit 3, and not a word about why.
+    record = normalize_input(envelope([activity_event(1)]), "x")[0][0]
+    app.deadletters.put(not_forwarded_letter(record, "HTTP 401", "eventhub"))
+    replayed = shared_cli("deadletter", "replay", settings=settings)
+    assert replayed.returncode == 3, replayed.stderr
+    said = replayed.stderr.decode()
+    assert "forwarding to Log Analytics is not configured" in said
+    assert names.LOGS_INGESTION_ENDPOINT in said
+    assert len(list(app.deadletters.list(NOT_FORWARDED))) == 1  # kept for a replay that can

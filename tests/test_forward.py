@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -186,6 +187,39 @@ def test_429_is_retried_after_the_retry_after_delay(
     assert second.at - first.at >= 1.0  # Retry-After: 1, not the 0.01 s backoff
     assert elapsed >= 1.0
     assert keys(server.records) == keys(records)  # delivered once
+
+
+def test_a_retry_after_longer_than_the_cap_waits_only_the_cap() -> None:
+    # A 429 asking for 15 minutes would hold an invocation past host.json's functionTimeout
+    # (10 minutes) before its last attempt could dead-letter anything.
+    with LogsIngestionServer(RULE_ID, STREAM, retry_after_seconds=900) as server:
+        server.fail_persistently(429)
+        with build_client(
+            server.endpoint,
+            StaticTokenCredential(),
+            retry_total=2,
+            retry_backoff_factor=0.01,
+            retry_after_max=0.2,
+        ) as capped:
+            forwarder = LogAnalyticsForwarder(capped, RULE_ID, STREAM, enforce_https=False)
+            outcome: list[BaseException] = []
+
+            def forward() -> None:
+                try:
+                    forwarder.forward([make_record(1)])
+                except TransientForwardError as error:
+                    outcome.append(error)
+
+            running = threading.Thread(target=forward, daemon=True)
+            started = time.monotonic()
+            running.start()
+            running.join(20)
+            assert not running.is_alive(), "waited as long as Retry-After asked"
+            assert time.monotonic() - started < 10
+            assert len(outcome) == 1
+            assert statuses(server) == [429, 429, 429]  # the retries still happened
+            first, *_, last = server.requests
+            assert last.at - first.at >= 0.4  # the capped wait, twice
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408])

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import orjson
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.monitor.ingestion import LogsIngestionClient
@@ -87,28 +88,42 @@ class ForwardResult:
 
 
 class _IngestionRetryPolicy(RetryPolicy[HttpRequest, HttpResponse]):
-    """azure-core's RetryPolicy (backoff, Retry-After, counters), with POST made retryable."""
+    """azure-core's RetryPolicy (backoff, Retry-After, counters), with POST made retryable
+    and Retry-After honoured up to a cap: azure-core sleeps whatever the header asks, and a
+    429 asking for 15 minutes, five times, would hold an invocation far past host.json's
+    10-minute functionTimeout before its last attempt could dead-letter anything."""
+
+    def __init__(self, *, retry_after_max: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._retry_after_max = retry_after_max
 
     def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
         options.setdefault("retry_on_methods", _RETRYABLE_METHODS)
         return super().configure_retries(options)
 
+    def get_retry_after(self, response: PipelineResponse[Any, Any]) -> float | None:
+        asked = super().get_retry_after(response)
+        return None if asked is None else min(asked, self._retry_after_max)
 
-def build_client(
+
+def build_client(  # noqa: PLR0913 - the endpoint, its credential, then the retry knobs by name
     endpoint: str,
     credential: TokenCredential,
     *,
     retry_total: int = 5,
     retry_backoff_factor: float = 0.8,
     retry_backoff_max: float = 30,
+    retry_after_max: float = 30,
 ) -> LogsIngestionClient:
     """A LogsIngestionClient whose pipeline retries each call up to `retry_total` times.
 
-    A response with Retry-After (the service's 429) waits exactly that long; otherwise the wait
-    is 0 before the first retry, then `retry_backoff_factor * 2 ** (n - 1)` s before retry n,
-    capped at `retry_backoff_max`.
+    A response with Retry-After (the service's 429) waits that long, up to `retry_after_max`
+    (five retries then wait 150 s at most); otherwise the wait is 0 before the first retry,
+    then `retry_backoff_factor * 2 ** (n - 1)` s before retry n, capped at
+    `retry_backoff_max`.
     """
     retry_policy = _IngestionRetryPolicy(
+        retry_after_max=retry_after_max,
         retry_total=retry_total,
         # azure-core caps each kind of retry separately (3 by default); keep one number.
         retry_connect=retry_total,

@@ -21,7 +21,10 @@ forward, so an outage delays only the pieces after it. (A blob the catch-up does
 name outside the layout or an hour behind its watermark, whose trigger gives up while Log
 Analytics is down, is finished by a backfill.) What Log Analytics refuses for itself (a record
 over the call limit, a 4xx about the records) is dead-lettered as not forwarded, and the blob
-goes on.
+goes on. So is whatever Log Analytics does not take from a blob that can no longer grow
+(sealed): its run is the last attempt, as an Event Hub batch's last retry is, for a failure
+that never ends by itself (a revoked role, a wrong rule or stream) must not stop the archive
+index; `deadletter replay` sends those records once the cause is fixed.
 
 Which blobs to index (the catch-up's recent hours, a backfill's scope) is
 `shared.services.catchup`'s; the path grammar is `shared.core.pt1h`'s.
@@ -161,7 +164,7 @@ class BlobIndexer:
                 with collection_paused():  # a piece's records held at once: see gc_pause
                     piece = self._parse(chunk, path, source.name, cursor)
                     del chunk  # its bytes are records now
-                    moved = self._commit(cursor, piece, report, source)
+                    moved = self._commit(cursor, piece, report, blob)
                     del piece  # gone before the next is parsed: one piece of records at a time
                 if upcoming is not None:
                     chunk = upcoming.result()
@@ -223,10 +226,14 @@ class BlobIndexer:
                 time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _commit(
-        self, cursor: Cursor, piece: _Piece, report: BlobReport, source: ByteSource
-    ) -> bool:
-        """Index a piece, then move the cursor past it; False when another instance moved it."""
+    def _commit(self, cursor: Cursor, piece: _Piece, report: BlobReport, blob: _Blob) -> bool:
+        """Index a piece, then move the cursor past it; False when another instance moved it.
+
+        A blob that can no longer grow is forwarding's last attempt: what Log Analytics does
+        not take then (a revoked role, a wrong rule: what never ends by itself) becomes
+        not-forwarded letters for replay, and the archive index goes on. A growing blob's
+        piece is read again by the next run instead."""
+        source = blob.source
         dead_letter_rejections(
             self._deadletters,
             piece.rejections,
@@ -240,7 +247,7 @@ class BlobIndexer:
         if self._forwarding is not None:
             # Before the cursor moves: when Log Analytics fails for now this raises, and the
             # next run re-reads the piece and sends what is not marked (see the module's doc).
-            run = ForwardRun(self._forwarding, self._deadletters, "blob", False, report)
+            run = ForwardRun(self._forwarding, self._deadletters, "blob", blob.final, report)
             run.settle(written)
         events = len(piece.records) + len(piece.rejections)
         cursor.offset, cursor.lines = piece.end, piece.lines

@@ -154,8 +154,9 @@ def deliver_last(
             if hold.clock() + pause > deadline:
                 raise
             log.warning(
-                "last attempt: storage refused the batch and its dead letters (%s: %s); "
-                "delivering again in %.0f s",
+                "last attempt: storage failed the delivery (%s: %s): its records, dead "
+                "letters or Log Analytics marks; delivering the batch again in %.0f s (what "
+                "Log Analytics took without a mark is sent again)",
                 type(error).__name__,
                 str(error)[:200],
                 pause,

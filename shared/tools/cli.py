@@ -23,6 +23,7 @@ from typing import IO, Any, NoReturn
 import orjson
 from azure.core.exceptions import AzureError
 
+from shared import settings as names
 from shared.core.records import Rejection
 from shared.settings import SettingsError
 
@@ -174,6 +175,14 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     with _runtime() as app:
         summary = replay(app, kind=args.kind)
         _print_summary(summary, args.json)
+        if app.forwarder is None and any(summary.values()):
+            sys.stderr.write(
+                "• forwarding to Log Analytics is not configured in this shell: not-forwarded "
+                "letters stay, and records replayed here are indexed without being sent; if "
+                f"the app forwards, set {names.LOGS_INGESTION_ENDPOINT}, "
+                f"{names.LOGS_INGESTION_RULE_ID} and {names.LOGS_INGESTION_STREAM} here as "
+                "it has them, and replay again\n"
+            )
         return EXIT_OK if summary["still_failing"] == 0 else EXIT_REJECTED
 
 
