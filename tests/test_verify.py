@@ -25,10 +25,12 @@ from shared.core.archive_keys import (
 )
 from shared.core.keys import parse_canonical_time
 from shared.core.normalize import normalize_input
+from shared.core.query_spec import ActivityQuery
 from shared.core.records import NormalizedRecord
 from shared.core.retention_policy import policy_from
 from shared.services.archive_write import ArchiveWriter, plan_blobs, posted_kinds
 from shared.services.blob_check import check_blob
+from shared.services.query import run_query
 from shared.services.repair import repair
 from shared.services.verify import verify
 from shared.services.verify_report import VerifyReport
@@ -428,3 +430,56 @@ def test_a_blob_whose_posting_rows_of_a_kind_are_gone_is_unindexed_and_repaired(
     assert sorted(r["EventKey"] for r in records) == sorted(
         r["EventKey"] for r in archived_records_of(app)
     )
+
+
+def test_repair_never_commits_a_blob_that_has_no_manifest_row(app: Runtime) -> None:
+    """Found from outside: a blob uploaded under a layout name with no manifest row (forged
+    by whoever may write the records container, or left by a retention run that stopped
+    after deleting its day's manifests) was `orphaned`, and repair archived its records: a
+    fabricated event became searchable, and an expired one came back. A write always makes
+    its pending row before it uploads, so an orphan of the app's own has a row."""
+    _archived(app)
+    forged = activity_event(9_000, caller="forger@evil.example")
+    ref = plan_blobs(normalize_input(envelope([forged]), "x")[0])[0].ref
+    app.archive.put(ref.name, encode_blob(normalize_input(envelope([forged]), "x")[0]))
+    report = _verify(app, later=True)
+    assert _names(report, "orphaned") == [ref.name]
+    later = datetime.now(UTC) + LATER
+    writer = ArchiveWriter(app.tables, app.archive, clock=lambda: later)
+    done = repair(app.tables, app.archive, writer, report, apply=True)
+    assert done.rearchived == 0
+    assert [(action.kind, action.name) for action in done.not_repaired] == [("orphaned", ref.name)]
+    assert forged["caller"] not in {record["Caller"] for record in archived_records_of(app)}
+    assert app.archive.read(ref.name) is not None  # kept for whoever looks into it
+
+
+@pytest.mark.parametrize("damage", [{"N": "abc"}, {"O": "abc"}, {"Lo": "abc"}, {"M": "abc"}])
+def test_a_damaged_manifest_row_is_reported_and_crashes_neither_verify_nor_a_query(
+    app: Runtime, damage: dict[str, Any]
+) -> None:
+    """Found from outside: verify reported the row as unreadable, then read it again through
+    the archive reader for a posting row, which raised: a traceback and exit 1."""
+    records = _archived(app)
+    victim = committed_blobs(app)[0]
+    partition, row = victim.manifest_keys
+    found = app.tables.get(victim.month, partition, row)
+    assert found is not None
+    app.tables.upsert(victim.month, [{**found, **damage}])
+    report = _verify(app, later=True)
+    assert _names(report, "altered") == [f"{victim.month}/{partition}/{row}"]  # the row, named
+    assert not report.ok
+    caller = records[0]["Caller"]
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    query = ActivityQuery(
+        subscription=None,
+        resource=None,
+        caller=caller,
+        correlation_id=None,
+        operation=None,
+        category=None,
+        since=since,
+        until=datetime.now(UTC),
+        limit=10,
+    )
+    page = run_query(query, tables=app.tables, reader=app.reader)  # no exception
+    assert all(record["Caller"] == caller for record in page.records)

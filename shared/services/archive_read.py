@@ -9,6 +9,7 @@ read side by side, and only the members and lines asked for are decompressed and
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from shared.core.archive_format import (
 from shared.core.archive_keys import LEGACY_MEMBER_RECORDS, MEMBERS, STATE, BlobRef
 from shared.core.records import NormalizedRecord
 
+log = logging.getLogger(__name__)
 Place = tuple[BlobRef, int]  # a blob and a record's ordinal in it
 
 
@@ -68,6 +70,7 @@ class UnreadableRecord(Exception):
         self.name = name
 
 
+_ROW_ERRORS = (KeyError, ValueError, TypeError, IndexError)  # a manifest row's damaged fields
 _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, IndexError)
 
 
@@ -77,9 +80,20 @@ class ArchiveReader:
         self._archive = archive
 
     def manifest(self, ref: BlobRef) -> Manifest | None:
+        """The blob's manifest; None when it has none committed, or when its row cannot be
+        read (damaged: `verify` names it `altered`, and a lookup skips it as a listing of
+        the day does, rather than fail every search that reaches it)."""
         partition, row = ref.manifest_keys
         found = self._tables.get(ref.month, partition, row)
-        return Manifest.of_row(ref, found) if is_manifest(found) else None
+        if not is_manifest(found):
+            return None
+        try:
+            return Manifest.of_row(ref, found)
+        except _ROW_ERRORS as error:
+            log.warning(
+                "manifest row of %s cannot be read: %s: %s", ref.name, type(error).__name__, error
+            )
+            return None
 
     def manifests(self, refs: Sequence[BlobRef]) -> dict[BlobRef, Manifest | None]:
         # One point read a blob: a day's partition can hold 100,000 manifests at scale.

@@ -40,6 +40,15 @@ from shared.services.run_store import RunStore
 from shared.services.verify_report import VerifyReport
 
 _POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
+# A write makes its blob's pending manifest row before it uploads, and nothing but retention
+# (a class-day past its age: manifests first) deletes a row before its blob: an orphan with no
+# row at all is not the app's to commit (found from outside: repair archived a forged blob's
+# records, and brought back an expired day's that a stopped retention run had left).
+_NO_ROW = (
+    "no manifest row: the app did not write it, or its day's retention stopped before its "
+    "blobs went (the next retention run deletes them): not archived; look at what it holds "
+    "if its day is within retention"
+)
 NOT_REPAIRED = {
     "altered": "its bytes differ from its manifest: restore the blob from a backup or a "
     "storage snapshot (soft delete, versioning), then verify again",
@@ -114,6 +123,9 @@ class _Repairer:
     def run(self, verified: VerifyReport) -> None:
         rearchive: dict[BlobRef, str] = {}
         for kind, ref in self._blobs(verified, "orphaned"):
+            if self._instances.read(ref).etag is None:  # no manifest row at all
+                self.report.not_repaired.append(Action(kind, ref.name, _NO_ROW))
+                continue
             rearchive.setdefault(ref, kind)
         for problem in verified.problems["duplicated"]:
             for named in _refs(problem.blobs[1:]):  # the first blob keeps the event
