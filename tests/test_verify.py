@@ -483,3 +483,26 @@ def test_a_damaged_manifest_row_is_reported_and_crashes_neither_verify_nor_a_que
     )
     page = run_query(query, tables=app.tables, reader=app.reader)  # no exception
     assert all(record["Caller"] == caller for record in page.records)
+
+
+def test_repair_leaves_an_expired_days_blob_that_lost_its_manifest_to_retention(
+    app: Runtime,
+) -> None:
+    """Found from outside: retention deletes a day's manifests, then its claims, then its
+    blobs; a run stopped after the manifests left blobs that claims still name, and repair
+    archived their expired records again. A blob that claims name and whose day is within
+    retention lost its row to damage, and is archived again (tests/test_compaction.py)."""
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    partition, row = victim.manifest_keys
+    app.tables.delete(victim.month, [{"PartitionKey": partition, "RowKey": row}])
+    report = _verify(app, later=True)
+    assert _names(report, "orphaned") == [victim.name]
+    later = datetime.now(UTC) + LATER  # the records' day (2024) is past 90 days by then
+    writer = ArchiveWriter(app.tables, app.archive, clock=lambda: later)
+    policy = policy_from(90, {})
+    done = repair(app.tables, app.archive, writer, report, apply=True, policy=policy)
+    assert done.rearchived == 0
+    assert [action.name for action in done.not_repaired if action.kind == "orphaned"] == [
+        victim.name
+    ]

@@ -32,6 +32,7 @@ from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import POSTING_LEADS, BlobRef, posting_row
 from shared.core.keys import LOOKUP_COLUMNS
+from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
 from shared.services.archive_read import ArchiveReader
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, postings
 from shared.services.compaction import CompactionReport, DayCompaction
@@ -40,14 +41,15 @@ from shared.services.run_store import RunStore
 from shared.services.verify_report import VerifyReport
 
 _POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
-# A write makes its blob's pending manifest row before it uploads, and nothing but retention
-# (a class-day past its age: manifests first) deletes a row before its blob: an orphan with no
-# row at all is not the app's to commit (found from outside: repair archived a forged blob's
-# records, and brought back an expired day's that a stopped retention run had left).
+# A write makes its blob's pending manifest row before it uploads, and claims its events
+# naming the blob; retention deletes a class-day's manifests first. An orphan with no row is
+# archived again only when claims name it and its day is within retention (found from
+# outside: repair archived a forged blob's records, and brought back an expired day's that a
+# stopped retention run had left).
 _NO_ROW = (
-    "no manifest row: the app did not write it, or its day's retention stopped before its "
-    "blobs went (the next retention run deletes them): not archived; look at what it holds "
-    "if its day is within retention"
+    "no manifest row and no claim naming it within retention: the app did not write it, or "
+    "its day's retention stopped before its blobs went (the next retention run deletes "
+    "them): not archived; look at what it holds if its day is within retention"
 )
 NOT_REPAIRED = {
     "altered": "its bytes differ from its manifest: restore the blob from a backup or a "
@@ -97,9 +99,11 @@ def repair(  # noqa: PLR0913 - the stores, the report to act on, and how, by nam
     *,
     apply: bool,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    policy: RetentionPolicy | None = None,
 ) -> RepairReport:
-    """Plan (and with `apply`, carry out) the repairs of what `report` names."""
-    repairer = _Repairer(tables, archive, writer, clock, RepairReport(apply))
+    """Plan (and with `apply`, carry out) the repairs of what `report` names; `policy`, the
+    configured retention, keeps an expired day's leftovers from being archived again."""
+    repairer = _Repairer(tables, archive, writer, (clock, policy), RepairReport(apply))
     repairer.run(report)
     return repairer.report
 
@@ -110,20 +114,23 @@ class _Repairer:
         tables: IndexTables,
         archive: ArchiveStore,
         writer: ArchiveWriter,
-        clock: Callable[[], datetime],
+        when: tuple[Callable[[], datetime], RetentionPolicy | None],  # now, and what is past
         report: RepairReport,
     ) -> None:
+        clock, self._policy = when
         self._tables = tables
         self._archive = archive
         self._reader = ArchiveReader(tables, archive)
         self._writer = writer
         self._instances = Instances(tables, clock)
+        self._clock = clock
         self.report = report
 
     def run(self, verified: VerifyReport) -> None:
         rearchive: dict[BlobRef, str] = {}
+        claimed = {name for p in verified.problems["unarchived"] for name in p.blobs}
         for kind, ref in self._blobs(verified, "orphaned"):
-            if self._instances.read(ref).etag is None:  # no manifest row at all
+            if self._instances.read(ref).etag is None and not self._lost_row(ref, claimed):
                 self.report.not_repaired.append(Action(kind, ref.name, _NO_ROW))
                 continue
             rearchive.setdefault(ref, kind)
@@ -143,6 +150,17 @@ class _Repairer:
         for kind, why in NOT_REPAIRED.items():
             for problem in verified.problems[kind]:
                 self.report.not_repaired.append(Action(kind, problem.name, why))
+
+    def _lost_row(self, ref: BlobRef, claimed: set[str]) -> bool:
+        """Whether a blob with no manifest row lost it (the index damaged): claims name it, so
+        the app wrote it, and its class-day is within retention (a retention run that stopped
+        between a day's manifests and its claims leaves the same signs on an expired day)."""
+        if ref.name not in claimed:
+            return False
+        if self._policy is None:
+            return True
+        cutoff = self._policy.class_cutoff(ref.archive_class, self._clock())
+        return not wholly_past(day_end(ref.day), cutoff)
 
     @staticmethod
     def _blobs(verified: VerifyReport, kind: str) -> Iterator[tuple[str, BlobRef]]:

@@ -115,7 +115,15 @@ def verify_main(args: argparse.Namespace, span: VerifyRange, runtime: Runtime, o
         )
         out.flush()
         return EXIT_OK if report.ok else EXIT_PROBLEMS
-    repaired = repair(runtime.tables, runtime.archive, runtime.writer, report, apply=args.apply)
+    settings = runtime.settings
+    repaired = repair(
+        runtime.tables,
+        runtime.archive,
+        runtime.writer,
+        report,
+        apply=args.apply,
+        policy=policy_from(settings.retention_days, settings.retention_category_days),
+    )
     after = _verify(runtime, span) if args.apply else report
     if args.json:
         shown = {"verify": report.as_dict(), "repair": repaired.as_dict(), "after": after.as_dict()}
