@@ -50,6 +50,10 @@ class RetentionPolicy:
         days = self.days_for(category) if category is not None else self.default_days
         return None if days == 0 else days_before(as_of, days)
 
+    def class_day_past(self, archive_class: str, day: date, as_of: datetime) -> bool:
+        """Whether a class's day is wholly past its retention by `as_of` (it may go whole)."""
+        return wholly_past(day_end(day), self.class_cutoff(archive_class, as_of))
+
     def longest_cutoff(self, as_of: datetime) -> datetime | None:
         """For what may hold any category (month tables, PT1H.json blobs, dead letters)."""
         limits = (self.default_days, *self.category_days.values())

@@ -32,7 +32,7 @@ from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import POSTING_LEADS, BlobRef, posting_row
 from shared.core.keys import LOOKUP_COLUMNS
-from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
+from shared.core.retention_policy import RetentionPolicy
 from shared.services.archive_read import ArchiveReader
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, postings
 from shared.services.compaction import CompactionReport, DayCompaction
@@ -103,21 +103,23 @@ def repair(  # noqa: PLR0913 - the stores, the report to act on, and how, by nam
 ) -> RepairReport:
     """Plan (and with `apply`, carry out) the repairs of what `report` names; `policy`, the
     configured retention, keeps an expired day's leftovers from being archived again."""
-    repairer = _Repairer(tables, archive, writer, (clock, policy), RepairReport(apply))
+    repairer = _Repairer(tables, archive, writer, clock, RepairReport(apply), policy=policy)
     repairer.run(report)
     return repairer.report
 
 
 class _Repairer:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the three stores, the clock, the report, the policy
         self,
         tables: IndexTables,
         archive: ArchiveStore,
         writer: ArchiveWriter,
-        when: tuple[Callable[[], datetime], RetentionPolicy | None],  # now, and what is past
+        clock: Callable[[], datetime],
         report: RepairReport,
+        *,
+        policy: RetentionPolicy | None,
     ) -> None:
-        clock, self._policy = when
+        self._policy = policy
         self._tables = tables
         self._archive = archive
         self._reader = ArchiveReader(tables, archive)
@@ -159,8 +161,7 @@ class _Repairer:
             return False
         if self._policy is None:
             return True
-        cutoff = self._policy.class_cutoff(ref.archive_class, self._clock())
-        return not wholly_past(day_end(ref.day), cutoff)
+        return not self._policy.class_day_past(ref.archive_class, ref.day, self._clock())
 
     @staticmethod
     def _blobs(verified: VerifyReport, kind: str) -> Iterator[tuple[str, BlobRef]]:

@@ -53,7 +53,7 @@ from shared.core.archive_keys import (
     slot_partitions,
 )
 from shared.core.keys import LOOKUP_COLUMNS
-from shared.core.retention_policy import RetentionPolicy, day_end, wholly_past
+from shared.core.retention_policy import RetentionPolicy
 from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.blob_check import Checked, check_blob
@@ -371,8 +371,7 @@ class _Verifier:
         """Whether retention, as configured, deletes the blob's class-day by now."""
         if self._policy is None:
             return True
-        cutoff = self._policy.class_cutoff(ref.archive_class, self._now)
-        return wholly_past(day_end(ref.day), cutoff)
+        return self._policy.class_day_past(ref.archive_class, ref.day, self._now)
 
     def _broken_runs(self, day: date, broken: list[tuple[str, int]]) -> None:
         """A committed run whose rows are gone: its values' records are `unindexed`, named

@@ -23,10 +23,11 @@ import orjson
 
 from shared.bootstrap import Runtime
 from shared.core.query_spec import CONTROL, QueryError, parse_query
-from shared.core.retention_policy import policy_from
+from shared.core.retention_policy import RetentionPolicy, policy_from
 from shared.services.repair import RepairReport, repair
 from shared.services.verify import verify
 from shared.services.verify_report import KINDS, VerifyReport
+from shared.settings import Settings
 from shared.tools.cli import UsageError
 
 EXIT_OK, EXIT_PROBLEMS = 0, 3
@@ -102,8 +103,13 @@ def _verify(runtime: Runtime, span: VerifyRange) -> VerifyReport:
         since=span.since,
         until=span.until,
         now=datetime.now(UTC) if span.now is None else span.now,
-        policy=policy_from(settings.retention_days, settings.retention_category_days),
+        policy=_policy(settings),
     )
+
+
+def _policy(settings: Settings) -> RetentionPolicy:
+    """The configured retention, which tells its deletions from damage."""
+    return policy_from(settings.retention_days, settings.retention_category_days)
 
 
 def verify_main(args: argparse.Namespace, span: VerifyRange, runtime: Runtime, out: TextIO) -> int:
@@ -115,14 +121,13 @@ def verify_main(args: argparse.Namespace, span: VerifyRange, runtime: Runtime, o
         )
         out.flush()
         return EXIT_OK if report.ok else EXIT_PROBLEMS
-    settings = runtime.settings
     repaired = repair(
         runtime.tables,
         runtime.archive,
         runtime.writer,
         report,
         apply=args.apply,
-        policy=policy_from(settings.retention_days, settings.retention_category_days),
+        policy=_policy(runtime.settings),
     )
     after = _verify(runtime, span) if args.apply else report
     if args.json:
