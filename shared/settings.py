@@ -19,7 +19,7 @@ from typing import TypeVar
 from shared.core.access import PageAccess, read_page_access
 from shared.core.records import CATEGORIES
 from shared.settings_values import SettingsError as SettingsError  # noqa: PLC0414 (re-exported: its public home)
-from shared.settings_values import flag, whole_number
+from shared.settings_values import ascii_whole, flag, whole_number
 
 # Storage that holds the index, cursors, dead letters and (in Azure) the archive container.
 # A connection string locally (Azurite); identity-based in Azure (`__accountName`, or
@@ -253,13 +253,16 @@ def _category_days(env: Mapping[str, str]) -> dict[str, int]:
                 f"with categories from {', '.join(CATEGORIES)}; got {item.strip()!r}",
                 RETENTION_CATEGORY_DAYS,
             )
-        try:
-            value = int(days.strip())
-        except ValueError:
+        value = ascii_whole(days)
+        if value is None:
             raise SettingsError(
                 f"{RETENTION_CATEGORY_DAYS}: days for {canonical} must be a whole number",
                 RETENTION_CATEGORY_DAYS,
-            ) from None
+            )
+        if canonical in overrides:  # one reading of the setting, not "the last one wins"
+            raise SettingsError(
+                f"{RETENTION_CATEGORY_DAYS} names {canonical} twice", RETENTION_CATEGORY_DAYS
+            )
         name = f"{RETENTION_CATEGORY_DAYS} ({canonical})"
         overrides[canonical] = _retention_days(name, value, RETENTION_CATEGORY_DAYS)
     return overrides

@@ -6,7 +6,18 @@ module within its size; nothing here knows a setting's name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+# ASCII only: int() also reads full-width and Arabic-Indic digits and `_` separators, values a
+# person checking the setting in the portal would not read as the number the app uses.
+_WHOLE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def ascii_whole(text: str) -> int | None:
+    """`text` as a whole number written in ASCII digits (an optional sign), else None."""
+    stripped = text.strip()
+    return int(stripped) if _WHOLE.fullmatch(stripped) else None
 
 
 class SettingsError(ValueError):
@@ -24,10 +35,9 @@ def whole_number(
     text = env.get(name, "").strip()
     if not text:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {text[:40]!r}", name) from None
+    value = ascii_whole(text)
+    if value is None:
+        raise SettingsError(f"{name} must be a whole number, got {text[:40]!r}", name)
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}", name)
     if value > maximum:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,37 @@ def test_compact_merges_closed_days_and_lookups_find_the_same(
     assert len(before) == 6
     again = orjson.loads(shared_cli("compact", "--json", settings=settings).stdout)
     assert again["units"] == 0  # idempotent: nothing fresh is left
+
+
+# Every time flag of the command line reads times one way: ISO 8601 or a time ago (15m, 12h,
+# 7d), as `query` and `verify` read --since and --until.
+@pytest.mark.parametrize("verb", [("retention", "--dry-run"), ("compact",)])
+def test_as_of_takes_a_time_ago_as_query_and_verify_do(
+    verb: tuple[str, ...], settings: Settings
+) -> None:
+    result = shared_cli(*verb, "--json", "--as-of", "7d", settings=settings)
+    assert result.returncode == 0, result.stderr
+    if verb[0] == "retention":
+        as_of = datetime.fromisoformat(orjson.loads(result.stdout)["as_of"])
+        assert abs(as_of - (datetime.now(UTC) - timedelta(days=7))) < timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("retention", "--dry-run", "--as-of", "7 days"),
+        ("retention", "--dry-run", "--as-of", "\uff17d"),
+        ("compact", "--as-of", "yesterday"),
+        ("backfill", "--since", "\uff12\uff10\uff12\uff14-05-01"),
+        ("run", "--events", "\uff11\uff12"),
+        ("run", "--events", "1_2"),
+        ("backfill", "--parallel", "\uff14"),
+        ("serve", "--port", "\uff17\uff10\uff17\uff11"),
+    ],
+)
+def test_a_flag_in_other_digits_or_words_is_a_usage_error(
+    args: tuple[str, ...], settings: Settings
+) -> None:
+    result = shared_cli(*args, settings=settings)
+    assert result.returncode == 2, result.stderr  # usage
+    assert args[-2].encode() in result.stderr and b"Traceback" not in result.stderr

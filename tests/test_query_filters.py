@@ -290,6 +290,8 @@ def test_resource_type_of_an_id(resource_id: str, kind: str) -> None:
         {"resource_group": "x" * 1025},
         {"resource_type": "//"},
         {"level": "   "},
+        {"level": "Bogus"},  # no record holds it: an empty answer would look like "none"
+        {"level": "Informationals"},
         {"text": "y" * 2000},
         {"statuses": "Failed"},
     ],
@@ -448,9 +450,13 @@ def test_hostile_values_of_the_new_filters_travel_bound_and_match_nothing(
     for name in ("resource_group", "resource_type", "status", "level", "text"):
         for value in HOSTILE:
             params = {**SPAN, name: value, "limit": "1000"}
+            if name == "level":  # a level is one of five names: anything else is refused
+                with pytest.raises(QueryError, match="level must be one of"):
+                    search_all(archive, params)
+                continue
             assert search_all(archive, params) == []
             counts = histogram({**params, "split": "category"}, NOW, archive.tables).as_dict()
-            assert counts["total"] == 0 or name in ("resource_type", "level", "text")
+            assert counts["total"] == 0 or name in ("resource_type", "text")
     assert sent
     for query_filter, parameters in sent:
         assert query_filter in QUERY_FILTERS, query_filter
@@ -494,3 +500,17 @@ def test_a_keyword_is_looked_for_as_typed_not_as_json_escapes_it() -> None:
 
     assert found('say "hi"') and found("c:\\temp\\x") and found("ÜNÏCODE ✓")
     assert not found("c:\\\\temp")  # the escape itself is not what the value holds
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [("critical", "Critical"), ("ERROR", "Error"), ("Information", "Informational"),
+     (" Verbose ", "Verbose"), ("3", "Warning")],
+)  # fmt: skip
+def test_a_level_is_read_as_the_normalizer_reads_it(given: str, level: str) -> None:
+    assert parse_query({"level": given}, NOW).level == level
+
+
+def test_a_bad_level_names_the_levels() -> None:
+    with pytest.raises(QueryError, match="Critical, Error, Warning, Informational"):
+        parse_query({"level": "Bogus"}, NOW)

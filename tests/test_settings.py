@@ -129,3 +129,40 @@ def test_log_analytics_forwarding_needs_all_three_settings() -> None:
     assert settings.logs_ingestion() is not None
     with pytest.raises(SettingsError, match=names.LOGS_INGESTION_STREAM):
         load_settings({names.LOGS_INGESTION_RULE_ID: "x", names.LOGS_INGESTION_ENDPOINT: "y"})
+
+
+# A number setting is ASCII digits only: Python's int() also reads full-width and Arabic-Indic
+# digits and underscores, so full-width "365" or "3_650" would have passed as a retention a person
+# reading the setting in the portal could not check.
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        (names.RETENTION_DAYS, "\uff13\uff16\uff15"),
+        (names.RETENTION_DAYS, "٣٦٥"),
+        (names.RETENTION_DAYS, "3_650"),
+        (names.RETENTION_CATEGORY_DAYS, "Administrative=\uff12\uff15\uff15\uff15"),
+        (names.RETENTION_CATEGORY_DAYS, "Administrative=2_555"),
+        (names.CATCHUP_LOOKBACK_HOURS, "\uff13"),
+        (names.SEAL_AFTER_MINUTES, "1_20"),
+        (names.RETENTION_TIME_BUDGET_SECONDS, "\uff16\uff10\uff10"),
+    ],
+)
+def test_a_number_setting_takes_ascii_digits_only(setting: str, value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({setting: value})
+    assert setting in str(raised.value)
+
+
+def test_a_category_named_twice_is_refused_not_last_one_wins() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({names.RETENTION_CATEGORY_DAYS: "Administrative=2555,administrative=100"})
+    assert names.RETENTION_CATEGORY_DAYS in str(raised.value)
+    assert "Administrative" in str(raised.value) and "twice" in str(raised.value)
+
+
+def test_a_number_setting_keeps_its_plain_forms() -> None:
+    settings = load_settings(
+        {names.RETENTION_DAYS: " 400 ", names.RETENTION_CATEGORY_DAYS: "Security = 0100"}
+    )
+    assert settings.retention_days == 400
+    assert settings.retention_category_days == {"Security": 100}

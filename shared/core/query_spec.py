@@ -29,7 +29,7 @@ import orjson
 from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.records import CATEGORIES, NormalizedRecord
 from shared.core.timeparse import parse_time
-from shared.core.vocabulary import status_value
+from shared.core.vocabulary import LEVELS, level_name, status_value
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # per page (an HTTP request); also the most Table storage returns per request
@@ -68,7 +68,6 @@ KEY_ORDER: tuple[tuple[str, str], ...] = (
 INDEX_ORDER: tuple[tuple[str, str], ...] = (*KEY_ORDER, ("status", "t"))
 FIELD_COLUMNS: dict[str, str] = {field: LOOKUP_COLUMNS[kind] for field, kind in INDEX_ORDER}
 # Tokens issued before MORE_FILTERS existed stay valid: those are sealed only when given.
-_LEVEL_NAMES = {"information": "Informational"}  # the one other name the spec maps
 
 # The only filters a query sends: a day's manifest rows (all of them, or one class's RowKey
 # range), a value's posting rows over a range of days, and (histograms) a month's partitions.
@@ -149,12 +148,23 @@ def _text(name: str, value: str) -> str:
     return stripped
 
 
-def _time(name: str, text: str, now: datetime) -> datetime:
+def time_ago(text: str, now: datetime) -> datetime | None:
+    """`now` less a time ago written 15m, 12h or 7d; None when `text` is not one.
+
+    Raises OverflowError past the calendar's first day.
+    """
     relative = _RELATIVE.fullmatch(text)
+    if relative is None:
+        return None
+    amount, unit = relative.groups()
+    return now - timedelta(**{_RELATIVE_UNITS[unit]: int(amount)})
+
+
+def _time(name: str, text: str, now: datetime) -> datetime:
     try:
-        if relative:
-            amount, unit = relative.groups()
-            moment = now - timedelta(**{_RELATIVE_UNITS[unit]: int(amount)})
+        ago = time_ago(text, now)
+        if ago is not None:
+            moment = ago
         else:
             parsed = datetime.fromisoformat(text.upper())  # RFC 3339 allows `t` and `z`
             moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
@@ -169,6 +179,14 @@ def _time(name: str, text: str, now: datetime) -> datetime:
     if moment < EARLIEST:
         raise QueryError(f"{name} must be on or after {EARLIEST:%Y-%m-%d}; got {_shown(text)}")
     return moment
+
+
+def _level(text: str) -> str:
+    # Only these are ever archived (the spec): another value would answer "none" for a typo.
+    level = level_name(text)
+    if level is None:
+        raise QueryError(f"level must be one of {', '.join(LEVELS)}; got {_shown(text)}")
+    return level
 
 
 def _limit(values: Mapping[str, str], max_limit: int) -> int:
@@ -243,7 +261,7 @@ def parse_query(
         resource_group=values.get("resource_group"),
         resource_type=kind,
         status=status_value(status) if status is not None else None,
-        level=_LEVEL_NAMES.get(level.lower(), level) if level is not None else None,
+        level=_level(level) if level is not None else None,
         text=values.get("text"),
         since_tick=since_tick,
         until_tick=until_tick,

@@ -34,6 +34,13 @@ _LEVEL_BY_NAME = {
 }
 _LEVEL_BY_NUMBER = {1: "Critical", 2: "Error", 3: "Warning", 4: "Informational", 5: "Verbose"}
 _LEVEL_BY_DIGIT = {str(number): name for number, name in _LEVEL_BY_NUMBER.items()}
+LEVELS = tuple(_LEVEL_BY_NUMBER.values())
+
+
+def level_name(text: str) -> str | None:
+    """A level as the normalizer names it (`information`, `3`), or None for no level."""
+    stripped = text.strip()
+    return _LEVEL_BY_NAME.get(stripped.lower()) or _LEVEL_BY_DIGIT.get(stripped)
 
 
 def category_column(

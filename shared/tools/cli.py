@@ -26,6 +26,7 @@ from azure.core.exceptions import AzureError
 from shared import settings as names
 from shared.core.records import Rejection
 from shared.settings import SettingsError
+from shared.settings_values import ascii_whole
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a writer its reader left
@@ -187,19 +188,35 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
 
 
 def parse_time_argument(text: str) -> datetime:
+    """A time flag's value: ISO 8601 (no zone means UTC) or a time ago (15m, 12h, 7d), as
+    `query` and `verify` read --since and --until. An argparse type: a bad one exits 2."""
+    from shared.core.query_spec import time_ago
+
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"not a date or time: {text!r} (use ISO 8601, e.g. 2024-05-01)") from None
+        moment = time_ago(text.strip(), datetime.now(UTC))
+        if moment is None:
+            moment = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"not a date or time: {text[:64]!r} (ISO 8601 like 2024-05-01, or a time ago like "
+            "15m, 12h or 7d)"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def whole_number_argument(text: str) -> int:
+    """A number flag's value in ASCII digits: int() also reads full-width digits and `_`."""
+    value = ascii_whole(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:64]!r}")
+    return value
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from shared.services.catchup import container_sources, index_each
     from shared.tools.folder import folder_sources
 
-    since = parse_time_argument(args.since) if args.since else None
-    until = parse_time_argument(args.until) if args.until else None
+    since, until = args.since, args.until
     if since is not None and until is not None and since >= until:
         raise UsageError("--since must be before --until")
     if args.parallel < 1:
@@ -254,7 +271,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from shared.core.retention_policy import policy_from
     from shared.services.retention import enforce_retention
 
-    as_of = parse_time_argument(args.as_of) if args.as_of else None
+    as_of = args.as_of
     with _runtime() as app:
         settings = app.settings
         report = enforce_retention(
@@ -271,7 +288,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     from shared.services.compaction import compact
 
-    as_of = parse_time_argument(args.as_of) if args.as_of else datetime.now(UTC)
+    as_of = args.as_of or datetime.now(UTC)
     with _runtime() as app:
         _print_summary(compact(app.tables, as_of=as_of).as_dict(), args.json)
         return EXIT_OK
@@ -439,10 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("path", nargs="?", help="a local folder laid out like the container")
     backfill.add_argument("--container", help="default: the archive container setting")
-    backfill.add_argument("--since")
-    backfill.add_argument("--until")
+    backfill.add_argument("--since", type=parse_time_argument)
+    backfill.add_argument("--until", type=parse_time_argument)
     backfill.add_argument("--subscription")
-    backfill.add_argument("--parallel", type=int, default=4, help="blobs indexed at once")
+    backfill.add_argument(
+        "--parallel", type=whole_number_argument, default=4, help="blobs indexed at once"
+    )
     backfill.add_argument(
         "--json", action="store_true", help="print the summary as one JSON object"
     )
@@ -460,8 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--source", help="a folder: a downloaded archive container, or Event Hub bodies"
     )
-    run.add_argument("--events", type=int, default=3000, help="events to generate (default 3000)")
-    run.add_argument("--seed", type=int, help="fix the generated data (default: from the clock)")
+    run.add_argument(
+        "--events",
+        type=whole_number_argument,
+        default=3000,
+        help="events to generate (default 3000)",
+    )
+    run.add_argument(
+        "--seed",
+        type=whole_number_argument,
+        help="fix the generated data (default: from the clock)",
+    )
     run.add_argument("--json", action="store_true", help="end with one JSON object of counts")
     run.set_defaults(run=cmd_run)
 
@@ -473,7 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rows, archived PT1H.json blobs, cursors and dead letters older than their limit go.",
     )
     retention.add_argument("--dry-run", action="store_true", help="delete nothing; report")
-    retention.add_argument("--as-of", help="judge ages as of this time instead of now")
+    retention.add_argument(
+        "--as-of", type=parse_time_argument, help="judge ages as of this time instead of now"
+    )
     retention.add_argument("--json", action="store_true", help="print the run's record as JSON")
     retention.set_defaults(run=cmd_retention)
 
@@ -485,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
         "than three hours before --as-of are left for later. Idempotent; safe beside writers, "
         "lookups and another compaction. Exit 0.",
     )
-    compact.add_argument("--as-of", help="judge which days are closed as of this time")
+    compact.add_argument(
+        "--as-of", type=parse_time_argument, help="judge which days are closed as of this time"
+    )
     compact.add_argument("--json", action="store_true", help="print the run's record as JSON")
     compact.set_defaults(run=cmd_compact)
 
@@ -497,7 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
         "none is set, Azurite (started with its data in .azurite/, where `run` leaves it). "
         "Prints the page's URL; Ctrl-C stops it.",
     )
-    serve.add_argument("--port", type=int, default=7071, help="default 7071; 0: any free port")
+    serve.add_argument(
+        "--port", type=whole_number_argument, default=7071, help="default 7071; 0: any free port"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="a loopback address only")
     serve.add_argument("--verbose", action="store_true", help="log each request")
     serve.set_defaults(run=cmd_serve)
