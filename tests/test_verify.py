@@ -383,11 +383,23 @@ def test_a_class_day_gone_before_its_retention_is_not_taken_for_retention(app: R
     assert past.ok, past.as_dict()
 
 
-def test_a_blob_whose_count_metadata_was_changed_is_altered(app: Runtime) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"records": "999"},
+        {"records": None},  # removed: every blob the app writes carries it
+        {"sha256": None},
+        {"records": "010"},
+    ],
+)
+def test_a_blob_whose_metadata_was_changed_or_removed_is_altered(
+    app: Runtime, change: dict[str, str | None]
+) -> None:
     _archived(app, 10)
     victim = committed_blobs(app)[0]
     blob = app.stores.records.get_blob_client(victim.name)
-    blob.set_blob_metadata({**blob.get_blob_properties().metadata, "records": "999"})
+    metadata = {**blob.get_blob_properties().metadata, **change}
+    blob.set_blob_metadata({name: value for name, value in metadata.items() if value is not None})
     report = _verify(app, later=True)
     assert _names(report, "altered") == [victim.name] and not report.ok
 

@@ -51,9 +51,12 @@ def _bytes_problem(data: bytes, manifest: Manifest, stored: StoredBlob) -> str |
         return "its SHA-256 is not the manifest's"
     if stored.metadata.get(SHA256) != digest:
         return "its SHA-256 is not its metadata's"
-    if stored.metadata.get(COUNT, str(manifest.count)) != str(manifest.count):
-        said = stored.metadata[COUNT]
-        return f"its metadata says {said!r} records, the manifest {manifest.count}"
+    # Every blob the app writes carries its count (archive_store.COUNT): removing it is a change.
+    said = stored.metadata.get(COUNT)
+    if said != str(manifest.count):
+        if said is None:
+            return f"its metadata has no {COUNT!r} count, the manifest says {manifest.count}"
+        return f"its metadata says {said[:32]!r} records, the manifest {manifest.count}"
     if manifest.offsets and manifest.offsets[-1] != len(data):
         return f"{len(data)} bytes, the manifest says {manifest.offsets[-1]}"
     return None
