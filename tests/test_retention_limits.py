@@ -518,3 +518,37 @@ def test_a_worker_writes_on_after_retention_drops_a_month_table_it_wrote(app: Ru
     again = normalize_input(envelope([activity_event(n) for n in range(2, 5)]), "x")[0]
     assert len(app.writer.write(again).indexed) == 3
     assert month in app.tables.months()
+
+
+def test_verify_between_runs_of_a_stopped_retention_names_leftovers_expiring_not_problems(
+    archive_app: Runtime,
+) -> None:
+    """Found from outside: a run stopped between its steps (a kill, or its time budget) left
+    a day's blobs, claims or postings without their manifests, and `verify` called them
+    `orphaned`, `unarchived` and `dangling` until the next run. What is past its class's
+    retention is expiring, not damage; the same leftovers of a day within retention, or with
+    no policy to judge by, stay problems."""
+    from shared.services.verify import verify
+
+    app = archive_app
+    as_of = (NOW + timedelta(days=800)).replace(minute=30)
+    policy = RetentionPolicy(365, {"Security": 730})
+    expired_world(app, as_of)
+    checks = {"since": None, "until": None, "now": as_of}
+    kills = [("index", 1), ("index", 2), ("index", 4), ("records", 1), ("index", 6)]
+    left = 0
+    for target, calls in kills:
+        switch = KillSwitch(target, calls)
+        with contextlib.suppress(Killed):
+            enforce_retention(doomed(app.stores, switch), policy, as_of=as_of)
+        report = verify(app.tables, app.archive, app.reader, policy=policy, **checks)
+        assert report.ok, (target, calls, report.as_dict()["counts"])
+        left += report.counts["expiring"]
+        if report.counts["expiring"]:  # no policy, or a longer one: the same are damage
+            for other in (None, RetentionPolicy(36500)):
+                judged = verify(app.tables, app.archive, app.reader, policy=other, **checks)
+                assert judged.counts["expiring"] == 0 and not judged.ok, (target, calls)
+    assert left > 0  # the kills did leave something to excuse
+    enforce_retention(app.stores, policy, as_of=as_of)
+    done = verify(app.tables, app.archive, app.reader, policy=policy, **checks)
+    assert done.ok and done.counts["expiring"] == 0, done.as_dict()["counts"]

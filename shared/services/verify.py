@@ -23,6 +23,11 @@ For every day in [since, until) (a day is in when any part of it is):
   named by the layout (else `stray` if named `*.jsonl.gz`, which engines read as records;
   else `foreign`: reported, not a failure, for it is nothing the app wrote).
 
+A class-day past the configured retention (`policy`) is retention's to delete: a blob of it
+that is not committed and a claim of it whose events are in no committed blob are what a run
+stopped between its steps (a kill, its time budget, a protected blob) left, and are
+`expiring`, reported beside the problems, not among them.
+
 `verify --repair` (shared.services.repair) heals what these name, where no event is lost.
 
 Blobs committed while verify ran are re-read before they are called a problem, and so are
@@ -49,24 +54,20 @@ from shared.core.archive_keys import (
     STATE,
     BlobRef,
     event_id,
-    posting_ref,
     slot_partitions,
 )
-from shared.core.keys import LOOKUP_COLUMNS
 from shared.core.retention_policy import RetentionPolicy
 from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.blob_check import Checked, check_blob
 from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
-from shared.services.index_kinds import kinds_of
-from shared.services.run_store import RunStore
+from shared.services.verify_postings import EXPIRING, MonthChecks
 from shared.services.verify_report import DaySpan, VerifyReport
 
 _EVENT_KEY = re.compile(r"[0-9a-f]{32}")
 _RANGE = "PartitionKey ge @low and PartitionKey lt @high"
 _CLAIMS = "PartitionKey ge @low and PartitionKey le @high and RowKey ge @first and RowKey lt @after"
 _PAST_CLAIMS = chr(ord(CLAIM) + 1)  # sorts after every claim's RowKey, before mark rows
-_POSTINGS = "PartitionKey eq @pk"
 # What damaged bytes raise when decoded (orjson's JSONDecodeError is a ValueError).
 _DAMAGED = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError)
 
@@ -88,7 +89,7 @@ def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock,
     return _Verifier(tables, archive, reader, now, VerifyReport(since, until), policy=policy).run()
 
 
-class _Verifier:
+class _Verifier(MonthChecks):
     def __init__(  # noqa: PLR0913 - the three adapters, the clock, the report, the policy
         self,
         tables: IndexTables,
@@ -277,6 +278,10 @@ class _Verifier:
             lost = [event for event in lost if event not in taken]  # a taker's claim settles
         if not lost or ref in self._unreadable or ref in self._gone:
             return  # all archived (here or by a later claim), or reported with its blob
+        if self._expiring(ref):
+            detail = f"{len(lost)} claimed events in no committed blob" + EXPIRING
+            self.report.add("expiring", name, detail, (ref.name,))
+            return
         if self._fenced(ref):
             detail = f"{len(lost)} events of a fenced blob that no write took over, e.g. "
             self.report.add("unarchived", name, detail + lost[0].hex(), (ref.name,))
@@ -288,111 +293,15 @@ class _Verifier:
         detail = f"{len(lost)} claimed events in no committed blob, e.g. {lost[0].hex()}"
         self.report.add("unarchived", name, detail, (ref.name,))
 
-    # --- blobs without a manifest, and postings ---------------------------------------------
-
-    def _fenced(self, ref: BlobRef) -> bool:
-        state = self._uncommitted.get(ref)
-        return state is not None and state[0]
-
-    def _in_flight(self, ref: BlobRef) -> bool:
-        """A pending manifest row young enough that its writer may still commit."""
-        state = self._uncommitted.get(ref)
-        return state is not None and not state[0] and (state[1] is None or state[1] >= self._old)
-
     def _uncommitted_blob(self, ref: BlobRef, blob: StoredBlob) -> None:
         young = blob.last_modified >= self._old or self._in_flight(ref)
         if young or self._reader.manifest(ref) is not None:
             self.report.pending += 1
+        elif self._expiring(ref):
+            self.report.add("expiring", ref.name, "uploaded, not committed" + EXPIRING)
         else:
             state = "fenced" if self._fenced(ref) else "never committed"
             self.report.add("orphaned", ref.name, f"uploaded, {state}")
-
-    def _postings(self, month: str, days: list[date]) -> None:
-        manifests, stored = self._manifests, self._stored
-        kinds = list(LOOKUP_COLUMNS)  # a posting partition is its kind
-        found = self._tables.parallel(lambda kind: self._posting_refs(month, kind), kinds)
-        fresh = dict(zip(kinds, found, strict=True))
-        # Compacted runs (shared.services.compaction): held to the manifests the same way.
-        runs = RunStore(self._tables, month)
-        day_runs = dict(zip(days, self._tables.parallel(runs.day_refs, days), strict=True))
-        for day, day_refs in day_runs.items():
-            found.append(day_refs.named)
-            self._broken_runs(day, day_refs.broken)
-        self._unposted(month, fresh, {day: refs.by_kind for day, refs in day_runs.items()})
-        named: dict[BlobRef, str] = {}
-        for refs in found:
-            for ref, row in refs.items():
-                named.setdefault(ref, row)
-        committed_days = {(ref.archive_class, ref.day) for ref in manifests}
-        for ref, row in sorted(named.items()):
-            if ref in manifests or ref.day not in days:
-                continue
-            blob = stored.get(ref)
-            if blob is None and (ref.archive_class, ref.day) not in committed_days:
-                if self._past_retention(ref):
-                    continue  # retention took the class-day: postings stay till the month goes
-                detail = "its class-day is gone whole, but younger than its retention"
-                self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
-                continue
-            if (
-                self._reader.manifest(ref) is not None
-                or self._in_flight(ref)
-                or (blob is not None and blob.last_modified >= self._old)
-            ):
-                self.report.pending += 1
-            else:
-                detail = "posting names an uncommitted blob"
-                self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
-
-    def _unposted(
-        self,
-        month: str,
-        fresh: dict[str, dict[BlobRef, str]],
-        in_runs: dict[date, dict[str, set[BlobRef]]],
-    ) -> None:
-        """Each intact committed blob of the month, for each kind its records have a value of
-        (and the month posts): a fresh row or a run names it, else its records are not
-        found by that filter (`unindexed`; the repair re-archives the blob, posting anew).
-        Fresh rows are read before runs, and a merge commits its run before it deletes
-        them: a blob is named by one or the other (its day's), whenever compaction runs."""
-        posted = kinds_of(self._tables).of(month)
-        for ref, kinds in sorted(self._kinds.items()):
-            if ref in self._unreadable or ref in self._gone:
-                continue
-            of_day = in_runs.get(ref.day, {})
-            for kind in sorted(kinds & posted):
-                if ref not in fresh[kind] and ref not in of_day.get(kind, ()):
-                    detail = f"no posting row of kind {kind!r} names the blob: not found by it"
-                    self.report.add(
-                        "unindexed", f"{kind} postings of {ref.name}", detail, (ref.name,)
-                    )
-
-    def _past_retention(self, ref: BlobRef) -> bool:
-        """Whether retention, as configured, deletes the blob's class-day by now."""
-        if self._policy is None:
-            return True
-        return self._policy.class_day_past(ref.archive_class, ref.day, self._now)
-
-    def _broken_runs(self, day: date, broken: list[tuple[str, int]]) -> None:
-        """A committed run whose rows are gone: its values' records are `unindexed`, named
-        with the day's committed blobs (`verify --repair` re-archives them, posting anew)."""
-        blobs = tuple(sorted(ref.name for ref in self._manifests if ref.day == day))
-        for kind, prefix in broken:
-            detail = "the day's committed run of this unit has no rows: its values are not found"
-            self.report.add(
-                "unindexed", f"run {kind}{prefix:x} of {day.isoformat()}", detail, blobs
-            )
-
-    def _posting_refs(self, month: str, partition: str) -> dict[BlobRef, str]:
-        """The blobs a posting partition names, each with one of its rows."""
-        refs: dict[BlobRef, str] = {}
-        for row in self._tables.query(month, _POSTINGS, {"pk": partition}, select=["RowKey"]):
-            try:
-                ref = posting_ref(month, row["RowKey"])
-            except (ValueError, KeyError, IndexError):
-                continue  # not a posting row this layout writes
-            refs.setdefault(ref, f"{partition}/{row['RowKey']}")
-        return refs
 
 
 def _blob_bytes(ref: BlobRef) -> bytes:

@@ -9,7 +9,8 @@ from typing import Any
 
 from shared.core.archive_keys import month_of
 
-# What makes the archive unproven (exit 3); `foreign` is reported beside them.
+# What makes the archive unproven (exit 3); `foreign` (nothing the app wrote) and `expiring`
+# (what a stopped retention run left of a class-day past retention) are reported beside them.
 FAILURES = (
     "missing",
     "altered",
@@ -20,7 +21,7 @@ FAILURES = (
     "orphaned",
     "stray",
 )
-KINDS = (*FAILURES, "foreign")
+KINDS = (*FAILURES, "foreign", "expiring")
 MAX_LISTED = 10_000  # problems listed per kind; the counts go on past it
 
 
