@@ -529,26 +529,30 @@ def test_verify_between_runs_of_a_stopped_retention_names_leftovers_expiring_not
     retention is expiring, not damage; the same leftovers of a day within retention, or with
     no policy to judge by, stay problems."""
     from shared.services.verify import verify
+    from shared.services.verify_report import VerifyReport
 
     app = archive_app
     as_of = (NOW + timedelta(days=800)).replace(minute=30)
     policy = RetentionPolicy(365, {"Security": 730})
     expired_world(app, as_of)
-    checks = {"since": None, "until": None, "now": as_of}
+
+    def judged(policy: RetentionPolicy | None) -> VerifyReport:
+        return verify(app.tables, app.archive, app.reader, since=None, until=None, now=as_of,
+                      policy=policy)  # fmt: skip
+
     kills = [("index", 1), ("index", 2), ("index", 4), ("records", 1), ("index", 6)]
     left = 0
     for target, calls in kills:
         switch = KillSwitch(target, calls)
         with contextlib.suppress(Killed):
             enforce_retention(doomed(app.stores, switch), policy, as_of=as_of)
-        report = verify(app.tables, app.archive, app.reader, policy=policy, **checks)
+        report = judged(policy)
         assert report.ok, (target, calls, report.as_dict()["counts"])
         left += report.counts["expiring"]
         if report.counts["expiring"]:  # no policy, or a longer one: the same are damage
-            for other in (None, RetentionPolicy(36500)):
-                judged = verify(app.tables, app.archive, app.reader, policy=other, **checks)
-                assert judged.counts["expiring"] == 0 and not judged.ok, (target, calls)
+            for other in (judged(None), judged(RetentionPolicy(36500))):
+                assert other.counts["expiring"] == 0 and not other.ok, (target, calls)
     assert left > 0  # the kills did leave something to excuse
     enforce_retention(app.stores, policy, as_of=as_of)
-    done = verify(app.tables, app.archive, app.reader, policy=policy, **checks)
+    done = judged(policy)
     assert done.ok and done.counts["expiring"] == 0, done.as_dict()["counts"]
