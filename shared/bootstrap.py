@@ -17,6 +17,7 @@ from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.cursors import CursorStore
 from shared.adapters.deadletters import DeadLetterStore
 from shared.adapters.forward_marks import ForwardMarks
+from shared.adapters.forwarding_declaration import ForwardingDeclaration
 from shared.adapters.index_tables import IndexTables
 from shared.adapters.log_analytics import LogAnalyticsForwarder
 from shared.adapters.storage import Stores, connect
@@ -79,10 +80,18 @@ def _forwarder(settings: Settings) -> LogAnalyticsForwarder | None:
     )
 
 
+def _forwarding(settings: Settings, marks: ForwardMarks, stores: Stores) -> Forwarding | None:
+    forwarder = _forwarder(settings)
+    ingestion = settings.logs_ingestion() if forwarder is not None else None
+    if forwarder is None or ingestion is None:
+        return None
+    declaration = ForwardingDeclaration(stores.runs, ingestion.stream, ingestion.rule_id)
+    return Forwarding(forwarder, marks, declaration)
+
+
 def build_runtime(settings: Settings, **client_options: Any) -> Runtime:
     stores = connect(settings, **client_options)
     stores.ensure()
-    forwarder = _forwarder(settings)
     tables = IndexTables(stores.table_service, stores.index_prefix)
     archive = ArchiveStore(stores.records, stores.archive_tier)
     marks = ForwardMarks(tables)
@@ -95,7 +104,7 @@ def build_runtime(settings: Settings, **client_options: Any) -> Runtime:
         reader=ArchiveReader(tables, archive),
         deadletters=DeadLetterStore(stores.deadletter),
         marks=marks,
-        forwarding=Forwarding(forwarder, marks) if forwarder is not None else None,
+        forwarding=_forwarding(settings, marks, stores),
         cursors=CursorStore(stores.cursors),
     )
 

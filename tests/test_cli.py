@@ -87,7 +87,18 @@ def test_bad_arguments_are_exit_two_with_one_line() -> None:
 
 @pytest.mark.parametrize(
     "verb",
-    ["", "normalize", "ingest", "query", "backfill", "retention", "compact", "run", "deadletter"],
+    [
+        "",
+        "normalize",
+        "ingest",
+        "query",
+        "backfill",
+        "forward",
+        "retention",
+        "compact",
+        "run",
+        "deadletter",
+    ],
 )
 def test_help_says_what_each_verb_does(verb: str) -> None:
     result = shared_cli(*([verb] if verb else []), "--help")

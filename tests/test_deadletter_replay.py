@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from shared.adapters.deadletters import (
 from shared.bootstrap import Runtime, build_runtime, runtime
 from shared.core.normalize import normalize_input
 from shared.services.delivery import EventBody, RetryableDeliveryError, deliver
+from shared.services.forward_range import ForwardRangeReport
 from shared.services.forwarding import not_forwarded_letter
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
@@ -610,3 +612,85 @@ def test_a_replay_without_forwarding_settings_says_why_not_forwarded_letters_sta
     assert "forwarding to Log Analytics is not configured" in said
     assert names.LOGS_INGESTION_ENDPOINT in said
     assert len(list(app.deadletters.list(NOT_FORWARDED))) == 1  # kept for a replay that can
+
+
+# --- the forwarding gap: records indexed where forwarding was not configured -----------------
+
+
+def sent_over(app: Runtime, *, since: datetime, until: datetime) -> ForwardRangeReport:
+    from shared.services.forward_range import forward_range
+
+    assert app.forwarding is not None
+    return forward_range(
+        app.tables, app.reader, app.forwarding, app.deadletters, since=since, until=until
+    )
+
+
+def test_records_indexed_without_forwarding_are_sent_once_by_forward_over_their_range(
+    forwarding: Forwarding, app: Runtime
+) -> None:
+    """Found from outside: records indexed from a shell without the Logs Ingestion settings
+    (backfill, ingest, a replay of undelivered bodies) while the app forwards were never sent
+    and left no letter. `forward` sends what a range holds that Log Analytics has not
+    accepted, once, whoever sent the rest."""
+    plain = deliver(
+        [EventBody(envelope([activity_event(n) for n in range(30)]), "0", 1)],
+        writer=app.writer, deadletters=app.deadletters, forwarding=None,
+    )  # fmt: skip
+    assert plain.indexed == 30 and forwarding.server.records == []
+    forwarder = forwarding.app()
+    sent = deliver(
+        [EventBody(envelope([activity_event(n) for n in range(30, 50)]), "1", 1)],
+        writer=forwarder.writer, deadletters=forwarder.deadletters,
+        forwarding=forwarder.forwarding,
+    )  # fmt: skip
+    assert sent.forwarded == 20
+    assert forwarder.forwarding is not None
+    span = {"since": datetime(2024, 1, 1, tzinfo=UTC), "until": datetime(2025, 1, 1, tzinfo=UTC)}
+    report = sent_over(forwarder, **span)
+    assert (report.records, report.forwarded, report.already_sent) == (50, 30, 20)
+    assert sorted(forwarding.sent()) == indexed_keys(app)
+    assert set(forwarding.sent().values()) == {1}
+    again = sent_over(forwarder, **span)
+    assert (again.records, again.forwarded, again.already_sent) == (50, 0, 50)
+    assert set(forwarding.sent().values()) == {1}
+
+
+def test_forward_sends_only_its_range_and_letters_what_log_analytics_refuses(
+    forwarding: Forwarding, app: Runtime
+) -> None:
+    events = [activity_event(n) for n in range(10)]
+    deliver([EventBody(envelope(events), "0", 1)], writer=app.writer,
+            deadletters=app.deadletters, forwarding=None)  # fmt: skip
+    times = sorted(record["TimeGenerated"] for record in archived_records(app))
+    middle = datetime.fromisoformat(times[5].replace("Z", "+00:00")[:26] + "+00:00")
+    forwarder = forwarding.app()
+    forwarding.server.script([400])  # the one call is refused for what it carries
+    report = sent_over(forwarder, since=middle, until=datetime(2025, 1, 1, tzinfo=UTC))
+    assert (report.records, report.forwarded, report.not_forwarded) == (5, 0, 5)
+    assert len(list(app.deadletters.list(NOT_FORWARDED))) == 5
+    assert forwarding.server.records == []
+
+
+def test_a_shell_without_forwarding_says_that_the_app_forwards_and_how_to_send(
+    forwarding: Forwarding, settings: Settings, tmp_path: Path
+) -> None:
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_bytes(envelope([activity_event(n) for n in range(3)]) + b"\n")
+    quiet = shared_cli("ingest", str(bodies), settings=settings)
+    assert quiet.returncode == 0 and b"forward" not in quiet.stderr  # nothing forwards yet
+    forwarder = forwarding.app()
+    assert forwarder.forwarding is not None
+    deliver([EventBody(envelope([activity_event(9)]), "0", 1)], writer=forwarder.writer,
+            deadletters=forwarder.deadletters, forwarding=forwarder.forwarding)  # fmt: skip
+    said = shared_cli("ingest", str(bodies), settings=settings)
+    assert said.returncode == 0, said.stderr
+    warning = said.stderr.decode()
+    assert "forwards to Log Analytics" in warning and STREAM in warning
+    assert "python -m shared forward" in warning
+
+
+def test_forward_without_forwarding_settings_is_a_usage_error(settings: Settings) -> None:
+    result = shared_cli("forward", "--since", "7d", settings=settings)
+    assert result.returncode == 2, result.stderr  # usage
+    assert names.LOGS_INGESTION_ENDPOINT.encode() in result.stderr

@@ -31,6 +31,7 @@ from shared.adapters.deadletters import (
     LetterHeld,
 )
 from shared.adapters.forward_marks import ForwardMarks
+from shared.adapters.forwarding_declaration import ForwardingDeclaration
 from shared.adapters.log_analytics import LogAnalyticsForwarder, TransientForwardError
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
@@ -53,6 +54,7 @@ class Forwarding:
 
     forwarder: LogAnalyticsForwarder
     marks: ForwardMarks
+    declaration: ForwardingDeclaration | None = None  # that this store is forwarded
 
 
 @dataclass(slots=True)
@@ -86,6 +88,8 @@ class ForwardRun:
                 self._send(by_key)
 
     def _send(self, by_key: dict[str, NormalizedRecord]) -> None:
+        if self.forwarding.declaration is not None:
+            self.forwarding.declaration.declare()
         # What each call Log Analytics took is marked as the call returns.
         accepted = functools.partial(self._accepted, by_key=by_key)
         try:

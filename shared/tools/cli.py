@@ -81,8 +81,9 @@ def _say(text: str) -> None:
 
 
 @contextmanager
-def _runtime() -> Iterator[Any]:
-    """The app's clients against AzureWebJobsStorage, or Azurite when that is not set."""
+def _runtime(*, indexes: bool = False) -> Iterator[Any]:
+    """The app's clients against AzureWebJobsStorage, or Azurite when that is not set. A verb
+    that `indexes` records says first when the store is forwarded and this shell is not."""
     from shared.bootstrap import build_runtime
     from shared.settings import STORAGE_CONNECTION, load_settings
     from shared.tools.azurite import local_storage
@@ -91,7 +92,56 @@ def _runtime() -> Iterator[Any]:
         env = dict(os.environ)
         if connection:
             env[STORAGE_CONNECTION] = connection
-        yield build_runtime(load_settings(env))
+        app = build_runtime(load_settings(env))
+        if indexes and app.forwarding is None:
+            _say_not_forwarded(app)
+        yield app
+
+
+def _say_not_forwarded(app: Any) -> None:
+    """Found from outside: records indexed here while the app forwards were never sent."""
+    from shared.adapters.forwarding_declaration import declared
+
+    try:
+        declaration = declared(app.stores.runs)
+    except AzureError:
+        return  # advice only: the verb itself says what storage did
+    if declaration is None:
+        return
+    sys.stderr.write(
+        f"• this store forwards to Log Analytics (stream {declaration['Stream']}, last seen "
+        f"{declaration['Seen']}), and this shell does not: records indexed here are not sent. "
+        f"Set {names.LOGS_INGESTION_ENDPOINT}, {names.LOGS_INGESTION_RULE_ID} and "
+        f"{names.LOGS_INGESTION_STREAM} as the app has them, or send them afterwards with "
+        "`python -m shared forward --since <time>` where they are set\n"
+    )
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    from shared.services.forward_range import forward_range
+
+    until = args.until or datetime.now(UTC)
+    if args.since >= until:
+        raise UsageError("--since must be before --until")
+    with _runtime() as app:
+        if app.forwarding is None:
+            raise UsageError(
+                "forwarding to Log Analytics is not configured here: set "
+                f"{names.LOGS_INGESTION_ENDPOINT}, {names.LOGS_INGESTION_RULE_ID} and "
+                f"{names.LOGS_INGESTION_STREAM} as the app has them" + _invalid_forwarding(app)
+            )
+        report = forward_range(
+            app.tables, app.reader, app.forwarding, app.deadletters, since=args.since, until=until
+        )
+        _print_summary(report.as_dict(), args.json)
+        return EXIT_REJECTED if report.not_forwarded else EXIT_OK
+
+
+def _invalid_forwarding(app: Any) -> str:
+    from shared.settings import Section
+
+    error = app.settings.invalid.get(Section.FORWARDING)
+    return f" ({error})" if error is not None else ""
 
 
 def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -137,7 +187,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         except OSError as error:
             sys.stderr.write(f"ingest: cannot read {path}: {error.strerror or error}\n")
             return EXIT_USAGE
-    with _runtime() as app:
+    with _runtime(indexes=True) as app:
         total = DeliveryReport()
         # As host.json's maxEventBatchSize: the same batches the trigger sees.
         from functions.eventhub_trigger import MAX_EVENT_BATCH_SIZE as batch_size
@@ -173,7 +223,7 @@ def _say_unreadable(error: Exception) -> None:
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     from shared.services.replay import replay
 
-    with _runtime() as app:
+    with _runtime(indexes=True) as app:
         summary = replay(app, kind=args.kind)
         _print_summary(summary, args.json)
         if app.forwarder is None and any(summary.values()):
@@ -225,7 +275,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     root = Path(args.path) if args.path else None
     if root is not None and not root.is_dir():
         raise UsageError(f"not a folder: {args.path}")
-    with _runtime() as app:
+    with _runtime(indexes=True) as app:
         if root is not None:
             sources = folder_sources(root, **scope)
         else:
@@ -466,6 +516,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the summary as one JSON object"
     )
     backfill.set_defaults(run=cmd_backfill)
+
+    forward = verbs.add_parser(
+        "forward",
+        help="send to Log Analytics what a time range holds and it has not accepted",
+        description="Read the archive's records of [--since, --until) and send to Log "
+        "Analytics, once each, those it has not accepted: records indexed where forwarding "
+        "was not configured (a shell without the Logs Ingestion settings, or an app whose "
+        "forwarding settings were bad). Needs the app's ACTIVITYLOG_LOGS_INGESTION_* settings "
+        "and its Monitoring Metrics Publisher role. Idempotent: run it again after a failure. "
+        "Exit 0; 3 when Log Analytics refused records (not-forwarded letters, for `deadletter "
+        "replay`); 1 when it was unavailable; 2 for bad arguments.",
+    )
+    forward.add_argument(
+        "--since", type=parse_time_argument, required=True, help="ISO 8601 or 15m, 12h, 7d"
+    )
+    forward.add_argument("--until", type=parse_time_argument, help="default: now")
+    forward.add_argument("--json", action="store_true", help="print the summary as JSON")
+    forward.set_defaults(run=cmd_forward)
 
     run = verbs.add_parser(
         "run",
