@@ -33,6 +33,10 @@ FUNCTION_KEY = "code"
 FORMAT = "format"
 NEXT_HEADER = "X-Continuation"
 SCANNED_HEADER = "X-Scanned-Until"
+# The archive blobs whose records the page could not read (damaged storage), comma-separated:
+# an export is evidence, and records missing from it are named, as `unreadable` in JSON.
+UNREADABLE_HEADER = "X-Unreadable-Blobs"
+MAX_UNREADABLE_NAMED = 20  # a header stays small; `verify` lists them all
 _NOT_FILTERS = (CONTINUATION, FUNCTION_KEY, FORMAT)
 
 
@@ -64,6 +68,8 @@ def _export(
         headers[NEXT_HEADER] = page.continuation
     if page.reached is not None:
         headers[SCANNED_HEADER] = page.reached
+    if page.unreadable:
+        headers[UNREADABLE_HEADER] = ",".join(page.unreadable[:MAX_UNREADABLE_NAMED])
     return func.HttpResponse(
         page_body(fmt, page.records, first=first),
         status_code=int(HTTPStatus.OK),

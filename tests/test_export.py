@@ -13,7 +13,7 @@ import azure.functions as func
 import orjson
 import pytest
 
-from functions.query_http import NEXT_HEADER, SCANNED_HEADER, handle_activity
+from functions.query_http import NEXT_HEADER, SCANNED_HEADER, UNREADABLE_HEADER, handle_activity
 from shared.bootstrap import Runtime, build_runtime
 from shared.core.export import (
     CSV_COLUMNS,
@@ -31,6 +31,7 @@ from shared.settings import STORAGE_CONNECTION, STORE_PREFIX, load_settings
 from shared.tools import query_cli
 from shared.tools.azurite import Azurite
 from shared.tools.query_cli import query_main
+from tests.archive_view import committed_blobs
 from tests.test_query import cli_args
 
 NOW = datetime(2024, 4, 15, 12, 0, tzinfo=UTC)
@@ -249,3 +250,28 @@ def test_time_stamp_is_the_portals_text_or_the_time_as_it_came(
     stamp = row[PORTAL_COLUMNS.index("Time stamp")]
     expected = time_generated if shown is None else f"{shown} GMT+0000 (Coordinated Universal Time)"
     assert stamp == expected
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_page_names_the_blobs_whose_records_it_could_not_read(
+    azurite: Azurite, fmt: str
+) -> None:
+    """An export is evidence: records missing from it for damaged storage are named in a
+    header (as the JSON answer's `unreadable` names them), never silently left out."""
+    settings = load_settings(
+        {STORAGE_CONNECTION: azurite.connection_string, STORE_PREFIX: f"ex{os.getpid()}{fmt}"}
+    )
+    app = build_runtime(settings)
+    assert len(app.writer.write([make(i) for i in range(4)]).indexed) == 4  # one day: a blob
+    (victim,) = committed_blobs(app)
+    partition, row = victim.manifest_keys
+    found = app.tables.get(victim.month, partition, row)
+    assert found is not None
+    app.tables.upsert(victim.month, [{**found, "N": "abc"}])  # a damaged count
+    for params in ({**SPAN}, {**SPAN, "resource_group": "rg-audit"}):  # listing, lookup
+        response = handle_activity(request({**params, "format": fmt}), app, NOW)
+        assert response.status_code == 200
+        assert response.headers[UNREADABLE_HEADER] == victim.name, params
+    app.tables.upsert(victim.month, [found])
+    whole = handle_activity(request({**SPAN, "format": fmt}), app, NOW)
+    assert UNREADABLE_HEADER not in whole.headers

@@ -71,6 +71,21 @@ class UnreadableRecord(Exception):
 
 
 _ROW_ERRORS = (KeyError, ValueError, TypeError, IndexError)  # a manifest row's damaged fields
+Known = Manifest | UnreadableRecord | None  # what a lookup knows of a blob's manifest
+
+
+def read_manifest(ref: BlobRef, row: dict[str, object]) -> Manifest | UnreadableRecord:
+    """A committed manifest row read; a damaged one as the unreadable records of its blob (a
+    search names it, `verify` calls the row `altered`), never an error that ends the search."""
+    try:
+        return Manifest.of_row(ref, row)
+    except _ROW_ERRORS as error:
+        log.warning(
+            "manifest row of %s cannot be read: %s: %s", ref.name, type(error).__name__, error
+        )
+        return UnreadableRecord(ref.name, ValueError(f"its manifest row is damaged: {error}"))
+
+
 _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, IndexError)
 
 
@@ -83,25 +98,21 @@ class ArchiveReader:
         """The blob's manifest; None when it has none committed, or when its row cannot be
         read (damaged: `verify` names it `altered`, and a lookup skips it as a listing of
         the day does, rather than fail every search that reaches it)."""
+        known = self._known(ref)
+        return known if isinstance(known, Manifest) else None
+
+    def _known(self, ref: BlobRef) -> Known:
         partition, row = ref.manifest_keys
         found = self._tables.get(ref.month, partition, row)
-        if not is_manifest(found):
-            return None
-        try:
-            return Manifest.of_row(ref, found)
-        except _ROW_ERRORS as error:
-            log.warning(
-                "manifest row of %s cannot be read: %s: %s", ref.name, type(error).__name__, error
-            )
-            return None
+        return read_manifest(ref, found) if is_manifest(found) else None
 
-    def manifests(self, refs: Sequence[BlobRef]) -> dict[BlobRef, Manifest | None]:
+    def manifests(self, refs: Sequence[BlobRef]) -> dict[BlobRef, Known]:
         # One point read a blob: a day's partition can hold 100,000 manifests at scale.
         unique = sorted(set(refs))
-        return dict(zip(unique, self._tables.parallel(self.manifest, unique), strict=True))
+        return dict(zip(unique, self._tables.parallel(self._known, unique), strict=True))
 
     def fetch(
-        self, places: Sequence[Place], manifests: dict[BlobRef, Manifest | None] | None = None
+        self, places: Sequence[Place], manifests: Mapping[BlobRef, Known] | None = None
     ) -> list[NormalizedRecord | UnreadableRecord | None]:
         """The record at each place; None where there is none (uncommitted or deleted).
 
@@ -114,7 +125,7 @@ class ArchiveReader:
         needed: dict[BlobRef, set[int]] = defaultdict(set)
         for ref, ordinal in places:
             manifest = known[ref]
-            if manifest is not None and ordinal < manifest.count:
+            if isinstance(manifest, Manifest) and ordinal < manifest.count:
                 needed[ref].add(ordinal // manifest.member_records)
         spans = list(needed.items())
         read = self._tables.parallel(lambda span: self._span(known, *span), spans)
@@ -122,6 +133,9 @@ class ArchiveReader:
         out: list[NormalizedRecord | UnreadableRecord | None] = []
         for ref, ordinal in places:
             manifest = known[ref]
+            if isinstance(manifest, UnreadableRecord):
+                out.append(manifest)  # its row is damaged: named, not silently missing
+                continue
             got = members.get(ref)
             if manifest is None or got is None or ordinal >= manifest.count:
                 out.append(None)
@@ -135,12 +149,12 @@ class ArchiveReader:
         return out
 
     def _span(
-        self, known: dict[BlobRef, Manifest | None], ref: BlobRef, wanted: set[int]
+        self, known: Mapping[BlobRef, Known], ref: BlobRef, wanted: set[int]
     ) -> dict[int, list[bytes]] | UnreadableRecord | None:
         """The lines of the `wanted` members of a blob, by one ranged read from the first to
         the last (members between them are read, not decompressed)."""
         manifest = known[ref]
-        assert manifest is not None  # spans are made of blobs with a manifest only
+        assert isinstance(manifest, Manifest)  # spans are made of blobs with a manifest only
         offsets, first, last = manifest.offsets, min(wanted), max(wanted)
         if last + 1 >= len(offsets):
             return UnreadableRecord(ref.name, IndexError("a record past the blob's end"))

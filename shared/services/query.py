@@ -39,7 +39,14 @@ from shared.core.query_spec import (
     parse_query,
 )
 from shared.core.records import NormalizedRecord
-from shared.services.archive_read import ArchiveReader, Manifest, UnreadableRecord, is_manifest
+from shared.services.archive_read import (
+    ArchiveReader,
+    Known,
+    Manifest,
+    UnreadableRecord,
+    is_manifest,
+    read_manifest,
+)
 from shared.services.index_kinds import kinds_of
 from shared.services.postings_read import month_postings
 from shared.services.query_page import Entry, Page, QueryPage, ScanBudget, day_ticks, order
@@ -308,7 +315,7 @@ def _day_entries(
     return entries
 
 
-def _manifests(tables: IndexTables, entries: list[Entry]) -> dict[BlobRef, Manifest | None]:
+def _manifests(tables: IndexTables, entries: list[Entry]) -> dict[BlobRef, Known]:
     """The manifests of the entries' blobs, a day's at once where it needs several: one
     listing of the RowKey range between them (a small tenant's day has many small blobs: one
     request, not one a blob). A range of more than a page of rows is left, past its first
@@ -317,7 +324,7 @@ def _manifests(tables: IndexTables, entries: list[Entry]) -> dict[BlobRef, Manif
     for day, _, ref, _ in entries:
         by_day.setdefault(day, set()).add(ref)
     days = [day for day, refs in by_day.items() if len(refs) >= LIST_MANIFESTS_FROM]
-    found: dict[BlobRef, Manifest | None] = {}
+    found: dict[BlobRef, Known] = {}
     listed = tables.parallel(lambda day: _listing(tables, day, by_day[day]), days)
     for day, (manifests, whole) in zip(days, listed, strict=True):
         for ref in by_day[day]:
@@ -328,23 +335,23 @@ def _manifests(tables: IndexTables, entries: list[Entry]) -> dict[BlobRef, Manif
 
 def _listing(
     tables: IndexTables, day: date, refs: set[BlobRef]
-) -> tuple[dict[BlobRef, Manifest], bool]:
+) -> tuple[dict[BlobRef, Manifest | UnreadableRecord], bool]:
     """The committed manifests of a day's RowKey range from the first of `refs` to the last
     (at most a page of rows), and whether that was the whole range."""
     month, partition = month_of(day), f"{MANIFEST_ROW}{day.day:02d}"
     keys = sorted(ref.manifest_keys[1] for ref in refs)
     parameters = {"pk": partition, "low": keys[0], "high": keys[-1] + "~"}  # "~": past any id
     rows = tables.query(month, FILTER_RANGE, parameters, page_size=_LISTING_ROWS)
-    found: dict[BlobRef, Manifest] = {}
+    found: dict[BlobRef, Manifest | UnreadableRecord] = {}
     count = 0
     for count, row in enumerate(islice(rows, _LISTING_ROWS), start=1):  # noqa: B007
         if not is_manifest(row):
             continue  # a write in flight, or fenced: not committed
         try:
             ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-            found[ref] = Manifest.of_row(ref, row)
         except (KeyError, ValueError, TypeError, IndexError):
             continue  # not a row of the index's making
+        found[ref] = read_manifest(ref, row)  # a damaged row: its blob is named unreadable
     return found, count < _LISTING_ROWS
 
 

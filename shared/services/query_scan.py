@@ -17,7 +17,13 @@ from shared.core.archive_keys import CLASS_CODES, MANIFEST_ROW, BlobRef, month_o
 from shared.core.continuation import Continuation
 from shared.core.query_spec import FILTER_PARTITION, FILTER_RANGE
 from shared.core.records import NormalizedRecord
-from shared.services.archive_read import ArchiveReader, Manifest, is_manifest
+from shared.services.archive_read import (
+    ArchiveReader,
+    Manifest,
+    UnreadableRecord,
+    is_manifest,
+    read_manifest,
+)
 from shared.services.query_page import Page, QueryPage, order, ticks
 
 # Days one page may walk: a long, sparse range costs bounded work per request and hands back
@@ -64,10 +70,12 @@ def manifests(page: Page, day: date, tables: IndexTables) -> list[Manifest]:
             continue  # a write in flight, or fenced: not committed
         try:
             ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-            manifest = Manifest.of_row(ref, row)
         except (KeyError, ValueError, TypeError, IndexError):
             continue  # not a row of the index's making
-        if page.spans(manifest):
+        manifest = read_manifest(ref, row)
+        if isinstance(manifest, UnreadableRecord):
+            page.keep([manifest])  # its records are named missing, not silently left out
+        elif page.spans(manifest):
             found.append(manifest)
     return sorted(found, key=lambda m: m.high_ticks, reverse=True)
 

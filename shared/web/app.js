@@ -574,6 +574,7 @@
     params.set('format', format);
     params.set('limit', String(EXPORT_PAGE));
     const parts = [];
+    const unreadable = new Set();  // blobs whose records are missing from the file
     let name = '';
     let bytes = 0;
     try {
@@ -589,6 +590,7 @@
         const part = await response.blob();
         parts.push(part);
         bytes += part.size;
+        (response.headers.get('X-Unreadable-Blobs') || '').split(',').filter(Boolean).forEach((blob) => unreadable.add(blob));
         const next = response.headers.get('X-Continuation');
         if (!next) break;
         // The service never hands back the token it was asked with; if it ever did, following
@@ -598,6 +600,9 @@
       }
       save(new Blob(parts, { type: TYPES[format] }), name);
       status.textContent = `Saved ${name} (${(bytes / 1e6).toFixed(2)} MB)`;
+      if (unreadable.size) {
+        status.textContent += `; ${unreadable.size} archive blob(s) could not be read and their events are missing from it: ${[...unreadable].slice(0, 3).join(', ')}`;
+      }
       document.body.dataset.exported = name;
     } catch (error) {
       status.textContent = error.name === 'AbortError' ? 'Export cancelled' : `Export failed: ${error.message}`;
