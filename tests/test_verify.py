@@ -16,11 +16,13 @@ from shared.adapters.index_tables import as_int, int64
 from shared.bootstrap import Runtime
 from shared.core.archive_format import encode_blob, pack_offsets
 from shared.core.archive_keys import (
+    CLAIM,
     BlobRef,
     claim_row,
     event_id,
     pack_ids,
     slot_partition,
+    slot_partitions,
     unpack_ids,
 )
 from shared.core.keys import parse_canonical_time
@@ -523,3 +525,30 @@ def test_repair_leaves_an_expired_days_blob_that_lost_its_manifest_to_retention(
     assert [action.name for action in done.not_repaired if action.kind == "orphaned"] == [
         victim.name
     ]
+
+
+def test_a_late_commit_into_a_class_day_retention_is_deleting_is_expiring_not_unindexed(
+    app: Runtime,
+) -> None:
+    """Found from outside: a writer that commits a blob into a class-day while a retention run
+    deletes it (its manifest lands after retention deleted the day's manifests, its claims
+    are deleted after) leaves a committed blob no claim names; `verify` called its events
+    `unindexed` until the next run deletes it. Past its class's retention it is expiring;
+    within it (or with no policy to judge by) it stays a problem."""
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    slots = set(slot_partitions(victim.day))
+    rows = [
+        row
+        for row in app.tables.query(victim.month, "PartitionKey ge @low", {"low": "0"})
+        if row["PartitionKey"] in slots and str(row["RowKey"]).startswith(CLAIM)
+    ]
+    assert rows
+    app.tables.delete(victim.month, rows)  # the day's claims, as retention deletes them
+    common: dict[str, Any] = {"since": None, "until": None, "now": datetime.now(UTC) + LATER}
+    past = verify(app.tables, app.archive, app.reader, policy=policy_from(90, {}), **common)
+    assert past.ok, past.as_dict()["counts"]
+    assert past.counts["expiring"] >= 1 and past.counts["unindexed"] == 0
+    for policy in (None, policy_from(36500, {})):
+        kept = verify(app.tables, app.archive, app.reader, policy=policy, **common)
+        assert kept.counts["unindexed"] > 0 and kept.counts["expiring"] == 0 and not kept.ok

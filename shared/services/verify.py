@@ -24,9 +24,10 @@ For every day in [since, until) (a day is in when any part of it is):
   else `foreign`: reported, not a failure, for it is nothing the app wrote).
 
 A class-day past the configured retention (`policy`) is retention's to delete: a blob of it
-that is not committed and a claim of it whose events are in no committed blob are what a run
-stopped between its steps (a kill, its time budget, a protected blob) left, and are
-`expiring`, reported beside the problems, not among them.
+that is not committed, a claim of it whose events are in no committed blob, and a committed
+blob of it whose events no claim names are what a run stopped between its steps (a kill, its
+time budget, a protected blob) or a writer committing while it ran left, and are `expiring`,
+reported beside the problems, not among them: the next run deletes them.
 
 `verify --repair` (shared.services.repair) heals what these name, where no event is lost.
 
@@ -237,15 +238,24 @@ class _Verifier(MonthChecks):
         self._names.append(ref.name)
         in_blob: set[bytes] = set()
         suffix = _blob_bytes(ref)
+        # Past retention, a commit that landed while a run deleted the day's claims: expiring.
+        expiring, unclaimed = self._expiring(ref), 0
         for event_key in blob.event_keys:
             compact = bytes.fromhex(event_key)
             if self._seen.setdefault(compact, index) != index or compact in in_blob:
                 self._duplicates[event_key].append(ref.name)
             in_blob.add(compact)
             event = event_id(event_key)
-            if event + suffix not in claimed:
+            if event + suffix in claimed:
+                pass
+            elif expiring:
+                unclaimed += 1
+            else:
                 self.report.add("unindexed", event_key, "no claim names its blob", (ref.name,))
             yield event
+        if unclaimed:
+            detail = f"committed, {unclaimed} of its events claimed by no row" + EXPIRING
+            self.report.add("expiring", ref.name, detail)
 
     def _taken_over(self, claims: list[tuple[str, Claim]], archived: set[bytes]) -> set[bytes]:
         """Of the unarchived events of fenced blobs' claims, those a live claim holds (a write
