@@ -654,6 +654,10 @@ def test_records_indexed_without_forwarding_are_sent_once_by_forward_over_their_
     again = sent_over(forwarder, **span)
     assert (again.records, again.forwarded, again.already_sent) == (50, 0, 50)
     assert set(forwarding.sent().values()) == {1}
+    # Any range, the calendar's whole: it walks the index's months, not ten thousand years.
+    ever = {"since": datetime.min.replace(tzinfo=UTC), "until": datetime.max.replace(tzinfo=UTC)}
+    whole = sent_over(forwarder, **ever)
+    assert (whole.records, whole.forwarded, whole.days) == (50, 0, again.days)
 
 
 def test_forward_sends_only_its_range_and_letters_what_log_analytics_refuses(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from shared.adapters.deadletters import DeadLetterStore
 from shared.adapters.index_tables import IndexTables
@@ -66,7 +66,10 @@ def forward_range(  # noqa: PLR0913 - the stores and forwarding, then the range,
     low, high = canonical(since), canonical(until)
     low_ticks, high_ticks = parse_canonical_time(low)[1], parse_canonical_time(high)[1]
     batch: list[NormalizedRecord] = []
+    months = set(tables.months())  # a range of centuries walks only the index's months
     for day in _days(since, until):
+        if month_of(day) not in months:
+            continue
         report.days += 1
         for manifest in _committed(tables, day):
             if manifest.high_ticks < low_ticks or manifest.low_ticks >= high_ticks:
@@ -102,10 +105,11 @@ def _send(
 
 
 def _days(since: datetime, until: datetime) -> Iterator[date]:
-    day, last = since.date(), (until - timedelta(microseconds=1)).date()
-    while day <= last:
-        yield day
-        day += timedelta(days=1)
+    """The days of [since, until), in UTC (a month table's days)."""
+    first = since.astimezone(UTC).date()
+    last = (until.astimezone(UTC) - timedelta(microseconds=1)).date()
+    for ordinal in range(first.toordinal(), last.toordinal() + 1):
+        yield date.fromordinal(ordinal)
 
 
 def _committed(tables: IndexTables, day: date) -> Iterator[Manifest]:
