@@ -14,7 +14,9 @@ SUBSCRIPTIONS_PREFIX = "resourceId=/SUBSCRIPTIONS/"
 _PT1H = re.compile(
     re.escape(SUBSCRIPTIONS_PREFIX) + r"(?P<subscription>[^/]+)/y=(?P<y>\d{4})/m=(?P<m>\d{2})/"
     r"d=(?P<d>\d{2})/h=(?P<h>\d{2})/m=00/PT1H\.json$",
-    re.IGNORECASE,
+    # ASCII: `\d` and case folding as Azure writes names (else "\u0662\u0660\u0662\u0664" reads
+    # as 2024, and U+017F as "s").
+    re.IGNORECASE | re.ASCII,
 )
 
 

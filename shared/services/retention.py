@@ -34,7 +34,7 @@ from shared.services.retention_audit import AuditRow, RetentionReport
 OUTSIDE_LAYOUT = "name outside the PT1H.json layout"
 STEP_ROWS = 1000  # cursors per deletion step (one audit update before each)
 STEP_BLOBS = 100  # blobs per deletion step
-_YEAR_FOLDER = re.compile(r"/y=(\d{4})/$")
+_YEAR_FOLDER = re.compile(r"/y=(\d{4})/$", re.ASCII)  # int() reads other digits too
 __all__ = ["PROTECTED_BLOB_ERRORS", "Budget", "RetentionJob", "enforce_retention"]
 
 
