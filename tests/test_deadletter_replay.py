@@ -42,7 +42,7 @@ from shared.services.forwarding import not_forwarded_letter
 from shared.services.replay import replay
 from shared.settings import Settings, load_settings
 from shared.tools.local_host import Invocation, Retry, app_settings, event_hub_batch, registered
-from tests.archive_view import archived_keys, archived_records, unreachable_writer
+from tests.archive_view import archived_keys, archived_records, committed_blobs, unreachable_writer
 from tests.events import SUBSCRIPTION, activity_event, envelope, jsonl
 from tests.logs_ingestion_server import LogsIngestionServer, StaticTokenCredential
 from tests.test_cli import shared_cli
@@ -617,12 +617,16 @@ def test_a_replay_without_forwarding_settings_says_why_not_forwarded_letters_sta
 # --- the forwarding gap: records indexed where forwarding was not configured -----------------
 
 
-def sent_over(app: Runtime, *, since: datetime, until: datetime) -> ForwardRangeReport:
+def sent_over(app: Runtime, *, since: datetime | str, until: datetime | str) -> ForwardRangeReport:
+    """`forward` over [since, until): times, or canonical TimeGenerated texts."""
+    from shared.core.query_spec import canonical
     from shared.services.forward_range import forward_range
 
     assert app.forwarding is not None
+    low = since if isinstance(since, str) else canonical(since)
+    high = until if isinstance(until, str) else canonical(until)
     return forward_range(
-        app.tables, app.reader, app.forwarding, app.deadletters, since=since, until=until
+        app.tables, app.reader, app.forwarding, app.deadletters, since=low, until=high
     )
 
 
@@ -698,3 +702,61 @@ def test_forward_without_forwarding_settings_is_a_usage_error(settings: Settings
     result = shared_cli("forward", "--since", "7d", settings=settings)
     assert result.returncode == 2, result.stderr  # usage
     assert names.LOGS_INGESTION_ENDPOINT.encode() in result.stderr
+
+
+def test_forward_names_a_blob_whose_manifest_row_is_damaged(
+    forwarding: Forwarding, app: Runtime
+) -> None:
+    """Found from outside: `forward` skipped a damaged manifest row without counting it."""
+    deliver([EventBody(envelope([activity_event(n) for n in range(4)]), "0", 1)],
+            writer=app.writer, deadletters=app.deadletters, forwarding=None)  # fmt: skip
+    (victim,) = committed_blobs(app)
+    partition, row = victim.manifest_keys
+    found = app.tables.get(victim.month, partition, row)
+    assert found is not None
+    app.tables.upsert(victim.month, [{**found, "H": "not a digest"}])
+    span = {"since": "2024-01-01T00:00:00.0000000Z", "until": "2025-01-01T00:00:00.0000000Z"}
+    report = sent_over(forwarding.app(), **span)
+    assert (report.records, report.unreadable_blobs) == (0, 1)
+    assert report.unreadable == [victim.name]
+
+
+def test_forward_reads_its_range_to_the_100_ns_as_query_does(
+    forwarding: Forwarding, app: Runtime
+) -> None:
+    """Found from outside: the 100 ns digit of --since/--until was dropped, so a record just
+    before --since was sent and one just before --until was not."""
+    deliver([EventBody(envelope([activity_event(n) for n in range(5)]), "0", 1)],
+            writer=app.writer, deadletters=app.deadletters, forwarding=None)  # fmt: skip
+    times = sorted(record["TimeGenerated"] for record in archived_records(app))
+    since, until = times[1][:-2] + "5Z", times[3][:-2] + "5Z"  # just after [1], after [3]
+    report = sent_over(forwarding.app(), since=since, until=until)
+    assert report.forwarded == 2
+    assert sorted(str(r["TimeGenerated"]) for r in forwarding.server.records) == times[2:4]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--since", "0001-01-01T00:00:00+01:00"),
+        ("--since", "2024-01-01", "--until", "9999-12-31T23:59:59-01:00"),
+        ("--since", "1d", "--until", "2d"),
+    ],
+)
+def test_forward_refuses_a_range_it_cannot_read_without_a_traceback(
+    forwarding: Forwarding, args: tuple[str, ...]
+) -> None:
+    environment = {
+        **os.environ,
+        names.STORAGE_CONNECTION: forwarding.settings.storage_connection,
+        names.STORE_PREFIX: forwarding.settings.store_prefix,
+        names.LOGS_INGESTION_ENDPOINT: forwarding.server.endpoint,
+        names.LOGS_INGESTION_RULE_ID: RULE_ID,
+        names.LOGS_INGESTION_STREAM: STREAM,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "shared", "forward", *args],
+        env=environment, capture_output=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr  # usage
+    assert b"Traceback" not in result.stderr and b"--" in result.stderr

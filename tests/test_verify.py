@@ -552,3 +552,48 @@ def test_a_late_commit_into_a_class_day_retention_is_deleting_is_expiring_not_un
     for policy in (None, policy_from(36500, {})):
         kept = verify(app.tables, app.archive, app.reader, policy=policy, **common)
         assert kept.counts["unindexed"] > 0 and kept.counts["expiring"] == 0 and not kept.ok
+
+
+@pytest.mark.parametrize("field", ["Lo", "Hi"])
+def test_a_manifest_whose_time_span_is_not_its_records_is_altered(app: Runtime, field: str) -> None:
+    """Found from outside: a manifest's `Lo`/`Hi` moved off its records' times passed
+    `verify`, while a day's listing (which skips blobs by span) and `forward` left the blob's
+    records out without a word."""
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    partition, row = victim.manifest_keys
+    found = app.tables.get(victim.month, partition, row)
+    assert found is not None
+    moved = {"Lo": as_int(found["Hi"]) + 1, "Hi": as_int(found["Lo"]) - 1}[field]
+    app.tables.upsert(victim.month, [{**found, field: int64(moved)}])
+    report = _verify(app, later=True)
+    assert _names(report, "altered") == [victim.name] and not report.ok
+    assert "time span" in report.problems["altered"][0].detail
+
+
+def test_a_lookup_of_a_record_past_its_manifests_count_names_the_blob(app: Runtime) -> None:
+    """Found from outside: a manifest's `N` made smaller hid the records past it from key
+    lookups without a word (verify calls the blob altered)."""
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    held = app.reader.blob_records(victim)
+    assert isinstance(held, list) and len(held) > 1
+    partition, row = victim.manifest_keys
+    found = app.tables.get(victim.month, partition, row)
+    assert found is not None
+    app.tables.upsert(victim.month, [{**found, "N": int64(1)}])
+    last = held[-1]
+    query = ActivityQuery(
+        subscription=None,
+        resource=None,
+        caller=None,
+        correlation_id=last["CorrelationId"],
+        operation=None,
+        category=None,
+        since=datetime(2000, 1, 1, tzinfo=UTC),
+        until=datetime.now(UTC),
+        limit=1000,
+    )
+    page = run_query(query, tables=app.tables, reader=app.reader)
+    assert page.unreadable == [victim.name]
+    assert _names(_verify(app, later=True), "altered") == [victim.name]

@@ -136,8 +136,11 @@ class ArchiveReader:
             if isinstance(manifest, UnreadableRecord):
                 out.append(manifest)  # its row is damaged: named, not silently missing
                 continue
+            if manifest is not None and ordinal >= manifest.count:  # a posting past its N
+                out.append(UnreadableRecord(ref.name, IndexError("past its manifest's count")))
+                continue
             got = members.get(ref)
-            if manifest is None or got is None or ordinal >= manifest.count:
+            if manifest is None or got is None:
                 out.append(None)
                 continue
             if isinstance(got, UnreadableRecord):

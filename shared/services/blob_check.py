@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from shared.adapters.archive_store import COUNT, SHA256, ArchiveStore, StoredBlob
 from shared.core.archive_format import decode_lines, decode_record
 from shared.core.archive_keys import BlobRef
-from shared.core.keys import LOOKUP_COLUMNS
+from shared.core.keys import LOOKUP_COLUMNS, parse_canonical_time
 from shared.services.archive_read import Manifest
 from shared.services.archive_write import posted_kinds
 
 _EVENT_KEY = re.compile(r"[0-9a-f]{32}")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{7}Z")
 # What damaged bytes raise when decoded (orjson's JSONDecodeError is a ValueError).
 _DAMAGED = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, TypeError)
 
@@ -71,15 +72,43 @@ def _lines_problem(data: bytes, manifest: Manifest, keys: list[str], kinds: set[
         return f"not gzip JSON lines: {error}"
     if len(lines) != manifest.count:
         return f"{len(lines)} lines, N is {manifest.count}"
+    times: list[str] = []
     for number, line in enumerate(lines, start=1):
-        try:
-            record = decode_record(line)
-        except _DAMAGED:
-            return f"line {number} is not a JSON object"
-        event_key = record.get("EventKey")
-        if len(kinds) < len(LOOKUP_COLUMNS):
-            kinds.update(posted_kinds(record))
-        if not isinstance(event_key, str) or not _EVENT_KEY.fullmatch(event_key):
-            return f"line {number} has no EventKey"
-        keys.append(event_key)
+        problem = _line_problem(number, line, keys, kinds, times)
+        if problem is not None:
+            return problem
+    return _span_problem(manifest, times)
+
+
+def _line_problem(
+    number: int, line: bytes, keys: list[str], kinds: set[str], times: list[str]
+) -> str | None:
+    try:
+        record = decode_record(line)
+    except _DAMAGED:
+        return f"line {number} is not a JSON object"
+    moment = record.get("TimeGenerated")
+    if not isinstance(moment, str) or not _TIME.fullmatch(moment):
+        return f"line {number} has no TimeGenerated"
+    times.append(moment)
+    event_key = record.get("EventKey")
+    if len(kinds) < len(LOOKUP_COLUMNS):
+        kinds.update(posted_kinds(record))
+    if not isinstance(event_key, str) or not _EVENT_KEY.fullmatch(event_key):
+        return f"line {number} has no EventKey"
+    keys.append(event_key)
+    return None
+
+
+def _span_problem(manifest: Manifest, times: list[str]) -> str | None:
+    """A listing skips a blob by its manifest's span: a span moved off the records hides them."""
+    if not times:
+        return None
+    low, high = min(times), max(times)  # canonical times: text order is time order
+    try:
+        span = (parse_canonical_time(low)[1], parse_canonical_time(high)[1])
+    except ValueError:
+        return f"a TimeGenerated that is no time ({low} to {high})"
+    if span != (manifest.low_ticks, manifest.high_ticks):
+        return f"its manifest's time span is not its records' ({low} to {high})"
     return None

@@ -18,22 +18,29 @@ reads (one query per claim slot of each batch). Memory: one batch of records at 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
 
 from shared.adapters.deadletters import DeadLetterStore
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import MANIFEST_ROW, BlobRef, month_of
 from shared.core.keys import parse_canonical_time
-from shared.core.query_spec import FILTER_PARTITION, canonical
+from shared.core.query_spec import FILTER_PARTITION
 from shared.core.records import NormalizedRecord
 from shared.core.written import WriteResult
-from shared.services.archive_read import ArchiveReader, Manifest, UnreadableRecord, is_manifest
+from shared.services.archive_read import (
+    ArchiveReader,
+    Manifest,
+    UnreadableRecord,
+    is_manifest,
+    read_manifest,
+)
 from shared.services.forwarding import Forwarding, ForwardRun
 from shared.services.report import DeliveryReport
 
 BATCH_RECORDS = 5_000  # records handed to forwarding at once (its calls split them by size)
 PATH = "forward"
+MAX_NAMED = 20  # unreadable blobs named in the report; all are counted
 
 
 @dataclass(slots=True)
@@ -46,10 +53,16 @@ class ForwardRangeReport:
     forwarded: int = 0  # accepted by Log Analytics now
     not_forwarded: int = 0  # refused for themselves: a not-forwarded letter each
     already_sent: int = 0  # marked accepted before, or left to a replay holding its letter
-    unreadable_blobs: int = 0  # damaged or gone since listed: `verify` names them
+    unreadable_blobs: int = 0  # damaged (bytes or manifest row): `verify` says how
+    unreadable: list[str] = field(default_factory=list)  # their names, the first few
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def cannot_read(self, name: str) -> None:
+        self.unreadable_blobs += 1
+        if len(self.unreadable) < MAX_NAMED:
+            self.unreadable.append(name)
 
 
 def forward_range(  # noqa: PLR0913 - the stores and forwarding, then the range, by name
@@ -58,28 +71,30 @@ def forward_range(  # noqa: PLR0913 - the stores and forwarding, then the range,
     forwarding: Forwarding,
     deadletters: DeadLetterStore,
     *,
-    since: datetime,
-    until: datetime,
+    since: str,
+    until: str,
 ) -> ForwardRangeReport:
-    """Send the range's records that Log Analytics has not accepted; report what was done."""
-    report = ForwardRangeReport(since.isoformat(), until.isoformat())
-    low, high = canonical(since), canonical(until)
-    low_ticks, high_ticks = parse_canonical_time(low)[1], parse_canonical_time(high)[1]
+    """Send the records of [since, until) (canonical TimeGenerated texts, to the 100 ns, as
+    a query's bounds) that Log Analytics has not accepted; report what was done."""
+    report = ForwardRangeReport(since, until)
+    low_ticks, high_ticks = parse_canonical_time(since)[1], parse_canonical_time(until)[1]
     batch: list[NormalizedRecord] = []
     months = set(tables.months())  # a range of centuries walks only the index's months
     for day in _days(since, until):
         if month_of(day) not in months:
             continue
         report.days += 1
-        for manifest in _committed(tables, day):
+        for manifest in _committed(tables, day, report):
             if manifest.high_ticks < low_ticks or manifest.low_ticks >= high_ticks:
                 continue
             records = reader.blob_records(manifest.ref)
-            if records is None or isinstance(records, UnreadableRecord):
-                report.unreadable_blobs += 1
+            if records is None:
+                continue  # deleted since listed (retention): nothing left to send
+            if isinstance(records, UnreadableRecord):
+                report.cannot_read(manifest.ref.name)
                 continue
             report.blobs += 1
-            batch.extend(r for r in records if low <= r["TimeGenerated"] < high)
+            batch.extend(r for r in records if since <= r["TimeGenerated"] < until)
             if len(batch) >= BATCH_RECORDS:
                 _send(batch, forwarding, deadletters, report)
                 batch = []
@@ -104,22 +119,29 @@ def _send(
     report.already_sent += len(batch) - counts.forwarded - counts.not_forwarded
 
 
-def _days(since: datetime, until: datetime) -> Iterator[date]:
-    """The days of [since, until), in UTC (a month table's days)."""
-    first = since.astimezone(UTC).date()
-    last = (until.astimezone(UTC) - timedelta(microseconds=1)).date()
+def _days(since: str, until: str) -> Iterator[date]:
+    """The days of [since, until) (canonical texts: UTC, years 0001-9999)."""
+    first = date.fromisoformat(since[:10])
+    last = date.fromisoformat(until[:10])
+    if until[10:] == "T00:00:00.0000000Z" and last > first:
+        last -= timedelta(days=1)  # `until` is the start of its day: that day is out
     for ordinal in range(first.toordinal(), last.toordinal() + 1):
         yield date.fromordinal(ordinal)
 
 
-def _committed(tables: IndexTables, day: date) -> Iterator[Manifest]:
-    """The day's committed blobs (a manifest row each; rows in flight or fenced are not)."""
+def _committed(tables: IndexTables, day: date, report: ForwardRangeReport) -> Iterator[Manifest]:
+    """The day's committed blobs (a manifest row each; rows in flight or fenced are not); a
+    damaged row is counted unreadable."""
     month, partition = month_of(day), f"{MANIFEST_ROW}{day.day:02d}"
     for row in tables.query(month, FILTER_PARTITION, {"pk": partition}):
         if not is_manifest(row):
             continue
         try:
             ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-            yield Manifest.of_row(ref, row)
         except (KeyError, ValueError, TypeError, IndexError):
-            continue  # a damaged row: `verify` names it
+            continue  # not a row of the index's making
+        manifest = read_manifest(ref, row)
+        if isinstance(manifest, UnreadableRecord):
+            report.cannot_read(ref.name)
+        else:
+            yield manifest

@@ -119,10 +119,10 @@ def _say_not_forwarded(app: Any) -> None:
 
 def cmd_forward(args: argparse.Namespace) -> int:
     from shared.services.forward_range import forward_range
+    from shared.tools.verify_cli import verify_range
 
-    until = args.until or datetime.now(UTC)
-    if args.since >= until:
-        raise UsageError("--since must be before --until")
+    # Read as `query` reads its range (to the 100 ns; ISO 8601 or 15m, 12h, 7d ago).
+    query = verify_range(args.since, args.until).query
     with _runtime() as app:
         if app.forwarding is None:
             raise UsageError(
@@ -131,7 +131,12 @@ def cmd_forward(args: argparse.Namespace) -> int:
                 f"{names.LOGS_INGESTION_STREAM} as the app has them" + _invalid_forwarding(app)
             )
         report = forward_range(
-            app.tables, app.reader, app.forwarding, app.deadletters, since=args.since, until=until
+            app.tables,
+            app.reader,
+            app.forwarding,
+            app.deadletters,
+            since=query.since_text,
+            until=query.until_text,
         )
         _print_summary(report.as_dict(), args.json)
         return EXIT_REJECTED if report.not_forwarded else EXIT_OK
@@ -528,10 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0; 3 when Log Analytics refused records (not-forwarded letters, for `deadletter "
         "replay`); 1 when it was unavailable; 2 for bad arguments.",
     )
-    forward.add_argument(
-        "--since", type=parse_time_argument, required=True, help="ISO 8601 or 15m, 12h, 7d"
-    )
-    forward.add_argument("--until", type=parse_time_argument, help="default: now")
+    forward.add_argument("--since", required=True, help="ISO 8601 or 15m, 12h, 7d ago")
+    forward.add_argument("--until", help="ISO 8601 or 15m, 12h, 7d ago; default: now")
     forward.add_argument("--json", action="store_true", help="print the summary as JSON")
     forward.set_defaults(run=cmd_forward)
 

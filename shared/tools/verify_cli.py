@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import orjson
 
 from shared.bootstrap import Runtime
-from shared.core.query_spec import CONTROL, QueryError, parse_query
+from shared.core.query_spec import CONTROL, ActivityQuery, QueryError, parse_query
 from shared.core.retention_policy import RetentionPolicy, policy_from
 from shared.services.repair import RepairReport, repair
 from shared.services.verify import verify
@@ -38,6 +38,7 @@ class VerifyRange:
     since: datetime | None  # None: from the archive's first day
     until: datetime | None  # None: to its last
     now: datetime
+    query: ActivityQuery  # the range as a query reads it (bounds to the 100 ns)
 
 
 def verify_range(since: str | None, until: str | None, now: datetime | None = None) -> VerifyRange:
@@ -51,7 +52,7 @@ def verify_range(since: str | None, until: str | None, now: datetime | None = No
         message = str(error)
         flagged = f"--{message}" if message.startswith(("since", "until")) else message
         raise UsageError(flagged) from None
-    return VerifyRange(query.since if since else None, query.until if until else None, now)
+    return VerifyRange(query.since if since else None, query.until if until else None, now, query)
 
 
 def _shown(text: str) -> str:
