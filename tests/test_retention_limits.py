@@ -528,6 +528,7 @@ def test_verify_between_runs_of_a_stopped_retention_names_leftovers_expiring_not
     `orphaned`, `unarchived` and `dangling` until the next run. What is past its class's
     retention is expiring, not damage; the same leftovers of a day within retention, or with
     no policy to judge by, stay problems."""
+    from shared.services.retention_audit import latest_deleting_as_of
     from shared.services.verify import verify
     from shared.services.verify_report import VerifyReport
 
@@ -537,9 +538,13 @@ def test_verify_between_runs_of_a_stopped_retention_names_leftovers_expiring_not
     expired_world(app, as_of)
 
     def judged(policy: RetentionPolicy | None) -> VerifyReport:
+        ran = latest_deleting_as_of(app.stores.runs)  # as `verify` reads it: the audit rows
         return verify(app.tables, app.archive, app.reader, since=None, until=None, now=as_of,
-                      policy=policy)  # fmt: skip
+                      policy=policy, retention_ran=ran)  # fmt: skip
 
+    assert judged(policy).ok and latest_deleting_as_of(app.stores.runs) is None
+    enforce_retention(app.stores, policy, as_of=as_of, dry_run=True)
+    assert latest_deleting_as_of(app.stores.runs) is None  # a dry run deletes nothing
     kills = [("index", 1), ("index", 2), ("index", 4), ("records", 1), ("index", 6)]
     left = 0
     for target, calls in kills:

@@ -545,12 +545,17 @@ def test_a_late_commit_into_a_class_day_retention_is_deleting_is_expiring_not_un
     ]
     assert rows
     app.tables.delete(victim.month, rows)  # the day's claims, as retention deletes them
-    common: dict[str, Any] = {"since": None, "until": None, "now": datetime.now(UTC) + LATER}
-    past = verify(app.tables, app.archive, app.reader, policy=policy_from(90, {}), **common)
+    now = datetime.now(UTC) + LATER
+    common: dict[str, Any] = {"since": None, "until": None, "now": now}
+    ninety = policy_from(90, {})
+    past = verify(app.tables, app.archive, app.reader, policy=ninety, retention_ran=now, **common)
     assert past.ok, past.as_dict()["counts"]
     assert past.counts["expiring"] >= 1 and past.counts["unindexed"] == 0
-    for policy in (None, policy_from(36500, {})):
-        kept = verify(app.tables, app.archive, app.reader, policy=policy, **common)
+    # No policy, a longer one, or no retention run that put the day past: damage, not expiry
+    # (the same loss on a store whose retention never ran, or ran only dry, is no leftover).
+    for policy, ran in ((None, now), (policy_from(36500, {}), now), (ninety, None)):
+        kept = verify(app.tables, app.archive, app.reader, policy=policy, retention_ran=ran,
+                      **common)  # fmt: skip
         assert kept.counts["unindexed"] > 0 and kept.counts["expiring"] == 0 and not kept.ok
 
 

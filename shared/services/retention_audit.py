@@ -159,3 +159,22 @@ class AuditRow:
             elif value is not None:
                 entity[name] = value
         self._runs.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+
+def latest_deleting_as_of(runs: TableClient) -> datetime | None:
+    """The latest `as_of` a retention run that deletes (not a dry run) started with, from its
+    audit rows; None when none has run. `verify` tells retention's half-done work by it."""
+    rows = runs.query_entities(
+        "PartitionKey eq @pk and dry_run eq false",
+        parameters={"pk": "retention"},
+        select=["as_of"],
+    )
+    latest: datetime | None = None
+    for row in rows:
+        try:
+            as_of = datetime.fromisoformat(str(row.get("as_of")))
+        except ValueError:
+            continue  # a row of another making: not evidence of a run
+        if as_of.tzinfo is not None and (latest is None or as_of > latest):
+            latest = as_of
+    return latest

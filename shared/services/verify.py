@@ -23,7 +23,8 @@ For every day in [since, until) (a day is in when any part of it is):
   named by the layout (else `stray` if named `*.jsonl.gz`, which engines read as records;
   else `foreign`: reported, not a failure, for it is nothing the app wrote).
 
-A class-day past the configured retention (`policy`) is retention's to delete: a blob of it
+A class-day that a retention run (the latest `as_of` of its audit rows, dry runs aside) has
+put past the configured retention (`policy`) is retention's to delete: a blob of it
 that is not committed, a claim of it whose events are in no committed blob, and a committed
 blob of it whose events no claim names are what a run stopped between its steps (a kill, its
 time budget, a protected blob) or a writer committing while it ran left, and are `expiring`,
@@ -82,12 +83,19 @@ def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock,
     until: datetime | None,
     now: datetime,
     policy: RetentionPolicy | None = None,
+    retention_ran: datetime | None = None,
 ) -> VerifyReport:
     """Check every day of [since, until) (None: unbounded) of the archive and its index.
 
     `policy` (the configured retention) tells a class-day retention deleted from one deleted
-    by something else; without it, any class-day gone whole is taken for retention's doing."""
-    return _Verifier(tables, archive, reader, now, VerifyReport(since, until), policy=policy).run()
+    by something else; without it, any class-day gone whole is taken for retention's doing.
+    `retention_ran` is the latest `as_of` a retention run that deletes started with (its
+    audit rows): what the policy put past by then is `expiring` when left half-deleted; with
+    no run, nothing is."""
+    report = VerifyReport(since, until)
+    checks = _Verifier(tables, archive, reader, now, report, policy=policy)
+    checks.retention_ran = retention_ran
+    return checks.run()
 
 
 class _Verifier(MonthChecks):

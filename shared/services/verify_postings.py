@@ -37,6 +37,7 @@ class MonthChecks:
     _unreadable: set[BlobRef]  # committed blobs missing or altered: not judged again
     _gone: set[BlobRef]  # committed when listed, deleted since (retention)
     _kinds: dict[BlobRef, frozenset[str]]  # posting kinds of intact blobs
+    retention_ran: datetime | None = None  # the latest as_of a deleting retention run had
 
     def _fenced(self, ref: BlobRef) -> bool:
         state = self._uncommitted.get(ref)
@@ -110,13 +111,19 @@ class MonthChecks:
     def _past_retention(self, ref: BlobRef) -> bool:
         """Whether retention, as configured, deletes the blob's class-day by now (without a
         policy to judge by: assumed, for a class-day gone whole)."""
-        return self._policy is None or self._expiring(ref)
+        if self._policy is None:
+            return True
+        return self._policy.class_day_past(ref.archive_class, ref.day, self._now)
 
     def _expiring(self, ref: BlobRef) -> bool:
-        """Whether the blob's class-day is past the configured retention: what a retention
-        run stopped between its steps left of it goes on the next (known only with a policy)."""
-        return self._policy is not None and self._policy.class_day_past(
-            ref.archive_class, ref.day, self._now
+        """Whether a retention run has put the blob's class-day past the configured retention:
+        what a run stopped between its steps left of it goes on the next (known only with a
+        policy and a run; never when retention has not run, or only dry)."""
+        ran = self.retention_ran
+        return (
+            self._policy is not None
+            and ran is not None
+            and self._policy.class_day_past(ref.archive_class, ref.day, min(ran, self._now))
         )
 
     def _broken_runs(self, day: date, broken: list[tuple[str, int]]) -> None:

@@ -25,6 +25,7 @@ from shared.bootstrap import Runtime
 from shared.core.query_spec import CONTROL, ActivityQuery, QueryError, parse_query
 from shared.core.retention_policy import RetentionPolicy, policy_from
 from shared.services.repair import RepairReport, repair
+from shared.services.retention_audit import latest_deleting_as_of
 from shared.services.verify import verify
 from shared.services.verify_report import KINDS, VerifyReport
 from shared.settings import Settings
@@ -105,6 +106,7 @@ def _verify(runtime: Runtime, span: VerifyRange) -> VerifyReport:
         until=span.until,
         now=datetime.now(UTC) if span.now is None else span.now,
         policy=_policy(settings),
+        retention_ran=latest_deleting_as_of(runtime.stores.runs),
     )
 
 
