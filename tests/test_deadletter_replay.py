@@ -108,6 +108,17 @@ class Forwarding:
         """A runtime of its own (clients, forwarder), as another process would have."""
         return build_runtime(self.settings)
 
+    def environment(self) -> dict[str, str]:
+        """A child process's environment: this store, forwarding to this server."""
+        return {
+            **os.environ,
+            names.STORAGE_CONNECTION: self.settings.storage_connection,
+            names.STORE_PREFIX: self.settings.store_prefix,
+            names.LOGS_INGESTION_ENDPOINT: self.server.endpoint,
+            names.LOGS_INGESTION_RULE_ID: RULE_ID,
+            names.LOGS_INGESTION_STREAM: STREAM,
+        }
+
     def sent(self) -> Counter[str]:
         return Counter(str(record["EventKey"]) for record in self.server.records)
 
@@ -331,12 +342,7 @@ def test_two_replay_commands_at_once_forward_each_record_once(
 ) -> None:
     app, keys = not_forwarded_letters(forwarding, 50)
     environment = {
-        **os.environ,
-        names.STORAGE_CONNECTION: forwarding.settings.storage_connection,
-        names.STORE_PREFIX: forwarding.settings.store_prefix,
-        names.LOGS_INGESTION_ENDPOINT: forwarding.server.endpoint,
-        names.LOGS_INGESTION_RULE_ID: RULE_ID,
-        names.LOGS_INGESTION_STREAM: STREAM,
+        **forwarding.environment(),
         "GO": str(tmp_path / "go"),
         "READY": str(tmp_path / "ready"),
     }
@@ -746,14 +752,7 @@ def test_forward_reads_its_range_to_the_100_ns_as_query_does(
 def test_forward_refuses_a_range_it_cannot_read_without_a_traceback(
     forwarding: Forwarding, args: tuple[str, ...]
 ) -> None:
-    environment = {
-        **os.environ,
-        names.STORAGE_CONNECTION: forwarding.settings.storage_connection,
-        names.STORE_PREFIX: forwarding.settings.store_prefix,
-        names.LOGS_INGESTION_ENDPOINT: forwarding.server.endpoint,
-        names.LOGS_INGESTION_RULE_ID: RULE_ID,
-        names.LOGS_INGESTION_STREAM: STREAM,
-    }
+    environment = forwarding.environment()
     result = subprocess.run(
         [sys.executable, "-m", "shared", "forward", *args],
         env=environment, capture_output=True, check=False, timeout=120,

@@ -74,6 +74,21 @@ _ROW_ERRORS = (KeyError, ValueError, TypeError, IndexError)  # a manifest row's 
 Known = Manifest | UnreadableRecord | None  # what a lookup knows of a blob's manifest
 
 
+def listed_manifest(
+    month: str, partition: str, row: Mapping[str, object]
+) -> Manifest | UnreadableRecord | None:
+    """A row of a day's manifest partition as listed: its committed manifest, its blob's
+    unreadable records when the row is damaged, None when it is no committed blob's (a write
+    in flight, fenced, or a row of another making)."""
+    if not is_manifest(row):
+        return None
+    try:
+        ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
+    except (KeyError, ValueError, TypeError, IndexError):
+        return None
+    return read_manifest(ref, row)
+
+
 def read_manifest(ref: BlobRef, row: dict[str, object]) -> Manifest | UnreadableRecord:
     """A committed manifest row read; a damaged one as the unreadable records of its blob (a
     search names it, `verify` calls the row `altered`), never an error that ends the search."""

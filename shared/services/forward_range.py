@@ -23,7 +23,7 @@ from datetime import date, timedelta
 
 from shared.adapters.deadletters import DeadLetterStore
 from shared.adapters.index_tables import IndexTables
-from shared.core.archive_keys import MANIFEST_ROW, BlobRef, month_of
+from shared.core.archive_keys import MANIFEST_ROW, month_of
 from shared.core.keys import parse_canonical_time
 from shared.core.query_spec import FILTER_PARTITION
 from shared.core.records import NormalizedRecord
@@ -32,8 +32,7 @@ from shared.services.archive_read import (
     ArchiveReader,
     Manifest,
     UnreadableRecord,
-    is_manifest,
-    read_manifest,
+    listed_manifest,
 )
 from shared.services.forwarding import Forwarding, ForwardRun
 from shared.services.report import DeliveryReport
@@ -130,18 +129,11 @@ def _days(since: str, until: str) -> Iterator[date]:
 
 
 def _committed(tables: IndexTables, day: date, report: ForwardRangeReport) -> Iterator[Manifest]:
-    """The day's committed blobs (a manifest row each; rows in flight or fenced are not); a
-    damaged row is counted unreadable."""
+    """The day's committed blobs; a damaged manifest row is counted unreadable."""
     month, partition = month_of(day), f"{MANIFEST_ROW}{day.day:02d}"
     for row in tables.query(month, FILTER_PARTITION, {"pk": partition}):
-        if not is_manifest(row):
-            continue
-        try:
-            ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-        except (KeyError, ValueError, TypeError, IndexError):
-            continue  # not a row of the index's making
-        manifest = read_manifest(ref, row)
+        manifest = listed_manifest(month, partition, row)
         if isinstance(manifest, UnreadableRecord):
-            report.cannot_read(ref.name)
-        else:
+            report.cannot_read(manifest.name)
+        elif manifest is not None:
             yield manifest

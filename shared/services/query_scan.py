@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from shared.adapters.index_tables import IndexTables
-from shared.core.archive_keys import CLASS_CODES, MANIFEST_ROW, BlobRef, month_of
+from shared.core.archive_keys import CLASS_CODES, MANIFEST_ROW, month_of
 from shared.core.continuation import Continuation
 from shared.core.query_spec import FILTER_PARTITION, FILTER_RANGE
 from shared.core.records import NormalizedRecord
@@ -21,8 +21,7 @@ from shared.services.archive_read import (
     ArchiveReader,
     Manifest,
     UnreadableRecord,
-    is_manifest,
-    read_manifest,
+    listed_manifest,
 )
 from shared.services.query_page import Page, QueryPage, order, ticks
 
@@ -66,16 +65,10 @@ def manifests(page: Page, day: date, tables: IndexTables) -> list[Manifest]:
         rows = tables.query(month, FILTER_RANGE, parameters)
     found = []
     for row in rows:
-        if not is_manifest(row):
-            continue  # a write in flight, or fenced: not committed
-        try:
-            ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-        except (KeyError, ValueError, TypeError, IndexError):
-            continue  # not a row of the index's making
-        manifest = read_manifest(ref, row)
+        manifest = listed_manifest(month, partition, row)
         if isinstance(manifest, UnreadableRecord):
             page.keep([manifest])  # its records are named missing, not silently left out
-        elif page.spans(manifest):
+        elif manifest is not None and page.spans(manifest):
             found.append(manifest)
     return sorted(found, key=lambda m: m.high_ticks, reverse=True)
 
