@@ -759,3 +759,45 @@ def test_forward_refuses_a_range_it_cannot_read_without_a_traceback(
     )  # fmt: skip
     assert result.returncode == 2, result.stderr  # usage
     assert b"Traceback" not in result.stderr and b"--" in result.stderr
+
+
+FORWARD_COMMAND = """
+import sys
+from shared.tools import cli
+from shared.adapters import storage
+from tests.logs_ingestion_server import StaticTokenCredential
+
+storage.credential_for = lambda settings: StaticTokenCredential()
+sys.exit(cli.main(["forward", *sys.argv[1:]]))
+"""
+
+
+def test_the_forward_command_sends_what_a_shell_indexed_and_says_so(
+    forwarding: Forwarding, settings: Settings, tmp_path: Path
+) -> None:
+    """The gap end to end, as a user meets it: the app forwards, a shell without the
+    settings ingests (and is told), `forward` where they are set sends those records once."""
+    forwarder = forwarding.app()
+    deliver([EventBody(envelope([activity_event(99)]), "0", 1)], writer=forwarder.writer,
+            deadletters=forwarder.deadletters, forwarding=forwarder.forwarding)  # fmt: skip
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_bytes(envelope([activity_event(n) for n in range(12)]) + b"\n")
+    shell = shared_cli("ingest", str(bodies), settings=settings)
+    assert shell.returncode == 0 and b"python -m shared forward" in shell.stderr
+    assert len(forwarding.sent()) == 1
+
+    def forward(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-c", FORWARD_COMMAND, *args, "--json"],
+            cwd=PROJECT_ROOT, env=forwarding.environment(), capture_output=True,
+            check=False, timeout=300,
+        )  # fmt: skip
+
+    done = forward("--since", "2024-05-01", "--until", "2024-05-02")
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads(done.stdout)
+    assert (summary["records"], summary["forwarded"], summary["already_sent"]) == (13, 12, 1)
+    assert sorted(forwarding.sent()) == indexed_keys(forwarder)
+    assert set(forwarding.sent().values()) == {1}
+    again = orjson.loads(forward("--since", "2024-05-01", "--until", "2024-05-02").stdout)
+    assert again["forwarded"] == 0 and set(forwarding.sent().values()) == {1}
