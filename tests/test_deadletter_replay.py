@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -625,14 +625,16 @@ def test_a_replay_without_forwarding_settings_says_why_not_forwarded_letters_sta
 
 def sent_over(app: Runtime, *, since: datetime | str, until: datetime | str) -> ForwardRangeReport:
     """`forward` over [since, until): times, or canonical TimeGenerated texts."""
+    from shared.adapters.forwarding_declaration import ForwardLock
     from shared.core.query_spec import canonical
     from shared.services.forward_range import forward_range
 
     assert app.forwarding is not None
     low = since if isinstance(since, str) else canonical(since)
     high = until if isinstance(until, str) else canonical(until)
+    lock = ForwardLock(app.stores.runs)
     return forward_range(
-        app.tables, app.reader, app.forwarding, app.deadletters, since=low, until=high
+        app.tables, app.reader, app.forwarding, app.deadletters, since=low, until=high, lock=lock
     )
 
 
@@ -801,3 +803,37 @@ def test_the_forward_command_sends_what_a_shell_indexed_and_says_so(
     assert set(forwarding.sent().values()) == {1}
     again = orjson.loads(forward("--since", "2024-05-01", "--until", "2024-05-02").stdout)
     assert again["forwarded"] == 0 and set(forwarding.sent().values()) == {1}
+
+
+def test_one_forward_at_a_time_and_a_stale_one_is_taken_over_and_stops(
+    forwarding: Forwarding, app: Runtime
+) -> None:
+    """Found from outside: two `forward` runs over the same records each sent those without
+    a letter (up to 3 copies with four senders). A run holds the store's forward lock; a
+    second is refused until it ends; a holder paused past the lock's time is taken over,
+    and its next batch stops instead of sending."""
+    from shared.adapters.forwarding_declaration import ForwardHeld, ForwardLock
+
+    deliver([EventBody(envelope([activity_event(n) for n in range(6)]), "0", 1)],
+            writer=app.writer, deadletters=app.deadletters, forwarding=None)  # fmt: skip
+    moment = [datetime(2026, 1, 1, tzinfo=UTC)]
+    first = ForwardLock(app.stores.runs, clock=lambda: moment[0])
+    second = ForwardLock(app.stores.runs, clock=lambda: moment[0])
+    first.acquire()
+    with pytest.raises(ForwardHeld, match="another forward"):
+        second.acquire()
+    first.renew()
+    moment[0] += timedelta(minutes=10)  # the first holder froze past its lock's time
+    second.acquire()
+    with pytest.raises(ForwardHeld, match="taken over"):
+        first.renew()
+    second.release()
+    span = {"since": "2024-01-01T00:00:00.0000000Z", "until": "2025-01-01T00:00:00.0000000Z"}
+    sender = forwarding.app()
+    assert sent_over(sender, **span).forwarded == 6  # the lock is free again
+    held = ForwardLock(app.stores.runs)
+    held.acquire()
+    with pytest.raises(ForwardHeld):
+        sent_over(sender, **span)
+    held.release()
+    assert set(forwarding.sent().values()) == {1}

@@ -9,11 +9,20 @@ delivery or a verb.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, UpdateMode
 
 log = logging.getLogger(__name__)
@@ -52,3 +61,76 @@ def declared(runs: TableClient) -> dict[str, str] | None:
     except ResourceNotFoundError:
         return None
     return {name: str(row.get(name, "")) for name in ("Stream", "Rule", "Seen")}
+
+
+LOCK_ROW = "lock"
+LOCK_TIME = timedelta(minutes=2)  # renewed before every batch: a paused holder loses it
+
+
+class ForwardHeld(Exception):
+    """Another `forward` holds the store's forward lock, or took it over from this one."""
+
+
+class ForwardLock:
+    """One `forward` at a time on a store: a row of the runs table, held by its ETag.
+
+    Two runs over the same records would each send those that have no letter (the Logs
+    Ingestion API cannot recognise a repeat). The holder renews the row before each batch;
+    a holder paused past LOCK_TIME is taken over, and its next renewal fails, so it stops
+    before sending again (a call already in flight when it froze may still land: the
+    README's EventKey deduplication covers that)."""
+
+    def __init__(self, runs: TableClient, clock: Callable[[], datetime] | None = None) -> None:
+        self._runs = runs
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._etag: str | None = None
+
+    def acquire(self) -> None:
+        now = self._clock()
+        try:
+            found = self._runs.get_entity(PARTITION, LOCK_ROW)
+        except ResourceNotFoundError:
+            found = None
+        if found is not None:
+            until = datetime.fromisoformat(str(found.get("Until", "0001-01-01T00:00:00+00:00")))
+            if until > now:
+                raise ForwardHeld(f"another forward runs on this store, until {until:%H:%M:%S}Z")
+        self._etag = self._write(found.metadata.get("etag") if found is not None else None)
+        if self._etag is None:
+            raise ForwardHeld("another forward started on this store at the same moment")
+
+    def renew(self) -> None:
+        if self._etag is None or (etag := self._write(self._etag)) is None:
+            self._etag = None
+            raise ForwardHeld("this forward paused past its lock and was taken over: stopped")
+        self._etag = etag
+
+    def release(self) -> None:
+        if self._etag is None:
+            return
+        # Taken over meanwhile, or gone: its time runs out by itself.
+        with contextlib.suppress(AzureError):
+            self._runs.delete_entity(
+                PARTITION, LOCK_ROW, etag=self._etag, match_condition=MatchConditions.IfNotModified
+            )
+        self._etag = None
+
+    def _write(self, etag: str | None) -> str | None:
+        """Create (etag None) or replace the row if unchanged; its new ETag, None on a lost race."""
+        row = {"PartitionKey": PARTITION, "RowKey": LOCK_ROW}
+        row["Until"] = (self._clock() + LOCK_TIME).isoformat()
+        try:
+            if etag is None:
+                written = self._runs.create_entity(row)
+            else:
+                written = self._runs.update_entity(
+                    row, mode=UpdateMode.REPLACE, etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )  # fmt: skip
+        except (ResourceExistsError, ResourceModifiedError):
+            return None
+        except HttpResponseError as error:
+            if error.status_code in (409, 412):  # Conflict, Precondition Failed
+                return None
+            raise
+        return str(written.get("etag")) if written.get("etag") else None

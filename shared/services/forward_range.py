@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
 from shared.adapters.deadletters import DeadLetterStore
+from shared.adapters.forwarding_declaration import ForwardLock
 from shared.adapters.index_tables import IndexTables
 from shared.core.archive_keys import MANIFEST_ROW, month_of
 from shared.core.keys import parse_canonical_time
@@ -72,9 +73,25 @@ def forward_range(  # noqa: PLR0913 - the stores and forwarding, then the range,
     *,
     since: str,
     until: str,
+    lock: ForwardLock,
 ) -> ForwardRangeReport:
     """Send the records of [since, until) (canonical TimeGenerated texts, to the 100 ns, as
-    a query's bounds) that Log Analytics has not accepted; report what was done."""
+    a query's bounds) that Log Analytics has not accepted; report what was done. Holds the
+    store's forward `lock` throughout (ForwardHeld: another run holds it, or took it over)."""
+    lock.acquire()
+    try:
+        return _forward(tables, reader, (forwarding, deadletters, lock), since, until)
+    finally:
+        lock.release()
+
+
+def _forward(
+    tables: IndexTables,
+    reader: ArchiveReader,
+    sinks: tuple[Forwarding, DeadLetterStore, ForwardLock],
+    since: str,
+    until: str,
+) -> ForwardRangeReport:
     report = ForwardRangeReport(since, until)
     low_ticks, high_ticks = parse_canonical_time(since)[1], parse_canonical_time(until)[1]
     batch: list[NormalizedRecord] = []
@@ -95,19 +112,20 @@ def forward_range(  # noqa: PLR0913 - the stores and forwarding, then the range,
             report.blobs += 1
             batch.extend(r for r in records if since <= r["TimeGenerated"] < until)
             if len(batch) >= BATCH_RECORDS:
-                _send(batch, forwarding, deadletters, report)
+                _send(batch, sinks, report)
                 batch = []
     if batch:
-        _send(batch, forwarding, deadletters, report)
+        _send(batch, sinks, report)
     return report
 
 
 def _send(
     batch: list[NormalizedRecord],
-    forwarding: Forwarding,
-    deadletters: DeadLetterStore,
+    sinks: tuple[Forwarding, DeadLetterStore, ForwardLock],
     report: ForwardRangeReport,
 ) -> None:
+    forwarding, deadletters, lock = sinks
+    lock.renew()  # a run paused past its lock was taken over: it stops here, unsent
     counts = DeliveryReport()
     # Indexed before and maybe never marked: what a redelivery of them would do.
     run = ForwardRun(forwarding, deadletters, PATH, final_attempt=False, report=counts)

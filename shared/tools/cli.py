@@ -118,6 +118,7 @@ def _say_not_forwarded(app: Any) -> None:
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
+    from shared.adapters.forwarding_declaration import ForwardLock
     from shared.services.forward_range import forward_range
     from shared.tools.verify_cli import verify_range
 
@@ -137,6 +138,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
             app.deadletters,
             since=query.since_text,
             until=query.until_text,
+            lock=ForwardLock(app.stores.runs),
         )
         _print_summary(report.as_dict(), args.json)
         return EXIT_REJECTED if report.not_forwarded else EXIT_OK
@@ -668,13 +670,14 @@ def failure_line(error: BaseException) -> str | None:
     Events another writer holds: the writer's own sentence (which, by what, when to retry).
     Log Analytics or storage unavailable: what failed. A delivery's wrapping is looked through.
     """
+    from shared.adapters.forwarding_declaration import ForwardHeld
     from shared.adapters.log_analytics import TransientForwardError
     from shared.services.claims import ClaimedElsewhere
     from shared.services.forwarding import RetryableDeliveryError
 
     while isinstance(error, RetryableDeliveryError) and error.__cause__ is not None:
         error = error.__cause__
-    if isinstance(error, ClaimedElsewhere):
+    if isinstance(error, ClaimedElsewhere | ForwardHeld):
         return " ".join(str(error).splitlines())  # its own sentence, on one line
     if isinstance(error, TransientForwardError):
         return f"{_first_line(error)}; {AGAIN}"
