@@ -60,8 +60,8 @@ class Runtime:
         )
 
 
-def _forwarder(settings: Settings) -> LogAnalyticsForwarder | None:
-    """The Log Analytics client, when forwarding is configured and its settings are good."""
+def _forwarding(settings: Settings, marks: ForwardMarks, stores: Stores) -> Forwarding | None:
+    """Log Analytics forwarding, when it is configured and its settings are good."""
     if Section.FORWARDING in settings.invalid:
         return None  # every invocation that would forward says why (functions.shell)
     ingestion = settings.logs_ingestion()
@@ -71,20 +71,13 @@ def _forwarder(settings: Settings) -> LogAnalyticsForwarder | None:
     from shared.adapters.storage import credential_for
 
     client = build_client(ingestion.endpoint, credential_for(settings))
-    return LogAnalyticsForwarder(
+    forwarder = LogAnalyticsForwarder(
         client,
         ingestion.rule_id,
         ingestion.stream,
         # Settings allow plain http only to a loopback test endpoint.
         enforce_https=ingestion.endpoint.startswith("https://"),
     )
-
-
-def _forwarding(settings: Settings, marks: ForwardMarks, stores: Stores) -> Forwarding | None:
-    forwarder = _forwarder(settings)
-    ingestion = settings.logs_ingestion() if forwarder is not None else None
-    if forwarder is None or ingestion is None:
-        return None
     declaration = ForwardingDeclaration(stores.runs, ingestion.stream, ingestion.rule_id)
     return Forwarding(forwarder, marks, declaration)
 

@@ -8,15 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient
 
+from shared.adapters.storage import write_unless_changed
 from shared.core.keys import encode_key_value
 from shared.core.pt1h import hour_key
 
@@ -147,23 +144,7 @@ class CursorStore:
 
     def _write(self, entity: dict[str, Any], etag: str | None) -> dict[str, Any] | None:
         """Create (etag None) or replace if unchanged; the write's metadata, None on a lost race."""
-        try:
-            if etag is None:
-                metadata = self._table.create_entity(entity)
-            else:
-                metadata = self._table.update_entity(
-                    entity,
-                    mode=UpdateMode.REPLACE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-        except (ResourceExistsError, ResourceModifiedError):
-            return None
-        except HttpResponseError as error:
-            if error.status_code in (409, 412):
-                return None
-            raise
-        return dict(metadata)
+        return write_unless_changed(self._table, entity, etag)
 
     def in_hours(self, hours: list[datetime]) -> Iterator[Cursor]:
         for hour in hours:

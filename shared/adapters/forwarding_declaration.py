@@ -1,10 +1,10 @@
-"""That this store's records are forwarded to Log Analytics: one row in the runs table.
+"""Forwarding's rows in the runs table: that this store is forwarded, and `forward`'s lock.
 
 A process that forwards says so once (its first send), with the stream and rule it sends to;
 a command-line shell without the Logs Ingestion settings reads the row before it indexes, and
 says that what it indexes will not be sent (shared.tools.cli), and how to send it afterwards
 (`python -m shared forward`). Advice only: a failure to write or read it never stops a
-delivery or a verb.
+delivery or a verb. ForwardLock keeps `forward` runs one at a time (below).
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
+
+from shared.adapters.storage import write_unless_changed
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +113,7 @@ class ForwardLock:
 
     def _write(self, etag: str | None) -> str | None:
         """Create (etag None) or replace the row if unchanged; its new ETag, None on a lost race."""
-        row = {"PartitionKey": PARTITION, "RowKey": LOCK_ROW}
-        row["Until"] = (self._clock() + LOCK_TIME).isoformat()
-        try:
-            if etag is None:
-                written = self._runs.create_entity(row)
-            else:
-                written = self._runs.update_entity(
-                    row, mode=UpdateMode.REPLACE, etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )  # fmt: skip
-        except (ResourceExistsError, ResourceModifiedError):
-            return None
-        except HttpResponseError as error:
-            if error.status_code in (409, 412):  # Conflict, Precondition Failed
-                return None
-            raise
-        return str(written.get("etag")) if written.get("etag") else None
+        until = (self._clock() + LOCK_TIME).isoformat()
+        row = {"PartitionKey": PARTITION, "RowKey": LOCK_ROW, "Until": until}
+        written = write_unless_changed(self._runs, row, etag)
+        return str(written["etag"]) if written and written.get("etag") else None

@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 from azure.core.pipeline import Pipeline
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.data.tables._base_client import TransportWrapper
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
@@ -149,3 +151,27 @@ def connect(settings: Settings, **client_options: Any) -> Stores:
         index_prefix=settings.index_table_prefix,
         archive_tier=settings.archive_tier,
     )
+
+
+def write_unless_changed(
+    table: TableClient, entity: dict[str, Any], etag: str | None
+) -> dict[str, Any] | None:
+    """Create the row (etag None) or replace it if nobody changed it since `etag`: the write's
+    metadata (its new `etag`), None when another writer won the race."""
+    try:
+        if etag is None:
+            metadata = table.create_entity(entity)
+        else:
+            metadata = table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+    except (ResourceExistsError, ResourceModifiedError):
+        return None
+    except HttpResponseError as error:
+        if error.status_code in (409, 412):  # Conflict, Precondition Failed
+            return None
+        raise
+    return dict(metadata)

@@ -76,17 +76,17 @@ Known = Manifest | UnreadableRecord | None  # what a lookup knows of a blob's ma
 
 def listed_manifest(
     month: str, partition: str, row: Mapping[str, object]
-) -> Manifest | UnreadableRecord | None:
-    """A row of a day's manifest partition as listed: its committed manifest, its blob's
-    unreadable records when the row is damaged, None when it is no committed blob's (a write
-    in flight, fenced, or a row of another making)."""
+) -> tuple[BlobRef, Manifest | UnreadableRecord] | None:
+    """A row of a day's manifest partition as listed: its blob, and its committed manifest or,
+    when the row is damaged, the blob's unreadable records; None when it is no committed
+    blob's (a write in flight, fenced, or a row of another making)."""
     if not is_manifest(row):
         return None
     try:
         ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-    except (KeyError, ValueError, TypeError, IndexError):
+    except _ROW_ERRORS:
         return None
-    return read_manifest(ref, row)
+    return ref, read_manifest(ref, row)
 
 
 def read_manifest(ref: BlobRef, row: dict[str, object]) -> Manifest | UnreadableRecord:

@@ -80,19 +80,40 @@ def forward_range(  # noqa: PLR0913 - the stores and forwarding, then the range,
     store's forward `lock` throughout (ForwardHeld: another run holds it, or took it over)."""
     lock.acquire()
     try:
-        return _forward(tables, reader, (forwarding, deadletters, lock), since, until)
+        sender = _Sender(forwarding, deadletters, lock, ForwardRangeReport(since, until))
+        _forward(tables, reader, sender)
+        return sender.report
     finally:
         lock.release()
 
 
-def _forward(
-    tables: IndexTables,
-    reader: ArchiveReader,
-    sinks: tuple[Forwarding, DeadLetterStore, ForwardLock],
-    since: str,
-    until: str,
-) -> ForwardRangeReport:
-    report = ForwardRangeReport(since, until)
+@dataclass(slots=True)
+class _Sender:
+    """Hands batches to forwarding under the lock, counting into the report."""
+
+    forwarding: Forwarding
+    deadletters: DeadLetterStore
+    lock: ForwardLock
+    report: ForwardRangeReport
+
+    def send(self, batch: list[NormalizedRecord]) -> None:
+        self.lock.renew()  # a run paused past its lock was taken over: it stops here, unsent
+        counts = DeliveryReport()
+        # Indexed before and maybe never marked: what a redelivery of them would do.
+        run = ForwardRun(
+            self.forwarding, self.deadletters, PATH, final_attempt=False, report=counts
+        )
+        run.settle(WriteResult(existing=batch))
+        report = self.report
+        report.records += len(batch)
+        report.forwarded += counts.forwarded
+        report.not_forwarded += counts.not_forwarded
+        report.already_sent += len(batch) - counts.forwarded - counts.not_forwarded
+
+
+def _forward(tables: IndexTables, reader: ArchiveReader, sender: _Sender) -> None:
+    report = sender.report
+    since, until = report.since, report.until
     low_ticks, high_ticks = parse_canonical_time(since)[1], parse_canonical_time(until)[1]
     batch: list[NormalizedRecord] = []
     months = set(tables.months())  # a range of centuries walks only the index's months
@@ -112,28 +133,10 @@ def _forward(
             report.blobs += 1
             batch.extend(r for r in records if since <= r["TimeGenerated"] < until)
             if len(batch) >= BATCH_RECORDS:
-                _send(batch, sinks, report)
+                sender.send(batch)
                 batch = []
     if batch:
-        _send(batch, sinks, report)
-    return report
-
-
-def _send(
-    batch: list[NormalizedRecord],
-    sinks: tuple[Forwarding, DeadLetterStore, ForwardLock],
-    report: ForwardRangeReport,
-) -> None:
-    forwarding, deadletters, lock = sinks
-    lock.renew()  # a run paused past its lock was taken over: it stops here, unsent
-    counts = DeliveryReport()
-    # Indexed before and maybe never marked: what a redelivery of them would do.
-    run = ForwardRun(forwarding, deadletters, PATH, final_attempt=False, report=counts)
-    run.settle(WriteResult(existing=batch))
-    report.records += len(batch)
-    report.forwarded += counts.forwarded
-    report.not_forwarded += counts.not_forwarded
-    report.already_sent += len(batch) - counts.forwarded - counts.not_forwarded
+        sender.send(batch)
 
 
 def _days(since: str, until: str) -> Iterator[date]:
@@ -150,7 +153,8 @@ def _committed(tables: IndexTables, day: date, report: ForwardRangeReport) -> It
     """The day's committed blobs; a damaged manifest row is counted unreadable."""
     month, partition = month_of(day), f"{MANIFEST_ROW}{day.day:02d}"
     for row in tables.query(month, FILTER_PARTITION, {"pk": partition}):
-        manifest = listed_manifest(month, partition, row)
+        listed = listed_manifest(month, partition, row)
+        manifest = listed[1] if listed is not None else None
         if isinstance(manifest, UnreadableRecord):
             report.cannot_read(manifest.name)
         elif manifest is not None:

@@ -44,8 +44,7 @@ from shared.services.archive_read import (
     Known,
     Manifest,
     UnreadableRecord,
-    is_manifest,
-    read_manifest,
+    listed_manifest,
 )
 from shared.services.index_kinds import kinds_of
 from shared.services.postings_read import month_postings
@@ -345,13 +344,10 @@ def _listing(
     found: dict[BlobRef, Manifest | UnreadableRecord] = {}
     count = 0
     for count, row in enumerate(islice(rows, _LISTING_ROWS), start=1):  # noqa: B007
-        if not is_manifest(row):
-            continue  # a write in flight, or fenced: not committed
-        try:
-            ref = BlobRef.of_manifest(month, partition, str(row["RowKey"]))
-        except (KeyError, ValueError, TypeError, IndexError):
-            continue  # not a row of the index's making
-        found[ref] = read_manifest(ref, row)  # a damaged row: its blob is named unreadable
+        listed = listed_manifest(month, partition, row)  # damaged: its blob named unreadable
+        if listed is not None:
+            ref, manifest = listed
+            found[ref] = manifest
     return found, count < _LISTING_ROWS
 
 

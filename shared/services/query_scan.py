@@ -65,7 +65,8 @@ def manifests(page: Page, day: date, tables: IndexTables) -> list[Manifest]:
         rows = tables.query(month, FILTER_RANGE, parameters)
     found = []
     for row in rows:
-        manifest = listed_manifest(month, partition, row)
+        listed = listed_manifest(month, partition, row)
+        manifest = listed[1] if listed is not None else None
         if isinstance(manifest, UnreadableRecord):
             page.keep([manifest])  # its records are named missing, not silently left out
         elif manifest is not None and page.spans(manifest):

@@ -93,13 +93,13 @@ def verify(  # noqa: PLR0913 - the three adapters, then the range and the clock,
     audit rows): what the policy put past by then is `expiring` when left half-deleted; with
     no run, nothing is."""
     report = VerifyReport(since, until)
-    checks = _Verifier(tables, archive, reader, now, report, policy=policy)
-    checks.retention_ran = retention_ran
-    return checks.run()
+    return _Verifier(
+        tables, archive, reader, now, report, policy=policy, retention_ran=retention_ran
+    ).run()
 
 
 class _Verifier(MonthChecks):
-    def __init__(  # noqa: PLR0913 - the three adapters, the clock, the report, the policy
+    def __init__(  # noqa: PLR0913 - the three adapters, the clock, the report, the retention
         self,
         tables: IndexTables,
         archive: ArchiveStore,
@@ -108,6 +108,7 @@ class _Verifier(MonthChecks):
         report: VerifyReport,
         *,
         policy: RetentionPolicy | None,
+        retention_ran: datetime | None,
     ) -> None:
         self._tables = tables
         self._archive = archive
@@ -116,6 +117,7 @@ class _Verifier(MonthChecks):
         self._span = DaySpan.of(report.since, report.until)
         self._now = now
         self._policy = policy
+        self.retention_ran = retention_ran
         self.report = report
         self._seen: dict[bytes, int] = {}  # EventKey -> index of its first blob in _names
         self._names: list[str] = []
@@ -254,11 +256,9 @@ class _Verifier(MonthChecks):
                 self._duplicates[event_key].append(ref.name)
             in_blob.add(compact)
             event = event_id(event_key)
-            if event + suffix in claimed:
-                pass
-            elif expiring:
+            if event + suffix not in claimed and expiring:
                 unclaimed += 1
-            else:
+            elif event + suffix not in claimed:
                 self.report.add("unindexed", event_key, "no claim names its blob", (ref.name,))
             yield event
         if unclaimed:

@@ -37,7 +37,7 @@ class MonthChecks:
     _unreadable: set[BlobRef]  # committed blobs missing or altered: not judged again
     _gone: set[BlobRef]  # committed when listed, deleted since (retention)
     _kinds: dict[BlobRef, frozenset[str]]  # posting kinds of intact blobs
-    retention_ran: datetime | None = None  # the latest as_of a deleting retention run had
+    retention_ran: datetime | None  # the latest as_of a deleting retention run had
 
     def _fenced(self, ref: BlobRef) -> bool:
         state = self._uncommitted.get(ref)

@@ -38,6 +38,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+# The three settings forwarding needs, as the messages that ask for them name them.
+_FORWARDING_SETTINGS = (
+    f"{names.LOGS_INGESTION_ENDPOINT}, {names.LOGS_INGESTION_RULE_ID} and "
+    f"{names.LOGS_INGESTION_STREAM}"
+)
+
+
 class UsageError(Exception):
     """Bad input from the command line (a date, a folder): exit 2 with its message."""
 
@@ -111,8 +118,7 @@ def _say_not_forwarded(app: Any) -> None:
     sys.stderr.write(
         f"• this store forwards to Log Analytics (stream {declaration['Stream']}, last seen "
         f"{declaration['Seen']}), and this shell does not: records indexed here are not sent. "
-        f"Set {names.LOGS_INGESTION_ENDPOINT}, {names.LOGS_INGESTION_RULE_ID} and "
-        f"{names.LOGS_INGESTION_STREAM} as the app has them, or send them afterwards with "
+        f"Set {_FORWARDING_SETTINGS} as the app has them, or send them afterwards with "
         "`python -m shared forward --since <time>` where they are set\n"
     )
 
@@ -127,9 +133,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
     with _runtime() as app:
         if app.forwarding is None:
             raise UsageError(
-                "forwarding to Log Analytics is not configured here: set "
-                f"{names.LOGS_INGESTION_ENDPOINT}, {names.LOGS_INGESTION_RULE_ID} and "
-                f"{names.LOGS_INGESTION_STREAM} as the app has them" + _invalid_forwarding(app)
+                f"forwarding to Log Analytics is not configured here: set {_FORWARDING_SETTINGS} "
+                "as the app has them" + _invalid_forwarding(app)
             )
         report = forward_range(
             app.tables,
@@ -237,9 +242,8 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
             sys.stderr.write(
                 "• forwarding to Log Analytics is not configured in this shell: not-forwarded "
                 "letters stay, and records replayed here are indexed without being sent; if "
-                f"the app forwards, set {names.LOGS_INGESTION_ENDPOINT}, "
-                f"{names.LOGS_INGESTION_RULE_ID} and {names.LOGS_INGESTION_STREAM} here as "
-                "it has them, and replay again\n"
+                f"the app forwards, set {_FORWARDING_SETTINGS} here as it has them, and "
+                "replay again\n"
             )
         return EXIT_OK if summary["still_failing"] == 0 else EXIT_REJECTED
 
