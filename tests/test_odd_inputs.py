@@ -102,6 +102,35 @@ def test_no_record_nests_past_max_nesting_and_each_keeps_the_key_it_had() -> Non
         orjson.dumps({"records": [{"wrapped": [[record]]}]})  # room for any wrapper
 
 
+def _properties_event(number: int, d: bytes) -> bytes:
+    event = event_json(number)
+    head, _, _ = event.rpartition(b',"properties":')
+    return head + b',"properties":{"statusCode":"OK","d":' + d + b"}}"
+
+
+def test_an_event_holding_a_deep_parts_text_is_not_that_deep_event(app: Runtime) -> None:
+    # Found from outside: past the writers' depth the key was of the record as flattened, so
+    # an event holding, at that place, the flattened part's JSON text as a string had its key
+    # and was archived as its duplicate: one of two events lost.
+    [deep], _ = normalize_input(with_deep_properties(1, 300), "x")
+    as_text = _properties_event(1, orjson.dumps(deep["Properties_d"]["d"]))
+    [shallow], _ = normalize_input(as_text, "y")
+    assert shallow["Properties_d"] == deep["Properties_d"]  # the same columns, archived alike
+    assert shallow["EventKey"] != deep["EventKey"]
+    assert len(app.writer.write([deep, shallow]).indexed) == 2  # both kept
+
+
+def test_a_deep_events_key_does_not_depend_on_its_key_order() -> None:
+    # The key is of sorted keys at every level, past the writers' depth too: the same event,
+    # its deep part's members in another order, is its duplicate.
+    leaf_ab, leaf_ba = b'{"p":1,"q":[2,{"r":3,"s":4}]}', b'{"q":[2,{"s":4,"r":3}],"p":1}'
+    one = keys(_properties_event(1, nested(300, leaf_ab)))
+    other = keys(_properties_event(1, nested(300, leaf_ba)))
+    assert one == other
+    assert one != keys(_properties_event(1, nested(300, b'{"p":1,"q":[2,{"r":3,"s":5}]}')))
+    assert one != keys(_properties_event(1, nested(299, leaf_ab)))  # not one level less
+
+
 def test_a_json_page_holding_a_record_archived_deep_is_answered(app: Runtime) -> None:
     # As a version before records were held to MAX_NESTING archived it: as deep as orjson
     # writes, which the page's own two levels took past.

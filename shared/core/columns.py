@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from shared.core.eventkey import canonical_json, digest, key_of
+from shared.core.eventkey import canonical_json, deep_key, key_of
 from shared.core.fields import (
     as_text,
     localized_differs,
@@ -163,14 +163,16 @@ def build_record(event: dict[str, Any], fallback_subscription: str) -> Normalize
 def _key(record: NormalizedRecord, warnings: list[str]) -> str:
     """The record's EventKey, then the record held to MAX_NESTING levels (shared.core.nesting).
 
-    The key is of the event as it came, as every version keyed it: flattened first only where
-    no JSON writer takes it (past 254 levels), so a redelivery of an event archived by an
-    earlier version is still its duplicate."""
+    The key is of the event as it came, as every version keyed it, so a redelivery of an event
+    archived by an earlier version is still its duplicate; past the 254 levels no JSON writer
+    takes, by `deep_key` (since 2026-12-07: the flattened record's key had been an event's
+    that held the flattened text as a string, archived as its duplicate)."""
     try:
         canonical = canonical_json(record)
-    except orjson.JSONEncodeError:
+    except orjson.JSONEncodeError:  # past 254 levels: keyed as deep_key says, then held
+        key = deep_key(record)
         flatten_deep(record, warnings)
-        return digest(record)
+        return key
     # A value nests no deeper than it has brackets: most records have far fewer than the
     # limit, and the walk that flattens is only taken for those that may need it.
     if canonical.count(b"{") + canonical.count(b"[") > MAX_NESTING:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from shared.core.exact_json import bare_number
+from shared.core.nesting import Place, held_to_depth
 from shared.core.records import COLUMNS, NormalizedRecord
 
 UNKEYED_COLUMNS = ("NormalizationWarnings", "EventKey")
@@ -32,6 +33,20 @@ def digest(keyed: dict[str, Any]) -> str:
     """The key of a record that holds the keyed columns only (the normalizer's own, unfinished
     record: no NormalizationWarnings nor EventKey yet)."""
     return key_of(canonical_json(keyed))
+
+
+# Before a deep record's key material: canonical JSON starts with `{`, so no other key's does.
+_DEEP = b"\x00deep\x00"
+
+
+def deep_key(keyed: dict[str, Any]) -> str:
+    """The key of a record nested past the 254 levels JSON writers take (its canonical JSON
+    cannot be written): of the record with each part past MAX_NESTING levels as its text,
+    keys sorted at every level as the canonical JSON sorts them, and of where those parts
+    were, so that an event holding the same text as a string there has a key of its own."""
+    places: list[Place] = []
+    held = held_to_depth(keyed, places, sort_keys=True)
+    return key_of(_DEEP + canonical_json({"places": places, "record": held}))
 
 
 def canonical_json(keyed: dict[str, Any]) -> bytes:

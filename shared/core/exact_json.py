@@ -125,11 +125,13 @@ def _may_hold_odd_numbers(data: bytes | memoryview | str) -> bool:
     return _ODD_NUMBER.search(raw.translate(_NUMBER_TABLE, b" \t\r\n")) is not None
 
 
-def json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
     """Compact JSON of a parsed value, ExactNumbers as the bare numbers they are: orjson's,
-    or, nested past the 254 levels orjson writes, the same text built without recursion."""
+    or, nested past the 254 levels orjson writes, the same text built without recursion;
+    with `sort_keys`, each object's members in the order of their keys."""
+    option = _PASS_SUBCLASS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     try:
-        return orjson.dumps(value, option=_PASS_SUBCLASS, default=bare_number)
+        return orjson.dumps(value, option=option, default=bare_number)
     except orjson.JSONEncodeError:
         pass
     out = bytearray()
@@ -140,7 +142,8 @@ def json_bytes(value: Any) -> bytes:
             out += item
         elif type(item) is dict:
             parts: list[Any] = [b"{"]
-            for number, (key, inner) in enumerate(item.items()):
+            members = sorted(item.items()) if sort_keys else item.items()
+            for number, (key, inner) in enumerate(members):
                 parts += [b"," if number else b"", orjson.dumps(key) + b":", inner]
             stack.extend(reversed([*parts, b"}"]))
         elif type(item) is list:

@@ -19,13 +19,15 @@ _SHOWN_PATHS = 3
 _PATH_CHARS = 120
 
 
+Place = tuple[str | int, ...]  # a part's column, then its keys and list positions
+
+
 def flatten_deep(record: dict[str, Any], warnings: list[str]) -> None:
     """Each of the record's parts nested past MAX_NESTING levels replaced by its JSON text."""
-    paths: list[str] = []
-    for column, value in record.items():
-        if isinstance(value, dict | list):
-            record[column] = _flattened(value, 2, column, paths)
-    if paths:
+    places: list[Place] = []
+    record.update(held_to_depth(record, places))
+    if places:
+        paths = [_shown(place) for place in places]
         more = f" and {len(paths) - _SHOWN_PATHS} more" if len(paths) > _SHOWN_PATHS else ""
         shown = ", ".join(paths[:_SHOWN_PATHS])
         warnings.append(
@@ -33,20 +35,39 @@ def flatten_deep(record: dict[str, Any], warnings: list[str]) -> None:
         )
 
 
-def _flattened(value: Any, depth: int, path: str, paths: list[str]) -> Any:
+def held_to_depth(
+    record: dict[str, Any], places: list[Place], *, sort_keys: bool = False
+) -> dict[str, Any]:
+    """The record with each part past MAX_NESTING levels as its JSON text (with `sort_keys`,
+    each object in it written in the order of its keys), and in `places`, where those were."""
+    return {
+        column: _held(value, 2, (column,), places, sort_keys)
+        if isinstance(value, dict | list)
+        else value
+        for column, value in record.items()
+    }
+
+
+def _held(value: Any, depth: int, place: Place, places: list[Place], sort_keys: bool) -> Any:
     if depth > MAX_NESTING:
-        paths.append(path if len(path) <= _PATH_CHARS else path[:_PATH_CHARS] + "...")
-        return json_bytes(value).decode()
+        places.append(place)
+        return json_bytes(value, sort_keys=sort_keys).decode()
     if type(value) is dict:
         return {
-            key: _flattened(inner, depth + 1, f"{path}.{key}", paths)
+            key: _held(inner, depth + 1, (*place, key), places, sort_keys)
             if isinstance(inner, dict | list)
             else inner
             for key, inner in value.items()
         }
     return [
-        _flattened(inner, depth + 1, f"{path}[{number}]", paths)
+        _held(inner, depth + 1, (*place, number), places, sort_keys)
         if isinstance(inner, dict | list)
         else inner
         for number, inner in enumerate(value)
     ]
+
+
+def _shown(place: Place) -> str:
+    column, *steps = place
+    path = str(column) + "".join(f"[{step}]" if type(step) is int else f".{step}" for step in steps)
+    return path if len(path) <= _PATH_CHARS else path[:_PATH_CHARS] + "..."
