@@ -294,7 +294,9 @@ def test_each_transient_failure_has_its_line() -> None:
 
 
 class HeldWriter:
-    def write(self, records: object) -> None:
+    """Events held by another writer still after the writer's tries within seconds."""
+
+    def write_when_free(self, records: object) -> None:
         raise ClaimedElsewhere(HELD)
 
 

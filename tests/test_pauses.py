@@ -24,7 +24,9 @@ from shared.core.archive_keys import STATE
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.core.retention_policy import RetentionPolicy
+from shared.core.written import WriteResult
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
+from shared.services.delivery import DeliveryReport, EventBody, deliver
 from shared.services.repair import repair
 from shared.services.retention import enforce_retention
 from shared.services.verify import verify
@@ -58,6 +60,7 @@ class Frozen:
     go: threading.Event = field(default_factory=threading.Event)
     outcome: list[Any] = field(default_factory=list)
     thread: threading.Thread | None = None
+    work: Callable[[], Any] | None = None  # what the thread runs; the instance's write if None
 
     def start(self) -> Frozen:
         adapter, method = STEPS[self.step]
@@ -85,7 +88,8 @@ class Frozen:
 
     def _run(self) -> None:
         try:
-            self.outcome.append(self.instance.writer.write(self.records))
+            work = self.work or (lambda: self.instance.writer.write(self.records))
+            self.outcome.append(work())
         except BaseException as error:  # surfaced by resume()
             self.outcome.append(error)
 
@@ -283,6 +287,76 @@ def test_two_live_writers_of_one_hour_with_different_plans_never_share_a_blob(
     assert len(later_writer(build_runtime(app.settings)).write(of_b).indexed) == 12
     assert isinstance(frozen.resume(), ClaimedElsewhere)
     assert_once_and_clean(app, of_b)
+
+
+# --- an Event Hub invocation's last attempt, frozen or held up ---------------------------------
+
+
+def bodies_of(numbers: range, size: int = 50) -> list[EventBody]:
+    return [
+        EventBody(envelope([activity_event(n) for n in range(start, start + size)]), "0", start)
+        for start in range(numbers.start, numbers.stop, size)
+    ]
+
+
+def last_attempt(instance: Runtime, bodies: list[EventBody]) -> Callable[[], Any]:
+    return lambda: deliver(
+        bodies, writer=instance.writer, deadletters=instance.deadletters, final_attempt=True
+    )
+
+
+def test_a_last_attempt_frozen_and_taken_over_dead_letters_nothing_archived(
+    app: Runtime,
+) -> None:
+    # Found from outside: the fenced write's ClaimedElsewhere was taken for storage down, and
+    # every body dead-lettered although the taker had archived each event: 200 events both
+    # archived and in letters, until someone replayed them.
+    records = records_of(range(200))
+    instance = build_runtime(app.settings)
+    frozen = Frozen(instance, "commit", records, work=last_attempt(instance, bodies_of(range(200))))
+    frozen.start()
+    backfill(app, records)  # an hour later: takes the 200 over, archives them
+    report = frozen.resume()
+    assert isinstance(report, DeliveryReport), report
+    assert (report.deadlettered, report.duplicates) == (0, 200)
+    assert list(app.deadletters.list()) == []
+    assert_once_and_clean(app, records + records_of(range(1000, 1050)))
+
+
+def test_a_last_attempt_held_up_by_a_live_writer_waits_for_its_commit(app: Runtime) -> None:
+    # The sibling: the same events in a live writer's hands (not stale: nothing to take over).
+    # It commits within seconds; the last attempt tries again meanwhile, as the blob path
+    # does, and letters nothing.
+    records, more = records_of(range(100)), records_of(range(1000, 1050))
+    # Another plan (a PT1H.json blob: the same events and more): nothing to take over at once.
+    holder = Frozen(build_runtime(app.settings), "uploads", records + more).start()
+    threading.Timer(0.5, holder.go.set).start()  # the holder goes on half a second later
+    report = last_attempt(build_runtime(app.settings), bodies_of(range(100)))()
+    assert isinstance(holder.resume(), WriteResult)
+    assert (report.deadlettered, report.duplicates) == (0, 100)
+    assert list(app.deadletters.list()) == []
+    assert_once_and_clean(app, records + more)
+
+
+class PartlyCommitted:
+    """A writer whose write committed the first body's events, then was fenced (taken over)
+    for the rest, still after its tries within seconds."""
+
+    def __init__(self, committed: list[NormalizedRecord]) -> None:
+        self.committed = committed
+
+    def write_when_free(self, records: list[NormalizedRecord]) -> WriteResult:
+        raise ClaimedElsewhere("taken over", written=WriteResult(indexed=self.committed))
+
+
+def test_a_last_attempt_letters_only_the_bodies_its_write_did_not_commit(app: Runtime) -> None:
+    first, second = bodies_of(range(100))
+    committed = normalize_input(first.body, first.source)[0]
+    writer: Any = PartlyCommitted(committed)
+    report = deliver([first, second], writer=writer, deadletters=app.deadletters)
+    assert (report.indexed, report.deadlettered) == (50, 50)
+    [letter] = app.deadletters.list()
+    assert letter.raw_bytes == second.body  # the body not committed, whole
 
 
 def test_verify_repair_is_a_dry_run_until_applied_and_loses_no_event(app: Runtime) -> None:

@@ -28,6 +28,7 @@ sweeps it once it is fenced (shared.services.retention_archive).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ from shared.services.index_kinds import kinds_of
 from shared.services.instances import Instances
 
 __all__ = ["CLAIM_TIMEOUT", "ArchiveWriter", "ClaimedElsewhere", "plan_blobs", "postings"]
+
+HELD_PAUSES = (0.2, 0.5, 1.0, 2.0)  # seconds between tries of a write another writer holds
 
 
 @dataclass(slots=True, eq=False)  # compared (and hashed) by identity: one per planned blob
@@ -209,6 +212,22 @@ class ArchiveWriter:
         if fenced:
             raise taken_over(fenced, result)
         return result
+
+    def write_when_free(
+        self, records: Sequence[NormalizedRecord], pauses: Sequence[float] = HELD_PAUSES
+    ) -> WriteResult:
+        """`write`; held by another live writer (or fenced by one that took the same events
+        over), tried again a few times within seconds, for that writer usually commits
+        meanwhile: the events then count as duplicates here, indexed there. Raises the last
+        ClaimedElsewhere when they are held still."""
+        for pause in (*pauses, None):
+            try:
+                return self.write(records)
+            except ClaimedElsewhere:
+                if pause is None:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     # --- 3-5. archive, postings, commits ----------------------------------------------------
 

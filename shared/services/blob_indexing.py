@@ -33,7 +33,6 @@ Which blobs to index (the catch-up's recent hours, a backfill's scope) is
 from __future__ import annotations
 
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -45,8 +44,7 @@ from shared.adapters.deadletters import DeadLetterStore
 from shared.core.normalize import normalize_input, normalize_line
 from shared.core.pt1h import BlobPath
 from shared.core.records import NormalizedRecord, Rejection
-from shared.core.written import WriteResult
-from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
+from shared.services.archive_write import ArchiveWriter
 from shared.services.blob_chunks import CHUNK_BYTES, Chunk, read_chunk, replaced, tail_of
 from shared.services.deadlettering import dead_letter_rejections
 from shared.services.forwarding import Forwarding, ForwardRun
@@ -54,7 +52,6 @@ from shared.services.gc_pause import collection_paused
 from shared.services.report import BlobReport
 
 log = logging.getLogger(__name__)
-HELD_PAUSES = (0.2, 0.5, 1.0, 2.0)  # seconds between tries of a piece another writer holds
 
 
 @dataclass(slots=True)
@@ -213,19 +210,6 @@ class BlobIndexer:
         piece.lines, piece.open_line = line_number, chunk.tail
         return piece
 
-    def _write(self, records: list[NormalizedRecord]) -> WriteResult:
-        """The piece's records archived; held by another live writer (or fenced by one that
-        took the same events over), tried again a few times within seconds, for that writer
-        usually commits meanwhile: the piece then counts as duplicates here, indexed there."""
-        for pause in (*HELD_PAUSES, None):
-            try:
-                return self._writer.write(records)
-            except ClaimedElsewhere:
-                if pause is None:
-                    raise
-                time.sleep(pause)
-        raise AssertionError("unreachable")
-
     def _commit(self, cursor: Cursor, piece: _Piece, report: BlobReport, blob: _Blob) -> bool:
         """Index a piece, then move the cursor past it; False when another instance moved it.
 
@@ -243,7 +227,7 @@ class BlobIndexer:
             },
             path="blob",
         )
-        written = self._write(piece.records)  # durable before the cursor moves past them
+        written = self._writer.write_when_free(piece.records)  # durable before the cursor moves
         if self._forwarding is not None:
             # Before the cursor moves: when Log Analytics fails for now this raises, and the
             # next run re-reads the piece and sends what is not marked (see the module's doc).

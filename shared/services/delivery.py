@@ -8,8 +8,11 @@ those (the index and the dead letters live in one account), the last attempt hol
 delivers again (`deliver_last`), raising only when its hold runs out. Redelivery is harmless: each
 event is claimed by one archive blob (shared.services.archive_write), and what Log Analytics
 accepted is marked (shared.services.forwarding). Events another writer is archiving right now
-(ClaimedElsewhere) are retried like any storage failure. Dead letters keep the input's exact
-bytes.
+(ClaimedElsewhere) are tried again within seconds, for that writer usually commits meanwhile
+(they are then duplicates here), and then retried like any storage failure; on the last
+attempt, what the write did commit is kept and forwarded, and only the bodies with a record it
+did not commit are dead-lettered (a replay counts as duplicates what another writer archived
+since). Dead letters keep the input's exact bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from shared.adapters.deadletters import UNDELIVERED, DeadLetter, DeadLetterStore
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord, Rejection
 from shared.core.written import WriteResult
-from shared.services.archive_write import ArchiveWriter
+from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
 from shared.services.deadlettering import dead_letter_rejections
 from shared.services.forwarding import Forwarding, ForwardRun, RetryableDeliveryError
 from shared.services.gc_pause import collection_paused
@@ -92,23 +95,53 @@ def deliver(  # noqa: PLR0913 - a batch, its three sinks and how this attempt en
     with collection_paused():  # the batch's records held at once: see gc_pause
         per_body = [_take_body(body, deadletters, path, report) for body in bodies]
         records = [record for taken in per_body for record in taken]
+        run = _forward_run(forwarding, deadletters, path, final_attempt, report)
         try:
-            written = writer.write(records)
+            # Events another writer holds: tried again within seconds (it usually commits).
+            written = writer.write_when_free(records)
         except Exception as error:  # not only AzureError: a cut-off answer raises requests'
             if not final_attempt:
                 # The cause's own message kept: ClaimedElsewhere's says which events and when.
                 message = f"index unavailable: {type(error).__name__}: {error}"
                 raise RetryableDeliveryError(message) from error
-            _dead_letter_undelivered(bodies, per_body, error, deadletters, path)
-            report.deadlettered += len(records)
-            log.error(
-                "index unavailable on the last attempt; %d records dead-lettered",
-                len(records),
-                extra={"records": len(records), "path": path},
+            _last_attempt_failed(
+                bodies, per_body, error, deadletters=deadletters, run=run, path=path, report=report
             )
             return report
-    _settle(written, report, _forward_run(forwarding, deadletters, path, final_attempt, report))
+    _settle(written, report, run)
     return report
+
+
+def _last_attempt_failed(  # noqa: PLR0913 - the batch and the error, then its sinks by name
+    bodies: Sequence[EventBody],
+    per_body: list[list[NormalizedRecord]],
+    error: Exception,
+    *,
+    deadletters: DeadLetterStore,
+    run: ForwardRun | None,
+    path: str,
+    report: DeliveryReport,
+) -> None:
+    """What a write stopped on the last attempt did commit is settled as any write's; each
+    body with a record it did not commit is dead-lettered whole (a replay counts what another
+    writer archived meanwhile as duplicates)."""
+    done = error.written if isinstance(error, ClaimedElsewhere) else None
+    if done is not None:
+        _settle(done, report, run)
+    kept = {record["EventKey"] for record in done.indexed + done.duplicates} if done else set()
+    undelivered = [
+        (body, records)
+        for body, records in zip(bodies, per_body, strict=True)
+        if any(record["EventKey"] not in kept for record in records)
+    ]
+    _dead_letter_undelivered(undelivered, error, deadletters, path)
+    lettered = sum(len(records) for _, records in undelivered)
+    report.deadlettered += lettered
+    log.error(
+        "index unavailable on the last attempt; %d records dead-lettered",
+        lettered,
+        extra={"records": lettered, "path": path},
+    )
 
 
 @dataclass(frozen=True)
@@ -188,15 +221,14 @@ def _take_body(
 
 
 def _dead_letter_undelivered(
-    bodies: Sequence[EventBody],
-    per_body: list[list[NormalizedRecord]],
+    undelivered: Sequence[tuple[EventBody, list[NormalizedRecord]]],
     error: Exception,
     deadletters: DeadLetterStore,
     path: str,
 ) -> None:
     """Out of retries: keep each body that had records whole, so a replay re-drives exactly it."""
     reason = f"index unavailable after retries: {type(error).__name__}: {error}"[:MAX_REASON]
-    for body, records in zip(bodies, per_body, strict=True):
+    for body, records in undelivered:
         if records:
             raw, data = text_and_data(body.body)  # byte for byte, whatever the body holds
             deadletters.put(
@@ -225,7 +257,7 @@ def index_and_forward(
     Raises the index's own error, or RetryableDeliveryError when Log Analytics failed for now.
     """
     report = DeliveryReport(events=len(records))
-    written = writer.write(records)
+    written = writer.write_when_free(records)
     _settle(written, report, _forward_run(forwarding, deadletters, path, False, report))
     return report
 
