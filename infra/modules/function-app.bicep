@@ -49,10 +49,12 @@ param applicationInsightsName string
 ])
 param pythonVersion string = '3.12'
 
-// Learn, "Event-driven scaling in Azure Functions", Limit scale-out, long said "the lowest
-// maximum instance count value is 40" for Flex Consumption (other Learn pages still do); its
-// current version says 1 (https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out).
-// 40 stays this template's floor, so a deployment succeeds under either rule. The maximum
+// Learn's Flex Consumption pages disagree on the lowest maximum instance count: "Flex
+// Consumption plan", Considerations, says "The lowest maximum scale is currently 40"
+// (https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan#considerations),
+// and versions of "Event-driven scaling", Limit scale-out, have said 40 and 1
+// (https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out).
+// 40 is this template's floor, so a deployment succeeds under either rule. The maximum
 // applies per function group (the Event Hub function alone reads at most one partition per
 // instance, so it never needs more instances than the hub has partitions).
 @description('Most instances each function group scales out to (40 to 1000).')
