@@ -3,17 +3,19 @@ outside the layout, and JSON Lines that start with a one-line envelope. Real Azu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
-from shared.adapters.blobs import ArchiveBlob
+from shared.adapters.blobs import ArchiveBlob, BlobState
 from shared.adapters.deadletters import REJECTED
 from shared.bootstrap import Runtime
 from shared.core.normalize import normalize_input
 from shared.core.pt1h import BlobPath
+from shared.services.blob_indexing import CHANGED_TRIES
 from shared.services.catchup import container_sources, index_each
 from shared.settings import Settings
 from shared.tools.folder import folder_sources
@@ -169,6 +171,105 @@ def test_a_blob_overwritten_in_place_with_a_longer_body_is_indexed_anew(
     report = app.blob_indexer.index(source(app, name))
     assert (report.indexed, report.deadlettered) == (20, 0)
     assert indexed_keys(app) == sorted(keys_of(old) + keys_of(new))
+
+
+class SameSecond(ArchiveBlob):
+    """A blob whose properties say the creation time of another: what a blob replaced within
+    the second it was made says (creation times have whole seconds)."""
+
+    def __init__(self, app: Runtime, name: str, created: datetime | None) -> None:
+        super().__init__(app.stores.archive, name)
+        self.created = created
+
+    def properties(self) -> BlobState:
+        return replace(super().properties(), created=self.created)
+
+
+def test_a_blob_replaced_within_its_second_holding_the_same_last_line_is_indexed_anew(
+    archive_app: Runtime,
+) -> None:
+    # Found from outside: the cursor remembered only the line before its offset, so a new
+    # blob with that very line (the same event) at that very place, after other events of the
+    # same lengths, passed for the old one grown: its other events were never read.
+    app = archive_app
+    name = pt1h_name(HOUR)
+    events = [activity_event(n) for n in range(6)]
+    old, new = jsonl([events[0], events[1], events[2]]), jsonl([events[n] for n in (3, 4, 2, 5)])
+    assert new[: len(old)].endswith(jsonl([events[2]])) and new[: len(old)] != old
+    append_blob(app, name).append_block(old)
+    created = source(app, name).properties().created
+    assert app.blob_indexer.index(source(app, name)).indexed == 3
+    app.stores.archive.delete_blob(name)
+    append_blob(app, name).append_block(new)
+    report = app.blob_indexer.index(SameSecond(app, name, created))
+    assert (report.indexed, report.duplicates, report.deadlettered) == (3, 1, 0)
+    assert indexed_keys(app) == sorted(set(keys_of(old + new)))
+
+
+class ReplacedAtRead(ArchiveBlob):
+    """A blob replaced by other content just before the first read at `offset`."""
+
+    def __init__(self, app: Runtime, name: str, offset: int, new: bytes) -> None:
+        super().__init__(app.stores.archive, name)
+        self.app, self.offset, self.new, self.done = app, offset, new, False
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset == self.offset and not self.done:
+            self.done = True
+            self.app.stores.archive.delete_blob(self.name)
+            append_blob(self.app, self.name).append_block(self.new)
+        return super().read(offset, length)
+
+
+def test_a_blob_replaced_between_its_check_and_its_read_is_indexed_anew(
+    archive_app: Runtime,
+) -> None:
+    # Found from outside: a run checked the blob (its properties, the line before its
+    # cursor), then read on from its offset in the blob that had replaced it meanwhile: a
+    # fragment of a line dead-lettered, and the new blob's earlier events never read.
+    app = archive_app
+    name = pt1h_name(HOUR)
+    old = jsonl([activity_event(n) for n in range(3)])
+    new = jsonl([activity_event(n, location="elsewhere") for n in range(100, 108)])
+    blob = append_blob(app, name)
+    blob.append_block(old)
+    assert app.blob_indexer.index(source(app, name)).indexed == 3
+    blob.append_block(jsonl([activity_event(3)]))  # grown: then replaced before it is read
+    app.blob_indexer.index(ReplacedAtRead(app, name, len(old), new))
+    app.blob_indexer.index(source(app, name))
+    assert rejected_letters(app) == []
+    assert indexed_keys(app) == sorted(keys_of(old + new))
+
+
+class AppendedAtRead(ArchiveBlob):
+    """A blob appended to just before each of its first `times` reads."""
+
+    def __init__(self, app: Runtime, name: str, more: list[bytes]) -> None:
+        super().__init__(app.stores.archive, name)
+        self.app, self.more = app, more
+
+    def read(self, offset: int, length: int) -> bytes:
+        if self.more:
+            self.app.stores.archive.get_blob_client(self.name).append_block(self.more.pop(0))
+        return super().read(offset, length)
+
+
+@pytest.mark.parametrize("appends", [1, CHANGED_TRIES])
+def test_a_blob_appended_to_while_read_is_read_on_not_failed(
+    archive_app: Runtime, appends: int
+) -> None:
+    # Reads are of the blob as the run looked at it: an append in between fails the read
+    # (412), and the run looks again and reads on; a blob that keeps changing is left, told,
+    # to the next run, which reads what is left.
+    app = archive_app
+    name = pt1h_name(HOUR)
+    first = jsonl([activity_event(n) for n in range(4)])
+    more = [jsonl([activity_event(10 + n)]) for n in range(appends)]
+    append_blob(app, name).append_block(first)
+    report = app.blob_indexer.index(AppendedAtRead(app, name, list(more)))
+    assert (report.deadlettered, report.indexed) == (0, 0 if appends == CHANGED_TRIES else 5)
+    app.blob_indexer.index(source(app, name))
+    assert indexed_keys(app) == sorted(keys_of(first + b"".join(more)))
 
 
 def test_appends_are_not_mistaken_for_a_replacement(archive_app: Runtime) -> None:

@@ -1,7 +1,8 @@
 """Reading a blob's complete lines by byte ranges, and telling a replaced blob from a grown one.
 
-One ranged GET per chunk (bounded memory, no 412 while the blob grows), more only for a line
-longer than a chunk. The blob's last line may lack its newline; a blob that is one JSON value
+One ranged GET per chunk (bounded memory), more only for a line longer than a chunk, each of
+the blob as its source's last `properties()` saw it (shared.adapters.blobs: BlobChanged when it
+changed since). The blob's last line may lack its newline; a blob that is one JSON value
 (the pre-2018 `{"records": [...]}` envelope, a pretty-printed array or object) is read whole.
 No parsing of events here: that is the indexer's.
 """
@@ -18,10 +19,12 @@ import orjson
 from shared.adapters.blobs import BlobState, ByteSource
 from shared.adapters.cursors import Cursor
 
-CHUNK_BYTES = 1024 * 1024  # one ranged GET per chunk: bounded memory (two in flight), no 412
-# The line just before a cursor (its last TAIL_BYTES at most) is remembered as a hash and
-# compared when the blob's ETag changes: another line there means the blob was replaced, not
-# appended to. One small ranged read per change; a line names its event's time and ids.
+CHUNK_BYTES = 1024 * 1024  # one ranged GET per chunk: bounded memory (two in flight)
+# The bytes just before a cursor (the last TAIL_BYTES of what it read last) are remembered as
+# a hash and compared when the blob's ETag changes: other bytes there mean the blob was
+# replaced, not appended to. One small ranged read per change. Several lines, not the last
+# one alone: a new blob can hold that line, the same event, at the same place (found from
+# outside: replaced within the second of its creation time, it passed for the old one grown).
 TAIL_BYTES = 4096
 _LINE_SPACE = b" \t\r"
 # One JSON value written once, read whole: the pre-2018 form (one `{"records": [...]}`
@@ -143,10 +146,8 @@ def _digest(data: bytes) -> str:
 
 
 def tail_of(chunk: Chunk) -> str:
-    """The digest of the last line of chunk.data[:length] (its last TAIL_BYTES at most)."""
-    window = chunk.data[max(0, chunk.length - TAIL_BYTES) : chunk.length]
-    cut = window.rfind(b"\n", 0, len(window) - 1)
-    return _digest(window[cut + 1 :] if cut >= 0 else window)
+    """The digest of the last TAIL_BYTES of chunk.data[:length] (all of it, if shorter)."""
+    return _digest(chunk.data[max(0, chunk.length - TAIL_BYTES) : chunk.length])
 
 
 def replaced(source: ByteSource, cursor: Cursor, state: BlobState) -> bool:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from shared.adapters.blobs import BlobState, ByteSource
+from shared.adapters.blobs import BlobChanged, BlobState, ByteSource
 from shared.adapters.cursors import Cursor, CursorStore
 from shared.adapters.deadletters import DeadLetterStore
 from shared.core.normalize import normalize_input, normalize_line
@@ -52,6 +52,7 @@ from shared.services.gc_pause import collection_paused
 from shared.services.report import BlobReport
 
 log = logging.getLogger(__name__)
+CHANGED_TRIES = 3  # runs of one blob from the top when it changed while read, then the next's
 
 
 @dataclass(slots=True)
@@ -111,8 +112,25 @@ class BlobIndexer:
                 extra={"blob": source.name},
             )
             report.outside_layout.append(source.name)
+        for _ in range(CHANGED_TRIES):
+            try:
+                self._index_once(source, path, now, report)
+                return report
+            except BlobChanged:
+                # Appended to or replaced since this run looked at it: what it committed
+                # stays (its cursor moved past it); it looks again and goes on from there.
+                log.info("blob changed while read; reading on", extra={"blob": source.name})
+        log.warning(
+            "blob kept changing while read; the next run goes on", extra={"blob": source.name}
+        )
+        report.behind = 1
+        return report
+
+    def _index_once(
+        self, source: ByteSource, path: BlobPath, now: datetime, report: BlobReport
+    ) -> None:
         cursor = self._cursors.load(source.name, path.hour)
-        state = source.properties()
+        state = source.properties()  # the version every read of this run is of
         if replaced(source, cursor, state):
             # Not the bytes we indexed: a new blob under the old name. Index it from the
             # start; keys dedupe whatever it shares with the old one.
@@ -129,7 +147,6 @@ class BlobIndexer:
         cursor.sealed = final and cursor.offset >= state.size
         if cursor.sealed or cursor.etag is None or (changed and cursor.offset >= state.size):
             self._cursors.save(cursor)
-        return report
 
     def _is_final(self, path: BlobPath, state: BlobState, now: datetime) -> bool:
         """Whether the blob can no longer grow: its hour is over and it has been still since.
