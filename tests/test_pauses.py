@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.index_tables import as_int
 from shared.bootstrap import Runtime, build_runtime
-from shared.core.archive_keys import STATE
+from shared.core.archive_keys import STATE, BlobRef, pack_ids, unpack_ids
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.core.retention_policy import RetentionPolicy
@@ -374,4 +375,42 @@ def test_verify_repair_is_a_dry_run_until_applied_and_loses_no_event(app: Runtim
     assert verified(app, later).counts["orphaned"] == 1  # nothing changed
     done = repair(app.tables, app.archive, writer, report, apply=True)
     assert (done.rearchived, done.failed) == (30, [])
+    assert_once_and_clean(app, records)
+
+
+def test_a_repair_stopped_after_its_fence_loses_nothing_to_retentions_sweep(
+    app: Runtime,
+) -> None:
+    """Found from outside: a repair fences a committed blob, then re-archives its records;
+    stopped between the two (a kill, a storage error), the fenced blob was their only copy,
+    and retention's sweep deleted it as abandoned: every record lost, without a letter. The
+    sweep now leaves a blob a repair fenced, `verify` names it, and the repair finishes."""
+    records = records_of(range(30))
+    app.writer.write(records)
+    [ref] = [ref for blob in app.archive.blobs() if (ref := BlobRef.of_name(blob.name))]
+    claims = app.tables.query(
+        ref.month,
+        "PartitionKey ge @low and PartitionKey lt @high",
+        {"low": f"k{ref.day.day:02d}", "high": f"k{ref.day.day:02d}~"},
+    )
+    [claim] = [dict(row) for row in claims if as_int(row.get("B", -1)) == ref.blob_id]
+    ids = unpack_ids(bytes(claim["K"]))
+    app.tables.upsert(ref.month, [{**claim, "K": pack_ids(ids[:3] + ids[4:])}])  # one lost
+    later = datetime.now(UTC) + LATER
+    damaged = verified(app, later)
+    assert damaged.counts["unindexed"] == 1
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("killed")
+
+    stopped = ArchiveWriter(app.tables, app.archive, clock=lambda: later)
+    object.__setattr__(stopped, "write", killed)
+    with pytest.raises(RuntimeError):
+        repair(app.tables, app.archive, stopped, damaged, apply=True)
+    sweep(app)  # retention an hour later: its orphan sweep
+    report = verified(app, later)
+    assert report.counts.get("orphaned") == 1, report.counts  # named, for the repair to finish
+    writer = ArchiveWriter(app.tables, app.archive, clock=lambda: later)
+    done = repair(app.tables, app.archive, writer, report, apply=True)
+    assert done.failed == []
     assert_once_and_clean(app, records)

@@ -90,9 +90,12 @@ LEGACY_MEMBER_RECORDS = 256
 BLOB_SUFFIX = ".jsonl.gz"
 KEY_ROW = "k"
 MANIFEST_ROW = "m"
-STATE = "S"  # property of a manifest row not committed (yet): PENDING or FENCED
+STATE = "S"  # property of a manifest row not committed (yet): PENDING, FENCED or REPAIRING
 PENDING = "p"
 FENCED = "f"
+# Fenced by a repair that re-archives the blob's records: until it has, its bytes are their
+# only copy, so retention's sweep leaves it, and `verify` names it for the repair to finish.
+REPAIRING = "r"
 PLAN = "P"
 MEMBERS = "M"  # manifest property: records per gzip member
 _ENTRY = struct.Struct(">I")

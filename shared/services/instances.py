@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Any
 
 from shared.adapters.index_tables import IndexTables, as_int, int64
-from shared.core.archive_keys import FENCED, PENDING, PLAN, STATE, BlobRef
+from shared.core.archive_keys import FENCED, PENDING, PLAN, REPAIRING, STATE, BlobRef
 
 
 class Stage(Enum):
@@ -42,6 +42,7 @@ class Instance:
     written: datetime | None = None
     etag: str | None = None
     row: dict[str, Any] | None = None  # the manifest, when committed
+    repairing: bool = False  # dead, fenced by a repair whose re-archive has not ended
 
     def young(self, now: datetime, timeout: timedelta) -> bool:
         """A pending blob whose writer may still be at work: written within `timeout`."""
@@ -53,9 +54,10 @@ def pending_row(ref: BlobRef, plan: int) -> dict[str, Any]:
     return {"PartitionKey": partition, "RowKey": row, STATE: PENDING, PLAN: int64(plan)}
 
 
-def fenced_row(ref: BlobRef, plan: int | None) -> dict[str, Any]:
+def fenced_row(ref: BlobRef, plan: int | None, *, repairing: bool = False) -> dict[str, Any]:
     partition, row = ref.manifest_keys
-    fenced: dict[str, Any] = {"PartitionKey": partition, "RowKey": row, STATE: FENCED}
+    state = REPAIRING if repairing else FENCED
+    fenced: dict[str, Any] = {"PartitionKey": partition, "RowKey": row, STATE: state}
     if plan is not None:
         fenced[PLAN] = int64(plan)
     return fenced
@@ -71,7 +73,7 @@ def instance_of(ref: BlobRef, found: tuple[dict[str, Any], str, datetime] | None
     if state is None:
         return Instance(ref, Stage.COMMITTED, plan, written, etag, row)
     stage = Stage.PENDING if state == PENDING else Stage.DEAD
-    return Instance(ref, stage, plan, written, etag)
+    return Instance(ref, stage, plan, written, etag, repairing=state == REPAIRING)
 
 
 class Instances:

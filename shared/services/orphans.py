@@ -3,7 +3,9 @@ removing one with its postings. Used by retention's sweep (shared.services.reten
 
 A blob is abandoned when its manifest row is fenced or gone, or pending and older than
 ORPHAN_AFTER at the sweep's time, and then fenced first (If-Match, shared.services.instances):
-a writer that resumes afterwards fails its commit. No age alone deletes anything.
+a writer that resumes afterwards fails its commit. No age alone deletes anything, and neither
+does a repair's fence (REPAIRING: the blob's records are in it alone until the repair ends;
+found from outside: a repair stopped after its fence, and the sweep deleted every record).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def abandoned(
 
     def dead(ref: BlobRef) -> bool:
         instance = instances.read(ref)
+        if instance.repairing:
+            return False  # its bytes are its records' only copy until the repair ends
         if instance.stage is Stage.PENDING:
             if instance.young(as_of, ORPHAN_AFTER):
                 return False  # its writer may still be at work

@@ -192,7 +192,7 @@ class _Repairer:
         self._do(Action(kind, ref.name, does), lambda: self._rearchive_now(ref))
 
     def _rearchive_now(self, ref: BlobRef) -> None:
-        if not self._uncommit(ref):
+        if not self._uncommit(ref, repairing=True):
             self.report.failed.append(f"{ref.name}: its manifest row changed meanwhile: run again")
             return
         records = self._reader.blob_records(ref)
@@ -212,14 +212,17 @@ class _Repairer:
         if RunStore(self._tables, ref.month).state(ref.day).runs:
             DayCompaction(self._tables, ref.month, ref.day, CompactionReport()).run(rewrite=True)
 
-    def _uncommit(self, ref: BlobRef) -> bool:
-        """Make the blob's manifest row fenced (If-Match): nothing holds its events after."""
+    def _uncommit(self, ref: BlobRef, *, repairing: bool = False) -> bool:
+        """Make the blob's manifest row fenced (If-Match): nothing holds its events after.
+        `repairing`: its records are re-archived next, and until then it is their only copy
+        (REPAIRING: retention's sweep leaves it; a repair stopped before the end is taken
+        up by the next, `verify` naming the blob `orphaned`)."""
         instance = self._instances.read(ref)
         if instance.stage is Stage.DEAD:
             return True
         if instance.etag is None:
             return False
-        fenced = fenced_row(ref, instance.plan)
+        fenced = fenced_row(ref, instance.plan, repairing=repairing)
         if self._tables.replace_if(ref.month, fenced, instance.etag) is not None:
             return True
         return self._instances.read(ref).stage is Stage.DEAD

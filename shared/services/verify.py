@@ -53,6 +53,7 @@ from shared.core.archive_keys import (
     CLAIM,
     CLASS_CODES,
     FENCED,
+    REPAIRING,
     STATE,
     BlobRef,
     event_id,
@@ -126,6 +127,7 @@ class _Verifier(MonthChecks):
         # committed blobs that are missing or altered (their key rows are not judged again).
         self._manifests: dict[BlobRef, Manifest] = {}
         self._uncommitted: dict[BlobRef, tuple[bool, datetime | None]] = {}  # fenced?, written
+        self._repairing: set[BlobRef] = set()  # fenced by a repair that has not ended
         self._stored: dict[BlobRef, StoredBlob] = {}
         self._unreadable: set[BlobRef] = set()
         self._gone: set[BlobRef] = set()  # committed when listed, deleted since (retention)
@@ -172,14 +174,17 @@ class _Verifier(MonthChecks):
     def _read_manifests(self, month: str, first: date, last: date) -> dict[BlobRef, Manifest]:
         bounds = {"low": f"m{first.day:02d}", "high": f"m{last.day + 1:02d}"}
         manifests: dict[BlobRef, Manifest] = {}
-        self._uncommitted = {}
+        self._uncommitted, self._repairing = {}, set()
         for row in self._tables.query(month, _RANGE, bounds):
             partition, row_key = row["PartitionKey"], row["RowKey"]
             try:
                 ref = BlobRef.of_manifest(month, partition, row_key)
                 if STATE in row:  # pending or fenced: a write in flight, or one given up
                     written = getattr(row, "metadata", {}).get("timestamp")
-                    self._uncommitted[ref] = (row[STATE] == FENCED, written)
+                    fenced = row[STATE] in (FENCED, REPAIRING)
+                    self._uncommitted[ref] = (fenced, written)
+                    if row[STATE] == REPAIRING:
+                        self._repairing.add(ref)
                     continue
                 manifests[ref] = Manifest.of_row(ref, row)
             except (ValueError, KeyError, TypeError, IndexError) as error:
@@ -312,6 +317,10 @@ class _Verifier(MonthChecks):
         self.report.add("unarchived", name, detail, (ref.name,))
 
     def _uncommitted_blob(self, ref: BlobRef, blob: StoredBlob) -> None:
+        if ref in self._repairing:  # no writer's: a repair stopped before it re-archived
+            detail = "uploaded, fenced by a repair that stopped before re-archiving its records"
+            self.report.add("orphaned", ref.name, detail)
+            return
         young = blob.last_modified >= self._old or self._in_flight(ref)
         if young or self._reader.manifest(ref) is not None:
             self.report.pending += 1
