@@ -414,3 +414,30 @@ def test_a_repair_stopped_after_its_fence_loses_nothing_to_retentions_sweep(
     done = repair(app.tables, app.archive, writer, report, apply=True)
     assert done.failed == []
     assert_once_and_clean(app, records)
+
+
+def test_a_late_write_into_a_day_retention_deletes_then_a_redelivery_is_expiring(
+    app: Runtime,
+) -> None:
+    """Found from outside: retention deleting a day past its age takes the day's claim rows
+    as it finds them, those of a write in flight too; that write commits after, without
+    claims, and a redelivery archives its events again. Both copies are past retention and
+    the next run deletes them: `verify` calls them `expiring`, not `duplicated`."""
+    from shared.services.retention_audit import latest_deleting_as_of
+
+    records = records_of(range(10))  # 2024-05-01: past 90 days, in a month that stays
+    as_of, policy = datetime(2024, 7, 31, 12, tzinfo=UTC), RetentionPolicy(90)
+    frozen = Frozen(build_runtime(app.settings), "commit", records).start()
+    assert enforce_retention(app.stores, policy, as_of=as_of).complete
+    assert isinstance(frozen.resume(), WriteResult)  # committed after its claims went
+    build_runtime(app.settings).writer.write(records)  # a redelivery
+
+    def judged() -> VerifyReport:
+        ran = latest_deleting_as_of(app.stores.runs)
+        return verify(app.tables, app.archive, app.reader, since=None, until=None,
+                      now=as_of, policy=policy, retention_ran=ran)  # fmt: skip
+
+    report = judged()
+    assert report.ok and report.counts["expiring"] > 0, report.as_dict()["counts"]
+    assert enforce_retention(app.stores, policy, as_of=as_of).complete
+    assert archived_keys(app) == [] and judged().ok

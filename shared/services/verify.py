@@ -123,6 +123,7 @@ class _Verifier(MonthChecks):
         self._seen: dict[bytes, int] = {}  # EventKey -> index of its first blob in _names
         self._names: list[str] = []
         self._duplicates: dict[str, list[str]] = defaultdict(list)
+        self._expiring_blobs: set[str] = set()  # committed blobs of class-days past retention
         # The month being verified: its committed blobs, its listed blobs, and those of its
         # committed blobs that are missing or altered (their key rows are not judged again).
         self._manifests: dict[BlobRef, Manifest] = {}
@@ -150,8 +151,12 @@ class _Verifier(MonthChecks):
                 self.report.months += 1
                 self._month(month, days)
         for event_key, names in self._duplicates.items():
-            first = self._names[self._seen[bytes.fromhex(event_key)]]
-            self.report.add("duplicated", event_key, "one event in several blobs", (first, *names))
+            blobs = (self._names[self._seen[bytes.fromhex(event_key)]], *names)
+            if self._expiring_blobs.issuperset(blobs):  # a late commit and its redelivery
+                detail = "one event in several blobs" + EXPIRING
+                self.report.add("expiring", event_key, detail, blobs)
+            else:
+                self.report.add("duplicated", event_key, "one event in several blobs", blobs)
         return self.report
 
     def _month(self, month: str, days: list[date]) -> None:
@@ -255,6 +260,8 @@ class _Verifier(MonthChecks):
         suffix = _blob_bytes(ref)
         # Past retention, a commit that landed while a run deleted the day's claims: expiring.
         expiring, unclaimed = self._expiring(ref), 0
+        if expiring:
+            self._expiring_blobs.add(ref.name)
         for event_key in blob.event_keys:
             compact = bytes.fromhex(event_key)
             if self._seen.setdefault(compact, index) != index or compact in in_blob:
