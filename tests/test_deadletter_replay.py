@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
+from azure.storage.blob import BlobLeaseClient
 
 from shared import settings as names
 from shared.adapters import deadletters as deadletter_module
@@ -409,6 +410,32 @@ def test_a_claim_outlives_its_lease_while_the_work_goes_on(
     again = other.claim(name)
     assert again is not None
     again.release()
+
+
+def test_a_letter_another_replay_finished_under_this_one_is_counted_by_that_one(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found from outside: a replay paused past its lease, the letter replayed and removed by
+    # another meanwhile, counted it `replayed` too when it resumed (its remove found the
+    # letter gone, or its lease lost): 4 replayed of 3 letters.
+    import shared.services.replay as replay_module
+
+    names_ = [
+        app.deadletters.put(DeadLetter(kind=REJECTED, reason="r", source=f"s{n}", raw="x"))
+        for n in range(3)
+    ]
+    finished_elsewhere = names_[0]
+
+    def replayed_while_another_finishes(runtime: Runtime, letter: DeadLetter) -> bool:
+        if letter.source == "s0":  # the other replay takes it over and removes it meanwhile
+            client = app.stores.deadletter.get_blob_client(finished_elsewhere)
+            BlobLeaseClient(client).break_lease(lease_break_period=0)
+            client.delete_blob()
+        return True
+
+    monkeypatch.setattr(replay_module, "_replay_one", replayed_while_another_finishes)
+    assert replay(app) == {"replayed": 2, "still_failing": 0, "claimed_elsewhere": 1}
+    assert list(app.deadletters.names()) == []
 
 
 # --- siblings: deliveries meet claims ----------------------------------------------------------

@@ -145,10 +145,13 @@ class Claim:
         except AzureError as error:  # the next renewal tries again; the lease may yet hold
             log.warning("could not renew the lease on dead letter %s: %s", self.name, error)
 
-    def remove(self) -> None:
-        """The letter is done with: delete it, with the lease."""
+    def remove(self) -> bool:
+        """The letter is done with: delete it, with the lease. Whether this claim removed it
+        (not: another replay took it over when the lease ran out, and removed it or holds it)."""
+        removed = False
         try:
             self._container.delete_blob(self.name, lease=self.lease)
+            removed = True
         except ResourceNotFoundError:
             pass
         except HttpResponseError as error:
@@ -158,6 +161,7 @@ class Claim:
             # and what this process did is already marked for it to see.
             log.warning("lost the lease on dead letter %s; left to its holder", self.name)
         self._done = True
+        return removed
 
     def release(self) -> None:
         """The letter stays: free it for the next replay now (else the lease expires)."""

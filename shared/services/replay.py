@@ -127,8 +127,8 @@ def _replay_claimed(app: Runtime, name: str) -> str:
             return CLAIMED_ELSEWHERE
         if not _replay_one(app, letter):
             return STILL_FAILING
-        claim.remove()
-        return REPLAYED
+        # Another replay that took the letter over when this one's lease ran out counts it.
+        return REPLAYED if claim.remove() else CLAIMED_ELSEWHERE
 
 
 def replay(app: Runtime, *, kind: str | None = None) -> dict[str, Any]:
