@@ -157,6 +157,17 @@ def manifest_row(
     }
 
 
+def _after(earlier: WriteResult, later: WriteResult) -> WriteResult:
+    """Two tries of one write as one: what the earlier committed is indexed, never the
+    later's duplicate (the later finds it archived)."""
+    ours = {record["EventKey"] for record in earlier.indexed}
+    return WriteResult(
+        indexed=earlier.indexed + later.indexed,
+        duplicates=[r for r in later.duplicates if r["EventKey"] not in ours],
+        existing=[r for r in later.existing if r["EventKey"] not in ours],
+    )
+
+
 def taken_over(blobs: Sequence[PlannedBlob], written: WriteResult) -> ClaimedElsewhere:
     count = sum(len(blob.owned) for blob in blobs)
     names = ", ".join(blob.ref.name for blob in blobs[:3])
@@ -218,13 +229,18 @@ class ArchiveWriter:
     ) -> WriteResult:
         """`write`; held by another live writer (or fenced by one that took the same events
         over), tried again a few times within seconds, for that writer usually commits
-        meanwhile: the events then count as duplicates here, indexed there. Raises the last
-        ClaimedElsewhere when they are held still."""
+        meanwhile: the events then count as duplicates here, indexed there. What a try
+        committed before it was stopped counts as indexed, not as the next try's duplicates.
+        Raises the last ClaimedElsewhere when they are held still, with all that was
+        committed."""
+        committed = WriteResult()
         for pause in (*pauses, None):
             try:
-                return self.write(records)
-            except ClaimedElsewhere:
+                return _after(committed, self.write(records))
+            except ClaimedElsewhere as error:
+                committed = _after(committed, error.written or WriteResult())
                 if pause is None:
+                    error.written = committed
                     raise
                 time.sleep(pause)
         raise AssertionError("unreachable")
