@@ -223,6 +223,39 @@ def test_storage_that_cannot_be_reached_ends_the_verb_with_one_line(
     assert line == f"storage unavailable (ServiceRequestError: Connection refused); {AGAIN}"
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["query", "--limit", "0"],
+        ["query", "--since", "bad"],
+        ["query", "--category", "nope"],
+        ["query", "--caller", ""],
+        ["verify", "--since", ""],
+        ["verify", "--until", ""],
+        ["forward", "--since", ""],
+    ],
+)
+def test_bad_flags_are_usage_errors_while_storage_is_down(
+    flags: list[str], settings: Settings
+) -> None:
+    # Found from outside: `query` read its flags after reaching storage (exit 1, "storage
+    # unavailable", for a bad --limit), and `verify`/`forward` took an empty time as none.
+    closed = _free_port()
+    env = {
+        **os.environ,
+        **storage_env(settings, connection_string(closed, closed, closed)),
+        names.LOGS_INGESTION_ENDPOINT: f"https://127.0.0.1:{closed}",
+        names.LOGS_INGESTION_RULE_ID: "dcr-00000000000000000000000000000000",
+        names.LOGS_INGESTION_STREAM: "Custom-ActivityLog_CL",
+    }
+    command = [sys.executable, "-m", "shared", *flags]
+    done = subprocess.run(
+        command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr[-300:])
+    assert "storage unavailable" not in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("verb", list(VERBS))
 def test_connections_dropped_mid_verb_end_it_with_one_line(
     verb: str, stocked: Runtime, settings: Settings, proxy: FaultProxy, places: dict[str, str]

@@ -376,8 +376,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from shared.tools.query_cli import query_main
+    from shared.tools.query_cli import flags_error, query_main
 
+    problem = flags_error(args)  # bad flags: exit 2 before storage is touched
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_USAGE
     with _runtime() as app:
         return query_main(args, app, sys.stdout)
 

@@ -29,6 +29,7 @@ from shared.core.query_spec import (
     ActivityQuery,
     QueryError,
     is_key_lookup,
+    parse_query,
 )
 from shared.core.records import NormalizedRecord
 from shared.services.query import ScanBudget, oldest_indexed_day, read_query, run_query
@@ -190,6 +191,22 @@ def _more_match(query: ActivityQuery, runtime: Runtime, continuation: str) -> bo
     return False if page.continuation is None else None
 
 
+def _params(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        name: str(value) for name in PARAMETERS if (value := getattr(args, name, None)) is not None
+    }
+
+
+def flags_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the query's flags, found before storage is reached (so a bad flag
+    is exit 2 while storage is down too: found from outside, it was "storage unavailable")."""
+    try:
+        parse_query(_params(args), datetime.now(UTC), max_limit=MAX_TOTAL)
+    except QueryError as error:
+        return f"error: {_as_flags(str(error))}"
+    return None
+
+
 def query_main(
     args: argparse.Namespace, runtime: Runtime, out: TextIO, err: TextIO | None = None
 ) -> int:
@@ -199,9 +216,7 @@ def query_main(
     result's searched range and a limit that cut the result short go to standard error.
     """
     err = err or sys.stderr
-    params = {
-        name: str(value) for name in PARAMETERS if (value := getattr(args, name, None)) is not None
-    }
+    params = _params(args)
     tables = runtime.tables
     try:
         query = read_query(params, datetime.now(UTC), tables, max_limit=MAX_TOTAL)

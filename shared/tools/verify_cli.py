@@ -46,14 +46,22 @@ def verify_range(since: str | None, until: str | None, now: datetime | None = No
     """--since/--until read as the query verb reads them (ISO 8601, or 15m, 12h, 7d ago);
     UsageError (exit 2) when they cannot be used."""
     now = now or datetime.now(UTC)
-    params = {name: value for name, value in (("since", since), ("until", until)) if value}
+    # An empty value is a bad one (as `query` reads it), not none: `--since ''` is refused.
+    given = {
+        name: value for name, value in (("since", since), ("until", until)) if value is not None
+    }
     try:
-        query = parse_query(params, now)
+        query = parse_query(given, now)
     except QueryError as error:
         message = str(error)
         flagged = f"--{message}" if message.startswith(("since", "until")) else message
         raise UsageError(flagged) from None
-    return VerifyRange(query.since if since else None, query.until if until else None, now, query)
+    return VerifyRange(
+        query.since if "since" in given else None,
+        query.until if "until" in given else None,
+        now,
+        query,
+    )
 
 
 def _shown(text: str) -> str:
