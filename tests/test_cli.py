@@ -118,6 +118,17 @@ def test_normalize_accounts_for_every_published_sample() -> None:
     assert len(json_lines(result.stdout)) == expected
 
 
+def test_a_byte_order_mark_does_not_make_json_lines_one_body() -> None:
+    # Found from outside: a BOM-prefixed JSON Lines file was one body (its first line did not
+    # parse with the mark before it), where the same file without it was one body a line.
+    from shared.tools.cli import event_hub_bodies
+
+    lines = [envelope([activity_event(n)]) for n in range(3)]
+    plain = event_hub_bodies("f", b"\n".join(lines))
+    marked = event_hub_bodies("f", b"\xef\xbb\xbf" + b"\n".join(lines))
+    assert [body.body for body in marked] == [body.body for body in plain] == lines
+
+
 def test_ingest_goes_through_the_event_hub_path_and_is_idempotent(
     tmp_path: Path, settings: Settings
 ) -> None:

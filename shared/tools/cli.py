@@ -174,10 +174,15 @@ def event_hub_bodies(path: str, data: bytes) -> list[Any]:
     try:
         orjson.loads(data)
     except orjson.JSONDecodeError:
-        lines = [(number, line) for number, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+        # A file's byte order mark is the file's, not its first body's.
+        text = data.removeprefix(_BOM)
+        lines = [(number, line) for number, line in enumerate(text.split(b"\n"), 1) if line.strip()]
         if lines and _is_json(lines[0][1]):
             return [EventBody(body=line, origin=f"{path}:{number}") for number, line in lines]
     return [EventBody(body=data, origin=path)]
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _is_json(data: bytes) -> bool:
