@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -119,6 +119,14 @@ class ActivityQuery:
     @property
     def until_text(self) -> str:
         return canonical(self.until, self.until_tick)
+
+    @property
+    def last_day(self) -> date:
+        """The day of the range's last instant (`until` is exclusive, to the 100 ns: found from
+        outside, `until=…T00:00:00.0000005Z` was taken to end the day before)."""
+        if self.until_tick:
+            return self.until.date()
+        return (self.until - timedelta(microseconds=1)).date()
 
 
 # --- parsing ---------------------------------------------------------------------------

@@ -81,6 +81,10 @@ class Histogram:
         self.high = ticks(self.query.until_text)
         self.start = self.low // self.step * self.step  # the first bucket's
         self.size = -(-(self.high - self.start) // self.step)
+        if ticks(self.query.since_text) % _TICKS or self.high % _TICKS:
+            # A bound inside a second: its second's records are all counted or none, not
+            # `exact` (found from outside: `until=…00:00:00.0000005Z` said exact, 1 too many).
+            self.exact = False
 
     def add_day(self, day: date, label: str, places: set[tuple[int, int]]) -> None:
         """Records at places (second of day, ordinal) of a day: counted at once when the
@@ -159,7 +163,7 @@ def histogram(params: Mapping[str, str], now: datetime, tables: IndexTables) -> 
             f"{MAX_BUCKETS}: choose {instead}"
         )
     held = set(tables.months())
-    oldest, newest = query.since.date(), (query.until - timedelta(microseconds=1)).date()
+    oldest, newest = query.since.date(), query.last_day
     months = [(t, b) for t, b in months_back(newest, oldest) if month_of(t) in held]
     if index_keys(query):
         _keyed(result, months, tables)

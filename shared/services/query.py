@@ -160,7 +160,7 @@ def run_query(
     then empty, without one); a page stopped by a bound carries one too, and `reached`.
     """
     since_day = query.since.date()
-    newest_day = (query.until - _ONE_TICK).date()  # until is exclusive
+    newest_day = query.last_day
     start, after = newest_day, None
     if continuation is not None:
         position = decode_continuation(continuation, query)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 import orjson
@@ -56,9 +56,11 @@ def verify_range(since: str | None, until: str | None, now: datetime | None = No
         message = str(error)
         flagged = f"--{message}" if message.startswith(("since", "until")) else message
         raise UsageError(flagged) from None
+    # verify checks whole days: an `until` ticks past a microsecond reaches into its own.
+    end = query.until + timedelta(microseconds=1) if query.until_tick else query.until
     return VerifyRange(
         query.since if "since" in given else None,
-        query.until if "until" in given else None,
+        end if "until" in given else None,
         now,
         query,
     )
