@@ -118,6 +118,14 @@ def test_normalize_accounts_for_every_published_sample() -> None:
     assert len(json_lines(result.stdout)) == expected
 
 
+def test_a_container_name_storage_cannot_take_is_a_usage_error(settings: Settings) -> None:
+    # Found from outside: the service's 400 for it read "storage unavailable ... run it again".
+    for name in ("Bad Name", "a", "double--hyphen", "trailing-"):
+        done = shared_cli("backfill", "--container", name, settings=settings)
+        assert done.returncode == 2, (name, done.stderr)
+        assert b"not a container name" in done.stderr
+
+
 def test_a_byte_order_mark_does_not_make_json_lines_one_body() -> None:
     # Found from outside: a BOM-prefixed JSON Lines file was one body (its first line did not
     # parse with the mark before it), where the same file without it was one body a line.

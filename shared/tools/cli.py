@@ -183,6 +183,9 @@ def event_hub_bodies(path: str, data: bytes) -> list[Any]:
 
 
 _BOM = b"\xef\xbb\xbf"
+# Learn, "Naming and referencing containers, blobs, and metadata": 3-63 characters, lowercase
+# letters, digits and single hyphens, starting and ending with a letter or digit.
+_CONTAINER_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(?:-[a-z0-9]+)*", re.ASCII)
 
 
 def _is_json(data: bytes) -> bool:
@@ -296,6 +299,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             sources = folder_sources(root, **scope)
         else:
             name = args.container or app.settings.archive_container
+            if not _CONTAINER_NAME.fullmatch(name):  # else storage answers 400: not "down"
+                raise UsageError(f"--container: not a container name: {name!r}")
             container = app.stores.blob_service.get_container_client(name)
             if not container.exists():  # running again cannot help: say which container
                 raise UsageError(
