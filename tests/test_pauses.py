@@ -385,6 +385,21 @@ def test_a_last_attempt_letters_only_the_bodies_its_write_did_not_commit(app: Ru
     assert letter.raw_bytes == second.body  # the body not committed, whole
 
 
+def test_a_body_partly_committed_is_lettered_whole_and_each_record_counted_once(
+    app: Runtime,
+) -> None:
+    first, second = bodies_of(range(100))
+    committed = [
+        *normalize_input(first.body, first.source)[0],
+        *normalize_input(second.body, second.source)[0][:25],
+    ]
+    writer: Any = PartlyCommitted(committed)
+    report = deliver([first, second], writer=writer, deadletters=app.deadletters)
+    assert (report.events, report.indexed, report.deadlettered) == (100, 75, 25)
+    [letter] = app.deadletters.list()
+    assert letter.raw_bytes == second.body  # whole: a replay counts its 25 as duplicates
+
+
 def test_verify_repair_is_a_dry_run_until_applied_and_loses_no_event(app: Runtime) -> None:
     """A write killed before its commit, never retried: verify an hour later names its blob
     orphaned; --repair says what it would do and changes nothing; applied, the events the

@@ -135,7 +135,8 @@ def _last_attempt_failed(  # noqa: PLR0913 - the batch and the error, then its s
         if any(record["EventKey"] not in kept for record in records)
     ]
     _dead_letter_undelivered(undelivered, error, deadletters, path)
-    lettered = sum(len(records) for _, records in undelivered)
+    # Counted once each: a lettered body's records that were committed are counted indexed.
+    lettered = sum(1 for _, records in undelivered for r in records if r["EventKey"] not in kept)
     report.deadlettered += lettered
     log.error(
         "index unavailable on the last attempt; %d records dead-lettered",
