@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.adapters.archive_store import ArchiveStore
-from shared.adapters.index_tables import IndexTables
+from shared.adapters.index_tables import IndexTables, as_int
 from shared.bootstrap import Runtime
 from shared.core.archive_keys import (
     BlobRef,
@@ -86,6 +86,16 @@ def unreachable_writer(settings: Settings) -> ArchiveWriter:
         IndexTables(tables, settings.index_table_prefix),
         ArchiveStore(blobs.get_container_client(settings.records_container)),
     )
+
+
+def claim_rows(app: Runtime, ref: BlobRef) -> list[dict[str, Any]]:
+    """The claim rows naming a blob."""
+    rows = app.tables.query(
+        ref.month,
+        "PartitionKey ge @low and PartitionKey lt @high and RowKey ge @first and RowKey lt @after",
+        {"low": f"k{ref.day.day:02d}", "high": f"k{ref.day.day:02d}~", "first": "c", "after": "d"},
+    )
+    return [dict(row) for row in rows if as_int(row["B"]) == ref.blob_id]
 
 
 def blob_of(app: Runtime, event_key: str) -> BlobRef:

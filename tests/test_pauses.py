@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.index_tables import as_int
 from shared.bootstrap import Runtime, build_runtime
-from shared.core.archive_keys import STATE, BlobRef, pack_ids, unpack_ids
+from shared.core.archive_keys import STATE, pack_ids, unpack_ids
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.core.retention_policy import RetentionPolicy
@@ -32,7 +31,7 @@ from shared.services.repair import repair
 from shared.services.retention import enforce_retention
 from shared.services.verify import verify
 from shared.services.verify_report import VerifyReport
-from tests.archive_view import archived_keys
+from tests.archive_view import archived_keys, claim_rows, committed_blobs
 from tests.events import activity_event, envelope
 
 LATER = timedelta(hours=1)  # past CLAIM_TIMEOUT (15 minutes) for whatever runs meanwhile
@@ -427,13 +426,8 @@ def test_a_repair_stopped_after_its_fence_loses_nothing_to_retentions_sweep(
     sweep now leaves a blob a repair fenced, `verify` names it, and the repair finishes."""
     records = records_of(range(30))
     app.writer.write(records)
-    [ref] = [ref for blob in app.archive.blobs() if (ref := BlobRef.of_name(blob.name))]
-    claims = app.tables.query(
-        ref.month,
-        "PartitionKey ge @low and PartitionKey lt @high",
-        {"low": f"k{ref.day.day:02d}", "high": f"k{ref.day.day:02d}~"},
-    )
-    [claim] = [dict(row) for row in claims if as_int(row.get("B", -1)) == ref.blob_id]
+    [ref] = committed_blobs(app)
+    [claim] = claim_rows(app, ref)
     ids = unpack_ids(bytes(claim["K"]))
     app.tables.upsert(ref.month, [{**claim, "K": pack_ids(ids[:3] + ids[4:])}])  # one lost
     later = datetime.now(UTC) + LATER

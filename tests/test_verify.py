@@ -39,7 +39,7 @@ from shared.services.verify_report import VerifyReport
 from shared.settings import Settings
 from shared.tools.verify_cli import format_report
 from tests.archive_view import archived_records as archived_records_of
-from tests.archive_view import committed_blobs
+from tests.archive_view import claim_rows, committed_blobs
 from tests.events import activity_event, envelope
 
 LATER = timedelta(hours=1)  # past CLAIM_TIMEOUT: nothing written by the test is in flight
@@ -202,20 +202,10 @@ def posted(record: NormalizedRecord, ref: BlobRef) -> list[str]:
     return [f"{kind} postings of {ref.name}" for kind in sorted(posted_kinds(record))]
 
 
-def _claim_rows(app: Runtime, ref: BlobRef) -> list[dict[str, Any]]:
-    """The claim rows naming a blob."""
-    rows = app.tables.query(
-        ref.month,
-        "PartitionKey ge @low and PartitionKey lt @high and RowKey ge @first and RowKey lt @after",
-        {"low": f"k{ref.day.day:02d}", "high": f"k{ref.day.day:02d}~", "first": "c", "after": "d"},
-    )
-    return [dict(row) for row in rows if as_int(row["B"]) == ref.blob_id]
-
-
 def test_an_event_its_claim_lost_is_unindexed(app: Runtime, settings: Settings) -> None:
     records = _archived(app)
     ref = committed_blobs(app)[0]
-    [claim] = _claim_rows(app, ref)
+    [claim] = claim_rows(app, ref)
     ids = unpack_ids(bytes(claim["K"]))
     dropped = next(r for r in records if event_id(r["EventKey"]) == ids[3])
     app.tables.upsert(ref.month, [{**claim, "K": pack_ids(ids[:3] + ids[4:])}])
@@ -372,7 +362,7 @@ def test_a_class_day_gone_before_its_retention_is_not_taken_for_retention(app: R
     victim = next(ref for ref in committed_blobs(app) if ref.archive_class == "policy")
     partition, row = victim.manifest_keys
     app.tables.delete(victim.month, [{"PartitionKey": partition, "RowKey": row}])
-    app.tables.delete(victim.month, _claim_rows(app, victim))
+    app.tables.delete(victim.month, claim_rows(app, victim))
     assert app.archive.delete([victim.name]) == {}
     now = datetime.now(UTC) + LATER
     common: dict[str, Any] = {"since": None, "until": None, "now": now}
