@@ -233,6 +233,13 @@ def test_storage_that_cannot_be_reached_ends_the_verb_with_one_line(
         ["verify", "--since", ""],
         ["verify", "--until", ""],
         ["forward", "--since", ""],
+        ["normalize", ""],
+        ["ingest", ""],
+        ["run", "--source", ""],
+        ["backfill", ""],
+        ["backfill", "--container", ""],
+        ["backfill", "--subscription", " "],
+        ["serve", "--host", ""],
     ],
 )
 def test_bad_flags_are_usage_errors_while_storage_is_down(
@@ -254,6 +261,9 @@ def test_bad_flags_are_usage_errors_while_storage_is_down(
     )
     assert done.returncode == 2, (done.returncode, done.stderr[-300:])
     assert "storage unavailable" not in done.stderr and "Traceback" not in done.stderr
+    if "" in flags or " " in flags:  # an empty value is said to be one, and where
+        assert "empty" in done.stderr, done.stderr
+        assert not any(f.startswith("-") and f not in done.stderr for f in flags[1:]), done.stderr
 
 
 @pytest.mark.parametrize("verb", list(VERBS))

@@ -115,6 +115,17 @@ def test_it_refuses_to_listen_beyond_loopback(
     assert "loopback only" in capsys.readouterr().err
 
 
+def test_a_port_in_use_is_a_usage_error_that_names_it_and_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--port", str(port)]) == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert f"127.0.0.1:{port} is in use" in error, error
+    assert "--port" in error, error
+
+
 def test_the_command_prints_the_page_url_and_stops_on_sigterm(
     azurite: Azurite, settings: Settings
 ) -> None:

@@ -10,6 +10,7 @@ sink failed, or another writer holds the events right now (one line on standard 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -273,6 +274,14 @@ def parse_time_argument(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def given_argument(text: str) -> str:
+    """A path or name given on the command line: an empty one is a mistake (a shell variable
+    that was not set), never taken to mean the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def whole_number_argument(text: str) -> int:
     """A number flag's value in ASCII digits: int() also reads full-width digits and `_`."""
     value = ascii_whole(text)
@@ -413,8 +422,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be from 0 to 65535; got {args.port}")
     try:
         serve(args.host, args.port, _say, verbose=args.verbose)
-    except (ValueError, OSError) as error:  # not loopback; the port taken
+    except ValueError as error:  # not loopback
         raise UsageError(str(error)) from None
+    except OSError as error:  # the port taken, or not ours to bind
+        where = f"{args.host}:{args.port}"
+        if error.errno == errno.EADDRINUSE:
+            raise UsageError(f"{where} is in use: choose another with --port") from None
+        raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
     return EXIT_OK
 
 
@@ -435,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2: a file cannot be read.",
     )
     normalize.add_argument(
-        "files", nargs="*", metavar="FILE", help="files to read; - or none: stdin"
+        "files", nargs="*", type=given_argument, metavar="FILE", help="files; - or none: stdin"
     )
     normalize.set_defaults(run=cmd_normalize)
 
@@ -447,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         "AzureWebJobsStorage (default: Azurite's development storage). A file that parses as "
         "one JSON value is one body; otherwise each non-blank line is one body.",
     )
-    ingest.add_argument("files", nargs="+", metavar="FILE")
+    ingest.add_argument("files", nargs="+", type=given_argument, metavar="FILE")
     ingest.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ingest.set_defaults(run=cmd_ingest)
 
@@ -529,11 +543,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Index every PT1H.json of the archive container (or of a local folder laid "
         "out like it). Resumable and idempotent: it uses the same cursors as the functions.",
     )
-    backfill.add_argument("path", nargs="?", help="a local folder laid out like the container")
-    backfill.add_argument("--container", help="default: the archive container setting")
+    backfill.add_argument(
+        "path", nargs="?", type=given_argument, help="a local folder laid out like the container"
+    )
+    backfill.add_argument(
+        "--container", type=given_argument, help="default: the archive container setting"
+    )
     backfill.add_argument("--since", type=parse_time_argument)
     backfill.add_argument("--until", type=parse_time_argument)
-    backfill.add_argument("--subscription")
+    backfill.add_argument("--subscription", type=given_argument)
     backfill.add_argument(
         "--parallel", type=whole_number_argument, default=4, help="blobs indexed at once"
     )
@@ -568,7 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Without AzureWebJobsStorage it starts Azurite itself (data in .azurite/).",
     )
     run.add_argument(
-        "--source", help="a folder: a downloaded archive container, or Event Hub bodies"
+        "--source",
+        type=given_argument,
+        help="a folder: a downloaded archive container, or Event Hub bodies",
     )
     run.add_argument(
         "--events",
@@ -623,7 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--port", type=whole_number_argument, default=7071, help="default 7071; 0: any free port"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="a loopback address only")
+    serve.add_argument(
+        "--host", type=given_argument, default="127.0.0.1", help="a loopback address only"
+    )
     serve.add_argument("--verbose", action="store_true", help="log each request")
     serve.set_defaults(run=cmd_serve)
     return parser
