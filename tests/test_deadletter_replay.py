@@ -126,6 +126,12 @@ class Forwarding:
 
 @pytest.fixture
 def forwarding(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Forwarding]:
+    yield from forwarding_to_loopback(settings, monkeypatch)
+
+
+def forwarding_to_loopback(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Forwarding]:
     """Storage on Azurite, forwarding to the loopback Logs Ingestion endpoint."""
     monkeypatch.setattr(
         "shared.adapters.storage.credential_for", lambda _settings: StaticTokenCredential()
@@ -839,7 +845,7 @@ def test_one_forward_at_a_time_and_a_stale_one_is_taken_over_and_stops(
     a letter (up to 3 copies with four senders). A run holds the store's forward lock; a
     second is refused until it ends; a holder paused past the lock's time is taken over,
     and its next batch stops instead of sending."""
-    from shared.adapters.forwarding_declaration import ForwardHeld, ForwardLock
+    from shared.adapters.forwarding_declaration import LOCK_TIME, ForwardHeld, ForwardLock
 
     deliver([EventBody(envelope([activity_event(n) for n in range(6)]), "0", 1)],
             writer=app.writer, deadletters=app.deadletters, forwarding=None)  # fmt: skip
@@ -850,7 +856,7 @@ def test_one_forward_at_a_time_and_a_stale_one_is_taken_over_and_stops(
     with pytest.raises(ForwardHeld, match="another forward"):
         second.acquire()
     first.renew()
-    moment[0] += timedelta(minutes=10)  # the first holder froze past its lock's time
+    moment[0] += LOCK_TIME + timedelta(seconds=1)  # the first holder froze past its time
     second.acquire()
     with pytest.raises(ForwardHeld, match="taken over"):
         first.renew()

@@ -60,7 +60,13 @@ def declared(runs: TableClient) -> dict[str, str] | None:
 
 
 LOCK_ROW = "lock"
-LOCK_TIME = timedelta(minutes=2)  # renewed before every batch: a paused holder loses it
+# How long a forward lock holds unrenewed. The holder renews it before each Logs Ingestion
+# call and each blob it reads once RENEW_AFTER has passed, and one call lasts at most some
+# 9.5 minutes (shared.adapters.log_analytics: 6 attempts of up to 10 s to connect and 60 s to
+# read, 5 waits of up to 30 s): a live run never loses it mid-call, however throttled; a run
+# paused past it is taken over, and stops at its next renewal.
+LOCK_TIME = timedelta(minutes=15)
+RENEW_AFTER = timedelta(minutes=3)
 
 
 class ForwardHeld(Exception):
@@ -71,15 +77,16 @@ class ForwardLock:
     """One `forward` at a time on a store: a row of the runs table, held by its ETag.
 
     Two runs over the same records would each send those that have no letter (the Logs
-    Ingestion API cannot recognise a repeat). The holder renews the row before each batch;
-    a holder paused past LOCK_TIME is taken over, and its next renewal fails, so it stops
-    before sending again (a call already in flight when it froze may still land: the
-    README's EventKey deduplication covers that)."""
+    Ingestion API cannot recognise a repeat). The holder renews the row as it goes (`keep`,
+    before each call and each blob read); a holder paused past LOCK_TIME is taken over, and
+    its next renewal fails, so it stops before sending again (a call already in flight when
+    it froze may still land: the README's EventKey deduplication covers that)."""
 
     def __init__(self, runs: TableClient, clock: Callable[[], datetime] | None = None) -> None:
         self._runs = runs
         self._clock = clock or (lambda: datetime.now(UTC))
         self._etag: str | None = None
+        self._renewed = datetime.min.replace(tzinfo=UTC)
 
     def acquire(self) -> None:
         now = self._clock()
@@ -101,6 +108,12 @@ class ForwardLock:
             raise ForwardHeld("this forward paused past its lock and was taken over: stopped")
         self._etag = etag
 
+    def keep(self) -> None:
+        """Renew the lock when RENEW_AFTER has passed since it was last written (ForwardHeld
+        when it was taken over meanwhile): cheap enough to call before every step."""
+        if self._clock() - self._renewed >= RENEW_AFTER:
+            self.renew()
+
     def release(self) -> None:
         if self._etag is None:
             return
@@ -113,7 +126,11 @@ class ForwardLock:
 
     def _write(self, etag: str | None) -> str | None:
         """Create (etag None) or replace the row if unchanged; its new ETag, None on a lost race."""
-        until = (self._clock() + LOCK_TIME).isoformat()
+        now = self._clock()
+        until = (now + LOCK_TIME).isoformat()
         row = {"PartitionKey": PARTITION, "RowKey": LOCK_ROW, "Until": until}
         written = write_unless_changed(self._runs, row, etag)
-        return str(written["etag"]) if written and written.get("etag") else None
+        if not written or not written.get("etag"):
+            return None
+        self._renewed = now
+        return str(written["etag"])

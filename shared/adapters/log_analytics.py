@@ -167,11 +167,13 @@ class LogAnalyticsForwarder:
         self,
         records: Sequence[NormalizedRecord],
         accepted: Callable[[list[str]], None] | None = None,
+        before_call: Callable[[], None] | None = None,
     ) -> ForwardResult:
         """Upload `records`; raise TransientForwardError if a call fails for a passing reason.
 
         `accepted` is told the EventKeys of each call Log Analytics took, as it returns (so a
-        worker that dies at a later call has the earlier ones marked)."""
+        worker that dies at a later call has the earlier ones marked); `before_call` runs
+        before each call (a lock's renewal: what it raises stops the upload there)."""
         result = ForwardResult()
         encoded: list[_Encoded] = []
         for record in records:
@@ -192,6 +194,8 @@ class LogAnalyticsForwarder:
         calls = 0
         for chunk in _chunks(encoded):
             before = len(result.forwarded)
+            if before_call is not None:
+                before_call()
             try:
                 calls += self._send(chunk, result)
             finally:  # a call taken, then a transient failure of its split half: told too

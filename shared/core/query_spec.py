@@ -168,7 +168,7 @@ def time_ago(text: str, now: datetime) -> datetime | None:
     return now - timedelta(**{_RELATIVE_UNITS[unit]: int(amount)})
 
 
-def _time(name: str, text: str, now: datetime) -> datetime:
+def _time(name: str, text: str, now: datetime, *, earliest: datetime = EARLIEST) -> datetime:
     try:
         ago = time_ago(text, now)
         if ago is not None:
@@ -184,8 +184,8 @@ def _time(name: str, text: str, now: datetime) -> datetime:
             f"{name} must be an ISO-8601 time (2024-05-01T12:00:00Z; no zone means UTC) "
             f"or a time ago like 15m, 12h or 7d; got {_shown(text)}"
         ) from None
-    if moment < EARLIEST:
-        raise QueryError(f"{name} must be on or after {EARLIEST:%Y-%m-%d}; got {_shown(text)}")
+    if moment < earliest:
+        raise QueryError(f"{name} must be on or after {earliest:%Y-%m-%d}; got {_shown(text)}")
     return moment
 
 
@@ -227,20 +227,24 @@ def _default_since(until: datetime, keyed: bool, oldest_day: datetime | None) ->
     return min(day, recent)
 
 
-def parse_query(
+def parse_query(  # noqa: PLR0913 - the parameters, then how to read them, by name
     params: Mapping[str, str],
     now: datetime,
     *,
     oldest_day: datetime | None = None,
     newest_day: datetime | None = None,
     max_limit: int = MAX_LIMIT,
+    whole_calendar: bool = False,
 ) -> ActivityQuery:
     """Validate query parameters (names as in PARAMETERS) into a query; QueryError if wrong.
 
     `oldest_day` is the oldest day the index holds (see oldest_indexed_day), if known: a key
     lookup without `since` starts there. `newest_day`, the day after the newest month the index
     holds, if known: a key lookup without `until` ends there (or now, if later), and no
-    `until` is clamped below it. `max_limit` is the largest `limit` accepted.
+    `until` is clamped below it. `max_limit` is the largest `limit` accepted. With
+    `whole_calendar`, a range may span any time the archive can hold (years 0001-9999: the
+    normalizer takes them all), as for the verbs that walk only the index's months (`verify`,
+    `forward`); a search keeps EARLIEST and FUTURE_ALLOWANCE.
     """
     unknown = sorted(name for name in params if name not in PARAMETERS)
     if unknown:
@@ -251,7 +255,9 @@ def parse_query(
     category = _category(values)
     limit = _limit(values, max_limit)
 
-    (since, since_tick), (until, until_tick) = _range(values, now, oldest_day, newest_day)
+    (since, since_tick), (until, until_tick) = _range(
+        values, now, oldest_day, newest_day, whole_calendar=whole_calendar
+    )
     status, level = values.get("status"), values.get("level")
     kind = values["resource_type"].strip("/") if "resource_type" in values else None
     if kind == "":
@@ -281,18 +287,23 @@ def _range(
     now: datetime,
     oldest_day: datetime | None,
     newest_day: datetime | None,
+    *,
+    whole_calendar: bool,
 ) -> tuple[tuple[datetime, int], tuple[datetime, int]]:
     """(since, its 100 ns digit), (until, its): as parse_query says."""
     keyed = any(field in values for field, _ in KEY_ORDER)
     ceiling = max(now + FUTURE_ALLOWANCE, newest_day or now)
+    if whole_calendar:
+        ceiling = datetime.max.replace(tzinfo=UTC)
+    earliest = datetime.min.replace(tzinfo=UTC) if whole_calendar else EARLIEST
     until_tick = since_tick = 0
     if "until" in values:
-        until = min(_time("until", values["until"], now), ceiling)
+        until = min(_time("until", values["until"], now, earliest=earliest), ceiling)
         until_tick = _tick(values["until"], until) if until < ceiling else 0
     else:
         until = max(now, newest_day) if keyed and newest_day else now
     if "since" in values:
-        since = _time("since", values["since"], now)
+        since = _time("since", values["since"], now, earliest=earliest)
         since_tick = _tick(values["since"], since)
     else:
         since = _default_since(until, keyed, oldest_day)

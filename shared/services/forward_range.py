@@ -17,7 +17,8 @@ reads (one query per claim slot of each batch). Memory: one batch of records at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import calendar
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
@@ -97,11 +98,16 @@ class _Sender:
     report: ForwardRangeReport
 
     def send(self, batch: list[NormalizedRecord]) -> None:
-        self.lock.renew()  # a run paused past its lock was taken over: it stops here, unsent
+        self.lock.keep()  # a run paused past its lock was taken over: it stops here, unsent
         counts = DeliveryReport()
         # Indexed before and maybe never marked: what a redelivery of them would do.
         run = ForwardRun(
-            self.forwarding, self.deadletters, PATH, final_attempt=False, report=counts
+            self.forwarding,
+            self.deadletters,
+            PATH,
+            final_attempt=False,
+            report=counts,
+            before_call=self.lock.keep,  # a batch's calls can outlast a lock renewed once
         )
         run.settle(WriteResult(existing=batch))
         report = self.report
@@ -116,14 +122,13 @@ def _forward(tables: IndexTables, reader: ArchiveReader, sender: _Sender) -> Non
     since, until = report.since, report.until
     low_ticks, high_ticks = parse_canonical_time(since)[1], parse_canonical_time(until)[1]
     batch: list[NormalizedRecord] = []
-    months = set(tables.months())  # a range of centuries walks only the index's months
-    for day in _days(since, until):
-        if month_of(day) not in months:
-            continue
+    # A range of centuries walks only the index's months.
+    for day in _days(since, until, tables.months()):
         report.days += 1
         for manifest in _committed(tables, day, report):
             if manifest.high_ticks < low_ticks or manifest.low_ticks >= high_ticks:
                 continue
+            sender.lock.keep()
             records = reader.blob_records(manifest.ref)
             if records is None:
                 continue  # deleted since listed (retention): nothing left to send
@@ -139,14 +144,18 @@ def _forward(tables: IndexTables, reader: ArchiveReader, sender: _Sender) -> Non
         sender.send(batch)
 
 
-def _days(since: str, until: str) -> Iterator[date]:
-    """The days of [since, until) (canonical texts: UTC, years 0001-9999)."""
+def _days(since: str, until: str, months: Iterable[str]) -> Iterator[date]:
+    """The days of [since, until) (canonical texts: UTC, years 0001-9999) in these months."""
     first = date.fromisoformat(since[:10])
     last = date.fromisoformat(until[:10])
     if until[10:] == "T00:00:00.0000000Z" and last > first:
         last -= timedelta(days=1)  # `until` is the start of its day: that day is out
-    for ordinal in range(first.toordinal(), last.toordinal() + 1):
-        yield date.fromordinal(ordinal)
+    for month in sorted(set(months)):
+        year, number = int(month[:4]), int(month[4:])
+        start = max(first, date(year, number, 1))
+        end = min(last, date(year, number, calendar.monthrange(year, number)[1]))
+        for ordinal in range(start.toordinal(), end.toordinal() + 1):
+            yield date.fromordinal(ordinal)
 
 
 def _committed(tables: IndexTables, day: date, report: ForwardRangeReport) -> Iterator[Manifest]:

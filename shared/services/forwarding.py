@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -67,6 +67,7 @@ class ForwardRun:
     final_attempt: bool
     report: DeliveryReport | BlobReport  # Event Hub (or replay), or the archive path
     claims: dict[str, Claim] = field(default_factory=dict)
+    before_call: Callable[[], None] | None = None  # before each Logs Ingestion call
 
     def settle(self, written: WriteResult) -> None:
         """Send what the write indexed, and what was indexed before but never marked."""
@@ -93,7 +94,9 @@ class ForwardRun:
         # What each call Log Analytics took is marked as the call returns.
         accepted = functools.partial(self._accepted, by_key=by_key)
         try:
-            result = self.forwarding.forwarder.forward(list(by_key.values()), accepted)
+            result = self.forwarding.forwarder.forward(
+                list(by_key.values()), accepted, self.before_call
+            )
         except TransientForwardError as error:
             # Records refused for themselves will be refused again: dead-letter them now.
             self._dead_letter(error.rejected_so_far)

@@ -147,7 +147,12 @@ def cmd_forward(args: argparse.Namespace) -> int:
             lock=ForwardLock(app.stores.runs),
         )
         _print_summary(report.as_dict(), args.json)
-        return EXIT_REJECTED if report.not_forwarded else EXIT_OK
+        for name in report.unreadable:
+            _say(f"not sent: {name} cannot be read (`python -m shared verify` says how)")
+        if report.unreadable_blobs > len(report.unreadable):
+            _say(f"not sent: {report.unreadable_blobs - len(report.unreadable)} more such blobs")
+        # Exit 3 when any record of the range is not in Log Analytics for its own reason.
+        return EXIT_REJECTED if report.not_forwarded or report.unreadable_blobs else EXIT_OK
 
 
 def _invalid_forwarding(app: Any) -> str:
@@ -568,8 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
         "was not configured (a shell without the Logs Ingestion settings, or an app whose "
         "forwarding settings were bad). Needs the app's ACTIVITYLOG_LOGS_INGESTION_* settings "
         "and its Monitoring Metrics Publisher role. Idempotent: run it again after a failure. "
-        "Exit 0; 3 when Log Analytics refused records (not-forwarded letters, for `deadletter "
-        "replay`); 1 when it was unavailable; 2 for bad arguments.",
+        "Any time the archive can hold (years 0001-9999) is in reach. Exit 0; 3 when records "
+        "were not sent for their own sake (refused by Log Analytics: not-forwarded letters, "
+        "for `deadletter replay`; or in a blob that cannot be read: `verify` says how); 1 "
+        "when it was unavailable; 2 for bad arguments.",
     )
     forward.add_argument("--since", required=True, help="ISO 8601 or 15m, 12h, 7d ago")
     forward.add_argument("--until", help="ISO 8601 or 15m, 12h, 7d ago; default: now")

@@ -51,13 +51,15 @@ def verify_range(since: str | None, until: str | None, now: datetime | None = No
         name: value for name, value in (("since", since), ("until", until)) if value is not None
     }
     try:
-        query = parse_query(given, now)
+        query = parse_query(given, now, whole_calendar=True)  # both walk the index's months
     except QueryError as error:
         message = str(error)
         flagged = f"--{message}" if message.startswith(("since", "until")) else message
         raise UsageError(flagged) from None
     # verify checks whole days: an `until` ticks past a microsecond reaches into its own.
-    end = query.until + timedelta(microseconds=1) if query.until_tick else query.until
+    end = query.until
+    if query.until_tick and end < datetime.max.replace(tzinfo=UTC):
+        end += timedelta(microseconds=1)
     return VerifyRange(
         query.since if "since" in given else None,
         end if "until" in given else None,
