@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="search the index",
         description="Search the index; write normalized records newest first, page by page: "
         "JSON lines (the whole record), CSV (the Azure portal's Activity log columns) or a "
-        "table.",
+        "table. Exit 0; 3 when matching records sit in a blob that cannot be read (named on "
+        "standard error: the answer is incomplete); 1 when storage fails; 2 for bad arguments.",
     )
     query.add_argument("--subscription")
     query.add_argument(

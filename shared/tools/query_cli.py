@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import orjson
 
@@ -146,16 +146,24 @@ class _Stuck(Exception):
     never end (the service guarantees otherwise: this is a defect, said, never looped on)."""
 
 
+class _Written(NamedTuple):
+    records: int
+    continuation: str | None  # after the last record written; None: nothing left
+    unreadable: int  # blobs holding matches that could not be read (named on stderr)
+
+
+# Exit code of an answer that left out matching records it could not read (damaged storage),
+# as `verify` and `forward` exit 3 for what they could not prove or send.
+EXIT_INCOMPLETE = 3
+
+
 def _write_pages(
     query: ActivityQuery, runtime: Runtime, fmt: str, out: TextIO, err: TextIO
-) -> tuple[int, str | None]:
-    """Pages of at most CLI_PAGE until `query.limit` records are written or none are left.
-
-    Returns how many were written and the continuation after the last (None: nothing left).
-    """
+) -> _Written:
+    """Pages of at most CLI_PAGE until `query.limit` records are written or none are left."""
     out.write(table_header() if fmt == "table" else csv_header() if fmt == "csv" else "")
     progress = _Progress(err)
-    written = 0
+    written = unreadable = 0
     continuation: str | None = None
     while True:
         page = run_query(
@@ -167,13 +175,14 @@ def _write_pages(
         out.write(_rows(fmt, page.records))
         for name in page.unreadable:  # damaged storage: named, never silently missing
             err.write(f"• records in {name} match the index but cannot be read; skipped\n")
+        unreadable += len(page.unreadable)
         written += len(page.records)
         if page.continuation is not None and page.continuation == continuation:
             raise _Stuck(page.reached or "")
         continuation = page.continuation
         if continuation is None or written >= query.limit:
             progress.done(written)
-            return written, continuation
+            return _Written(written, continuation, unreadable)
         progress.more_pages(written, page.reached)
 
 
@@ -221,7 +230,7 @@ def query_main(
     try:
         query = read_query(params, datetime.now(UTC), tables, max_limit=MAX_TOTAL)
         fmt = "jsonl" if args.format == "json" else args.format
-        written, continuation = _write_pages(query, runtime, fmt, out, err)
+        written, continuation, unreadable = _write_pages(query, runtime, fmt, out, err)
         more = None if continuation is None else _more_match(query, runtime, continuation)
     except QueryError as error:
         print(f"error: {_as_flags(str(error))}", file=err)
@@ -241,4 +250,11 @@ def query_main(
         print(
             f"• stopped at --limit {query.limit}; {maybe} (a larger --limit shows them)", file=err
         )
+    if unreadable:  # an incomplete answer is not taken for the whole one
+        print(
+            f"• the answer is incomplete: {unreadable} damaged blob(s) named above "
+            "(`python -m shared verify` says how to restore them)",
+            file=err,
+        )
+        return EXIT_INCOMPLETE
     return 0
