@@ -357,8 +357,8 @@ def expected_count(value: Any) -> int:
             return None
         lists = [item[key] for key in ("records", "value") if isinstance(item.get(key), list)]
         page = {"records", "value", "nextLink", "@odata.nextLink", "@odata.context"}
-        if lists and not any(lists) and item.keys() - page:
-            return None  # empty lists beside an event's fields: that event, not an envelope
+        if item.keys() - page:
+            return None  # lists beside an event's fields: that event, not an envelope
         return sum(map(len, lists)) if lists else None  # both: each list's events
 
     if isinstance(value, list):

@@ -117,11 +117,14 @@ def test_a_rejected_element_of_an_array_of_bodies_keeps_its_bytes_as_sent() -> N
     data = b'[{"records": [' + line(A).encode() + b']}, {"records": [' + odd + b", 7]}]"
     decoded = items(data, "bodies.json")
     rejections = [item for item in decoded if isinstance(item, Rejection)]
-    assert [item.source for item in rejections] == ["bodies.json#[1]#records[1]"]
-    first, odd_event = [item for item in decoded if isinstance(item, RawEvent)]
+    assert [item.source for item in rejections] == [
+        "bodies.json#[1]#records[0]",  # it repeats a name: refused as it was sent
+        "bodies.json#[1]#records[1]",
+    ]
+    [first] = [item for item in decoded if isinstance(item, RawEvent)]
     assert first.event == A
-    assert odd_event.raw_bytes == odd
-    assert rejections[0].raw_bytes == b"7"
+    assert [item.raw_bytes for item in rejections] == [odd, b"7"]
+    assert "repeats the name 'd'" in rejections[0].reason
 
 
 def test_rest_form_object_and_rest_page() -> None:

@@ -218,7 +218,7 @@ def test_a_rejected_element_is_dead_lettered_as_it_was_sent() -> None:
     value (its parsed value written back would lose all three)."""
     element = b'{ "big": 123456789012345678901234567890, "k": 1, "k": 2, "n": 1.0E2 }'
     other = b'{"s": "a \\"], [{ \\\\", "records": [1]}'  # brackets and quotes in strings
-    body = b'{"skip": [[0], {"records": []}],\n "records": [' + other + b" ,\n " + element
+    body = b'{"nextLink": [[0], {"records": []}],\n "records": [' + other + b" ,\n " + element
     body += b', 1.50, "text"  ]}'
     rejections = normalize_input(body, "body")[1]
     assert [r.raw for r in rejections] == [

@@ -13,10 +13,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import orjson
 
+from shared.core.decode_parts import (
+    ENVELOPE_KEYS,
+    envelope_keys,
+    events_array,
+    exact_of,
+    json_type,
+    rejection,
+    text_of,
+)
 from shared.core.exact_json import (
     ExactNumber,
     bare_number,
@@ -32,8 +42,9 @@ from shared.core.input_shape import (
     one_value_across_lines,
     starts_json_lines,
 )
-from shared.core.json_spans import ElementBytes, InnerElementBytes
+from shared.core.json_spans import ElementBytes, InnerElementBytes, array_spans
 from shared.core.records import Rejection
+from shared.core.repeated_names import may_repeat_names, repeated_names
 
 __all__ = [
     "Decoded",
@@ -49,20 +60,6 @@ __all__ = [
 
 _JSON_SPACE = b" \t\r\n"
 _NON_SPACE = re.compile(rb"[^ \t\r\n]")
-# Keys of a wrapper whose list holds the events: Event Hub bodies and old PT1H blobs use
-# `records`; a REST / `az rest` page of the Activity Log uses `value` (spec-silent, accepted).
-_ENVELOPE_KEYS = ("records", "value")
-# What else an envelope or a REST page holds beside its list (Azure's REST paging).
-_ENVELOPE_FIELDS = frozenset({*_ENVELOPE_KEYS, "nextLink", "@odata.nextLink", "@odata.context"})
-_JSON_TYPES: dict[type, str] = {
-    dict: "object",
-    list: "array",
-    str: "string",
-    int: "number",
-    float: "number",
-    bool: "boolean",
-    type(None): "null",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +80,8 @@ class RawEvent:
     @property
     def raw(self) -> str:
         if self.text_bytes is None:
-            return _text(self.raw_bytes)
-        return _text(self.text_bytes)
+            return text_of(self.raw_bytes)
+        return text_of(self.text_bytes)
 
     @property
     def raw_bytes(self) -> bytes:
@@ -131,12 +128,12 @@ def decode(data: bytes | str, source: str) -> Iterator[Decoded]:
             value = loads(memoryview(buffer)[start:] if start else buffer)
         except orjson.JSONDecodeError as error:
             whole = memoryview(buffer)[start:]
-            refused = json_grammar_loads(whole) if _holds_arrays(buffer) else None
-            if isinstance(refused, dict | list):
+            refused = _readable_apart(whole) if _holds_arrays(buffer) else None
+            if refused is not None:
                 yield from _each_alone(refused, source, buffer[start:], error, buffer)
                 return
             if one_value_across_lines(buffer, first.start(), error):
-                yield _rejection(error, source, buffer[start:].strip(_JSON_SPACE), buffer)
+                yield rejection(error, source, buffer[start:].strip(_JSON_SPACE), buffer)
                 return
         else:
             yield from _expand(value, source, memoryview(buffer)[start:], whole=buffer)
@@ -152,7 +149,7 @@ def _each_alone(
     value: dict[str, Any] | list[Any],
     source: str,
     raw: bytes,
-    error: orjson.JSONDecodeError,
+    error: orjson.JSONDecodeError | str,
     exact: bytes | None = None,
 ) -> Iterator[Decoded]:
     """An input that JSON's grammar allows and the reader refuses as a whole (an element with a
@@ -163,16 +160,16 @@ def _each_alone(
     if isinstance(value, list):
         lists = [(source + "#", ElementBytes(raw, None), len(value))]
     else:
-        keys = _envelope_keys(value)
+        keys = envelope_keys(value)
         lists = [(f"{source}#{key}", ElementBytes(raw, key), len(value[key])) for key in keys]
     if not lists:  # one event: the input is its text
-        yield _rejection(error, source, whole, exact)
+        yield rejection(error, source, whole, exact)
         return
     for prefix, spans, count in lists:
         for index in range(count):
             found = spans.get(index)
             if found is None:  # not where a scan finds it: the whole input stands for it
-                yield _rejection(error, f"{prefix}[{index}]", whole, exact)
+                yield rejection(error, f"{prefix}[{index}]", whole, exact)
             else:
                 yield from decode_line(found, f"{prefix}[{index}]")
 
@@ -206,12 +203,16 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
                 waiting.extend(found)
             continue
         if not seen_object:
-            if not isinstance(value, dict) and not _events_array(value):
+            if not isinstance(value, dict) and not events_array(value):
                 waiting.extend(_expand(value, line_source, line, arrays=False, whole=whole))
                 continue
             seen_object = True
             yield from waiting
-        if type(value) is dict and ("time" in value or "eventTimestamp" in value):
+        if (
+            type(value) is dict
+            and ("time" in value or "eventTimestamp" in value)
+            and not may_repeat_names(line, value)
+        ):
             yield RawEvent(value, line_source, line, whole=whole)  # the usual line: one event
         else:
             yield from _expand(value, line_source, line, arrays=False, whole=whole)
@@ -220,7 +221,7 @@ def _decode_lines(buffer: bytes, start: int, source: str) -> Iterator[Decoded]:
         try:
             orjson.loads(trimmed)
         except orjson.JSONDecodeError as error:
-            yield _rejection(error, source, trimmed, buffer)
+            yield rejection(error, source, trimmed, buffer)
 
 
 def decode_line(line: bytes, source: str) -> Iterator[Decoded]:
@@ -249,10 +250,10 @@ def _bad_line(
 ) -> list[Decoded]:
     """A line the reader refuses: one rejection; or, when JSON's grammar takes it (an element
     with a lone surrogate escape), each element of its envelope or array read on its own."""
-    refused = json_grammar_loads(line) if _holds_arrays(line) else None
-    if isinstance(refused, dict | list):
+    refused = _readable_apart(line) if _holds_arrays(line) else None
+    if refused is not None:
         return list(_each_alone(refused, source, line, error, whole))
-    return [_rejection(error, source, line, whole)]
+    return [rejection(error, source, line, whole)]
 
 
 def _bytes_of(data: bytes | str) -> bytes:
@@ -262,56 +263,41 @@ def _bytes_of(data: bytes | str) -> bytes:
     return data if isinstance(data, bytes) else bytes(data)
 
 
-def _text(data: bytes | memoryview) -> str:
-    """Raw text for an event or a rejection; bytes that are not UTF-8 shown as \\x escapes."""
-    return bytes(data).strip(_JSON_SPACE).decode("utf-8", "backslashreplace")
-
-
-def _exact(data: bytes | memoryview) -> bytes:
-    """The bytes a rejection keeps when its text cannot show them exactly (not UTF-8)."""
-    raw = bytes(data).strip(_JSON_SPACE)
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-    return b""
-
-
-def _expand(
+def _expand(  # noqa: PLR0913 - the value and where it is from, then how to read it, by name
     value: Any,
     source: str,
     raw: bytes | memoryview,
     *,
     arrays: bool = True,
     whole: bytes | None = None,
+    checked: bool = False,
 ) -> Iterator[Decoded]:
     """The events in one parsed value: itself, its envelope's records, or an array's items.
-    `whole`: the input's own bytes, when the value is all of it (kept by a rejection)."""
+    `whole`: the input's own bytes, when the value is all of it (kept by a rejection);
+    `checked`: `raw` is known to repeat no name."""
+    if not checked and isinstance(value, dict | list) and may_repeat_names(raw, value):
+        yield from _repeating(value, source, raw, arrays=arrays, whole=whole)
+        return
     if isinstance(value, dict):
-        keys = _envelope_keys(value)
+        keys = envelope_keys(value)
         if not keys:
             yield RawEvent(value, source, raw, whole=whole)
         for key in keys:
             yield from _elements(value[key], f"{source}#{key}", ElementBytes(raw, key))
-    elif isinstance(value, list) and (arrays or _events_array(value)):
+    elif isinstance(value, list) and (arrays or events_array(value)):
         spans = ElementBytes(raw, None)
         for index, element in enumerate(value):
             element_source = f"{source}#[{index}]"
-            keys = _envelope_keys(element) if isinstance(element, dict) else []
+            keys = envelope_keys(element) if isinstance(element, dict) else []
             if not keys:
                 yield _element(element, element_source, (spans, index))
             for key in keys:  # a list of Event Hub bodies: each envelope expands in place
                 inner = InnerElementBytes(spans, index, key)
                 yield from _elements(element[key], f"{element_source}#{key}", inner)
     else:
-        text = _text(raw)
-        exact = whole if whole is not None and whole != text.encode() else _exact(raw)
+        text = text_of(raw)
+        exact = whole if whole is not None and whole != text.encode() else exact_of(raw)
         yield Rejection(f"not an object: got {json_type(value)}", source, text, exact)
-
-
-def _events_array(value: Any) -> bool:
-    """An array of objects: events (a line of JSON Lines may hold one, as a whole input may)."""
-    return type(value) is list and bool(value) and all(type(item) is dict for item in value)
 
 
 def _elements(
@@ -326,35 +312,62 @@ def _element(element: Any, source: str, where: tuple[ElementBytes, int] | None) 
         return RawEvent(element, source, element=where)
     reason = f"not an object: got {json_type(element)}"
     exact = _element_bytes(element, where)
-    return Rejection(reason, source, _text(exact), _exact(exact))
+    return Rejection(reason, source, text_of(exact), exact_of(exact))
 
 
-def _envelope_keys(value: dict[str, Any]) -> list[str]:
-    """`records`, `value` or both when the object wraps lists of events rather than being one
-    (both: each list's events, none left out). Empty lists beside fields that are neither an
-    envelope's nor a REST page's make an event (without a time: rejected), not an envelope of
-    none: it would vanish, neither record nor dead letter."""
-    if "time" in value or "eventTimestamp" in value:
-        return []
-    keys = [key for key in _ENVELOPE_KEYS if isinstance(value.get(key), list)]
-    if keys and not any(value[key] for key in keys) and value.keys() - _ENVELOPE_FIELDS:
-        return []
-    return keys
+def _repeating(
+    value: dict[str, Any] | list[Any],
+    source: str,
+    raw: bytes | memoryview,
+    *,
+    arrays: bool,
+    whole: bytes | None,
+) -> Iterator[Decoded]:
+    """A value whose input may repeat a name in an object (shared.core.repeated_names): as
+    any other when none does; else one rejection when the repeat is the input's own (one
+    event, or its envelope), or each element read on its own, so that only those holding a
+    repeat are rejected."""
+    data = bytes(raw)
+    top, anywhere = repeated_names(data, top_is_object=isinstance(value, dict))
+    if anywhere is None:  # the count's false alarm
+        yield from _expand(value, source, raw, arrays=arrays, whole=whole, checked=True)
+        return
+    named = top if top is not None else anywhere
+    reason = (
+        f"an object repeats the name {named!r}: JSON names must be unique (RFC 8259), and a "
+        "reader keeps one of its values only"
+    )
+    lists = isinstance(value, list) and (arrays or events_array(value))
+    if top is None and (lists or (isinstance(value, dict) and envelope_keys(value))):
+        yield from _each_alone(value, source, data.strip(_JSON_SPACE), reason, whole)
+    else:
+        yield rejection(reason, source, data.strip(_JSON_SPACE), whole)
 
 
-def json_type(value: Any) -> str:
-    """JSON's name for a parsed value's type: object, array, string, number, boolean, null."""
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _rejection(
-    error: orjson.JSONDecodeError, source: str, raw: bytes, exact: bytes | None = None
-) -> Rejection:
-    """`raw` trimmed, for people; `exact`: the input's own bytes where they differ (a whole
-    input's BOM and line ends), which its dead letter keeps."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        reason = f"not UTF-8: {bad.reason} at byte {bad.start} (shown as \\x escapes)"
-        return Rejection(reason, source, _text(raw), exact or _exact(raw))
-    return Rejection(f"not JSON: {error}", source, text, b"" if exact == raw else exact or b"")
+def _readable_apart(raw: bytes | memoryview) -> dict[str, Any] | list[Any] | None:
+    """An input the reader refuses as a whole, as `_each_alone` reads it element by element:
+    its value when JSON's grammar takes it (a lone surrogate escape, nesting past 1,024
+    levels); else, when it is an envelope or array whose only fault is inside its elements
+    (NaN, a raw control character, bytes that are not UTF-8, nesting past any parser's
+    depth), a stand-in of its shape (a list of as many elements); None when neither."""
+    refused = json_grammar_loads(raw)
+    if isinstance(refused, dict | list):
+        return refused
+    data = bytes(raw).strip(_JSON_SPACE)
+    for key in (*ENVELOPE_KEYS, None):
+        spans = array_spans(data, key)
+        if not spans:
+            continue
+        between = (data[end:start].strip(_JSON_SPACE) for (_, end), (start, _) in pairwise(spans))
+        if any(separator != b"," for separator in between):
+            continue  # `},,{`: broken between its elements, not in one
+        shell = data[: spans[0][0]] + data[spans[-1][1] :]  # the input, its list emptied
+        shape = json_grammar_loads(shell)
+        named_once = repeated_names(shell, top_is_object=key is not None)[1] is None
+        if not named_once:
+            continue
+        if key is None and shape == []:
+            return [None] * len(spans)
+        if key is not None and isinstance(shape, dict) and envelope_keys(shape) == [key]:
+            return {key: [None] * len(spans)}
+    return None

@@ -104,10 +104,15 @@ def json_grammar_loads(data: bytes | memoryview | str) -> Any | None:
         return None
 
 
+def raise_recursion_floor() -> None:
+    """Let the standard parser (which recurses once a level) read as deep as orjson does."""
+    if sys.getrecursionlimit() < _EXACT_DEPTH:
+        sys.setrecursionlimit(_EXACT_DEPTH)  # a process-wide floor
+
+
 def _exact_loads(data: bytes | memoryview | str) -> Any:
     """The standard parser with exact numbers; JSON's grammar only (no NaN or Infinity)."""
-    if sys.getrecursionlimit() < _EXACT_DEPTH:
-        sys.setrecursionlimit(_EXACT_DEPTH)  # as deep as orjson reads (a process-wide floor)
+    raise_recursion_floor()
     return json.loads(
         data if isinstance(data, str | bytes) else bytes(data),
         parse_int=_exact_int,
