@@ -23,6 +23,7 @@ from shared.bootstrap import Runtime
 from shared.core.export import FORMATS, MEDIA_TYPES, file_name, page_body
 from shared.core.query_spec import ActivityQuery, QueryError
 from shared.services.histogram import histogram
+from shared.services.postings_read import DamagedIndex
 from shared.services.query import QueryPage, search_page
 
 bp = func.Blueprint()  # azure-functions leaves it unannotated
@@ -88,6 +89,8 @@ def handle_activity(req: func.HttpRequest, app: Runtime, now: datetime) -> func.
         )
     except QueryError as error:
         return _json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+    except DamagedIndex as error:  # said, not a bare 500: what is damaged, what mends it
+        return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(error)})
     if fmt != "json":
         return _export(fmt, query, page, first=continuation is None, now=now)
     answer: dict[str, object] = {"records": [], "continuation": page.continuation}
@@ -109,6 +112,8 @@ def handle_histogram(req: func.HttpRequest, app: Runtime, now: datetime) -> func
         counts = histogram(params, now, app.tables)
     except QueryError as error:
         return _json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+    except DamagedIndex as error:
+        return _json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(error)})
     return _json(HTTPStatus.OK, counts.as_dict())
 
 

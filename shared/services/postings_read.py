@@ -61,6 +61,13 @@ _FULL_PAGE = 1000  # rows of each later request: the most Table storage returns
 _REREADS = 3  # a run replaced this many times during one lookup: read the state again
 
 DayPostings = list[tuple[BlobRef, list[tuple[int, int]]]]
+_DAMAGED = (struct.error, KeyError, UnicodeDecodeError, ValueError, TypeError)
+_MENDS = "`python -m shared verify` names it and `verify --repair --apply` mends it"
+
+
+class DamagedIndex(Exception):
+    """A compacted run a lookup needs cannot be read (a row's bytes, or its last row gone):
+    the lookup cannot be answered whole, and says so rather than answer short."""
 
 
 Chunk = tuple[DayPostings, int | None]  # places; the second down from which more may come
@@ -81,16 +88,24 @@ def run_chunks(
     None. A value whose rows are not so ordered comes in one chunk. A run replaced during
     the read is read on from its successor, from where the chunks so far stopped."""
     current: int | None = run
+    unit = (key[0], prefix_of(key[1]))
     for _ in range(_REREADS):
         if current is None:
             return
         below = yield from _read_run(tables, key, day, current, below)
         if below == _DONE:
             return
-        unit = (key[0], prefix_of(key[1]))
         # Replaced: its successor, which holds all the old run held.
-        current = RunStore(tables, month_of(day)).state(day).runs.get(unit)
-    raise RuntimeError(f"the compacted postings of {day} kept changing during one lookup")
+        read, current = current, RunStore(tables, month_of(day)).state(day).runs.get(unit)
+        if current == read:  # not replaced: the run itself lacks its last row
+            raise DamagedIndex(
+                f"the index is damaged: the compacted run of {unit[0]!r} values of {day} "
+                f"has lost its last row, so its values are not all found; {_MENDS}"
+            )
+    raise DamagedIndex(
+        f"the compacted postings of {day} changed {_REREADS} times during one lookup: search "
+        f"again; if it says so again the index is damaged: {_MENDS}"
+    )
 
 
 _DONE = -1  # _read_run's answer when it read the run to a row past the hash
@@ -122,7 +137,14 @@ def _read_run(
                 low, sought, again = seek_low(run, digest, below), True, True  # skip newer rows
                 break
             sought = True
-            for ref, places in places_in_run(_packed(row), day, digest):
+            try:
+                found = list(places_in_run(_packed(row), day, digest))
+            except _DAMAGED:
+                raise DamagedIndex(
+                    f"the index is damaged: run row {parameters['pk']}/{row_key} of month "
+                    f"{month} cannot be read; {_MENDS}"
+                ) from None
+            for ref, places in found:
                 wanted = places if below is None else [p for p in places if p[0] <= below]
                 held.setdefault(ref, []).extend(wanted)
             if ends_past(row_key, digest):

@@ -139,24 +139,27 @@ class RunStore:
     def day_refs(self, day: date) -> DayRefs:
         """The blobs the day's committed runs name, each with one row naming it (`partition/
         RowKey`): what verify holds against the manifests; the units whose committed run
-        has lost its last row (`{run}~`, which every run has and a delete takes first): the
-        run is gone under the state, and lookups of its values miss their records; and, by
+        has lost its last row (`{run}~`, which every run has and a delete takes first: the
+        run is gone under the state) or has a row that cannot be read, so lookups of its
+        values cannot be answered; and, by
         kind, the blobs its runs name."""
         state = self.state(day)
         found = DayRefs({}, [], {})
         for unit, run in sorted(state.runs.items()):
-            whole = False
+            whole, damaged = False, False
             of_kind = found.by_kind.setdefault(unit[0], set())
             for row in self.rows(unit[0], day, run):
                 name = f"{row['PartitionKey']}/{row['RowKey']}"
                 whole = whole or str(row["RowKey"]).endswith(LAST_ROW)
                 try:
-                    for _, ref, _ in unpack_run(bytes(row.get("E") or b""), day):
-                        found.named.setdefault(ref, name)
-                        of_kind.add(ref)
+                    named = [ref for _, ref, _ in unpack_run(bytes(row.get("E") or b""), day)]
                 except _DAMAGED:
+                    damaged = True  # lookups reaching it fail: the unit is as if cut short
                     continue
-            if not whole:
+                for ref in named:
+                    found.named.setdefault(ref, name)
+                    of_kind.add(ref)
+            if damaged or not whole:
                 found.broken.append(unit)
         return found
 

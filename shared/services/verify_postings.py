@@ -131,7 +131,10 @@ class MonthChecks:
         with the day's committed blobs (`verify --repair` re-archives them, posting anew)."""
         blobs = tuple(sorted(ref.name for ref in self._manifests if ref.day == day))
         for kind, prefix in broken:
-            detail = "the day's committed run of this unit has no rows: its values are not found"
+            detail = (
+                "the day's committed run of this unit lacks rows or has one that cannot be "
+                "read: its values are not found"
+            )
             self.report.add(
                 "unindexed", f"run {kind}{prefix:x} of {day.isoformat()}", detail, blobs
             )

@@ -32,6 +32,7 @@ from shared.core.query_spec import (
     parse_query,
 )
 from shared.core.records import NormalizedRecord
+from shared.services.postings_read import DamagedIndex
 from shared.services.query import ScanBudget, oldest_indexed_day, read_query, run_query
 
 # --- output ----------------------------------------------------------------------------
@@ -235,6 +236,9 @@ def query_main(
     except QueryError as error:
         print(f"error: {_as_flags(str(error))}", file=err)
         return 2
+    except DamagedIndex as error:  # the answer would be short: said, and how to mend it
+        print(f"error: {error}", file=err)
+        return EXIT_INCOMPLETE
     except _Stuck as stuck:
         where = f" past {str(stuck)[:19]}Z" if str(stuck) else ""
         print(
