@@ -534,3 +534,27 @@ def test_the_query_help_gives_the_page_size_the_command_reads_in() -> None:
     verbs = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
     assert isinstance(verbs.choices, dict)
     assert f"pages of {query_cli.CLI_PAGE} " in verbs.choices["query"].format_help()
+
+
+def test_a_range_wholly_ahead_of_now_finds_the_records_dated_in_it(
+    settings: Settings, app: Runtime
+) -> None:
+    """Found from outside: the page's "that day" link of an event dated ahead of now (clock
+    skew, odd input) was refused: its `until` was cut to a day ahead before the index's
+    newest month was read, so `since` fell past it."""
+    ahead = datetime.now(UTC) + timedelta(days=100)
+    event = activity_event(4, caller="ahead@x", time=_canonical(ahead))
+    [record] = records_of([event])
+    assert app.writer.write([record]).indexed
+    day = ahead.strftime("%Y-%m-%dT00:00:00Z")
+    after = (ahead + timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
+    found = shared_cli("query", "--caller", "ahead@x", "--since", day, "--until", after,
+                       settings=settings)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert event_keys(json_lines(found.stdout)) == [record["EventKey"]]
+    page = handle_activity(request({"caller": "ahead@x", "since": day, "until": after}), app,
+                           datetime.now(UTC))  # fmt: skip
+    assert page.status_code == 200 and len(orjson.loads(page.get_body())["records"]) == 1
+    beyond = (ahead + timedelta(days=400)).strftime("%Y-%m-%dT00:00:00Z")
+    refused = shared_cli("query", "--caller", "ahead@x", "--since", beyond, settings=settings)
+    assert refused.returncode == 2 and b"since" in refused.stderr  # past every record: said

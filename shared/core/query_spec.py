@@ -90,6 +90,11 @@ class QueryError(ValueError):
     """A query the caller got wrong; the message names the parameter and says what is wanted."""
 
 
+class ClampedRange(QueryError):
+    """since falls past an `until` cut to now + FUTURE_ALLOWANCE: the range may still reach
+    records dated ahead (clock skew, odd inputs) once the index's newest month is known."""
+
+
 @dataclass(frozen=True)
 class ActivityQuery:
     subscription: str | None
@@ -297,8 +302,10 @@ def _range(
         ceiling = datetime.max.replace(tzinfo=UTC)
     earliest = datetime.min.replace(tzinfo=UTC) if whole_calendar else EARLIEST
     until_tick = since_tick = 0
+    given_until = None
     if "until" in values:
-        until = min(_time("until", values["until"], now, earliest=earliest), ceiling)
+        given_until = _time("until", values["until"], now, earliest=earliest)
+        until = min(given_until, ceiling)
         until_tick = _tick(values["until"], until) if until < ceiling else 0
     else:
         until = max(now, newest_day) if keyed and newest_day else now
@@ -308,6 +315,10 @@ def _range(
     else:
         since = _default_since(until, keyed, oldest_day)
     if (since, since_tick) >= (until, until_tick):
+        if given_until is not None and since < given_until and until < given_until:
+            raise ClampedRange(  # read_query reads the index's newest month and asks again
+                f"since ({since.isoformat()}) is past now and the index's newest month"
+            )
         raise QueryError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     return (since, since_tick), (until, until_tick)
 

@@ -33,6 +33,7 @@ from shared.core.query_spec import (
     FUTURE_ALLOWANCE,
     MAX_LIMIT,
     ActivityQuery,
+    ClampedRange,
     QueryError,
     index_keys,
     is_key_lookup,
@@ -114,7 +115,13 @@ def read_query(
 
     The parameters are checked before anything is read, so a bad query costs no request.
     """
-    query = parse_query(params, now, max_limit=max_limit)
+    try:
+        query = parse_query(params, now, max_limit=max_limit)
+    except ClampedRange:  # a range ahead of now: as far ahead as the index holds records
+        held = indexed_days(tables)
+        if held is None:
+            raise
+        return parse_query(params, now, oldest_day=held[0], newest_day=held[1], max_limit=max_limit)
     keyed = is_key_lookup(query)
     open_end = "until" not in params and keyed and ahead
     clamped = "until" in params and query.until >= now + FUTURE_ALLOWANCE

@@ -27,6 +27,7 @@ from shared.core.query_spec import (
     MAX_TOTAL,
     PARAMETERS,
     ActivityQuery,
+    ClampedRange,
     QueryError,
     is_key_lookup,
     parse_query,
@@ -212,6 +213,8 @@ def flags_error(args: argparse.Namespace) -> str | None:
     is exit 2 while storage is down too: found from outside, it was "storage unavailable")."""
     try:
         parse_query(_params(args), datetime.now(UTC), max_limit=MAX_TOTAL)
+    except ClampedRange:
+        return None  # maybe fine: judged with the index's newest month
     except QueryError as error:
         return f"error: {_as_flags(str(error))}"
     return None
