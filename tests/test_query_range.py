@@ -558,3 +558,31 @@ def test_a_range_wholly_ahead_of_now_finds_the_records_dated_in_it(
     beyond = (ahead + timedelta(days=400)).strftime("%Y-%m-%dT00:00:00Z")
     refused = shared_cli("query", "--caller", "ahead@x", "--since", beyond, settings=settings)
     assert refused.returncode == 2 and b"since" in refused.stderr  # past every record: said
+
+
+def test_a_page_stopped_by_its_budget_at_a_day_start_token_still_moves_on(app: Runtime) -> None:
+    """Found from outside: a search without a key filter, going on from a day's start, whose
+    budget ran out before a blob whose newest record is the day's last tick, handed back the
+    very token it was given, forever ("did not move on")."""
+    from shared.services.query_page import ScanBudget
+
+    batches = [
+        [("2026-12-04T23:59:59.9999999Z", 1), ("2026-12-04T08:00:00.0000000Z", 2)],
+        [("2026-12-04T23:59:59.9999999Z", 3), ("2026-12-04T07:00:00.0000000Z", 4)],
+        [("2026-12-05T10:00:00.0000000Z", 5)],
+    ]
+    for batch in batches:  # a blob each
+        app.writer.write(records_of([activity_event(n, time=t) for t, n in batch]))
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    params = {"since": "2026-12-04", "until": "2026-12-06", "level": "Informational", "limit": "1"}
+    query = parse_query(params, now)
+    token, seen = None, []
+    for _ in range(40):
+        page = run_query(query, tables=app.tables, reader=app.reader, continuation=token,
+                         budget=ScanBudget(records=1))  # fmt: skip
+        seen += [record["EventKey"] for record in page.records]
+        if page.continuation is None:
+            break
+        assert page.continuation != token, "a page handed back the token it was given"
+        token = page.continuation
+    assert page.continuation is None and len(seen) == len(set(seen)) == 5

@@ -168,7 +168,7 @@ def run_query(
     """
     since_day = query.since.date()
     newest_day = query.last_day
-    start, after = newest_day, None
+    start, after, resumed = newest_day, None, None
     if continuation is not None:
         position = decode_continuation(continuation, query)
         if position.day > newest_day:
@@ -176,8 +176,8 @@ def run_query(
         # A relative `since` moves on between pages: a token older than the range is done.
         if position.day < since_day:
             return QueryPage([], None)
-        start, after = position.day, position.after
-    page = Page(query, after, budget or ScanBudget())
+        start, after, resumed = position.day, position.after, position.day
+    page = Page(query, after, budget or ScanBudget(), start_day=resumed)
     page.held = _held_months(tables, start, since_day)
     keys = index_keys(query)
     if keys:

@@ -76,12 +76,23 @@ class Page:
     matching the query exactly; collected newest first up to the query's limit."""
 
     def __init__(
-        self, query: ActivityQuery, after: tuple[str, str] | None, budget: ScanBudget
+        self,
+        query: ActivityQuery,
+        after: tuple[str, str] | None,
+        budget: ScanBudget,
+        start_day: date | None = None,
     ) -> None:
         self.query = query
         self.since = query.since_text
         self.until = query.until_text
         self.after = after  # only records sorting after it (older) are returned
+        # Where the page began: its token's position (a day's start, when it holds no record).
+        began = (self.until, _LOWEST_KEY)
+        if after is not None:
+            began = after
+        elif start_day is not None:
+            began = min(began, _bound(Continuation(start_day, None)))
+        self.began = began
         # A blob's span [Lo, Hi] in ticks meets the page's if Hi >= low and Lo < high.
         self.low = ticks(self.since)
         self.high = min(ticks(self.until), ticks(after[0]) + 1 if after else ticks(self.until))
@@ -151,8 +162,7 @@ class Page:
     def moves_on(self, position: Continuation) -> bool:
         """Whether going on from `position` is past where this page began: a page that stops
         where it began would be asked for again, and stop there again, forever."""
-        began = self.after if self.after is not None else (self.until, _LOWEST_KEY)
-        return _bound(position) < began
+        return _bound(position) < self.began
 
     def answer(self, continuation: Continuation | None) -> QueryPage:
         """The page as it is: with a continuation, a bound stopped it (or it is full)."""
