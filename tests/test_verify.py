@@ -14,9 +14,10 @@ import pytest
 from shared import settings as names
 from shared.adapters.index_tables import as_int, int64
 from shared.bootstrap import Runtime
-from shared.core.archive_format import encode_blob, pack_offsets
+from shared.core.archive_format import encode_blob, pack_offsets, unpack_offsets
 from shared.core.archive_keys import (
     CLAIM,
+    MEMBERS,
     BlobRef,
     claim_row,
     event_id,
@@ -592,3 +593,26 @@ def test_a_lookup_of_a_record_past_its_manifests_count_names_the_blob(app: Runti
     page = run_query(query, tables=app.tables, reader=app.reader)
     assert page.unreadable == [victim.name]
     assert _names(_verify(app, later=True), "altered") == [victim.name]
+
+
+@pytest.mark.parametrize("change", ["records per member", "a member's offset"])
+def test_a_manifest_whose_member_layout_is_not_the_blobs_is_altered(
+    app: Runtime, change: str
+) -> None:
+    """Found from outside: only the last offset was held to the blob, so a manifest row whose
+    records per member (M) or a middle offset (O) changed made lookups skip records while
+    `verify` said the archive was clean."""
+    _archived(app)
+    victim = committed_blobs(app)[0]
+    partition, row = victim.manifest_keys
+    found = app.tables.get(victim.month, partition, row)
+    assert found is not None
+    if change == "records per member":
+        changed = {**found, MEMBERS: int(found[MEMBERS]) // 2}
+    else:
+        offsets = list(unpack_offsets(bytes(found["O"])))
+        offsets[1] += 1
+        changed = {**found, "O": pack_offsets(offsets)}
+    app.tables.upsert(victim.month, [changed])
+    report = _verify(app, later=True)
+    assert _names(report, "altered") == [victim.name], report.as_dict()

@@ -7,6 +7,7 @@ import hashlib
 import re
 import zlib
 from dataclasses import dataclass
+from itertools import pairwise
 
 from shared.adapters.archive_store import COUNT, SHA256, ArchiveStore, StoredBlob
 from shared.core.archive_format import decode_lines, decode_record
@@ -70,6 +71,9 @@ def _lines_problem(data: bytes, manifest: Manifest, keys: list[str], kinds: set[
         lines = decode_lines(data)
     except _DAMAGED as error:
         return f"not gzip JSON lines: {error}"
+    layout = _layout_problem(data, manifest)
+    if layout is not None:
+        return layout
     if len(lines) != manifest.count:
         return f"{len(lines)} lines, N is {manifest.count}"
     times: list[str] = []
@@ -78,6 +82,28 @@ def _lines_problem(data: bytes, manifest: Manifest, keys: list[str], kinds: set[
         if problem is not None:
             return problem
     return _span_problem(manifest, times)
+
+
+def _layout_problem(data: bytes, manifest: Manifest) -> str | None:
+    """Whether the manifest's gzip members (offsets O, records per member M) are the blob's:
+    a lookup reads a record by them alone, so another layout makes it skip records."""
+    offsets, size = manifest.offsets, manifest.member_records
+    if not offsets:
+        return None  # written before offsets were kept: read whole
+    members = -(-manifest.count // size) if size > 0 else -1
+    if offsets[0] != 0 or len(offsets) != members + 1:
+        return (
+            f"its manifest's {len(offsets) - 1} gzip members do not hold {manifest.count} records"
+        )
+    for number, (start, end) in enumerate(pairwise(offsets)):
+        want = min(size, manifest.count - number * size)
+        try:
+            held = len(decode_lines(data[start:end])) if start < end else -1
+        except _DAMAGED:
+            held = -1
+        if held != want:
+            return f"gzip member {number} at its manifest's offsets is not {want} whole records"
+    return None
 
 
 def _line_problem(
