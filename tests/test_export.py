@@ -120,6 +120,23 @@ def test_defused_leaves_ordinary_text_alone() -> None:
     assert defused("\tx") == "'\tx"
 
 
+@pytest.mark.parametrize("lead", [" ", "\ufeff", "\x00", "\u3000", "\u00a0"])
+def test_a_formula_behind_blank_or_invisible_characters_is_defused_too(lead: str) -> None:
+    # Found from outside: only the very first character was looked at.
+    assert defused(lead + "=1+1") == "'" + lead + "=1+1"
+    assert defused("\uff1d1+1") == "'\uff1d1+1"  # a full-width `=`: some spreadsheets run it
+
+
+def test_every_cell_is_quoted_so_a_semicolon_locale_keeps_it_one_cell() -> None:
+    # Found from outside: `a;=cmd|' /C calc'!A0` went out unquoted; a spreadsheet whose list
+    # separator is `;` split it, and its second cell started with `=`.
+    record = make(1, caller="a;=cmd|' /C calc'!A0")
+    [row] = list(csv.reader(io.StringIO(csv_rows([record]))))
+    assert "a;=cmd|' /C calc'!A0" in row
+    assert "\"a;=cmd|' /C calc'!A0\"" in csv_rows([record])
+    assert all(line.startswith('"') for line in csv_rows([record, make(2)]).splitlines())
+
+
 def test_jsonl_is_the_whole_record_a_line() -> None:
     records = [make(1), make(2)]
     lines = jsonl_rows(records).splitlines()
@@ -186,7 +203,7 @@ def test_http_csv_pages_with_the_header_once_and_the_token_in_a_header(
         )
         assert SCANNED_HEADER not in response.headers
         text = response.get_body().decode()
-        assert text.startswith("Operation name,") == (number == 0)
+        assert text.startswith('"Operation name",') == (number == 0)
         body += text
         continuation = response.headers.get(NEXT_HEADER)
         if continuation is None:

@@ -29,9 +29,12 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"
 EXTENSIONS = {"csv": "csv", "jsonl": "jsonl"}
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection: an
 # archived caller or resource name could carry `=HYPERLINK(...)`): such a cell gets a leading
-# `'`, which spreadsheets take as "text" and do not show. OWASP also names tab and CR.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_LEADS = frozenset(_FORMULA_START)
+# `'`, which spreadsheets take as "text" and do not show. OWASP also names tab and CR; the
+# full-width forms are run by some spreadsheets too; blank or invisible characters before
+# them are looked through (found from outside).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_BLANK_LEADS = " \x00\ufeff\u3000\u00a0"
+_FORMULA_LEADS = frozenset(_FORMULA_START + tuple(_BLANK_LEADS))
 _DAY_LENGTH = 10  # YYYY-MM-DD
 _CLOCK = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -86,7 +89,7 @@ _resource_type = lru_cache(maxsize=4096)(resource_type)
 
 def defused(value: str) -> str:
     """A cell value a spreadsheet shows as text, never runs as a formula."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    return "'" + value if value.lstrip(_BLANK_LEADS).startswith(_FORMULA_START) else value
 
 
 def csv_cells(record: NormalizedRecord) -> list[str]:
@@ -113,8 +116,9 @@ def csv_cells(record: NormalizedRecord) -> list[str]:
 
 def _csv(rows: Iterable[Sequence[str]]) -> str:
     out = io.StringIO()
-    # QUOTE_MINIMAL quotes what holds a comma, a quote or a line break (RFC 4180, CRLF).
-    writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    # Every cell quoted (RFC 4180, CRLF): a spreadsheet whose list separator is `;` keeps a
+    # cell holding `;=...` whole, where unquoted it would split it and run the second part.
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerows(rows)
     return out.getvalue()
 
