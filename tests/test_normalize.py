@@ -696,6 +696,13 @@ def test_description() -> None:
         (12.0, 12),
         (None, None),
         ("", None),
+        # Numeric strings as numbers would be read (found from outside: "20.0" was refused
+        # while 20.0 was taken).
+        ("20.0", 20),
+        ("1e3", 1000),
+        ("+20", 20),
+        ("-0.0", 0),
+        ("2.5E1", 25),
     ],
 )
 def test_duration(given: object, expected: int | None) -> None:
@@ -704,7 +711,10 @@ def test_duration(given: object, expected: int | None) -> None:
     assert record["AdditionalFields"] == {}
 
 
-@pytest.mark.parametrize("given", ["abc", "1.5", 1.5, True, "1_000", "99999999999999999999", [1]])
+@pytest.mark.parametrize(
+    "given",
+    ["abc", "1.5", 1.5, True, "1_000", "99999999999999999999", [1], "1e999999999", "NaN", "1e"],
+)
 def test_duration_not_a_whole_number(given: object) -> None:
     record = rec(durationMs=given)
     assert record["DurationMs"] is None

@@ -29,6 +29,7 @@ Where the spec is silent:
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -62,6 +63,9 @@ _SUBSCRIPTION_IN_ID = re.compile(r"/subscriptions?/([^/]+)")
 _RESOURCE_GROUP_IN_ID = re.compile(r"/resourcegroups/([^/]+)")
 _PROVIDERS = "/providers/"
 _INTEGER = re.compile(r"\s*-?[0-9]{1,19}\s*")
+# A numeric string as JSON (or a sign) spells a number: a whole one is an integer however
+# written ("20.0", "1e3", "+20"); an exponent past 2 digits is never a 64-bit whole number.
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?\s*")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # Every top-level field some rule reads; the rest go to AdditionalFields untouched.
@@ -332,6 +336,10 @@ def _duration(event: dict[str, Any], warnings: list[str], extra: dict[str, Any])
     elif isinstance(value, str):
         if _INTEGER.fullmatch(value):
             milliseconds = int(value)
+        elif _NUMBER.fullmatch(value):
+            number = Decimal(value.strip())
+            if number == number.to_integral_value() and abs(number) <= _INT64_MAX:
+                milliseconds = int(number)
     elif isinstance(value, float) and value.is_integer():
         milliseconds = int(value)
     if milliseconds is not None and _INT64_MIN <= milliseconds <= _INT64_MAX:
