@@ -357,6 +357,14 @@ def test_rejects_an_event_without_time() -> None:
     assert rejection_of({"time": None}).reason.startswith("no time")
 
 
+def test_get_az_activity_log_output_is_refused_with_what_to_export_instead() -> None:
+    # Found from outside: `Get-AzActivityLog | ConvertTo-Json` (PascalCase, not one of the
+    # spec's forms) was refused as having no time, though it holds `EventTimestamp`.
+    reason = rejection_of({"EventTimestamp": "2024-05-01T10:00:00Z", "Caller": "a@b"}).reason
+    assert reason.startswith("no time") and "Get-AzActivityLog" in reason
+    assert "az monitor activity-log list" in reason
+
+
 def test_rejects_an_unparseable_time() -> None:
     assert rejection_of({"time": "2024-02-30T10:00:00Z"}).reason == (
         "no parseable time: time='2024-02-30T10:00:00Z'"

@@ -204,7 +204,13 @@ def _time_generated(
 def _time_reason(event: dict[str, Any]) -> str:
     present = [key for key in ("time", "eventTimestamp") if event.get(key) is not None]
     if not present:
-        return "no time: the event has neither 'time' nor 'eventTimestamp'"
+        reason = "no time: the event has neither 'time' nor 'eventTimestamp'"
+        if "EventTimestamp" in event:  # PowerShell's objects, written by ConvertTo-Json
+            reason += (
+                " (its 'EventTimestamp' is Get-AzActivityLog's form, which is not read: export "
+                "with `az monitor activity-log list`, the REST API or a diagnostic setting)"
+            )
+        return reason
     shown = ", ".join(f"{key}={short(event[key])}" for key in present)
     return f"no parseable time: {shown}"
 
