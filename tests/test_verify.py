@@ -376,6 +376,39 @@ def test_a_class_day_gone_before_its_retention_is_not_taken_for_retention(app: R
     assert past.ok, past.as_dict()
 
 
+def test_a_loss_the_repair_cannot_leave_a_trace_of_is_not_repaired_out_of_sight(
+    app: Runtime,
+) -> None:
+    """Found from outside: a blob gone with its claims (`missing`), or a class-day gone whole
+    within its retention (`dangling`), was "repaired" by dropping what named it: `verify`
+    then said the archive was whole, though records were lost. Those stay named."""
+    _archived(app, 10)
+    lost = committed_blobs(app)[0]  # its blob and its claims gone
+    assert app.archive.delete([lost.name]) == {}
+    app.tables.delete(lost.month, claim_rows(app, lost))
+    gone = next(ref for ref in committed_blobs(app) if ref.archive_class == "policy")
+    partition, row = gone.manifest_keys  # the whole class-day gone
+    app.tables.delete(gone.month, [{"PartitionKey": partition, "RowKey": row}])
+    app.tables.delete(gone.month, claim_rows(app, gone))
+    assert app.archive.delete([gone.name]) == {}
+    now = datetime.now(UTC) + LATER
+    common: dict[str, Any] = {
+        "since": None,
+        "until": None,
+        "now": now,
+        "policy": policy_from(0, {}),
+    }
+    report = verify(app.tables, app.archive, app.reader, **common)
+    assert _names(report, "missing") == [lost.name], report.as_dict()
+    assert report.problems["dangling"][0].blobs == (gone.name,), report.as_dict()
+    done = repair(app.tables, app.archive, app.writer, report, apply=True, clock=lambda: now)
+    kept = {(action.kind, action.name) for action in done.not_repaired}
+    assert ("missing", lost.name) in kept and not done.failed, done.as_dict()
+    assert any(kind == "dangling" for kind, _ in kept), done.as_dict()
+    again = verify(app.tables, app.archive, app.reader, **common)
+    assert _names(again, "missing") == [lost.name] and again.problems["dangling"], again.as_dict()
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -38,7 +38,7 @@ from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere, posti
 from shared.services.compaction import CompactionReport, DayCompaction
 from shared.services.instances import Instances, Stage, fenced_row
 from shared.services.run_store import RunStore
-from shared.services.verify_report import VerifyReport
+from shared.services.verify_report import GONE_WHOLE, MISSING_UNCLAIMED, VerifyReport
 
 _POSTINGS_OF_BLOB = "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high"
 # A write makes its blob's pending manifest row before it uploads, and claims its events
@@ -50,6 +50,18 @@ _NO_ROW = (
     "no manifest row and no claim naming it within retention: the app did not write it, or "
     "its day's retention stopped before its blobs went (the next retention run deletes "
     "them): not archived; look at what it holds if its day is within retention"
+)
+# Losses nothing but the problem itself names: repairing them would hide them.
+_KEPT_MISSING = (
+    "its records are lost, and no claim names them: fencing it would leave no trace of the "
+    "loss, so it stays `missing`. Restore the blob from a backup (soft delete, versioning); "
+    "re-delivering the source archives its events again, and this stays the record of the loss"
+)
+_KEPT_GONE = (
+    "its class-day is gone whole within its retention: its records are lost, and these rows "
+    "are all that names them. Restore the class-day's blobs from a backup, or re-deliver the "
+    "source; once the class-day holds committed blobs again, the rows are named as naming an "
+    "uncommitted blob, and the repair drops them"
 )
 NOT_REPAIRED = {
     "altered": "its bytes differ from its manifest: restore the blob from a backup or a "
@@ -144,14 +156,27 @@ class _Repairer:
                 rearchive.setdefault(named, "unindexed")
         for ref, kind in sorted(rearchive.items()):
             self._rearchive(kind, ref)
-        for _, ref in self._blobs(verified, "missing"):
-            self._missing(ref)
-        dangling = set(_refs(tuple(b for p in verified.problems["dangling"] for b in p.blobs)))
-        for ref in sorted(dangling - set(rearchive)):
-            self._dangling(ref)
+        self._losses(verified, set(rearchive))
         for kind, why in NOT_REPAIRED.items():
             for problem in verified.problems[kind]:
                 self.report.not_repaired.append(Action(kind, problem.name, why))
+
+    def _losses(self, verified: VerifyReport, rearchived: set[BlobRef]) -> None:
+        """`missing` and `dangling`: the index made to say what the archive lost, except where
+        nothing else names the loss (then the problem stays, and the note says why)."""
+        for problem in verified.problems["missing"]:
+            if problem.detail == MISSING_UNCLAIMED:
+                self.report.not_repaired.append(Action("missing", problem.name, _KEPT_MISSING))
+            elif (ref := BlobRef.of_name(problem.name)) is not None:
+                self._missing(ref)
+        dangling: set[BlobRef] = set()
+        for problem in verified.problems["dangling"]:
+            if problem.detail == GONE_WHOLE:
+                self.report.not_repaired.append(Action("dangling", problem.name, _KEPT_GONE))
+            else:
+                dangling.update(_refs(problem.blobs))
+        for ref in sorted(dangling - rearchived):
+            self._dangling(ref)
 
     def _lost_row(self, ref: BlobRef, claimed: set[str]) -> bool:
         """Whether a blob with no manifest row lost it (the index damaged): claims name it, so

@@ -65,7 +65,7 @@ from shared.services.archive_write import CLAIM_TIMEOUT
 from shared.services.blob_check import Checked, check_blob
 from shared.services.claim_log import Claim, is_release, parse_claim, released_numbers
 from shared.services.verify_postings import EXPIRING, MonthChecks
-from shared.services.verify_report import DaySpan, VerifyReport
+from shared.services.verify_report import MISSING, MISSING_UNCLAIMED, DaySpan, VerifyReport
 
 _EVENT_KEY = re.compile(r"[0-9a-f]{32}")
 _RANGE = "PartitionKey ge @low and PartitionKey lt @high"
@@ -214,7 +214,9 @@ class _Verifier(MonthChecks):
                 self._gone.add(blob.ref)  # its class-day went (retention) while verify ran
                 continue
             if blob.missing:
-                self.report.add("missing", blob.ref.name, "committed, and the blob is gone")
+                named = any(claim.ref == blob.ref for _, claim in claims)
+                detail = MISSING if named else MISSING_UNCLAIMED
+                self.report.add("missing", blob.ref.name, detail)
             elif blob.altered is not None:
                 self.report.add("altered", blob.ref.name, blob.altered)
             if blob.missing or blob.altered is not None:

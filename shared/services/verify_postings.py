@@ -16,7 +16,7 @@ from shared.core.retention_policy import RetentionPolicy
 from shared.services.archive_read import ArchiveReader, Manifest
 from shared.services.index_kinds import kinds_of
 from shared.services.run_store import RunStore
-from shared.services.verify_report import VerifyReport
+from shared.services.verify_report import GONE_WHOLE, VerifyReport
 
 _POSTINGS = "PartitionKey eq @pk"
 EXPIRING = "; its class-day is past retention: the next retention run deletes it"
@@ -72,8 +72,7 @@ class MonthChecks:
             if blob is None and (ref.archive_class, ref.day) not in committed_days:
                 if self._past_retention(ref):
                     continue  # retention took the class-day: postings stay till the month goes
-                detail = "its class-day is gone whole, but younger than its retention"
-                self.report.add("dangling", f"{month}/{row}", detail, (ref.name,))
+                self.report.add("dangling", f"{month}/{row}", GONE_WHOLE, (ref.name,))
                 continue
             if (
                 self._reader.manifest(ref) is not None

@@ -22,6 +22,10 @@ FAILURES = (
     "stray",
 )
 KINDS = (*FAILURES, "foreign", "expiring")
+# Details the repair reads: a loss it must leave named, since nothing else would name it.
+MISSING = "committed, and the blob is gone"
+MISSING_UNCLAIMED = MISSING + "; no claim names its events (they are named nowhere else)"
+GONE_WHOLE = "its class-day is gone whole, but younger than its retention"
 MAX_LISTED = 10_000  # problems listed per kind; the counts go on past it
 
 
