@@ -349,3 +349,27 @@ def test_an_index_reaching_back_to_year_one_still_answers_a_keyed_timeline(app: 
     with pytest.raises(QueryError, match="a shorter range") as refused:
         histogram({"caller": "x", "since": "1970-01-01", "bucket": "day"}, NOW, app.tables)
     assert "choose bucket=day" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "low", "high"),
+    [
+        ("2024-04-10T12:00:01Z", "2024-04-11T00:00:00Z", 10, 13),  # its second half: ~12
+        ("2024-04-10T10:00:00Z", "2024-04-10T11:00:00Z", 0, 2),  # one hour of a day bucket
+        ("2024-04-10T00:00:00Z", "2024-04-10T00:00:01Z", 0, 1),  # one second, not all 24
+    ],
+)
+def test_an_unkeyed_timeline_shares_a_blob_by_the_part_of_it_in_the_range(
+    app: Runtime, since: str, until: str, low: int, high: int
+) -> None:
+    """Found from outside: a blob's span was cut into buckets from its first record, and
+    each piece counted whole or dropped by its start: half a day read 0, one second a day."""
+    from tests.events import activity_event
+    from tests.test_query_range import records_of
+
+    hours = [activity_event(n, time=f"2024-04-10T{n:02d}:00:00.0000000Z") for n in range(24)]
+    app.writer.write(records_of(hours))  # one blob over the day
+    params = {"since": since, "until": until, "bucket": "day", "split": "category"}
+    counts = histogram(params, NOW, app.tables).as_dict()
+    assert low <= counts["total"] <= high, counts
+    assert counts["exact"] is False

@@ -360,10 +360,15 @@ def _share(result: Histogram, manifest: Manifest, count: int, label: str) -> Non
         result.add(low, label, count)
         return
     result.exact = False  # across buckets, or partly outside the range
+    # Cut at each bucket's start and at the range's bounds: a piece is in the range or out of
+    # it whole (found from outside: a piece cut from the blob's first record and kept or
+    # dropped by its start counted half a day as 0, and one second as the whole day).
+    bounds = [bound for bound in (result.low, result.high) if low < bound <= high]
     pieces: list[tuple[int, int]] = []  # (start, ticks of the span in that bucket)
     at = low
     while at <= high:
         end = min(high + 1, result.start + ((at - result.start) // result.step + 1) * result.step)
+        end = min([end, *(bound for bound in bounds if at < bound)])
         pieces.append((at, end - at))
         at = end
     shares = [count * length / (high - low + 1) for _, length in pieces]
