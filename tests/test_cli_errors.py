@@ -439,3 +439,22 @@ def test_compaction_as_of_the_first_day_of_year_one_has_nothing_to_merge(
 
     result = shared_cli("compact", "--as-of", "0001-01-01", "--json", settings=settings)
     assert result.returncode == 0, result.stderr
+
+
+def test_urllib3_closing_a_connection_past_its_pool_is_not_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found from outside: "Connection pool is full, discarding connection" flooded standard
+    error during `forward` and `deadletter replay`: noise, nothing lost or to be done."""
+    import logging
+
+    log = cli._VerbLog()
+    full = logging.LogRecord(
+        "urllib3.connectionpool", logging.WARNING, __file__, 1,
+        "Connection pool is full, discarding connection: %s. Connection pool size: %s",
+        ("127.0.0.1", 10), None,
+    )  # fmt: skip
+    log.emit(full)
+    other = logging.LogRecord("shared.x", logging.WARNING, __file__, 1, "said", None, None)
+    log.emit(other)
+    assert capsys.readouterr().err == "said\n"

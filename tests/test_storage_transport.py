@@ -92,26 +92,3 @@ def test_a_storage_call_that_never_gets_an_answer_fails_after_the_read_timeout(
             with pytest.raises(AzureError):
                 call()
             assert time.monotonic() - started < 10
-
-
-# --- as many requests at once as the process sends --------------------------------------------
-
-
-def test_requests_sent_side_by_side_keep_their_connections(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
-    """requests keeps 10 connections a host by default: with more calls at once (a search's
-    parallel reads inside a CLI's or a host's own threads) urllib3 discarded the rest after
-    each call, warned on stderr ("Connection pool is full") and opened new ones next time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from shared.adapters.thread_pools import MAX_THREADS
-
-    stores = connect(settings)
-    stores.ensure()
-    container = stores.blob_service.get_container_client(settings.records_container)
-    with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
-        for _ in range(3):
-            with ThreadPoolExecutor(MAX_THREADS) as threads:
-                list(threads.map(lambda _: container.exists(), range(MAX_THREADS * 2)))
-    assert [r.getMessage() for r in caplog.records if "pool is full" in r.getMessage()] == []

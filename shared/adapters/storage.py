@@ -7,21 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError
 from azure.core.pipeline import Pipeline
-from azure.core.pipeline.transport import RequestsTransport
-from azure.core.pipeline.transport._bigger_block_size_http_adapters import (
-    BiggerBlockSizeHTTPAdapter,  # the SDK's own adapter (32 KiB reads), kept
-)
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.data.tables._base_client import TransportWrapper
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from urllib3.util.retry import Retry
 
-from shared.adapters.thread_pools import MAX_THREADS
 from shared.settings import Settings
 
 
@@ -71,21 +64,6 @@ def transport_options(environ: Mapping[str, str]) -> dict[str, Any]:
     if bundle is not None:
         options["connection_verify"] = bundle
     return options
-
-
-class PooledTransport(RequestsTransport):  # type: ignore[misc]  # lazily exported: Any
-    """The SDK's requests transport, keeping as many connections a host as the process sends
-    calls at once. requests keeps 10 (HTTPAdapter pool_maxsize): past that, urllib3 closed
-    each extra connection after its call, warned on stderr, and opened a new one next time."""
-
-    def _init_session(self, session: requests.Session) -> None:
-        super()._init_session(session)
-        adapter = BiggerBlockSizeHTTPAdapter(
-            max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-            pool_maxsize=MAX_THREADS,
-        )
-        for protocol in self._protocols:
-            session.mount(protocol, adapter)
 
 
 def credential_for(settings: Settings) -> TokenCredential:
@@ -140,28 +118,26 @@ STORAGE_READ_TIMEOUT = 60
 
 def connect(settings: Settings, **client_options: Any) -> Stores:
     """The stores; `client_options` go to the SDK clients (a benchmark counts requests)."""
-    sending = {
+    client_options = {
         "connection_timeout": STORAGE_CONNECTION_TIMEOUT,
         "read_timeout": STORAGE_READ_TIMEOUT,
         **transport_options(os.environ),
+        **client_options,
     }
-    # A transport each service: a client closes its own (`with` or `close()`).
-    blob_options = {"transport": PooledTransport(**sending), **client_options}
-    table_options = {"transport": PooledTransport(**sending), **client_options}
     if settings.storage_connection:
         blob_service = BlobServiceClient.from_connection_string(
-            settings.storage_connection, **blob_options
+            settings.storage_connection, **client_options
         )
         table_service = TableServiceClient.from_connection_string(
-            settings.storage_connection, **table_options
+            settings.storage_connection, **client_options
         )
     else:
         credential = credential_for(settings)
         blob_service = BlobServiceClient(
-            settings.storage_blob_uri, credential=credential, **blob_options
+            settings.storage_blob_uri, credential=credential, **client_options
         )
         table_service = TableServiceClient(
-            endpoint=settings.storage_table_uri, credential=credential, **table_options
+            endpoint=settings.storage_table_uri, credential=credential, **client_options
         )
     table_service = _table_clients_safe_across_threads(table_service)
     return Stores(

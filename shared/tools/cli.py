@@ -734,6 +734,13 @@ def failure_line(error: BaseException) -> str | None:
     return None
 
 
+# urllib3 keeps 10 connections a host (requests' default; a pool as wide as the process's
+# lanes was tried, and a CI run then met one reset connection under a table batch POST, which
+# the SDK does not retry) and says so each time it closes one past that: nothing is lost, and
+# there is nothing for the user to do.
+_POOL_FULL = "Connection pool is full"
+
+
 class _VerbLog(logging.Handler):
     """Log records while a verb runs, shown as Python shows them unconfigured (the message,
     and a traceback if any), except what a failure that running again cures explains (and
@@ -745,6 +752,8 @@ class _VerbLog(logging.Handler):
         self.held: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "urllib3.connectionpool" and record.msg.startswith(_POOL_FULL):
+            return  # a connection closed after its call (more calls at once than kept): noise
         error = record.exc_info[1] if record.exc_info else None
         line = failure_line(error) if error is not None else None
         if line is None and not record.name.startswith("azure."):
