@@ -67,13 +67,15 @@ def _bytes_problem(data: bytes, manifest: Manifest, stored: StoredBlob) -> str |
 def _lines_problem(data: bytes, manifest: Manifest, keys: list[str], kinds: set[str]) -> str | None:
     """What is wrong with a blob's lines, if anything; their EventKeys go to `keys`, and the
     posting kinds they have values of (as the writer posts them) to `kinds`."""
-    try:
-        lines = decode_lines(data)
-    except _DAMAGED as error:
-        return f"not gzip JSON lines: {error}"
-    layout = _layout_problem(data, manifest)
-    if layout is not None:
-        return layout
+    lines = _member_lines(data, manifest)  # each member gunzipped once, the blob not again
+    if not isinstance(lines, list):
+        try:
+            whole = decode_lines(data)
+        except _DAMAGED as error:
+            return f"not gzip JSON lines: {error}"
+        if lines is not None:
+            return lines
+        lines = whole
     if len(lines) != manifest.count:
         return f"{len(lines)} lines, N is {manifest.count}"
     times: list[str] = []
@@ -84,9 +86,10 @@ def _lines_problem(data: bytes, manifest: Manifest, keys: list[str], kinds: set[
     return _span_problem(manifest, times)
 
 
-def _layout_problem(data: bytes, manifest: Manifest) -> str | None:
-    """Whether the manifest's gzip members (offsets O, records per member M) are the blob's:
-    a lookup reads a record by them alone, so another layout makes it skip records."""
+def _member_lines(data: bytes, manifest: Manifest) -> list[bytes] | str | None:
+    """The blob's lines, member by member, when the manifest's gzip members (offsets O,
+    records per member M) are the blob's; else what is wrong with them (a lookup reads a
+    record by them alone, so another layout makes it skip records); None without offsets."""
     offsets, size = manifest.offsets, manifest.member_records
     if not offsets:
         return None  # written before offsets were kept: read whole
@@ -95,15 +98,17 @@ def _layout_problem(data: bytes, manifest: Manifest) -> str | None:
         return (
             f"its manifest's {len(offsets) - 1} gzip members do not hold {manifest.count} records"
         )
+    lines: list[bytes] = []
     for number, (start, end) in enumerate(pairwise(offsets)):
         want = min(size, manifest.count - number * size)
         try:
-            held = len(decode_lines(data[start:end])) if start < end else -1
+            member = decode_lines(data[start:end]) if start < end else []
         except _DAMAGED:
-            held = -1
-        if held != want:
+            member = []
+        if len(member) != want or not member:
             return f"gzip member {number} at its manifest's offsets is not {want} whole records"
-    return None
+        lines += member
+    return lines
 
 
 def _line_problem(
