@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from shared.adapters import index_tables
+from shared.adapters import index_tables, table_changesets
 from shared.adapters.index_tables import IndexTables
 from shared.bootstrap import Runtime
 from shared.core import runs
@@ -598,30 +598,21 @@ def test_a_lookup_never_reads_part_of_a_run_being_deleted(
     }
     assert len(before) == len(records)
     seen: list[int] = []
-    real_table = tables.table
+    real_submit = table_changesets.submit
 
-    class Watched:
-        def __init__(self, client: Any) -> None:
-            self._client = client
+    def watched(table: Any, operations: list[Any]) -> list[str]:
+        answer = real_submit(table, operations)
+        if (
+            operations
+            and operations[0][0] == "delete"
+            and operations[0][1]["PartitionKey"] == run_partition("s", day)
+        ):
+            got = {(r, p) for r, places in _places(tables, digest, day, old_run) for p in places}
+            assert before <= got, f"{len(before - got)} places missing after a delete"
+            seen.append(len(got))
+        return answer
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._client, name)
-
-        def submit_transaction(self, operations: list[Any]) -> Any:
-            answer = self._client.submit_transaction(operations)
-            if (
-                operations
-                and operations[0][0] == "delete"
-                and operations[0][1]["PartitionKey"] == run_partition("s", day)
-            ):
-                got = {
-                    (r, p) for r, places in _places(tables, digest, day, old_run) for p in places
-                }
-                assert before <= got, f"{len(before - got)} places missing after a delete"
-                seen.append(len(got))
-            return answer
-
-    monkeypatch.setattr(tables, "table", lambda month: Watched(real_table(month)))
+    monkeypatch.setattr(index_tables, "submit", watched)
     archive_app.writer.write([late])
     report = _report()
     DayCompaction(tables, "202402", day, report).run()

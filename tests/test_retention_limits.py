@@ -280,25 +280,32 @@ class KillSwitch:
 class Doomed:
     """A real client that dies right after the switch's deletion call went through: that
     call and every earlier one happened; every later call, on any client, raises. Table
-    clients it hands out are doomed too."""
+    clients it hands out are doomed too, and so is the pipeline client under a table client
+    (shared.adapters.table_changesets sends transactions through it): a transaction it sends
+    counts as a deletion call when it deletes."""
 
     DELETIONS = frozenset(
         {"submit_transaction", "delete_entity", "delete_blob", "delete_blobs", "delete_table"}
     )
 
     def __init__(self, client: Any, switch: KillSwitch, name: str) -> None:
-        self._client = client
+        self._wrapped = client
         self._switch = switch
         self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
-        real = getattr(self._client, attribute)
+        real = getattr(self._wrapped, attribute)
+        if attribute == "_client":
+            return Doomed(real, self._switch, self._name)
         if not callable(real):
             return real
         switch = self._switch
         counts = attribute in self.DELETIONS and self._name == switch.target
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if attribute == "send_request" and self._name == switch.target:
+                nonlocal counts
+                counts = b"\r\nDELETE " in (getattr(args[0], "content", b"") or b"")
             if switch.killed:
                 raise Killed(attribute)
             result = real(*args, **kwargs)

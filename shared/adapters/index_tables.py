@@ -28,6 +28,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from shared.adapters.table_changesets import Operation, submit
 from shared.adapters.thread_pools import side_by_side
 from shared.core.archive_keys import index_table
 
@@ -168,9 +169,8 @@ class IndexTables:
     def insert_rows(self, month: str, entities: Sequence[Entity]) -> list[str]:
         """Insert rows of one partition in one transaction; their ETags. Raises the service's
         EntityAlreadyExists error when any of them exists (then none was inserted)."""
-        rows = [("create", entity) for entity in entities]
-        answers = self._on_table(month, lambda table: table.submit_transaction(rows))
-        return [str(answer["etag"]) for answer in answers]
+        rows: list[Operation] = [("create", entity) for entity in entities]
+        return self._on_table(month, lambda table: submit(table, rows))
 
     def replace_if(self, month: str, entity: Entity, etag: str) -> str | None:
         """Replace a row only if its ETag is still `etag` (If-Match): its new ETag, or None
@@ -192,9 +192,7 @@ class IndexTables:
 
         def upsert(table: TableClient) -> None:
             self.parallel(
-                lambda batch: table.submit_transaction(
-                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in batch]
-                ),
+                lambda batch: submit(table, [("upsert", entity) for entity in batch]),
                 transactions(entities),
             )
 
@@ -216,8 +214,8 @@ class IndexTables:
     def append(self, month: str, entities: Sequence[Entity]) -> None:
         """Insert rows of one partition in one transaction: all or none. Raises the
         service's EntityAlreadyExists error when any of them exists."""
-        rows = [("create", entity) for entity in entities]
-        self._on_table(month, lambda table: table.submit_transaction(rows))
+        rows: list[Operation] = [("create", entity) for entity in entities]
+        self._on_table(month, lambda table: submit(table, rows))
 
     def delete(self, month: str, keys: Sequence[Mapping[str, Any]]) -> None:
         """Delete rows by key, a transaction per partition and hundred; gone is no error."""
@@ -226,7 +224,7 @@ class IndexTables:
 
         def delete(batch: list[Entity]) -> None:
             try:
-                table.submit_transaction([("delete", e) for e in batch])
+                submit(table, [("delete", entity) for entity in batch])
             except (TableTransactionError, ResourceNotFoundError) as error:
                 if getattr(error, "error_code", None) not in ("ResourceNotFound", "TableNotFound"):
                     raise
@@ -250,7 +248,7 @@ def _create_batch(table: TableClient, batch: list[Entity]) -> dict[tuple[str, st
         if not pending:
             return existing
         try:
-            table.submit_transaction([("create", entity) for entity in pending])
+            submit(table, [("create", entity) for entity in pending])
             return existing
         except (TableTransactionError, ResourceExistsError) as error:
             if getattr(error, "error_code", None) != "EntityAlreadyExists":

@@ -1,0 +1,139 @@
+"""Entity-group transactions, each sent as one documented `$batch` request built here.
+
+The SDK's `submit_transaction` builds each operation as a request object, writes the body
+with the standard library's email package and parses the answer the same way: measured on
+Azurite, about 0.6 ms of CPU an entity, several times the emulator's own work and the largest
+part of an ingest (a write posts some 70 rows per 1,000 events). Here the body is written as
+the REST reference lays it out (https://learn.microsoft.com/rest/api/storageservices/
+performing-entity-group-transactions: a multipart/mixed batch holding one changeset, each
+operation an application/http part), its properties typed by the SDK's own serializer, and
+it goes through the client's own pipeline: its credential (shared key or Entra ID token),
+retry policy and hooks, as the SDK's transactions do.
+
+An answer read as anything but every operation done goes to `submit_transaction` again,
+which raises the SDK's own error: a transaction the service refused applied nothing, so doing
+it once more is safe, and callers keep catching what they always caught.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import quote
+
+from azure.core.rest import HttpRequest
+from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables._serialize import _add_entity_properties  # the SDK's own typing
+
+Action = Literal["create", "upsert", "delete"]
+Operation = tuple[Action, Mapping[str, Any]]
+
+_ANSWER = re.compile(rb"^HTTP/1\.1 (\d{3})[^\r\n]*\r?\n(.*?)\r?\n\r?\n", re.MULTILINE | re.DOTALL)
+_ETAG = re.compile(rb"^ETag:[ \t]*([^\r\n]+)", re.MULTILINE | re.IGNORECASE)
+_ACCEPTED = 202
+_OPERATION_HEADERS = (
+    "x-ms-version: {version}\r\nDataServiceVersion: 3.0\r\nAccept: application/json;"
+    "odata=minimalmetadata\r\n"
+)
+
+
+def submit(table: TableClient, operations: Sequence[Operation]) -> list[str]:
+    """Run the operations (one partition, at most 100) as one transaction: all or none.
+    Returns each operation's new ETag (empty for a delete), in order; raises what the SDK's
+    `submit_transaction` raises when the service refuses it."""
+    version = str(table.api_version)
+    base = f"{table.scheme}://{table._primary_hostname}"  # as the SDK's batch does
+    changeset = f"changeset_{uuid.uuid4()}"
+    batch = f"batch_{uuid.uuid4()}"
+    parts = [
+        _part(changeset, number, _operation(base, table.table_name, version, action, entity))
+        for number, (action, entity) in enumerate(operations)
+    ]
+    body = b"".join(
+        [
+            f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode(),
+            *parts,
+            f"--{changeset}--\r\n--{batch}--\r\n".encode(),
+        ]
+    )
+    request = HttpRequest(
+        "POST",
+        f"{base}/$batch",
+        headers={
+            "x-ms-version": version,
+            "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx",
+            "Content-Type": f"multipart/mixed; boundary={batch}",
+            "Accept": "application/json",
+        },
+        content=body,
+    )
+    response = table._client.send_request(request, stream=True)  # its pipeline
+    answer = response.read()
+    etags = _etags(answer, len(operations)) if response.status_code == _ACCEPTED else None
+    if etags is not None:
+        return etags
+    done = table.submit_transaction([_sdk_operation(a, e) for a, e in operations])
+    return [str(metadata.get("etag") or "") for metadata in done]
+
+
+def _operation(
+    base: str, table: str, version: str, action: Action, entity: Mapping[str, Any]
+) -> bytes:
+    headers = _OPERATION_HEADERS.format(version=version)
+    if action == "create":
+        data = _json(entity)
+        line = f"POST {base}/{table} HTTP/1.1\r\n{headers}Prefer: return-no-content\r\n"
+    else:
+        keys = f"PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}'"
+        if action == "upsert":  # no If-Match: insert or replace
+            data = _json(entity)
+            line = f"PUT {base}/{table}({keys}) HTTP/1.1\r\n{headers}"
+        else:
+            data = b""
+            line = f"DELETE {base}/{table}({keys}) HTTP/1.1\r\n{headers}If-Match: *\r\n"
+    typed = "Content-Type: application/json\r\n" if data else ""
+    return f"{line}{typed}Content-Length: {len(data)}\r\n\r\n".encode() + data
+
+
+def _json(entity: Mapping[str, Any]) -> bytes:
+    """The entity's JSON, non-ASCII escaped as the SDK sends it: Azurite's batch parser
+    refuses a raw U+2028 or U+2029 in a value (PropertiesNeedValue), escaped it takes it."""
+    return json.dumps(_add_entity_properties(entity), separators=(",", ":")).encode()
+
+
+def _part(changeset: str, number: int, operation: bytes) -> bytes:
+    return (
+        (
+            f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
+            f"\r\nContent-ID: {number}\r\n\r\n"
+        ).encode()
+        + operation
+        + b"\r\n"
+    )
+
+
+def _key(value: str) -> str:
+    """A key in an entity's address: quotes doubled (OData), then percent-encoded."""
+    return quote(value.replace("'", "''"), safe="")
+
+
+def _etags(answer: bytes, expected: int) -> list[str] | None:
+    """Each operation's ETag when the answer says every one was done; else None."""
+    found = _ANSWER.findall(answer)
+    if len(found) != expected or any(not status.startswith(b"2") for status, _ in found):
+        return None
+    etags = []
+    for _, headers in found:
+        etag = _ETAG.search(headers)
+        etags.append(etag.group(1).decode().strip() if etag else "")
+    return etags
+
+
+def _sdk_operation(action: Action, entity: Mapping[str, Any]) -> tuple[Any, ...]:
+    if action == "upsert":
+        return (action, entity, {"mode": UpdateMode.REPLACE})
+    return (action, entity)
