@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.bootstrap import Runtime
-from shared.core.archive_keys import STATE
+from shared.bootstrap import Runtime, build_runtime
+from shared.core.archive_keys import PENDING, STATE
 from shared.core.normalize import normalize_input
 from shared.core.records import NormalizedRecord
 from shared.services.archive_write import ArchiveWriter, ClaimedElsewhere
@@ -162,3 +162,66 @@ def test_an_append_lost_to_another_writer_counts_each_event_once(app: Runtime) -
     assert [r["EventKey"] for r in again.existing] == [a["EventKey"]]
     assert [r["EventKey"] for r in again.indexed] == [c["EventKey"]]
     assert archived_keys(app) == sorted(r["EventKey"] for r in (a, b, c))
+
+
+def _three_classes() -> list[NormalizedRecord]:
+    """Events of one day in three archive classes: a write makes three blobs."""
+    return [
+        *_records(range(0, 20)),
+        *_records(range(20, 40), category="Policy"),
+        *_records(range(40, 60), category="Security"),
+    ]
+
+
+def test_the_blobs_of_a_day_commit_in_one_request(settings: Any) -> None:
+    """A write's commits are one conditional transaction a day, not a request a blob."""
+    commits: list[str] = []
+
+    def count(request: Any) -> None:
+        http = request.http_request
+        body = http.content if isinstance(http.content, bytes) else b""
+        if (http.method == "PUT" and "PartitionKey='m" in http.url) or (
+            http.url.endswith("$batch") and b"If-Match: W/" in body
+        ):
+            commits.append(http.method)
+
+    app = build_runtime(settings, raw_request_hook=count)
+    records = _three_classes()
+    assert len(app.writer.write(records).indexed) == 60
+    assert len(committed_blobs(app)) == 3
+    assert commits == ["POST"]
+    assert archived_keys(app) == sorted(r["EventKey"] for r in records)
+
+
+def test_a_blob_fenced_before_a_commit_of_several_leaves_the_others_committed(
+    app: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One blob of three taken over between its postings and its commit: the day's commit
+    transaction fails as a whole, so each blob commits alone: two do, the fenced one is
+    removed, and the retry archives its events once."""
+    records = _three_classes()
+    real_upsert = app.tables.upsert
+    fenced: list[str] = []
+
+    def upsert_then_fence_one(month: str, entities: Any) -> None:
+        real_upsert(month, entities)
+        pending = [r for r in index_rows(app, "m") if r.get(STATE) == PENDING]
+        victim = sorted(pending, key=lambda r: str(r["RowKey"]))[1]
+        found = app.tables.read(month, victim["PartitionKey"], victim["RowKey"])
+        assert found is not None
+        fence = {"PartitionKey": victim["PartitionKey"], "RowKey": victim["RowKey"], STATE: "f"}
+        assert app.tables.replace_if(month, fence, found[1]) is not None
+        fenced.append(str(victim["RowKey"]))
+
+    monkeypatch.setattr(app.tables, "upsert", upsert_then_fence_one)
+    with pytest.raises(ClaimedElsewhere, match="taken over"):
+        app.writer.write(records)
+    monkeypatch.undo()
+    assert len(fenced) == 1 and len(committed_blobs(app)) == 2
+    assert len(archived_keys(app)) == 40
+    later = ArchiveWriter(
+        app.tables, app.archive, clock=lambda: datetime.now(UTC) + timedelta(hours=1)
+    )
+    again = later.write(records)
+    assert len(again.indexed) == 20 and len(again.existing) == 40
+    assert archived_keys(app) == sorted(r["EventKey"] for r in records)

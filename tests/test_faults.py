@@ -1147,7 +1147,8 @@ class StepFailed(Exception):
 TABLE_STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "claims": (("append",), (KEY_ROW,)),  # of the claim logs (claim_logs), not the tables
     "postings": (("upsert",), tuple(LOOKUP_COLUMNS)),
-    "manifests": (("replace_if",), (MANIFEST_ROW,)),  # the commit: pending row -> manifest
+    # The commit, pending row -> manifest: a day's blobs together, or one alone.
+    "manifests": (("replace_all_if", "replace_if"), (MANIFEST_ROW,)),
     "marks": (("upsert",), (KEY_ROW,)),
 }
 # (step, which call of it fails, whether that call was applied before it failed: a lost answer)
@@ -1179,6 +1180,7 @@ def fail_step(
         def call(*args: Any) -> Any:
             if kinds:
                 first = args[1] if isinstance(args[1], dict) else (args[1] or [{}])[0]
+                first = first[0] if isinstance(first, tuple) else first  # (row, ETag)
                 fencing = isinstance(args[1], dict) and STATE in args[1]  # replace_if fences too
                 if fencing or not str(first.get("PartitionKey", "")).startswith(kinds):
                     return real(*args)  # the same method serving another step

@@ -124,3 +124,19 @@ def test_a_missing_table_raises_table_not_found(azurite: Azurite) -> None:
     with pytest.raises((TableTransactionError, ResourceNotFoundError)) as missing:
         submit(table, [("upsert", _entity("a", S="x"))])
     assert getattr(missing.value, "error_code", None) == "TableNotFound"
+
+
+def test_a_replace_holds_only_while_the_etag_does(tables: tuple[TableClient, list[int]]) -> None:
+    table, _ = tables
+    first, second = submit(
+        table, [("create", _entity("a", S="1")), ("create", _entity("b", S="1"))]
+    )
+    newer = submit(table, [("replace", _entity("a", S="2"), first)])
+    assert newer[0] != first
+    with pytest.raises(TableTransactionError) as stale:  # "a" changed since `first`
+        submit(
+            table,
+            [("replace", _entity("b", S="3"), second), ("replace", _entity("a", S="3"), first)],
+        )
+    assert getattr(stale.value, "error_code", None) == "UpdateConditionNotSatisfied"
+    assert {k: v["S"] for k, v in _stored(table).items()} == {"a": "2", "b": "1"}

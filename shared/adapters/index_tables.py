@@ -185,6 +185,16 @@ class IndexTables:
             return None
         return str(answer["etag"])
 
+    def replace_all_if(self, month: str, rows: Sequence[tuple[Entity, str]]) -> list[str] | None:
+        """Replace rows of one partition (at most 100) in one transaction, each only if its
+        ETag is still the one given: their new ETags, or None when the transaction was
+        refused (a row changed or went meanwhile): then none was replaced."""
+        operations: list[Operation] = [("replace", entity, etag) for entity, etag in rows]
+        try:
+            return submit(self.table(month), operations)
+        except (TableTransactionError, ResourceModifiedError, ResourceNotFoundError):
+            return None
+
     # --- writes --------------------------------------------------------------------------
 
     def upsert(self, month: str, entities: Sequence[Entity]) -> None:

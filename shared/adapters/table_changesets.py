@@ -24,12 +24,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
+from azure.core import MatchConditions
 from azure.core.rest import HttpRequest
 from azure.data.tables import TableClient, UpdateMode
 from azure.data.tables._serialize import _add_entity_properties  # the SDK's own typing
 
-Action = Literal["create", "upsert", "delete"]
-Operation = tuple[Action, Mapping[str, Any]]
+Action = Literal["create", "upsert", "delete", "replace"]
+# (action, entity), or ("replace", entity, ETag): replaced only if the row still has that ETag.
+Operation = tuple[Action, Mapping[str, Any]] | tuple[Action, Mapping[str, Any], str]
 
 _ANSWER = re.compile(rb"^HTTP/1\.1 (\d{3})[^\r\n]*\r?\n(.*?)\r?\n\r?\n", re.MULTILINE | re.DOTALL)
 _ETAG = re.compile(rb"^ETag:[ \t]*([^\r\n]+)", re.MULTILINE | re.IGNORECASE)
@@ -49,8 +51,8 @@ def submit(table: TableClient, operations: Sequence[Operation]) -> list[str]:
     changeset = f"changeset_{uuid.uuid4()}"
     batch = f"batch_{uuid.uuid4()}"
     parts = [
-        _part(changeset, number, _operation(base, table.table_name, version, action, entity))
-        for number, (action, entity) in enumerate(operations)
+        _part(changeset, number, _operation(base, table.table_name, version, operation))
+        for number, operation in enumerate(operations)
     ]
     body = b"".join(
         [
@@ -76,13 +78,12 @@ def submit(table: TableClient, operations: Sequence[Operation]) -> list[str]:
     etags = _etags(answer, len(operations)) if response.status_code == _ACCEPTED else None
     if etags is not None:
         return etags
-    done = table.submit_transaction([_sdk_operation(a, e) for a, e in operations])
+    done = table.submit_transaction([_sdk_operation(operation) for operation in operations])
     return [str(metadata.get("etag") or "") for metadata in done]
 
 
-def _operation(
-    base: str, table: str, version: str, action: Action, entity: Mapping[str, Any]
-) -> bytes:
+def _operation(base: str, table: str, version: str, operation: Operation) -> bytes:
+    action, entity = operation[0], operation[1]
     headers = _OPERATION_HEADERS.format(version=version)
     if action == "create":
         data = _json(entity)
@@ -92,6 +93,11 @@ def _operation(
         if action == "upsert":  # no If-Match: insert or replace
             data = _json(entity)
             line = f"PUT {base}/{table}({keys}) HTTP/1.1\r\n{headers}"
+        elif action == "replace":
+            data = _json(entity)
+            line = (
+                f"PUT {base}/{table}({keys}) HTTP/1.1\r\n{headers}If-Match: {_etag(operation)}\r\n"
+            )
         else:
             data = b""
             line = f"DELETE {base}/{table}({keys}) HTTP/1.1\r\n{headers}If-Match: *\r\n"
@@ -133,7 +139,18 @@ def _etags(answer: bytes, expected: int) -> list[str] | None:
     return etags
 
 
-def _sdk_operation(action: Action, entity: Mapping[str, Any]) -> tuple[Any, ...]:
+def _etag(operation: Operation) -> str:
+    """The ETag a "replace" is conditioned on."""
+    if len(operation) != 3:  # noqa: PLR2004 - (action, entity, etag)
+        raise ValueError(f"a {operation[0]} of {operation[1].get('RowKey')!r} needs an ETag")
+    return operation[2]
+
+
+def _sdk_operation(operation: Operation) -> tuple[Any, ...]:
+    action, entity = operation[0], operation[1]
     if action == "upsert":
         return (action, entity, {"mode": UpdateMode.REPLACE})
+    if action == "replace":
+        condition = {"etag": _etag(operation), "match_condition": MatchConditions.IfNotModified}
+        return ("update", entity, {"mode": UpdateMode.REPLACE, **condition})
     return (action, entity)

@@ -378,7 +378,8 @@ def places_of(packed: bytes, value: str) -> list[tuple[int, int]]:
 
 def pack_entries(entries: Iterable[tuple[int, int]]) -> bytes:
     """(second of day, ordinal in the blob) pairs, four bytes each."""
-    return b"".join(_ENTRY.pack(second << _ORDINAL_BITS | ordinal) for second, ordinal in entries)
+    values = [second << _ORDINAL_BITS | ordinal for second, ordinal in entries]
+    return struct.pack(f">{len(values)}I", *values)
 
 
 def entry_second(value: int) -> int:

@@ -110,18 +110,31 @@ def posted_kinds(record: NormalizedRecord) -> Iterator[str]:
 def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str, Any]]:
     """A blob's posting rows: per kind and hash prefix (or, for a small blob, one for all of
     a kind's values when they are few), each value's records' places."""
-    values: dict[str, dict[bytes, tuple[str, list[tuple[int, int]]]]] = defaultdict(dict)
-    for ordinal, record in enumerate(records):
-        second = second_of_day(record["TimeGenerated"])
-        for kind, value in posted_values(record):
-            bucket, digest = value_hash(value)
-            values[kind].setdefault(digest, (bucket, []))[1].append((second, ordinal))
-    rows = []
+    seconds = [second_of_day(record["TimeGenerated"]) for record in records]
     small = len(records) <= SINGLE_ROW_RECORDS
-    for kind, by_digest in values.items():
+    rows = []
+    digests: dict[object, bytes | None] = {}  # a value's hash, None when not posted
+    for kind, column in LOOKUP_COLUMNS.items():  # kind by kind: one pass of a column each
+        by_digest: dict[bytes, list[tuple[int, int]]] = {}
+        for ordinal, record in enumerate(records):
+            value = record.get(column)
+            try:
+                digest = digests[value]
+            except KeyError:  # as posted_values: a string not blank
+                posted = isinstance(value, str) and value.strip()
+                digest = digests[value] = value_hash(value)[1] if posted else None
+            except TypeError:  # unhashable: no string
+                continue
+            if digest is not None:
+                places = by_digest.get(digest)
+                if places is None:
+                    places = by_digest[digest] = []
+                places.append((seconds[ordinal], ordinal))
+        if not by_digest:
+            continue
         buckets: dict[str, dict[bytes, list[tuple[int, int]]]] = defaultdict(dict)
         single = small and len(by_digest) <= SINGLE_ROW_VALUES
-        for digest, (_, places) in by_digest.items():
+        for digest, places in by_digest.items():
             buckets[SINGLE_ROW if single else prefix_lead(digest)][digest] = places
         rows += [
             {"PartitionKey": kind, "RowKey": posting_row(bucket, ref, part), "E": packed}
@@ -262,11 +275,11 @@ class ArchiveWriter:
         self._tables.parallel(lambda blob: self._archive.put(blob.ref.name, encoded[blob]), blobs)
         for month, entities in rows.items():
             self._tables.upsert(month, entities)
-        commits = self._tables.parallel(
-            lambda blob: instances.commit(
-                blob.ref, manifest_row(blob.ref, blob.plan, ordered[blob], encoded[blob])
-            ),
-            blobs,
+        commits = instances.commit_all(
+            [
+                (blob.ref, manifest_row(blob.ref, blob.plan, ordered[blob], encoded[blob]))
+                for blob in blobs
+            ]
         )
         fenced = [blob for blob, done in zip(blobs, commits, strict=True) if not done]
         for blob in fenced:

@@ -135,6 +135,31 @@ class Instances:
         # a committed row of this blob is this write's, for no one else commits its id.
         return self.read(ref).stage is Stage.COMMITTED
 
+    def commit_all(self, manifests: Sequence[tuple[BlobRef, dict[str, Any]]]) -> list[bool]:
+        """`commit` each, the blobs of a day in one transaction (one request, not one a
+        blob); when that is refused (a blob of it fenced), each blob alone, so that the
+        others still commit."""
+        done: dict[BlobRef, bool] = {}
+        days: dict[tuple[str, str], list[tuple[BlobRef, dict[str, Any], str]]] = {}
+        for ref, manifest in manifests:
+            with self._lock:
+                known = self._known[ref]
+            if known.stage is Stage.PENDING and known.etag is not None and ref in self.own:
+                days.setdefault((ref.month, ref.manifest_keys[0]), []).append(
+                    (ref, manifest, known.etag)
+                )
+            else:
+                done[ref] = False  # abandoned here
+        for (month, _), members in days.items():
+            for start in range(0, len(members), 100):  # a transaction's limit
+                chunk = members[start : start + 100]
+                rows = [(manifest, etag) for _, manifest, etag in chunk]
+                if len(chunk) > 1 and self._tables.replace_all_if(month, rows) is not None:
+                    done.update((ref, True) for ref, _, _ in chunk)
+                else:
+                    done.update((ref, self.commit(ref, manifest)) for ref, manifest, _ in chunk)
+        return [done[ref] for ref, _ in manifests]
+
     def abandon(self, refs: Sequence[BlobRef]) -> None:
         """Fence this write's own pending rows: its claims stop holding anything at once."""
         self._tables.parallel(lambda ref: self.fence(self.get(ref)), list(refs))
