@@ -21,7 +21,7 @@ from azure.data.tables import (
     UpdateMode,
 )
 
-from shared.adapters.table_changesets import submit
+from shared.adapters.table_changesets import UnreadableAnswer, answered, submit
 from shared.tools.azurite import Azurite
 
 ODD_KEYS = ["plain", "it's", "two '' quotes", "space and %25", "unicode é ✓", "a+b=c&d;e,f"]
@@ -140,3 +140,27 @@ def test_a_replace_holds_only_while_the_etag_does(tables: tuple[TableClient, lis
         )
     assert getattr(stale.value, "error_code", None) == "UpdateConditionNotSatisfied"
     assert {k: v["S"] for k, v in _stored(table).items()} == {"a": "2", "b": "1"}
+
+
+def _answer(*codes: int) -> bytes:
+    parts = b"".join(
+        b"--changesetresponse_1\r\nContent-Type: application/http\r\n"
+        b"Content-Transfer-Encoding: binary\r\n\r\n"
+        + f"HTTP/1.1 {code} Whatever\r\nDataServiceVersion: 3.0;\r\n".encode()
+        + f"ETag: W/\"datetime'{n}'\"\r\n\r\n\r\n".encode()
+        for n, code in enumerate(codes)
+    )
+    return b"--batchresponse_1\r\n" + parts + b"--changesetresponse_1--\r\n--batchresponse_1--\r\n"
+
+
+def test_an_answer_is_done_refused_or_unreadable_never_guessed() -> None:
+    """Sending a transaction again is safe only when the answer says it was refused: an
+    accepted batch whose answer cannot be read may have been applied."""
+    assert answered(202, _answer(204, 201), 2) == ["W/\"datetime'0'\"", "W/\"datetime'1'\""]
+    assert answered(202, _answer(409), 2) is None  # one refused: none applied
+    assert answered(400, b"", 2) is None  # the batch refused whole
+    assert answered(503, b"", 2) is None
+    with pytest.raises(UnreadableAnswer):
+        answered(202, _answer(204), 2)  # one answer for two operations
+    with pytest.raises(UnreadableAnswer):
+        answered(202, b"<html>a proxy's page</html>", 1)

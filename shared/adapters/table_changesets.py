@@ -10,9 +10,10 @@ operation an application/http part), its properties typed by the SDK's own seria
 it goes through the client's own pipeline: its credential (shared key or Entra ID token),
 retry policy and hooks, as the SDK's transactions do.
 
-An answer read as anything but every operation done goes to `submit_transaction` again,
-which raises the SDK's own error: a transaction the service refused applied nothing, so doing
-it once more is safe, and callers keep catching what they always caught.
+An answer that says the transaction was refused goes to `submit_transaction` again, which
+raises the SDK's own error: a refused transaction applied nothing, so doing it once more is
+safe, and callers keep catching what they always caught. An answer that says neither raises
+UnreadableAnswer rather than send again what may have been applied.
 """
 
 from __future__ import annotations
@@ -74,12 +75,37 @@ def submit(table: TableClient, operations: Sequence[Operation]) -> list[str]:
         content=body,
     )
     response = table._client.send_request(request, stream=True)  # its pipeline
-    answer = response.read()
-    etags = _etags(answer, len(operations)) if response.status_code == _ACCEPTED else None
+    etags = answered(response.status_code, response.read(), len(operations))
     if etags is not None:
         return etags
     done = table.submit_transaction([_sdk_operation(operation) for operation in operations])
     return [str(metadata.get("etag") or "") for metadata in done]
+
+
+class UnreadableAnswer(RuntimeError):
+    """The service accepted the batch, and its answer neither says every operation was done
+    nor names one it refused: the transaction may have been applied, so it is not sent
+    again (an insert sent again would fail as already there)."""
+
+
+def answered(status: int, answer: bytes, expected: int) -> list[str] | None:
+    """Each operation's ETag when the answer says every one was done; None when it says the
+    transaction was refused (the batch as a whole, or one of its operations: then none was
+    applied, and sending it again is safe). Raises UnreadableAnswer otherwise."""
+    if status != _ACCEPTED:
+        return None
+    found = _ANSWER.findall(answer)
+    if any(not code.startswith(b"2") for code, _ in found):
+        return None
+    if len(found) != expected:
+        raise UnreadableAnswer(
+            f"a transaction of {expected} operations was answered {len(found)} times"
+        )
+    etags = []
+    for _, headers in found:
+        etag = _ETAG.search(headers)
+        etags.append(etag.group(1).decode().strip() if etag else "")
+    return etags
 
 
 def _operation(base: str, table: str, version: str, operation: Operation) -> bytes:
@@ -125,18 +151,6 @@ def _part(changeset: str, number: int, operation: bytes) -> bytes:
 def _key(value: str) -> str:
     """A key in an entity's address: quotes doubled (OData), then percent-encoded."""
     return quote(value.replace("'", "''"), safe="")
-
-
-def _etags(answer: bytes, expected: int) -> list[str] | None:
-    """Each operation's ETag when the answer says every one was done; else None."""
-    found = _ANSWER.findall(answer)
-    if len(found) != expected or any(not status.startswith(b"2") for status, _ in found):
-        return None
-    etags = []
-    for _, headers in found:
-        etag = _ETAG.search(headers)
-        etags.append(etag.group(1).decode().strip() if etag else "")
-    return etags
 
 
 def _etag(operation: Operation) -> str:

@@ -42,7 +42,7 @@ class EncodedBlob:
 
 
 def encode_line(record: NormalizedRecord) -> bytes:
-    return orjson.dumps(record) + b"\n"
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)  # no copy to add the newline
 
 
 def _member(lines: bytes) -> bytes:
