@@ -37,6 +37,7 @@ Operation = tuple[Action, Mapping[str, Any]] | tuple[Action, Mapping[str, Any], 
 _ANSWER = re.compile(rb"^HTTP/1\.1 (\d{3})[^\r\n]*\r?\n(.*?)\r?\n\r?\n", re.MULTILINE | re.DOTALL)
 _ETAG = re.compile(rb"^ETag:[ \t]*([^\r\n]+)", re.MULTILINE | re.IGNORECASE)
 _ACCEPTED = 202
+_KEYS = ("PartitionKey", "RowKey")
 _OPERATION_HEADERS = (
     "x-ms-version: {version}\r\nDataServiceVersion: 3.0\r\nAccept: application/json;"
     "odata=minimalmetadata\r\n"
@@ -110,25 +111,17 @@ def answered(status: int, answer: bytes, expected: int) -> list[str] | None:
 
 def _operation(base: str, table: str, version: str, operation: Operation) -> bytes:
     action, entity = operation[0], operation[1]
-    headers = _OPERATION_HEADERS.format(version=version)
     if action == "create":
-        data = _json(entity)
-        line = f"POST {base}/{table} HTTP/1.1\r\n{headers}Prefer: return-no-content\r\n"
-    else:
-        keys = f"PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}'"
-        if action == "upsert":  # no If-Match: insert or replace
-            data = _json(entity)
-            line = f"PUT {base}/{table}({keys}) HTTP/1.1\r\n{headers}"
-        elif action == "replace":
-            data = _json(entity)
-            line = (
-                f"PUT {base}/{table}({keys}) HTTP/1.1\r\n{headers}If-Match: {_etag(operation)}\r\n"
-            )
-        else:
-            data = b""
-            line = f"DELETE {base}/{table}({keys}) HTTP/1.1\r\n{headers}If-Match: *\r\n"
+        line, condition = f"POST {base}/{table}", "Prefer: return-no-content\r\n"
+    else:  # an upsert is a PUT without If-Match: insert or replace
+        method = "DELETE" if action == "delete" else "PUT"
+        line, condition = f"{method} {base}/{table}({_address(entity)})", ""
+        if action != "upsert":
+            condition = f"If-Match: {'*' if action == 'delete' else _etag(operation)}\r\n"
+    data = b"" if action == "delete" else _json(entity)
     typed = "Content-Type: application/json\r\n" if data else ""
-    return f"{line}{typed}Content-Length: {len(data)}\r\n\r\n".encode() + data
+    headers = _OPERATION_HEADERS.format(version=version) + condition + typed
+    return f"{line} HTTP/1.1\r\n{headers}Content-Length: {len(data)}\r\n\r\n".encode() + data
 
 
 def _json(entity: Mapping[str, Any]) -> bytes:
@@ -148,9 +141,10 @@ def _part(changeset: str, number: int, operation: bytes) -> bytes:
     )
 
 
-def _key(value: str) -> str:
-    """A key in an entity's address: quotes doubled (OData), then percent-encoded."""
-    return quote(value.replace("'", "''"), safe="")
+def _address(entity: Mapping[str, Any]) -> str:
+    """An entity's keys as its URL addresses them: quotes doubled (OData), percent-encoded."""
+    partition, row = (quote(entity[key].replace("'", "''"), safe="") for key in _KEYS)
+    return f"PartitionKey='{partition}',RowKey='{row}'"
 
 
 def _etag(operation: Operation) -> str:

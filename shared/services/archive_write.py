@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from shared.adapters.archive_store import ArchiveStore
 from shared.adapters.index_tables import IndexTables, int64
@@ -94,11 +94,16 @@ def plan_blobs(
     return planned
 
 
+def is_posted(value: object) -> TypeGuard[str]:
+    """Whether a key column's value is posted: a string, not blank."""
+    return isinstance(value, str) and bool(value.strip())
+
+
 def posted_values(record: NormalizedRecord) -> Iterator[tuple[str, str]]:
     """(kind, value) of each posting kind a record has a value of: what it is posted under."""
     for kind, column in LOOKUP_COLUMNS.items():
         value = record.get(column)
-        if isinstance(value, str) and value.strip():
+        if is_posted(value):
             yield kind, value
 
 
@@ -120,9 +125,8 @@ def postings(ref: BlobRef, records: Sequence[NormalizedRecord]) -> list[dict[str
             value = record.get(column)
             try:
                 digest = digests[value]
-            except KeyError:  # as posted_values: a string not blank
-                posted = isinstance(value, str) and value.strip()
-                digest = digests[value] = value_hash(value)[1] if posted else None
+            except KeyError:
+                digest = digests[value] = value_hash(value)[1] if is_posted(value) else None
             except TypeError:  # unhashable: no string
                 continue
             if digest is not None:

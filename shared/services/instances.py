@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from shared.adapters.index_tables import IndexTables, as_int, int64
+from shared.adapters.index_tables import MAX_BATCH, IndexTables, as_int, int64
 from shared.core.archive_keys import FENCED, PENDING, PLAN, REPAIRING, STATE, BlobRef
 
 
@@ -113,8 +113,8 @@ class Instances:
 
         def insert(group: tuple[tuple[str, str], list[tuple[BlobRef, int]]]) -> None:
             (month, _), members = group
-            for start in range(0, len(members), 100):  # a transaction's limit
-                chunk = members[start : start + 100]
+            for start in range(0, len(members), MAX_BATCH):
+                chunk = members[start : start + MAX_BATCH]
                 etags = self._tables.insert_rows(month, [pending_row(r, p) for r, p in chunk])
                 with self._lock:
                     for (ref, plan), etag in zip(chunk, etags, strict=True):
@@ -151,8 +151,8 @@ class Instances:
             else:
                 done[ref] = False  # abandoned here
         for (month, _), members in days.items():
-            for start in range(0, len(members), 100):  # a transaction's limit
-                chunk = members[start : start + 100]
+            for start in range(0, len(members), MAX_BATCH):
+                chunk = members[start : start + MAX_BATCH]
                 rows = [(manifest, etag) for _, manifest, etag in chunk]
                 if len(chunk) > 1 and self._tables.replace_all_if(month, rows) is not None:
                     done.update((ref, True) for ref, _, _ in chunk)
