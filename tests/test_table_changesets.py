@@ -21,8 +21,10 @@ from azure.data.tables import (
     UpdateMode,
 )
 
+from shared.adapters.index_tables import IndexTables
 from shared.adapters.table_changesets import UnreadableAnswer, answered, submit
 from shared.tools.azurite import Azurite
+from tests.fault_proxy import APPLIED_THEN_RESET, RESET, FaultProxy, Rule
 
 ODD_KEYS = ["plain", "it's", "two '' quotes", "space and %25", "unicode é ✓", "a+b=c&d;e,f"]
 
@@ -164,3 +166,24 @@ def test_an_answer_is_done_refused_or_unreadable_never_guessed() -> None:
         answered(202, _answer(204), 2)  # one answer for two operations
     with pytest.raises(UnreadableAnswer):
         answered(202, b"<html>a proxy's page</html>", 1)
+
+
+def test_upserts_and_deletes_are_sent_again_after_a_dropped_connection(azurite: Azurite) -> None:
+    """A connection dropped before any answer (Azurite closing a kept-alive connection as it
+    is reused: met in CI) is not retried by the SDK's policy for a POST. An upsert means the
+    same sent twice, and so does a delete to the index (a row found gone is gone)."""
+    with FaultProxy(azurite, lifetime=60) as proxy:
+        service = TableServiceClient.from_connection_string(proxy.connection_string)
+        tables = IndexTables(service, "chgdropped")
+        rows = [_entity("a", S="x"), _entity("b", S="y")]
+        try:
+            proxy.add_rule(Rule(RESET, service="table", path=r"\$batch", times=1))
+            tables.upsert("202501", rows)
+            stored = tables.query("202501", "PartitionKey eq @pk", {"pk": "p'k"})
+            assert sorted(row["RowKey"] for row in stored) == ["a", "b"]
+            proxy.add_rule(Rule(APPLIED_THEN_RESET, service="table", path=r"\$batch", times=1))
+            tables.delete("202501", rows[:1])
+            stored = tables.query("202501", "PartitionKey eq @pk", {"pk": "p'k"})
+            assert [row["RowKey"] for row in stored] == ["b"]
+        finally:
+            tables.drop("202501")
